@@ -1,0 +1,1 @@
+"""Shared model machinery: backbones, heads, freeze plans, stages."""

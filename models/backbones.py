@@ -1,0 +1,172 @@
+"""One interface over every pretrained backbone.
+
+`load_backbone(config, image_size)` returns a `FeatureBackbone`: the Keras
+backbone model, the normalisation its weights expect, and its layers grouped
+into blocks from input to output. Freezing, learning-rate groups and feature
+caching all work on that interface, whatever the architecture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+
+from transferkit.config import BackboneConfig
+from transferkit.errors import ConfigError, PresetError
+
+# Layer-name patterns that group an architecture's layers into blocks, in the
+# order the layers appear. The first capture group names the block.
+BLOCK_PATTERNS: dict[str, str] = {
+    "EfficientNetBackbone": r"^(stem|block\d+|top)",
+    "ResNetBackbone": r"^(conv1|stack\d+|post)",
+    "MobileNetBackbone": r"^(input_conv|.*?block_?\d+|output_conv|conv_\d+)",
+    "CSPNetBackbone": r"^(stem|stages?_?\d+)",
+    "DenseNetBackbone": r"^(conv1|stack\d+|transition\d+|bn)",
+    "VGGBackbone": r"^(block\d+)",
+}
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+class Normalization(keras.layers.Layer):
+    """`x * scale + offset`, per channel or global: the backbone's input scaling.
+
+    Kept as its own layer so the exported model takes 0..255 pixels.
+    """
+
+    def __init__(self, scale=1.0, offset=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = _as_list(scale)
+        self.offset = _as_list(offset)
+
+    def call(self, inputs):
+        scale = keras.ops.convert_to_tensor(self.scale, dtype=inputs.dtype)
+        offset = keras.ops.convert_to_tensor(self.offset, dtype=inputs.dtype)
+        return inputs * scale + offset
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
+
+def _as_list(value) -> float | list[float]:
+    if value is None:
+        return 1.0
+    array = np.asarray(value, dtype="float64").reshape(-1)
+    return float(array[0]) if array.size == 1 else [float(v) for v in array]
+
+
+@dataclasses.dataclass
+class Block:
+    """A named, ordered group of backbone layers."""
+
+    name: str
+    layers: list[keras.layers.Layer]
+
+    @property
+    def num_params(self) -> int:
+        return sum(int(np.prod(w.shape)) for layer in self.layers for w in layer.weights)
+
+
+class FeatureBackbone:
+    """A pretrained backbone behind one uniform interface.
+
+    Attributes:
+        model: the Keras backbone, image -> feature map (or pooled features).
+        normalization: the `Normalization` layer its weights expect on 0..255 pixels.
+        source: where it came from (preset name or folder, or "config").
+
+    Example:
+
+    ```python
+    backbone = load_backbone(BackboneConfig(preset="efficientnet-lite0"), (224, 224))
+    [b.name for b in backbone.blocks()]  # ['stem', 'block1', ..., 'top']
+    ```
+    """
+
+    def __init__(self, model: keras.Model, normalization: Normalization, source: str):
+        self.model = model
+        self.normalization = normalization
+        self.source = source
+
+    @property
+    def architecture(self) -> str:
+        return type(self.model).__name__
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.model.output.shape[-1])
+
+    @property
+    def pyramid_outputs(self) -> dict[str, Any]:
+        """Multi-scale feature maps (for detection heads), where the backbone has them."""
+        return dict(getattr(self.model, "pyramid_outputs", {}) or {})
+
+    def weighted_layers(self) -> list[keras.layers.Layer]:
+        """Layers that own weights, in input-to-output order."""
+        return [layer for layer in self.model.layers if layer.weights]
+
+    def blocks(self) -> list[Block]:
+        """The backbone's layers with weights grouped into blocks, input first."""
+        pattern = BLOCK_PATTERNS.get(self.architecture)
+        blocks: list[Block] = []
+        for layer in self.weighted_layers():
+            match = re.match(pattern, layer.name) if pattern else None
+            name = match.group(1) if match else layer.name
+            if blocks and blocks[-1].name == name:
+                blocks[-1].layers.append(layer)
+            else:
+                blocks.append(Block(name=name, layers=[layer]))
+        return blocks
+
+    def pooled_features(self, pixels):
+        """Pooled features of 0..255 pixels, in inference mode."""
+        features = self.model(self.normalization(pixels), training=False)
+        if len(features.shape) == 4:
+            features = keras.ops.mean(features, axis=(1, 2))
+        return features
+
+    def feature_extractor(self, image_size: Sequence[int]) -> keras.Model:
+        """A model from 0..255 pixels to pooled features (for feature caching)."""
+        inputs = keras.Input(shape=(*image_size, 3), name="pixels")
+        x = self.normalization(inputs)
+        x = self.model(x, training=False)
+        if len(x.shape) == 4:
+            x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        return keras.Model(inputs, x, name="feature_extractor")
+
+
+def _keras_hub_backbone_class(architecture: str) -> type:
+    import keras_hub
+
+    wanted = architecture.replace("_", "").replace("-", "").lower()
+    for name in dir(keras_hub.models):
+        if not name.endswith("Backbone"):
+            continue
+        if name.lower() in (wanted, wanted + "backbone"):
+            return getattr(keras_hub.models, name)
+    choices = sorted(n[: -len("Backbone")].lower() for n in dir(keras_hub.models)
+                     if n.endswith("Backbone") and n != "Backbone")
+    raise ConfigError(
+        f"backbone.architecture: unknown KerasHub architecture {architecture!r}; "
+        f"expected one of {', '.join(choices)}"
+    )
+
+
+def load_backbone(config: BackboneConfig, image_size: Sequence[int] = (224, 224)) -> FeatureBackbone:
+    """Builds the backbone a config names (see BackboneConfig)."""
+    if config.config is not None:
+        cls = _keras_hub_backbone_class(config.architecture)
+        kwargs = dict(config.config)
+        try:
+            model = cls(**kwargs)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"backbone.config: {cls.__name__} rejected the config: {error}") from None
+        # Randomly initialised backbones take inputs scaled to [0, 1].
+        return FeatureBackbone(model, Normalization(scale=1 / 255.0, offset=0.0, name="normalization"),
+                               source="config")
+    from transferkit.models import presets
+
+    return presets.load_backbone_preset(config.preset, load_weights=config.load_weights)

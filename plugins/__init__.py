@@ -1,0 +1,3 @@
+"""Built-in task plugins, registered by the explicit imports below."""
+
+from transferkit.plugins import image_classification  # noqa: F401  (registers "image_classification")

@@ -1,0 +1,91 @@
+"""Config sections of the image-classification task."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from transferkit.config import check
+from transferkit.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Random augmentation applied to training batches only."""
+
+    flip: Literal["none", "horizontal", "vertical", "both"] = "none"
+    zoom: float = 0.0  # max fraction zoomed in or out
+    rotation: float = 0.0  # max fraction of a full turn
+    translation: float = 0.0  # max fraction of the image size
+    brightness: float = 0.0
+    contrast: float = 0.0
+    mixup_alpha: float = 0.0  # 0 disables mixup
+
+    def __post_init__(self):
+        for name in ("zoom", "rotation", "translation", "brightness", "contrast"):
+            value = getattr(self, name)
+            check(0.0 <= value < 1.0, f"augment.{name}", value, "a number in [0, 1)")
+        check(self.mixup_alpha >= 0.0, "augment.mixup_alpha", self.mixup_alpha, "a number >= 0")
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip != "none" or any(
+            getattr(self, n) > 0 for n in ("zoom", "rotation", "translation", "brightness", "contrast", "mixup_alpha")
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the images are and how they are read.
+
+    `train` (and `val`) is an image folder with one sub-folder per class, or a
+    CSV file with `path,label` columns (paths relative to the CSV). Without
+    `val`, a seeded `val_split` of the training data is held out.
+    """
+
+    train: str = ""
+    val: str | None = None
+    val_split: float = 0.2
+    image_size: tuple[int, int] = (224, 224)
+    resize: Literal["crop", "pad", "stretch"] = "crop"
+    batch_size: int = 32
+    class_names: list[str] | None = None
+    class_weights: Literal["none", "balanced"] = "none"
+    on_bad_image: Literal["skip", "error"] = "skip"
+    cache: Literal["memory", "none"] = "memory"
+
+    def __post_init__(self):
+        if not self.train:
+            raise ConfigError("data.train: required; expected an image folder or a CSV file path")
+        check(0.0 < self.val_split < 1.0, "data.val_split", self.val_split, "a number in (0, 1)")
+        check(all(s >= 8 for s in self.image_size), "data.image_size", list(self.image_size),
+              "two integers >= 8, [height, width]")
+        check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
+        if self.class_names is not None:
+            check(len(set(self.class_names)) == len(self.class_names) and len(self.class_names) >= 2,
+                  "data.class_names", self.class_names, "at least two distinct names")
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+    """The classifier head put on the backbone's pooled features."""
+
+    dropout: float = 0.2
+    hidden_units: int = 0  # 0: a single Dense layer
+    label_smoothing: float = 0.0
+    top_k: int = 5
+
+    def __post_init__(self):
+        check(0.0 <= self.dropout < 1.0, "head.dropout", self.dropout, "a number in [0, 1)")
+        check(self.hidden_units >= 0, "head.hidden_units", self.hidden_units, "an integer >= 0")
+        check(0.0 <= self.label_smoothing < 1.0, "head.label_smoothing", self.label_smoothing, "a number in [0, 1)")
+        check(self.top_k >= 1, "head.top_k", self.top_k, "an integer >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageClassificationConfig:
+    """The task's own top-level sections: `data`, `augment`, `head`."""
+
+    data: DataConfig
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    head: HeadConfig = dataclasses.field(default_factory=HeadConfig)

@@ -1,0 +1,173 @@
+"""Reading image folders and CSV files into decoded, resized arrays.
+
+Images are decoded once with Pillow (every common format; EXIF orientation
+applied; grayscale, palette and RGBA made RGB; the first frame of a GIF),
+resized with TensorFlow's resize (the same op the serving graph uses) and
+kept in memory as uint8. A file that cannot be used is listed with the reason
+and skipped, or is fatal with `on_bad_image: error`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from transferkit.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclasses.dataclass
+class Sample:
+    path: str
+    label: str
+
+
+@dataclasses.dataclass
+class LoadedImages:
+    images: np.ndarray  # (N, H, W, 3) uint8
+    labels: np.ndarray  # (N,) int32
+    paths: list[str]
+    problems: list[dict[str, str]]
+
+
+def list_samples(source: str | os.PathLike) -> tuple[list[Sample], list[dict[str, str]]]:
+    """Samples of an image folder (class sub-folders) or a `path,label` CSV."""
+    source = Path(source)
+    if source.is_dir():
+        return _list_folder(source)
+    if source.is_file() and source.suffix.lower() == ".csv":
+        return _list_csv(source)
+    if not source.exists():
+        raise DataError(f"{source}: not found; expected an image folder with one sub-folder per class, or a CSV file")
+    raise DataError(f"{source}: expected an image folder or a .csv file")
+
+
+def _list_folder(root: Path) -> tuple[list[Sample], list[dict[str, str]]]:
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"{root}: no class sub-folders; expected one sub-folder of images per class")
+    samples, problems = [], []
+    for class_dir in class_dirs:
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            problems.append({"path": str(class_dir), "reason": "empty class folder (no images); class skipped"})
+            continue
+        samples.extend(Sample(str(f), class_dir.name) for f in files)
+    if not samples:
+        raise DataError(f"{root}: no images found in any class folder (extensions: {', '.join(IMAGE_EXTENSIONS)})")
+    return samples, problems
+
+
+def _list_csv(path: Path) -> tuple[list[Sample], list[dict[str, str]]]:
+    samples, problems = [], []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames or []
+        if "path" not in fields or "label" not in fields:
+            raise DataError(f"{path}: expected a header with columns 'path' and 'label', received {fields}")
+        for line, row in enumerate(reader, start=2):
+            rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+            if not rel or not label:
+                problems.append({"path": f"{path}:{line}", "reason": "row with an empty path or label"})
+                continue
+            file = (path.parent / rel).resolve()
+            if not file.is_file():
+                problems.append({"path": f"{path}:{line}", "reason": f"file not found: {file}"})
+                continue
+            samples.append(Sample(str(file), label))
+    if not samples:
+        raise DataError(f"{path}: no usable rows")
+    return samples, problems
+
+
+def decode_image(path: str, image_size: Sequence[int], resize: str) -> np.ndarray:
+    """Decodes one file to an upright RGB uint8 array of `image_size`."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image.seek(0)  # first frame of animations
+        image = ImageOps.exif_transpose(image)
+        image.load()
+        if image.mode != "RGB":
+            if image.mode in ("RGBA", "LA", "P", "PA"):
+                image = image.convert("RGBA")
+                background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(background, image)
+            image = image.convert("RGB")
+        array = np.asarray(image, dtype=np.uint8)
+    return resize_array(array, image_size, resize)
+
+
+def resize_array(array: np.ndarray, image_size: Sequence[int], resize: str) -> np.ndarray:
+    import tensorflow as tf
+
+    height, width = int(image_size[0]), int(image_size[1])
+    image = tf.convert_to_tensor(array)
+    if resize == "crop":
+        image = crop_to_aspect(image, height, width)
+        out = tf.image.resize(image, (height, width), antialias=True)
+    elif resize == "pad":
+        out = tf.image.resize_with_pad(tf.cast(image, tf.float32), height, width, antialias=True)
+    else:
+        out = tf.image.resize(image, (height, width), antialias=True)
+    return np.clip(np.round(out.numpy()), 0, 255).astype(np.uint8)
+
+
+def crop_to_aspect(image, height: int, width: int):
+    """Central crop of `image` (H, W, C tensor) to the aspect ratio height:width."""
+    import tensorflow as tf
+
+    shape = tf.shape(image)
+    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    target = height / width
+    crop_h = tf.minimum(h, w * target)
+    crop_w = tf.minimum(w, h / target)
+    crop_h_i, crop_w_i = tf.cast(tf.round(crop_h), tf.int32), tf.cast(tf.round(crop_w), tf.int32)
+    top = (shape[0] - crop_h_i) // 2
+    left = (shape[1] - crop_w_i) // 2
+    return image[top:top + crop_h_i, left:left + crop_w_i]
+
+
+def load_images(samples: list[Sample], class_names: list[str], image_size: Sequence[int], resize: str,
+                on_bad_image: str, workers: int = 4) -> LoadedImages:
+    """Decodes every sample once; bad files are skipped (with reasons) or fatal."""
+    index = {name: i for i, name in enumerate(class_names)}
+    problems: list[dict[str, str]] = []
+    usable = []
+    for sample in samples:
+        if sample.label not in index:
+            reason = f"label {sample.label!r} is not one of the classes {class_names}"
+            if on_bad_image == "error":
+                raise DataError(f"{sample.path}: {reason}")
+            problems.append({"path": sample.path, "reason": reason})
+        else:
+            usable.append(sample)
+
+    def decode(sample: Sample):
+        try:
+            return decode_image(sample.path, image_size, resize), None
+        except Exception as error:  # Pillow raises many types for bad files
+            return None, f"unreadable image: {type(error).__name__}: {error}"
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(decode, usable))
+    images, labels, kept = [], [], []
+    for sample, (array, reason) in zip(usable, results):
+        if array is None:
+            if on_bad_image == "error":
+                raise DataError(f"{sample.path}: {reason} (data.on_bad_image is 'error')")
+            problems.append({"path": sample.path, "reason": reason})
+            continue
+        images.append(array)
+        labels.append(index[sample.label])
+        kept.append(sample.path)
+    if not images:
+        raise DataError("no usable images: " + "; ".join(f"{p['path']}: {p['reason']}" for p in problems[:5]))
+    return LoadedImages(np.stack(images), np.asarray(labels, dtype=np.int32), kept, problems)

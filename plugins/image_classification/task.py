@@ -1,0 +1,200 @@
+"""The image-classification task."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferkit.errors import DataError
+from transferkit.plugins.image_classification import data as data_lib
+from transferkit.plugins.image_classification.config import ImageClassificationConfig
+from transferkit.registry import register_task
+from transferkit.task import Task, TaskData
+
+
+@register_task("image_classification")
+class ImageClassification(Task):
+    """Fine-tunes a backbone to label images from class folders or a CSV.
+
+    Example:
+
+    ```python
+    from transferkit import load_config
+    from transferkit.runner import train
+
+    config = load_config("flowers.yaml")   # task: image_classification
+    run_dir = train(config, "runs/flowers")
+    ```
+    """
+
+    config_class = ImageClassificationConfig
+
+    # -- data ----------------------------------------------------------------
+
+    def class_names(self, train_samples) -> list[str]:
+        configured = self.task_config.data.class_names
+        return list(configured) if configured else sorted({s.label for s in train_samples})
+
+    def datasets(self) -> TaskData:
+        import tensorflow as tf
+
+        cfg = self.task_config.data
+        seed = self.config.training.seed
+        train_samples, problems = data_lib.list_samples(cfg.train)
+        class_names = self.class_names(train_samples)
+        if len(class_names) < 2:
+            raise DataError(f"{cfg.train}: found {len(class_names)} class(es) {class_names}; expected at least 2")
+        if cfg.val:
+            val_samples, val_problems = data_lib.list_samples(cfg.val)
+            problems += val_problems
+        else:
+            order = np.random.default_rng(seed).permutation(len(train_samples))
+            n_val = max(1, int(round(len(train_samples) * cfg.val_split)))
+            val_samples = [train_samples[i] for i in order[:n_val]]
+            train_samples = [train_samples[i] for i in order[n_val:]]
+        load = dict(class_names=class_names, image_size=cfg.image_size, resize=cfg.resize,
+                    on_bad_image=cfg.on_bad_image)
+        train = data_lib.load_images(train_samples, **load)
+        val = data_lib.load_images(val_samples, **load)
+        problems += train.problems + val.problems
+        num_classes = len(class_names)
+
+        def one_hot(images, labels):
+            return tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)
+
+        def plain(loaded):
+            ds = tf.data.Dataset.from_tensor_slices((loaded.images, loaded.labels))
+            return ds.batch(cfg.batch_size).map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+
+        augment = self.task_config.augment
+        train_ds = tf.data.Dataset.from_tensor_slices((train.images, train.labels))
+        train_ds = train_ds.shuffle(len(train.labels), seed=seed, reshuffle_each_iteration=True)
+        train_ds = train_ds.batch(cfg.batch_size).map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+        if augment.enabled:
+            train_ds = train_ds.map(self._augmenter(seed), num_parallel_calls=tf.data.AUTOTUNE)
+
+        class_weight = None
+        if cfg.class_weights == "balanced":
+            counts = np.bincount(train.labels, minlength=num_classes).astype("float64")
+            class_weight = {i: float(len(train.labels) / (num_classes * max(c, 1))) for i, c in enumerate(counts)}
+
+        info = {
+            "class_names": class_names,
+            "image_size": list(cfg.image_size),
+            "resize": cfg.resize,
+            "num_train": int(len(train.labels)),
+            "num_val": int(len(val.labels)),
+            "val_paths": val.paths,
+        }
+        return TaskData(
+            train=train_ds.prefetch(tf.data.AUTOTUNE),
+            val=plain(val).prefetch(tf.data.AUTOTUNE),
+            train_plain=plain(train),
+            info=info,
+            train_augmented=augment.enabled,
+            class_weight=class_weight,
+            problems=problems,
+            steps_per_epoch=math.ceil(len(train.labels) / cfg.batch_size),
+        )
+
+    def _augmenter(self, seed: int):
+        import keras
+        import tensorflow as tf
+
+        aug = self.task_config.augment
+        layers = []
+        if aug.flip != "none":
+            mode = {"both": "horizontal_and_vertical"}.get(aug.flip, aug.flip)
+            layers.append(keras.layers.RandomFlip(mode, seed=seed))
+        if aug.rotation:
+            layers.append(keras.layers.RandomRotation(aug.rotation, fill_mode="reflect", seed=seed))
+        if aug.zoom:
+            layers.append(keras.layers.RandomZoom(aug.zoom, fill_mode="reflect", seed=seed))
+        if aug.translation:
+            layers.append(keras.layers.RandomTranslation(aug.translation, aug.translation,
+                                                         fill_mode="reflect", seed=seed))
+        if aug.brightness:
+            layers.append(keras.layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed))
+        if aug.contrast:
+            layers.append(keras.layers.RandomContrast(aug.contrast, seed=seed))
+        pipeline = keras.Sequential(layers, name="augment") if layers else None
+        alpha = aug.mixup_alpha
+
+        def apply(images, labels):
+            if pipeline is not None:
+                images = tf.clip_by_value(pipeline(images, training=True), 0.0, 255.0)
+            if alpha > 0:
+                images, labels = _mixup(images, labels, alpha)
+            return images, labels
+
+        return apply
+
+    # -- model ---------------------------------------------------------------
+
+    def build_head(self, backbone) -> Any:
+        import keras
+
+        head_cfg = self.task_config.head
+        num_classes = len(self.info_class_names)
+        inputs = keras.Input(shape=(backbone.feature_dim,), name="features")
+        x = inputs
+        if head_cfg.hidden_units:
+            x = keras.layers.Dense(head_cfg.hidden_units, activation="relu", name="head_hidden")(x)
+        if head_cfg.dropout:
+            x = keras.layers.Dropout(head_cfg.dropout, name="head_dropout")(x)
+        # float32 outputs even under mixed precision.
+        outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+        return keras.Model(inputs, outputs, name="classifier_head")
+
+    @property
+    def info_class_names(self) -> list[str]:
+        info = getattr(self, "info", None)
+        if not info or "class_names" not in info:
+            raise RuntimeError("build_head needs the task's data info: call datasets() first or set task.info")
+        return info["class_names"]
+
+    def loss(self):
+        import keras
+
+        return keras.losses.CategoricalCrossentropy(label_smoothing=self.task_config.head.label_smoothing)
+
+    def metrics(self) -> list[Any]:
+        import keras
+
+        k = min(self.task_config.head.top_k, len(self.info_class_names))
+        return [keras.metrics.CategoricalAccuracy(name="accuracy"),
+                keras.metrics.TopKCategoricalAccuracy(k=k, name=f"top{k}_accuracy")]
+
+    def monitor(self) -> tuple[str, str]:
+        return "val_accuracy", "max"
+
+    # -- evaluation ----------------------------------------------------------
+
+    def evaluate(self, model, data, info: dict[str, Any], report_dir: Path) -> dict[str, Any]:
+        from transferkit.plugins.image_classification import report
+
+        return report.evaluate_classifier(model, data, info, Path(report_dir),
+                                          top_k=self.task_config.head.top_k)
+
+    def serving_signatures(self, model, info: dict[str, Any]) -> dict[str, Any]:
+        from transferkit.plugins.image_classification.serving import classification_signatures
+
+        return classification_signatures(model, info, top_k=self.task_config.head.top_k)
+
+
+def _mixup(images, labels, alpha: float):
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    gamma_1 = tf.random.gamma([batch], alpha)
+    gamma_2 = tf.random.gamma([batch], alpha)
+    lam = gamma_1 / (gamma_1 + gamma_2)
+    order = tf.random.shuffle(tf.range(batch))
+    lam_images = tf.reshape(lam, [-1, 1, 1, 1])
+    lam_labels = tf.reshape(lam, [-1, 1])
+    images = lam_images * images + (1 - lam_images) * tf.gather(images, order)
+    labels = lam_labels * labels + (1 - lam_labels) * tf.gather(labels, order)
+    return images, labels

@@ -1,0 +1,1 @@
+"""SavedModel export, TF Serving configuration and clients."""

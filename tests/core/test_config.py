@@ -1,0 +1,99 @@
+import pytest
+import yaml
+
+from transferkit.config import apply_override, load_config, write_config
+from transferkit.errors import ConfigError
+
+BASE = {"task": "image_classification", "data": {"train": "some/folder"}}
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_loads_with_defaults_and_default_stages(tmp_path):
+    config = load_config(_write(tmp_path, BASE))
+    data = config.task_config.data
+    assert data.train == "some/folder"
+    assert data.image_size == (224, 224)
+    assert [s.name for s in config.stages] == ["head", "finetune"]
+    assert config.stages[0].freeze.freezes_whole_backbone
+    assert config.stages[1].freeze.top_blocks == 2
+
+
+def test_set_overrides_are_typed(tmp_path):
+    config = load_config(_write(tmp_path, BASE), ["data.batch_size=16", "data.image_size=[64, 48]",
+                                                  "training.seed=7"])
+    assert config.task_config.data.batch_size == 16
+    assert config.task_config.data.image_size == (64, 48)
+    assert config.training.seed == 7
+
+
+def test_unknown_key_suggests_close_match(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, {**BASE, "data": {"train": "x", "batch_sise": 8}}))
+    message = str(error.value)
+    assert message.startswith("data.batch_sise: unknown key")
+    assert "did you mean 'batch_size'?" in message
+
+
+def test_unknown_top_level_section_suggests(tmp_path):
+    with pytest.raises(ConfigError, match=r"^stagse: unknown key .*did you mean 'stages'\?"):
+        load_config(_write(tmp_path, {**BASE, "stagse": []}))
+
+
+def test_wrong_type_names_key_value_and_expectation(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, BASE), ["data.batch_size=abc"])
+    assert str(error.value) == "data.batch_size: expected an integer, received 'abc' (str)"
+
+
+def test_bool_is_not_an_integer(tmp_path):
+    with pytest.raises(ConfigError, match=r"stages\[0\].epochs: expected an integer, received True \(bool\)"):
+        load_config(_write(tmp_path, {**BASE, "stages": [{"name": "a", "epochs": True}]}))
+
+
+def test_validation_errors_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"stages\[a\].epochs: expected an integer >= 1, received 0"):
+        load_config(_write(tmp_path, {**BASE, "stages": [{"name": "a", "epochs": 0}]}))
+    with pytest.raises(ConfigError, match=r"data.val_split: expected a number in \(0, 1\), received 1.5"):
+        load_config(_write(tmp_path, BASE), ["data.val_split=1.5"])
+    with pytest.raises(ConfigError, match=r"freeze: set exactly one of .* received backbone, top_blocks"):
+        load_config(_write(tmp_path, {**BASE, "stages": [{"freeze": {"backbone": True, "top_blocks": 2}}]}))
+
+
+def test_literal_choice_suggests(tmp_path):
+    with pytest.raises(ConfigError, match=r"data.resize: expected one of 'crop', 'pad', 'stretch', "
+                                          r"received 'crops' \(str\); did you mean 'crop'\?"):
+        load_config(_write(tmp_path, BASE), ["data.resize=crops"])
+
+
+def test_unknown_task_in_config(tmp_path):
+    with pytest.raises(Exception, match="unknown task 'imge_classification'"):
+        load_config(_write(tmp_path, {**BASE, "task": "imge_classification"}))
+
+
+def test_bad_yaml_and_missing_file_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: [unclosed")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_override({}, "data.batch_size")
+    with pytest.raises(ConfigError, match="is 3 \\(int\\), not a section"):
+        apply_override({"a": 3}, "a.b=1")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(_write(tmp_path, BASE), ["data.batch_size=8"])
+    path = write_config(config, tmp_path / "run")
+    again = load_config(path)
+    assert again == config
+    assert not list((tmp_path / "run").glob(".*"))  # no temporary files left behind
