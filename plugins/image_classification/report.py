@@ -1,0 +1,133 @@
+"""Evaluation of a classifier: metrics and a report folder of PNG figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str],
+                           top_k: int) -> dict[str, Any]:
+    """Accuracy, top-k accuracy, per-class precision/recall/F1, macro F1, confusion matrix."""
+    num_classes = len(class_names)
+    y_pred = probabilities.argmax(axis=1)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    k = min(top_k, num_classes)
+    top = np.argsort(-probabilities, axis=1)[:, :k]
+    per_class = {}
+    f1s = []
+    for i, name in enumerate(class_names):
+        tp = confusion[i, i]
+        predicted = confusion[:, i].sum()
+        actual = confusion[i, :].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        f1s.append(f1)
+        per_class[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                           "support": int(actual)}
+    return {
+        "num_examples": int(len(y_true)),
+        "accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
+        f"top{k}_accuracy": float((top == y_true[:, None]).any(axis=1).mean()) if len(y_true) else 0.0,
+        "macro_f1": float(np.mean(f1s)),
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "class_names": list(class_names),
+    }
+
+
+def evaluate_classifier(model, dataset, info: dict[str, Any], report_dir: Path, top_k: int = 5) -> dict[str, Any]:
+    images, labels, probs = [], [], []
+    for batch_images, batch_targets in dataset:
+        probs.append(np.asarray(model(batch_images, training=False)))
+        labels.append(np.asarray(batch_targets).argmax(axis=1))
+        images.append(np.asarray(batch_images).astype(np.uint8))
+    probabilities = np.concatenate(probs)
+    y_true = np.concatenate(labels)
+    metrics = classification_metrics(y_true, probabilities, info["class_names"], top_k)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = report_dir.parent
+    plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), info["class_names"],
+                          report_dir / "confusion_matrix.png")
+    history = run_dir / "history.json"
+    if history.exists():
+        plot_history(json.loads(history.read_text()), report_dir / "training_curves.png")
+    plot_worst(np.concatenate(images), y_true, probabilities, info["class_names"], info.get("val_paths"),
+               report_dir / "worst_classified.png")
+    return metrics
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion_matrix(confusion: np.ndarray, class_names: list[str], path: Path) -> None:
+    plt = _pyplot()
+    size = max(4, 0.5 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = confusion.max() / 2 if confusion.size else 0
+    for (i, j), value in np.ndenumerate(confusion):
+        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > threshold else "black")
+    ax.set_title("confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_history(history: list[dict[str, Any]], path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [row["global_epoch"] for row in history]
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for key, style in ((metric, "-o"), (f"val_{metric}", "--o")):
+            values = [row.get(key) for row in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, style, label=key)
+        boundaries = [row["global_epoch"] - 0.5 for a, row in zip(history, history[1:]) if row["stage"] != a["stage"]]
+        for x in boundaries:
+            ax.axvline(x, color="gray", linewidth=0.8)
+        ax.set_xlabel("epoch (vertical lines: stage changes)")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_worst(images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str],
+               paths: list[str] | None, path: Path, count: int = 16) -> None:
+    """Contact sheet of the examples with the lowest probability on their true class."""
+    plt = _pyplot()
+    true_prob = probabilities[np.arange(len(y_true)), y_true]
+    order = np.argsort(true_prob)[:count]
+    cols = 4
+    rows = max(1, int(np.ceil(len(order) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.9), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), order):
+        ax.imshow(images[i])
+        predicted = int(probabilities[i].argmax())
+        title = f"true {class_names[y_true[i]]} ({true_prob[i]:.2f})\npred {class_names[predicted]}"
+        if paths and i < len(paths):
+            title += f"\n{Path(paths[i]).name[:24]}"
+        ax.set_title(title, fontsize=7)
+    fig.suptitle("worst-classified validation images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,343 @@
+"""Runs a config: data, backbone, head, the stages, evaluation, the run folder.
+
+A run directory holds:
+
+    config.yaml        the resolved config
+    history.json       one row per epoch: stage, losses, metrics, learning rate, seconds
+    freeze/<stage>.txt trainable / frozen parameters per block, per stage
+    checkpoints/       resumable state (see transferkit.models.checkpoints)
+    best.weights.h5    the best weights on the task's monitor
+    model.keras        the final model (the best weights), 0..255 pixels in
+    labels.txt, info.json, metrics.json, report/
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from transferkit.config import RunConfig, StageConfig, atomic_write_text, load_config, write_config
+from transferkit.errors import TransferkitError
+from transferkit.registry import get_task
+
+
+def _log(config: RunConfig, message: str) -> None:
+    if config.training.verbose:
+        print(message, flush=True)
+
+
+def _setup_devices(config: RunConfig):
+    """Mixed precision and a distribution strategy, when GPUs are present."""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if config.training.mixed_precision and gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    else:
+        keras.mixed_precision.set_global_policy("float32")
+    wanted = config.training.distribute
+    if wanted == "mirrored" or (wanted == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def compose_model(backbone, head, image_size: Sequence[int], backbone_follows_training: bool = False):
+    """pixels (0..255) -> normalisation -> backbone -> pooled features -> head.
+
+    The backbone runs in inference mode unless `backbone_follows_training`
+    (a stage that trains BatchNormalization): that keeps BN statistics and any
+    stochastic depth of frozen and unfrozen blocks as pretrained, and makes the
+    features equal to the cached ones.
+    """
+    import keras
+
+    inputs = keras.Input(shape=(*image_size, 3), name="pixels")
+    x = backbone.normalization(inputs)
+    x = backbone.model(x, training=None if backbone_follows_training else False)
+    if len(x.shape) == 4:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = head(x)
+    return keras.Model(inputs, outputs, name="transfer_model")
+
+
+class _EpochRecorder:
+    """A Keras callback factory: history rows, checkpoints and the best weights."""
+
+    def __init__(self, run_dir: Path, store, state: dict[str, Any], monitor: tuple[str, str], full_model):
+        self.run_dir = run_dir
+        self.store = store
+        self.state = state
+        self.monitor, self.mode = monitor
+        self.full_model = full_model
+
+    def callback(self, stage_index: int, stage: StageConfig, steps_per_epoch: int, extra: list | None = None):
+        import keras
+
+        recorder = self
+
+        class Recorder(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = dict(logs or {})
+                optimizer = self.model.optimizer
+                lr = optimizer.learning_rate
+                lr_value = float(lr(optimizer.iterations) if callable(lr) else lr)
+                recorder.end_epoch(stage_index, stage, epoch, logs, lr_value, time.perf_counter() - self._start,
+                                   optimizer)
+
+        return Recorder()
+
+    def end_epoch(self, stage_index, stage, epoch, logs, lr, seconds, optimizer):
+        state = self.state
+        row = {"stage": stage.name, "stage_index": stage_index, "epoch": epoch + 1,
+               "global_epoch": state["global_epoch"] + 1, "learning_rate": lr, "seconds": round(seconds, 3)}
+        row.update({k: float(v) for k, v in logs.items() if k != "learning_rate"})
+        state["history"].append(row)
+        state["global_epoch"] += 1
+        state["stage_index"] = stage_index
+        state["stage_epoch"] = epoch + 1
+        value = logs.get(self.monitor)
+        if value is not None:
+            best = state.get("best")
+            improved = best is None or (value > best if self.mode == "max" else value < best)
+            if improved:
+                state["best"] = float(value)
+                state["best_epoch"] = state["global_epoch"]
+                tmp = self.run_dir / ".best.weights.h5"
+                self.full_model.save_weights(tmp)
+                os.replace(tmp, self.run_dir / "best.weights.h5")
+        atomic_write_text(self.run_dir / "history.json", json.dumps(state["history"], indent=2))
+        self.store.save(self.full_model, optimizer, state)
+
+
+def _use_feature_cache(config: RunConfig, stage: StageConfig, task, data) -> tuple[bool, str]:
+    mode = config.training.feature_cache
+    if mode == "off":
+        return False, "feature cache off (training.feature_cache: off)"
+    if not stage.freeze.freezes_whole_backbone:
+        return False, "backbone partly trainable: full forward passes"
+    if not task.head_uses_pooled_features:
+        return False, f"task {task.name!r} reads more than pooled features: full forward passes"
+    if data.train_augmented:
+        return False, ("augmentation is on, so the backbone must see new pixels every epoch: "
+                       "feature cache not used")
+    if stage.freeze.train_batchnorm:
+        return False, "train_batchnorm on a frozen backbone: full forward passes"
+    return True, "backbone frozen: training the head on cached features"
+
+
+def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
+          extra_callbacks: Sequence[Any] = ()) -> Path:
+    """Runs every stage of `config` into `run_dir` and returns it.
+
+    An interrupted run in `run_dir` (same config) resumes at its stage and
+    epoch, with its freeze plan and optimizer state; `resume=False` starts over.
+    `extra_callbacks` are Keras callbacks added to every stage.
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from transferkit.models.backbones import load_backbone
+    from transferkit.models.checkpoints import CheckpointStore, restore_optimizer_state
+    from transferkit.models.feature_cache import FeatureCache
+    from transferkit.models.freezing import apply_freeze_plan
+    from transferkit.models.schedules import build_optimizer
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store = CheckpointStore(run_dir)
+    latest = store.latest() if resume else None
+    if latest is not None:
+        saved_config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
+        if saved_config and saved_config != config.to_yaml():
+            raise TransferkitError(
+                f"{run_dir}: holds an interrupted run with a different config; pass --no-resume to start over "
+                f"or choose another --output"
+            )
+        if latest[1].get("complete"):
+            raise TransferkitError(
+                f"{run_dir}: holds a finished run; pass --no-resume to train it again or choose another --output"
+            )
+    elif (run_dir / "checkpoints").exists():
+        store.clear()
+    write_config(config, run_dir)
+
+    keras.utils.set_random_seed(config.training.seed)
+    strategy = _setup_devices(config)
+    task = get_task(config.task)(config)
+    data = task.datasets()
+    task.info = data.info
+    image_size = data.info.get("image_size", [224, 224])
+    with strategy.scope():
+        backbone = load_backbone(config.backbone, image_size)
+        head = task.build_head(backbone)
+    _write_info(run_dir, config, backbone, data)
+
+    state: dict[str, Any] = {"global_epoch": 0, "stage_index": 0, "stage_epoch": 0, "history": [], "best": None}
+    full_model = compose_model(backbone, head, image_size)
+    if latest is not None:
+        folder, state = latest
+        full_model.load_weights(folder / "model.weights.h5")
+        _log(config, f"resuming {run_dir}: stage {state['stage_index'] + 1}, "
+                     f"{state['stage_epoch']} epoch(s) done in it")
+    recorder = _EpochRecorder(run_dir, store, state, task.monitor(), full_model)
+    steps = data.steps_per_epoch or int(data.train.cardinality())
+    caches: dict[str, Any] = {}
+
+    for index, stage in enumerate(config.stages):
+        done = state["stage_epoch"] if state["stage_index"] == index else 0
+        if index < state["stage_index"] or (index == state["stage_index"] and done >= stage.epochs):
+            continue
+        summary = apply_freeze_plan(backbone, stage.freeze)
+        freeze_dir = run_dir / "freeze"
+        atomic_write_text(freeze_dir / f"{index + 1:02d}-{stage.name}.txt", summary.as_table() + "\n")
+        use_cache, reason = _use_feature_cache(config, stage, task, data)
+        _log(config, f"\n== stage {index + 1}/{len(config.stages)} '{stage.name}': {stage.epochs} epoch(s), "
+                     f"lr {stage.learning_rate:g}; {reason}\n{summary.as_table()}")
+        with strategy.scope():
+            model = head if use_cache else compose_model(backbone, head, image_size,
+                                                         stage.freeze.train_batchnorm)
+            optimizer = build_optimizer(stage, steps, model.trainable_variables)
+            model.compile(optimizer=optimizer, loss=task.loss(), metrics=task.metrics())
+        if done:
+            folder, _ = store.latest()
+            restore_optimizer_state(optimizer, model.trainable_variables, folder / "optimizer.npz")
+        callbacks = [recorder.callback(index, stage, steps)]
+        monitor, mode = task.monitor()
+        if config.training.early_stopping_patience and data.val is not None:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
+                                                           patience=config.training.early_stopping_patience))
+        if config.training.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs" / stage.name),
+                                                         write_graph=False, profile_batch=0))
+        callbacks.extend(extra_callbacks)
+        batch_size = _batch_size(config)
+        if use_cache:
+            if "train" not in caches:
+                started = time.perf_counter()
+                extractor = backbone.feature_extractor(image_size)
+                cache_dir = run_dir / "feature_cache" if config.training.feature_cache == "disk" else None
+                caches["train"] = FeatureCache.compute_or_load(extractor, data.train_plain, cache_dir, "train")
+                caches["val"] = (FeatureCache.compute_or_load(extractor, data.val, cache_dir, "val")
+                                 if data.val is not None else None)
+                _log(config, f"feature cache: {len(caches['train'])} train features in "
+                             f"{time.perf_counter() - started:.1f}s")
+            train_ds = caches["train"].dataset(batch_size, shuffle=True, seed=config.training.seed + index)
+            val_ds = caches["val"].dataset(batch_size) if caches["val"] is not None else None
+        else:
+            train_ds, val_ds = data.train, data.val
+        model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, initial_epoch=done,
+                  callbacks=callbacks, class_weight=data.class_weight, verbose=config.training.verbose)
+        # Early stopping ends a stage before its last epoch: mark it complete.
+        state["stage_index"], state["stage_epoch"] = index, stage.epochs
+
+    if (run_dir / "best.weights.h5").exists():
+        full_model.load_weights(run_dir / "best.weights.h5")
+    save_model(full_model, run_dir / "model.keras")
+    metrics = task.evaluate(full_model, data.val, data.info, run_dir / "report") if data.val is not None else {}
+    metrics["problems"] = data.problems
+    metrics["best_epoch"] = state.get("best_epoch")
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    state["complete"] = True
+    store.save(full_model, None, state)
+    _log(config, f"\nrun complete: {run_dir}")
+    return run_dir
+
+
+def _batch_size(config: RunConfig) -> int:
+    data = getattr(config.task_config, "data", None)
+    return int(getattr(data, "batch_size", 32))
+
+
+def _write_info(run_dir: Path, config: RunConfig, backbone, data) -> None:
+    info = {k: v for k, v in data.info.items() if k != "val_paths"}
+    info.update({"task": config.task, "backbone": backbone.source, "architecture": backbone.architecture})
+    atomic_write_text(run_dir / "info.json", json.dumps(info, indent=2))
+    names = data.info.get("class_names")
+    if names:
+        atomic_write_text(run_dir / "labels.txt", "\n".join(names) + "\n")
+    if data.problems:
+        atomic_write_text(run_dir / "problems.json", json.dumps(data.problems, indent=2))
+
+
+def save_model(model, path: Path) -> Path:
+    """Saves a Keras model through a temporary file and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_run(run_dir: str | os.PathLike):
+    """The (config, task, model, info) of a finished run directory."""
+    import keras
+    import keras_hub  # noqa: F401  (registers the backbone classes for deserialisation)
+
+    import transferkit.models.backbones  # noqa: F401  (registers Normalization)
+
+    run_dir = Path(run_dir)
+    model_path = run_dir / "model.keras"
+    if not model_path.exists():
+        raise TransferkitError(f"{run_dir}: no model.keras; is this a finished `transferkit train` run directory?")
+    config = load_config(run_dir / "config.yaml")
+    task = get_task(config.task)(config)
+    info = json.loads((run_dir / "info.json").read_text())
+    task.info = info
+    model = keras.saving.load_model(model_path, compile=False)
+    return config, task, model, info
+
+
+def evaluate_run(run_dir: str | os.PathLike, data: str | None = None) -> dict[str, Any]:
+    """Re-evaluates a run on its validation data or on `data`; writes metrics.json and report/."""
+    import dataclasses
+
+    config, task, model, info = load_run(run_dir)
+    if data is not None:
+        task_cfg = config.task_config
+        new_data = dataclasses.replace(task_cfg.data, val=data)
+        config = config.replace(task_config=dataclasses.replace(task_cfg, data=new_data))
+        task = get_task(config.task)(config)
+    task_data = task.datasets()
+    task.info = {**info, "val_paths": task_data.info.get("val_paths", [])}
+    run_dir = Path(run_dir)
+    metrics = task.evaluate(model, task_data.val, task.info, run_dir / "report")
+    metrics["problems"] = task_data.problems
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+def predict_images(run_dir: str | os.PathLike, images: Sequence[str], top_k: int = 3):
+    """Yields (path, [(label, score), ...]) for each image, locally."""
+    import numpy as np
+
+    from transferkit.plugins.image_classification.data import decode_image
+
+    _, _, model, info = load_run(run_dir)
+    names = info["class_names"]
+    k = max(1, min(top_k, len(names)))
+    for path in images:
+        if not os.path.isfile(path):
+            raise TransferkitError(f"{path}: image not found")
+        try:
+            pixels = decode_image(path, info["image_size"], info.get("resize", "crop"))
+        except Exception as error:
+            raise TransferkitError(f"{path}: unreadable image: {type(error).__name__}: {error}") from None
+        probabilities = np.asarray(model(pixels[None].astype("float32"), training=False))[0]
+        order = np.argsort(-probabilities)[:k]
+        yield path, [(names[i], float(probabilities[i])) for i in order]
