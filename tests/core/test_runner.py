@@ -1,0 +1,133 @@
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from transferkit.config import build_run_config
+from transferkit.errors import TransferkitError
+from transferkit.runner import load_run, train
+from transferkit.testing import make_image_folder, tiny_config
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("shapes"), per_class=10, size=32)
+
+
+def _frozen_only(shapes, cache):
+    return build_run_config(tiny_config(
+        shapes, head={"dropout": 0.0},
+        stages=[{"name": "head", "freeze": {"backbone": True}, "epochs": 3, "learning_rate": 1e-2}],
+        training={"verbose": 0, "tensorboard": False, "feature_cache": cache}))
+
+
+def test_feature_cache_trains_the_same_head_as_the_full_model(shapes, tmp_path):
+    fast = train(_frozen_only(shapes, "memory"), tmp_path / "fast")
+    slow = train(_frozen_only(shapes, "off"), tmp_path / "slow")
+    _, task, fast_model, _ = load_run(fast)
+    _, _, slow_model, _ = load_run(slow)
+    images = np.concatenate([x for x, _ in task.datasets().val])
+    fast_pred = np.asarray(fast_model(images, training=False))
+    slow_pred = np.asarray(slow_model(images, training=False))
+    # The head really trained (predictions moved away from the initial ones)...
+    assert json.loads((fast / "history.json").read_text())[-1]["loss"] < json.loads(
+        (fast / "history.json").read_text())[0]["loss"]
+    # ...and both paths agree.
+    np.testing.assert_allclose(fast_pred, slow_pred, atol=1e-4)
+    np.testing.assert_array_equal(fast_pred.argmax(1), slow_pred.argmax(1))
+
+
+def test_augmentation_disables_the_feature_cache(shapes, tmp_path, capsys):
+    config = build_run_config(tiny_config(
+        shapes, augment={"flip": "horizontal"},
+        stages=[{"name": "head", "freeze": {"backbone": True}, "epochs": 1}],
+        training={"verbose": 1, "tensorboard": False}))
+    train(config, tmp_path / "run")
+    assert "augmentation is on" in capsys.readouterr().out
+
+
+KILLER = textwrap.dedent('''
+    import json, os, signal, sys
+    import keras
+    from transferkit.config import build_run_config
+    from transferkit.runner import train
+
+    config = build_run_config(json.loads(sys.argv[1]))
+    kill_after = int(sys.argv[3])
+
+    class Killer(keras.callbacks.Callback):
+        seen = 0
+        def on_epoch_end(self, epoch, logs=None):
+            Killer.seen += 1
+            if Killer.seen == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    train(config, sys.argv[2], extra_callbacks=[Killer()])
+''')
+
+
+def test_killed_run_resumes_at_same_stage_epoch_and_optimizer_state(shapes, tmp_path):
+    data = tiny_config(shapes, stages=[
+        {"name": "head", "freeze": {"backbone": True}, "epochs": 2, "learning_rate": 1e-2},
+        {"name": "finetune", "freeze": {"top_blocks": 2}, "epochs": 3, "learning_rate": 1e-3},
+    ])
+    run_dir = tmp_path / "run"
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    result = subprocess.run([sys.executable, str(script), json.dumps(data), str(run_dir), "3"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    pointer = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
+    folder = run_dir / "checkpoints" / pointer["checkpoint"]
+    state = json.loads((folder / "state.json").read_text())
+    assert (state["stage_index"], state["stage_epoch"], state["global_epoch"]) == (1, 1, 3)
+    assert not (run_dir / "model.keras").exists()
+    saved_optimizer = np.load(folder / "optimizer.npz")
+    saved_weights = folder / "model.weights.h5"
+
+    class Probe(keras.callbacks.Callback):
+        observed = []
+
+        def on_train_begin(self, logs=None):
+            values = [np.asarray(v) for v in self.model.optimizer.variables]
+            trainable = sorted(v.path for v in self.model.trainable_variables)
+            Probe.observed.append((values, trainable, [np.asarray(w) for w in self.model.weights]))
+
+    config = build_run_config(data)
+    train(config, run_dir, extra_callbacks=[Probe()])
+    values, trainable, _ = Probe.observed[0]  # the first stage run after resuming: finetune
+    assert any("block3a" in path for path in trainable)  # the stage's freeze plan is back
+    assert not any("stem" in path for path in trainable)
+    assert len(values) == len(saved_optimizer.files)
+    for i, value in enumerate(values):
+        np.testing.assert_array_equal(value, saved_optimizer[f"arr_{i}"])
+    assert int(values[0]) > 0  # iterations restored, not restarted
+
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [(r["stage"], r["epoch"]) for r in history] == [
+        ("head", 1), ("head", 2), ("finetune", 1), ("finetune", 2), ("finetune", 3)]
+    assert [r["global_epoch"] for r in history] == [1, 2, 3, 4, 5]
+    assert (run_dir / "model.keras").exists()
+    del saved_weights
+
+    with pytest.raises(TransferkitError, match="holds a finished run"):
+        train(config, run_dir)
+
+
+def test_resume_refuses_a_different_config(shapes, tmp_path):
+    data = tiny_config(shapes, stages=[{"name": "head", "freeze": {"backbone": True}, "epochs": 2}])
+    run_dir = tmp_path / "run"
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    subprocess.run([sys.executable, str(script), json.dumps(data), str(run_dir), "1"], capture_output=True,
+                   timeout=600)
+    changed = build_run_config({**data, "data": {**data["data"], "batch_size": 4}})
+    with pytest.raises(TransferkitError, match="different config; pass --no-resume"):
+        train(changed, run_dir)
+    train(changed, run_dir, resume=False)  # starting over is allowed
+    assert len(json.loads((run_dir / "history.json").read_text())) == 2

@@ -1,0 +1,83 @@
+import keras
+import pytest
+
+from transferkit.config import BackboneConfig, FreezeConfig
+from transferkit.errors import FreezePlanError
+from transferkit.models.backbones import load_backbone
+from transferkit.models.freezing import apply_freeze_plan
+from transferkit.testing import TINY_EFFICIENTNET
+
+
+@pytest.fixture
+def backbone():
+    return load_backbone(BackboneConfig(**TINY_EFFICIENTNET), (32, 32))
+
+
+def _trainable_layers(backbone):
+    return {layer.name for layer in backbone.weighted_layers() if layer.trainable_weights}
+
+
+def test_blocks_are_ordered_input_to_output(backbone):
+    assert [b.name for b in backbone.blocks()] == ["stem", "block1", "block2", "block3", "top"]
+
+
+def test_whole_backbone_frozen(backbone):
+    summary = apply_freeze_plan(backbone, FreezeConfig(backbone=True))
+    assert summary.trainable_params == 0
+    assert summary.frozen_params == backbone.model.count_params()
+    assert backbone.model.trainable_weights == []
+
+
+def test_top_blocks_unfreezes_only_those_and_keeps_batchnorm_frozen(backbone):
+    apply_freeze_plan(backbone, FreezeConfig(top_blocks=2))
+    trainable = _trainable_layers(backbone)
+    assert trainable == {"block3a_expand_conv", "block3a_dwconv", "block3a_project", "top_conv"}
+    for layer in backbone.model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            assert not layer.trainable, layer.name
+
+
+def test_train_batchnorm_opt_in(backbone):
+    apply_freeze_plan(backbone, FreezeConfig(top_blocks=1, train_batchnorm=True))
+    assert _trainable_layers(backbone) == {"top_conv", "top_bn"}
+
+
+def test_frozen_batchnorm_runs_in_inference_mode(backbone):
+    import numpy as np
+
+    apply_freeze_plan(backbone, FreezeConfig(top_blocks=1))
+    bn = backbone.model.get_layer("top_bn")
+    before = np.asarray(bn.moving_mean).copy()
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    backbone.model(backbone.normalization(x), training=True)
+    np.testing.assert_array_equal(before, np.asarray(bn.moving_mean))
+
+
+def test_fraction_pattern_all_and_top_layers(backbone):
+    apply_freeze_plan(backbone, FreezeConfig(fraction=0.4))  # 2 of 5 blocks
+    assert _trainable_layers(backbone) == {"block3a_expand_conv", "block3a_dwconv", "block3a_project", "top_conv"}
+    apply_freeze_plan(backbone, FreezeConfig(pattern=r"dwconv$"))
+    assert _trainable_layers(backbone) == {"block1a_dwconv", "block2a_dwconv", "block3a_dwconv"}
+    apply_freeze_plan(backbone, FreezeConfig(top_layers=1))
+    assert _trainable_layers(backbone) == set()  # the last weighted layer is top_bn, kept frozen
+    summary = apply_freeze_plan(backbone, FreezeConfig(all=True))
+    assert summary.frozen_params == sum(
+        int(np.prod(w.shape)) for layer in backbone.model.layers
+        if isinstance(layer, keras.layers.BatchNormalization) for w in layer.weights)
+
+
+def test_bad_plans_are_clear_errors(backbone):
+    with pytest.raises(FreezePlanError, match=r"has 5 blocks \(stem, block1, block2, block3, top\), "
+                                              r"received top_blocks=9"):
+        apply_freeze_plan(backbone, FreezeConfig(top_blocks=9))
+    with pytest.raises(FreezePlanError, match=r"freeze.pattern: 'nothing_here' matches no layer"):
+        apply_freeze_plan(backbone, FreezeConfig(pattern="nothing_here"))
+
+
+def test_summary_table_lists_blocks(backbone):
+    table = apply_freeze_plan(backbone, FreezeConfig(top_blocks=1)).as_table()
+    assert table.splitlines()[0].split() == ["block", "trainable", "frozen"]
+    assert table.splitlines()[-1].startswith("total")
+
+
+import numpy as np  # noqa: E402
