@@ -238,7 +238,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         else:
             train_ds, val_ds = data.train, data.val
         model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, initial_epoch=done,
-                  callbacks=callbacks, class_weight=data.class_weight, verbose=config.training.verbose)
+                  callbacks=callbacks, class_weight=data.class_weight, verbose=config.training.verbose,
+                  shuffle=False)  # the datasets shuffle themselves
         # Early stopping ends a stage before its last epoch: mark it complete.
         state["stage_index"], state["stage_epoch"] = index, stage.epochs
 

@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from transferkit.errors import DataError
+from transferkit.plugins.image_classification import data as data_lib
+from transferkit.testing import make_image_folder
+
+
+def _names(samples):
+    return sorted(s.label for s in samples)
+
+
+def test_formats_and_modes_become_rgb(tmp_path):
+    rgba = Image.new("RGBA", (20, 10), (255, 0, 0, 255))
+    rgba.save(tmp_path / "a.png")
+    Image.new("L", (10, 10), 128).save(tmp_path / "b.bmp")
+    frames = [Image.new("P", (10, 10), i) for i in (1, 2)]
+    frames[0].save(tmp_path / "c.gif", save_all=True, append_images=frames[1:])
+    for name in ("a.png", "b.bmp", "c.gif"):
+        array = data_lib.decode_image(str(tmp_path / name), (8, 8), "crop")
+        assert array.shape == (8, 8, 3) and array.dtype == np.uint8
+    red = data_lib.decode_image(str(tmp_path / "a.png"), (8, 8), "stretch")
+    assert tuple(red[4, 4]) == (255, 0, 0)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    # A landscape image whose EXIF says "rotate 90": it must come out portrait.
+    image = Image.new("RGB", (40, 20), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, 20, 20))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    image.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    upright = data_lib.decode_image(str(tmp_path / "phone.jpg"), (40, 20), "stretch")
+    assert upright.shape == (40, 20, 3)
+    assert upright[:20].mean() > 200 and upright[20:].mean() < 50  # white half now on top
+
+
+def test_pad_keeps_aspect_and_crop_fills(tmp_path):
+    Image.new("RGB", (40, 10), (200, 200, 200)).save(tmp_path / "wide.png")
+    padded = data_lib.decode_image(str(tmp_path / "wide.png"), (16, 16), "pad")
+    assert padded[0].mean() == 0 and padded[8].mean() > 150
+    cropped = data_lib.decode_image(str(tmp_path / "wide.png"), (16, 16), "crop")
+    assert cropped.min() > 150
+
+
+def test_bad_files_are_listed_with_reasons_or_fatal(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", per_class=3, size=16)
+    (root / "circle" / "truncated.jpg").write_bytes((root / "circle" / "circle_000.png").read_bytes()[:60])
+    (root / "square" / "notes.jpg").write_text("not an image")
+    (root / "empty_class").mkdir()
+    samples, problems = data_lib.list_samples(root)
+    assert [p["reason"] for p in problems] == ["empty class folder (no images); class skipped"]
+    loaded = data_lib.load_images(samples, ["circle", "square", "triangle"], (16, 16), "crop", "skip")
+    assert len(loaded.labels) == 9
+    reasons = {p["path"].split("/")[-1]: p["reason"] for p in loaded.problems}
+    assert set(reasons) == {"truncated.jpg", "notes.jpg"}
+    assert all(r.startswith("unreadable image:") for r in reasons.values())
+    with pytest.raises(DataError, match=r"(truncated|notes)\.jpg: unreadable image: .*on_bad_image is 'error'"):
+        data_lib.load_images(samples, ["circle", "square", "triangle"], (16, 16), "crop", "error")
+
+
+def test_csv_rows_missing_files_and_unknown_labels(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", per_class=2, size=16)
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("path,label\n"
+                        "imgs/circle/circle_000.png,circle\n"
+                        "imgs/square/square_000.png,square\n"
+                        "imgs/missing.png,circle\n"
+                        "imgs/triangle/triangle_000.png,hexagon\n")
+    samples, problems = data_lib.list_samples(csv_path)
+    assert len(samples) == 3
+    assert problems[0]["path"].endswith("labels.csv:4") and "file not found" in problems[0]["reason"]
+    loaded = data_lib.load_images(samples, ["circle", "square"], (16, 16), "crop", "skip")
+    assert loaded.labels.tolist() == [0, 1]
+    assert "label 'hexagon' is not one of the classes" in loaded.problems[0]["reason"]
+    with pytest.raises(DataError, match="label 'hexagon' is not one of the classes"):
+        data_lib.load_images(samples, ["circle", "square"], (16, 16), "crop", "error")
+
+
+def test_csv_header_and_missing_source_errors(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,class\na.png,x\n")
+    with pytest.raises(DataError, match=r"bad.csv: expected a header with columns 'path' and 'label'"):
+        data_lib.list_samples(bad)
+    with pytest.raises(DataError, match=r"nowhere: not found"):
+        data_lib.list_samples(tmp_path / "nowhere")
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(DataError, match="no class sub-folders"):
+        data_lib.list_samples(tmp_path / "flat")

