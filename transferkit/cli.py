@@ -82,12 +82,82 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_predict(args) -> int:
+    if args.server or args.rest:
+        return _predict_remote(args)
+    if not args.run_dir:
+        raise TransferkitError("predict: give a RUN_DIR, or --server HOST:PORT --model NAME")
     from transferkit.runner import predict_images
 
     for path, top in predict_images(args.run_dir, args.images, top_k=args.top_k):
         print(path)
         for label, score in top:
             print(f"  {score:7.4f}  {label}")
+    return 0
+
+
+def _predict_remote(args) -> int:
+    from transferkit.serving.client import GrpcClient, RestClient
+
+    if not args.model:
+        raise TransferkitError("predict --server/--rest: --model NAME is required")
+    images = []
+    # RUN_DIR is optional with a server: a first positional that is an image is an image.
+    paths = ([args.run_dir] if args.run_dir else []) + list(args.images)
+    for path in paths:
+        try:
+            images.append(Path(path).read_bytes())
+        except OSError as error:
+            raise TransferkitError(f"{path}: cannot read image: {error.strerror}") from None
+    tls = dict(root_cert=args.root_cert, client_cert=args.client_cert, client_key=args.client_key)
+    if args.server:
+        with GrpcClient(args.server, timeout=args.timeout, **tls) as client:
+            result = client.predict_images(args.model, images, version=args.model_version)
+        rows = [list(zip(result["labels"][i], result["scores"][i])) for i in range(len(paths))]
+        where = f"gRPC {args.server}, {args.model} v{result['model_version']}"
+    else:
+        client = RestClient(args.rest, timeout=args.timeout, **tls)
+        predictions = client.predict_images(args.model, images, version=args.model_version)
+        rows = [list(zip(p["labels"], p["scores"])) for p in predictions]
+        where = f"REST {args.rest}, {args.model}"
+    print(f"# {where}")
+    for path, row in zip(paths, rows):
+        print(path)
+        for label, score in row[: args.top_k]:
+            print(f"  {float(score):7.4f}  {label}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from transferkit.serving.export import export_run
+
+    path = export_run(args.run_dir, args.model_base, args.name, version=args.version, force=args.force)
+    print(f"exported {path} (signatures: serving_default, serving_pixels); "
+          f"TF Serving config: {Path(args.model_base) / 'models.config'}")
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    import logging
+
+    from transferkit.serving.model_manager import BatchingOptions
+    from transferkit.serving.server import EmbeddedServer, TlsFiles
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    batching = None
+    if args.batching:
+        batching = BatchingOptions(max_batch_size=args.max_batch_size,
+                                   batch_timeout_micros=args.batch_timeout_micros)
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise TransferkitError("serve: --tls-cert and --tls-key go together")
+        tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_client_ca) if args.tls_client_ca else None)
+    server = EmbeddedServer(args.model_base, host=args.host, grpc_port=args.port,
+                            rest_port=None if args.rest_port < 0 else args.rest_port, batching=batching, tls=tls,
+                            poll_seconds=args.poll_seconds).start()
+    print(f"serving {', '.join(server.manager.sources)}: gRPC {server.grpc_address}, REST {server.rest_address}",
+          flush=True)
+    server.wait()
     return 0
 
 
@@ -141,11 +211,41 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="evaluate on this folder/CSV instead of the run's validation data")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
-    predict = commands.add_parser("predict", help="top-k labels for images, from a run directory")
-    predict.add_argument("run_dir")
-    predict.add_argument("images", nargs="+")
+    predict = commands.add_parser("predict", help="top-k labels for images, from a run directory or a server")
+    predict.add_argument("run_dir", nargs="?", help="a run directory (leave out with --server/--rest)")
+    predict.add_argument("images", nargs="*")
     predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--server", metavar="HOST:PORT", help="ask TF Serving (or transferkit serve) over gRPC")
+    predict.add_argument("--rest", metavar="URL", help="ask over REST, e.g. http://127.0.0.1:8501")
+    predict.add_argument("--model", help="served model name")
+    predict.add_argument("--model-version", type=int, help="a specific version (default: latest)")
+    predict.add_argument("--timeout", type=float, default=30.0)
+    predict.add_argument("--root-cert", help="PEM root certificate for TLS")
+    predict.add_argument("--client-cert", help="PEM client certificate (mutual TLS)")
+    predict.add_argument("--client-key", help="PEM client key (mutual TLS)")
     predict.set_defaults(handler=_cmd_predict)
+
+    export = commands.add_parser("export", help="export a run as a SavedModel for TF Serving")
+    export.add_argument("run_dir")
+    export.add_argument("--model-base", required=True, help="folder of served models (BASE/NAME/VERSION)")
+    export.add_argument("--name", required=True, help="the served model name")
+    export.add_argument("--version", type=int, help="version number (default: the next one)")
+    export.add_argument("--force", action="store_true", help="replace an existing version")
+    export.set_defaults(handler=_cmd_export)
+
+    serve = commands.add_parser("serve", help="serve exported models over TF Serving's gRPC and REST APIs")
+    serve.add_argument("--model-base", required=True, help="a folder of BASE/NAME/VERSION, or a models.config")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500; 0 picks a free one)")
+    serve.add_argument("--rest-port", type=int, default=8501, help="REST port (default 8501; -1 turns REST off)")
+    serve.add_argument("--batching", action="store_true", help="batch concurrent requests on the server")
+    serve.add_argument("--max-batch-size", type=int, default=32)
+    serve.add_argument("--batch-timeout-micros", type=int, default=2000)
+    serve.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
+    serve.add_argument("--tls-cert", help="PEM server certificate")
+    serve.add_argument("--tls-key", help="PEM server key")
+    serve.add_argument("--tls-client-ca", help="PEM CA that client certificates must chain to (mutual TLS)")
+    serve.set_defaults(handler=_cmd_serve)
 
     demo = commands.add_parser("demo", help="the end-to-end demo: import weights, fine-tune, evaluate")
     demo.add_argument("--output", "-o", default="runs/demo")

@@ -454,6 +454,12 @@ def write_config(config: RunConfig, directory: str | os.PathLike, name: str = "c
     return atomic_write_text(Path(directory) / name, config.to_yaml())
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Writes text to a temporary sibling then renames it into place."""
     path = Path(path)
@@ -462,6 +468,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

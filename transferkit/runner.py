@@ -264,6 +264,8 @@ def _batch_size(config: RunConfig) -> int:
 def _write_info(run_dir: Path, config: RunConfig, backbone, data) -> None:
     info = {k: v for k, v in data.info.items() if k != "val_paths"}
     info.update({"task": config.task, "backbone": backbone.source, "architecture": backbone.architecture})
+    # Real validation images, for export checks and TF Serving warmup records.
+    info["sample_images"] = [str(Path(p).resolve()) for p in data.info.get("val_paths", [])[:64]]
     atomic_write_text(run_dir / "info.json", json.dumps(info, indent=2))
     names = data.info.get("class_names")
     if names:
@@ -292,6 +294,7 @@ def load_run(run_dir: str | os.PathLike):
     import keras_hub  # noqa: F401  (registers the backbone classes for deserialisation)
 
     import transferkit.models.backbones  # noqa: F401  (registers Normalization)
+    import transferkit.models.schedules  # noqa: F401  (registers WarmupSchedule, in saved optimizers)
 
     run_dir = Path(run_dir)
     model_path = run_dir / "model.keras"

@@ -1,0 +1,68 @@
+"""Serving signatures of the image classifier.
+
+`serving_default` takes a batch of encoded images (JPEG, PNG, BMP or GIF
+bytes) and does everything in the graph: decoding, the training-time resize,
+the model (whose normalisation is its first layer), softmax outputs and the
+top-k labels. `serving_pixels` takes float32 pixels (0..255) already sized.
+Both return the same named outputs, so a client needs no Python of ours.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IMAGES_INPUT = "images"
+PIXELS_INPUT = "pixels"
+OUTPUT_NAMES = ("probabilities", "scores", "class_ids", "labels")
+
+
+def decode_and_resize(encoded, image_size, resize: str):
+    """One encoded image -> float32 (H, W, 3), like the training pipeline."""
+    import tensorflow as tf
+
+    from transferkit.plugins.image_classification.data import crop_to_aspect
+
+    height, width = int(image_size[0]), int(image_size[1])
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    if resize == "crop":
+        image = tf.image.resize(crop_to_aspect(image, height, width), (height, width), antialias=True)
+    elif resize == "pad":
+        image = tf.image.resize_with_pad(tf.cast(image, tf.float32), height, width, antialias=True)
+    else:
+        image = tf.image.resize(image, (height, width), antialias=True)
+    # The training pipeline stores uint8 pixels: round the same way.
+    return tf.clip_by_value(tf.round(image), 0.0, 255.0)
+
+
+def classification_signatures(model, info: dict[str, Any], top_k: int = 5) -> dict[str, Any]:
+    import tensorflow as tf
+
+    class_names = list(info["class_names"])
+    image_size = info["image_size"]
+    resize = info.get("resize", "crop")
+    k = max(1, min(top_k, len(class_names)))
+    labels_table = tf.constant(class_names)
+
+    def outputs(pixels):
+        probabilities = tf.cast(model(pixels, training=False), tf.float32)
+        scores, class_ids = tf.math.top_k(probabilities, k=k)
+        return {
+            "probabilities": tf.identity(probabilities, name="probabilities"),
+            "scores": tf.identity(scores, name="scores"),
+            "class_ids": tf.identity(class_ids, name="class_ids"),
+            "labels": tf.gather(labels_table, class_ids, name="labels"),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
+    def serve_images(images):
+        pixels = tf.map_fn(lambda encoded: decode_and_resize(encoded, image_size, resize), images,
+                           fn_output_signature=tf.TensorSpec([image_size[0], image_size[1], 3], tf.float32))
+        return outputs(pixels)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, image_size[0], image_size[1], 3], tf.float32,
+                                                name=PIXELS_INPUT)])
+    def serve_pixels(pixels):
+        return outputs(pixels)
+
+    return {"serving_default": serve_images, "serving_pixels": serve_pixels}

@@ -1,0 +1,204 @@
+"""Export a trained run as a SavedModel that TensorFlow Serving loads.
+
+`export_run(run_dir, model_base, name)` writes `<base>/<name>/<version>/`:
+the task's signatures, the labels as an asset, warmup requests from real
+validation images in `assets.extra/`; it is written under a temporary name
+(TF Serving ignores non-numeric folders), checked (reloaded, compared with
+the Keras model, scanned for ops TF Serving cannot run), and only then
+renamed into place. The serving configuration next to it is refreshed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferkit.errors import TransferkitError
+from transferkit.serving import config_files
+from transferkit.serving.warmup import write_warmup_file
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+FORBIDDEN_OPS = ("PyFunc", "PyFuncStateless", "EagerPyFunc")
+PARITY_TOLERANCE = 1e-4
+
+
+class ExportError(TransferkitError):
+    """An export was refused or failed its checks; nothing was left in place."""
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _float32_model(run_dir: Path, config, task, model, info):
+    """The model with float32 compute, rebuilt if it was trained in mixed precision."""
+    import keras
+
+    if model.dtype_policy.name == "float32":
+        return model
+    from transferkit.models.backbones import load_backbone
+    from transferkit.runner import compose_model
+
+    keras.mixed_precision.set_global_policy("float32")
+    backbone = load_backbone(config.backbone.__class__(**{**config.backbone.__dict__, "load_weights": False}),
+                             info["image_size"])
+    rebuilt = compose_model(backbone, task.build_head(backbone), info["image_size"])
+    rebuilt.load_weights(run_dir / "best.weights.h5")
+    return rebuilt
+
+
+def _sample_images(run_dir: Path, info: dict[str, Any], count: int) -> list[bytes]:
+    """Encoded validation images recorded by the run (or generated ones if gone)."""
+    encoded = []
+    for path in info.get("sample_images", []):
+        if len(encoded) >= count:
+            break
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            continue
+        encoded.append(_as_servable_bytes(data))
+    if not encoded:
+        import tensorflow as tf
+
+        rng = np.random.default_rng(0)
+        height, width = info["image_size"]
+        for _ in range(min(count, 4)):
+            pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            encoded.append(tf.io.encode_jpeg(pixels).numpy())
+    return encoded
+
+
+def _as_servable_bytes(data: bytes) -> bytes:
+    """JPEG/PNG/BMP/GIF bytes as they are; anything else re-encoded as PNG."""
+    if data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n" or data[:2] == b"BM" or data[:4] == b"GIF8":
+        return data
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        out = io.BytesIO()
+        image.convert("RGB").save(out, format="PNG")
+        return out.getvalue()
+
+
+def forbidden_ops(saved_model_dir: Path) -> list[str]:
+    """Op types in the SavedModel that TF Serving cannot run (py_function, XLA-only)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((Path(saved_model_dir) / "saved_model.pb").read_bytes())
+    found = set()
+    for meta_graph in proto.meta_graphs:
+        nodes = list(meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            nodes.extend(function.node_def)
+        for node in nodes:
+            if node.op in FORBIDDEN_OPS or node.op.startswith("Xla"):
+                found.add(node.op)
+    return sorted(found)
+
+
+def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: str, version: int | None = None,
+               force: bool = False, warmup_records: int = 32) -> Path:
+    """Exports the run's model to `<model_base>/<name>/<version>/` and returns that path."""
+    import tensorflow as tf
+
+    from transferkit.runner import load_run
+
+    if not NAME_PATTERN.match(name or ""):
+        raise ExportError(f"--name: expected letters, digits, '_', '-' or '.', received {name!r}")
+    if version is not None and (not isinstance(version, int) or version < 1):
+        raise ExportError(f"--version: expected a positive integer, received {version!r}")
+    if not 0 <= warmup_records <= 1000:
+        raise ExportError(f"warmup_records: TF Serving reads at most 1000, received {warmup_records}")
+    run_dir = Path(run_dir)
+    config, task, model, info = load_run(run_dir)
+    model = _float32_model(run_dir, config, task, model, info)
+
+    base = Path(model_base).resolve()
+    model_dir = base / name
+    versions = existing_versions(model_dir)
+    version = version or (versions[-1] + 1 if versions else 1)
+    final = model_dir / str(version)
+    if final.exists() and not force:
+        raise ExportError(f"{final}: version {version} of {name!r} already exists; pass --force to replace it "
+                          f"or leave --version out to write version {versions[-1] + 1}")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        signatures = task.serving_signatures(model, info)
+        module = tf.Module()
+        module.model = model
+        with tempfile.TemporaryDirectory() as scratch:
+            labels_file = Path(scratch) / "labels.txt"
+            labels_file.write_text("\n".join(info.get("class_names", [])) + "\n")
+            module.labels = tf.saved_model.Asset(str(labels_file))
+            concrete = {key: fn.get_concrete_function() for key, fn in signatures.items()}
+            tf.saved_model.save(module, str(tmp), signatures=concrete)
+        encoded = _sample_images(run_dir, info, max(warmup_records, 8))
+        write_warmup_file(tmp, name, encoded[:warmup_records] if warmup_records else [])
+        report = verify_export(tmp, model, info, encoded[:8])
+        (tmp / "assets.extra" / "transferkit_export.json").write_text(json.dumps(
+            {"run_dir": str(run_dir.resolve()), "task": config.task, "version": version, **report}, indent=2))
+        _move_into_place(tmp, final, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    config_files.write_serving_config(base, name)
+    return final
+
+
+def verify_export(saved_dir: Path, model, info: dict[str, Any], encoded: list[bytes]) -> dict[str, Any]:
+    """Reloads the SavedModel and compares it with the Keras model; raises on mismatch."""
+    import tensorflow as tf
+
+    from transferkit.plugins.image_classification.serving import decode_and_resize
+
+    bad_ops = forbidden_ops(saved_dir)
+    if bad_ops:
+        raise ExportError(f"{saved_dir}: the graph contains ops TF Serving cannot run: {', '.join(bad_ops)}")
+    loaded = tf.saved_model.load(str(saved_dir))
+    missing = {"serving_default", "serving_pixels"} - set(loaded.signatures)
+    if missing:
+        raise ExportError(f"{saved_dir}: signatures missing after reload: {sorted(missing)}")
+    images = tf.constant(encoded)
+    pixels = tf.stack([decode_and_resize(e, info["image_size"], info.get("resize", "crop")) for e in encoded])
+    keras_probs = np.asarray(model(pixels, training=False), dtype=np.float32)
+    from_bytes = loaded.signatures["serving_default"](images=images)
+    from_pixels = loaded.signatures["serving_pixels"](pixels=pixels)
+    diffs = {
+        "serving_default": float(np.abs(from_bytes["probabilities"].numpy() - keras_probs).max()),
+        "serving_pixels": float(np.abs(from_pixels["probabilities"].numpy() - keras_probs).max()),
+    }
+    for key, diff in diffs.items():
+        if not diff < PARITY_TOLERANCE:
+            raise ExportError(f"{saved_dir}: {key} differs from the Keras model by {diff:.2e} "
+                              f"(tolerance {PARITY_TOLERANCE:g}); export aborted")
+    for key in ("probabilities", "scores"):
+        if from_bytes[key].dtype != tf.float32:
+            raise ExportError(f"{saved_dir}: output {key!r} is {from_bytes[key].dtype.name}, expected float32")
+    return {"max_abs_diff": diffs, "checked_images": len(encoded)}
+
+
+def _move_into_place(tmp: Path, final: Path, force: bool) -> None:
+    if final.exists():
+        if not force:
+            raise ExportError(f"{final}: appeared while exporting; not replaced (use --force)")
+        old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)

@@ -1,0 +1,375 @@
+"""Loading and versioning SavedModels the way TF Serving does.
+
+`ModelManager` watches model base folders (from `--model-base` or a
+`models.config`), loads the versions its version policy asks for (the
+latest by default), replays each version's warmup requests before marking it
+AVAILABLE, and swaps versions in while requests keep being served. Requests
+are resolved through `ModelSpec`s into a `LoadedVersion` and run by
+`predict()`, which raises `ServingError` with TF Serving's status codes and
+messages for anything a client got wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from transferkit.serving.errors import ServingError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingOptions:
+    """Server-side batching of concurrent requests (TensorFlow's BatchFunction op)."""
+
+    max_batch_size: int = 32
+    batch_timeout_micros: int = 2000
+    num_batch_threads: int = 4
+    max_enqueued_batches: int = 100
+
+    def __post_init__(self):
+        for name in ("max_batch_size", "num_batch_threads", "max_enqueued_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"BatchingOptions: {name} must be >= 1. Received: {name}={getattr(self, name)}")
+        if self.batch_timeout_micros < 0:
+            raise ValueError(f"BatchingOptions: batch_timeout_micros must be >= 0. "
+                             f"Received: batch_timeout_micros={self.batch_timeout_micros}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """One served model: its name, base folder, version policy and labels."""
+
+    name: str
+    base_path: Path
+    policy: str = "latest"  # latest | all | specific
+    latest_count: int = 1
+    specific_versions: tuple[int, ...] = ()
+    version_labels: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def wanted(self, available: list[int]) -> list[int]:
+        if self.policy == "all":
+            return list(available)
+        if self.policy == "specific":
+            return [v for v in available if v in self.specific_versions]
+        return available[-self.latest_count:]
+
+
+class Signature:
+    """A callable signature with its input specs and (optionally) batching."""
+
+    def __init__(self, name: str, function, batching: BatchingOptions | None):
+        self.name = name
+        self.function = function
+        self.input_specs = dict(function.structured_input_signature[1])
+        self.output_names = sorted(function.structured_outputs)
+        self.batched = self._batched(batching) if batching else None
+
+    def _batched(self, options: BatchingOptions):
+        import tensorflow as tf
+
+        names = sorted(self.input_specs)
+        specs = [self.input_specs[n] for n in names]
+        function, outputs = self.function, self.output_names
+
+        @tf.nondifferentiable_batch_function(options.num_batch_threads, options.max_batch_size,
+                                             options.batch_timeout_micros,
+                                             max_enqueued_batches=options.max_enqueued_batches)
+        def batch(*tensors):
+            result = function(**dict(zip(names, tensors)))
+            return [result[k] for k in outputs]
+
+        @tf.function(input_signature=specs)
+        def call(*tensors):
+            return dict(zip(outputs, batch(*tensors)))
+
+        return lambda **kwargs: call(*[kwargs[n] for n in names])
+
+    def __call__(self, **inputs):
+        return (self.batched or self.function)(**inputs)
+
+
+class LoadedVersion:
+    """A SavedModel version that is (or is becoming) AVAILABLE."""
+
+    def __init__(self, name: str, version: int, path: Path, batching: BatchingOptions | None):
+        import tensorflow as tf
+
+        self.name, self.version, self.path = name, version, path
+        self.module = tf.saved_model.load(str(path))
+        self.signatures = {key: Signature(key, fn, batching) for key, fn in self.module.signatures.items()}
+        self.signature_defs = _read_signature_defs(path)
+
+    def feed_names(self, signature: str) -> dict[str, str]:
+        definition = self.signature_defs.get(signature)
+        return {k: v.name for k, v in definition.inputs.items()} if definition else {}
+
+    def warm_up(self) -> int:
+        from transferkit.serving.warmup import read_warmup_requests
+
+        requests = read_warmup_requests(self.path)
+        for request in requests:
+            run_predict(self, request)
+        return len(requests)
+
+
+def _read_signature_defs(path: Path):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    for meta_graph in proto.meta_graphs:
+        if "serve" in meta_graph.meta_info_def.tags:
+            return {k: v for k, v in meta_graph.signature_def.items() if not k.startswith("__")}
+    return {}
+
+
+@dataclasses.dataclass
+class VersionStatus:
+    version: int
+    state: str  # START | LOADING | AVAILABLE | UNLOADING | END
+    error_code: int = 0
+    error_message: str = ""
+
+
+class ModelManager:
+    """Serves the versions of a set of models and keeps them current."""
+
+    def __init__(self, sources: list[ModelSource], batching: BatchingOptions | None = None,
+                 poll_seconds: float = 1.0):
+        self.sources = {s.name: s for s in sources}
+        self.batching = batching
+        self.poll_seconds = poll_seconds
+        self._versions: dict[str, dict[int, LoadedVersion]] = {s.name: {} for s in sources}
+        self._status: dict[str, dict[int, VersionStatus]] = {s.name: {} for s in sources}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> "ModelManager":
+        self.refresh()
+        self._thread = threading.Thread(target=self._poll, name="model-poller", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.refresh()
+            except Exception:  # a bad version must not stop the poller
+                logger.exception("model refresh failed")
+
+    def refresh(self) -> None:
+        """Loads versions the policy now wants and unloads the ones it no longer does."""
+        for source in self.sources.values():
+            available = _numeric_versions(source.base_path)
+            wanted = source.wanted(available)
+            for version in wanted:
+                if version not in self._versions[source.name] and not self._failed(source.name, version):
+                    self._load(source, version)
+            loaded_wanted = [v for v in wanted if v in self._versions[source.name]]
+            for version in list(self._versions[source.name]):
+                # Keep an old version until a newer wanted one is AVAILABLE: no gap in service.
+                if version not in wanted and loaded_wanted:
+                    with self._lock:
+                        self._versions[source.name].pop(version, None)
+                        self._status[source.name][version].state = "END"
+
+    def _failed(self, name: str, version: int) -> bool:
+        status = self._status[name].get(version)
+        return status is not None and status.error_code != 0
+
+    def _load(self, source: ModelSource, version: int) -> None:
+        path = source.base_path / str(version)
+        status = VersionStatus(version, "LOADING")
+        with self._lock:
+            self._status[source.name][version] = status
+        try:
+            loaded = LoadedVersion(source.name, version, path, self.batching)
+            count = loaded.warm_up()
+        except Exception as error:
+            status.state, status.error_code = "END", grpc.StatusCode.UNKNOWN.value[0]
+            status.error_message = f"Failed to load {path}: {type(error).__name__}: {error}"
+            logger.error("%s", status.error_message)
+            return
+        with self._lock:
+            self._versions[source.name][version] = loaded
+            status.state = "AVAILABLE"
+        logger.info("model %s version %d AVAILABLE (%d warmup requests replayed)", source.name, version, count)
+
+    # -- lookups ---------------------------------------------------------------
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> LoadedVersion:
+        if not name:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "ModelSpec has no name specified.")
+        with self._lock:
+            versions = self._versions.get(name)
+            source = self.sources.get(name)
+        if label:
+            if source is None or label not in source.version_labels:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"Unrecognized servable version label: {label}")
+            version = source.version_labels[label]
+        if version is not None:
+            if not versions or version not in versions:
+                raise ServingError(grpc.StatusCode.NOT_FOUND,
+                                   f"Servable not found for request: Specific({name}, {version})")
+            return versions[version]
+        if not versions:
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
+        return versions[max(versions)]
+
+    def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
+        with self._lock:
+            statuses = self._status.get(name)
+            if statuses is None:
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
+            if version is not None:
+                if version not in statuses:
+                    raise ServingError(grpc.StatusCode.NOT_FOUND,
+                                       f"Could not find version {version} of model {name}")
+                return [dataclasses.replace(statuses[version])]
+            return [dataclasses.replace(s) for _, s in sorted(statuses.items())]
+
+    def wait_until_available(self, name: str, version: int | None = None, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.resolve(name, version)
+                return
+            except ServingError:
+                time.sleep(0.05)
+        raise TimeoutError(f"model {name} version {version or 'latest'} not AVAILABLE after {timeout}s")
+
+
+def _numeric_versions(base: Path) -> list[int]:
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir()
+                  if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").exists())
+
+
+# -- running a PredictRequest ---------------------------------------------------------
+
+
+def select_signature(loaded: LoadedVersion, signature_name: str) -> Signature:
+    key = signature_name or "serving_default"
+    signature = loaded.signatures.get(key)
+    if signature is None:
+        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.')
+    return signature
+
+
+# TensorFlow's DataTypeString names, used in its argument-type messages.
+_TF_TYPE_NAMES = {"float32": "float", "float64": "double", "float16": "half"}
+
+
+def _type_name(dtype) -> str:
+    return _TF_TYPE_NAMES.get(dtype.name, dtype.name)
+
+
+def check_inputs(signature: Signature, inputs: dict[str, np.ndarray],
+                 feed_names: dict[str, str] | None = None) -> dict[str, Any]:
+    """Validates input names and dtypes against the signature, as TF Serving does."""
+    import tensorflow as tf
+
+    expected = sorted(signature.input_specs)
+    sent = sorted(inputs)
+    if len(sent) != len(expected):
+        extra = sorted(set(sent) - set(expected))
+        missing = sorted(set(expected) - set(sent))
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input size does not match signature: {len(sent)}!={len(expected)} len({{{','.join(sent)}}}) != "
+            f"len({{{','.join(expected)}}}). Sent extra: {{{','.join(extra)}}}. "
+            f"Missing but required: {{{','.join(missing)}}}.")
+    for alias in expected:
+        if alias not in inputs:
+            feed = (feed_names or {}).get(alias, alias)
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Signature input alias: {alias}(feed name: {feed}) not found in request and no default value "
+                f"provided. Inputs expected to be in the request {{{','.join(sent)}}}, or default input alias "
+                f"set: ")
+    tensors = {}
+    for index, key in enumerate(expected):
+        spec = signature.input_specs[key]
+        value = inputs[key]
+        dtype = tf.string if value.dtype == object or value.dtype.kind in "SU" else tf.as_dtype(value.dtype)
+        if dtype != spec.dtype:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Expects arg[{index}] to be {_type_name(spec.dtype)} but {_type_name(dtype)} "
+                               f"is provided")
+        if not spec.shape.is_compatible_with(value.shape):
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"input {key} has shape {list(value.shape)}, the signature expects "
+                               f"{spec.shape.as_list()}")
+        tensors[key] = tf.constant(value, dtype=spec.dtype)
+    return tensors
+
+
+def op_error_message(error) -> str:
+    """The user-facing line of a TensorFlow op error (no graph-execution preamble)."""
+    text = getattr(error, "message", None) or str(error)
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or line[0] in " \t" or stripped.startswith(
+                ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ")):
+            continue
+        return stripped.split(" [Op:")[0].split("\t [[")[0]
+    return text.strip()
+
+
+def run_signature(signature: Signature, inputs: dict[str, np.ndarray], output_filter=(),
+                  feed_names: dict[str, str] | None = None) -> dict[str, Any]:
+    import tensorflow as tf
+
+    tensors = check_inputs(signature, inputs, feed_names)
+    for key in output_filter:
+        if key not in signature.output_names:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"output tensor alias not found in signature: {key} Outputs expected to be in "
+                               f"the set {{{','.join(signature.output_names)}}}.")
+    try:
+        outputs = signature(**tensors)
+    except (tf.errors.InvalidArgumentError, ValueError) as error:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, op_error_message(error)) from None
+    keys = list(output_filter) or signature.output_names
+    return {k: outputs[k].numpy() for k in keys}
+
+
+def run_predict(loaded: LoadedVersion, request):
+    """Runs a PredictRequest on a loaded version; returns a PredictResponse."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    signature = select_signature(loaded, request.model_spec.signature_name)
+    inputs = {}
+    for key, proto in request.inputs.items():
+        try:
+            inputs[key] = tf.make_ndarray(proto)
+        except Exception:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {key}") from None
+    outputs = run_signature(signature, inputs, list(request.output_filter), loaded.feed_names(signature.name))
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = loaded.name
+    response.model_spec.version.value = loaded.version
+    response.model_spec.signature_name = signature.name
+    for key, value in outputs.items():
+        response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+    return response
