@@ -149,7 +149,7 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
             tf.saved_model.save(module, str(tmp), signatures=concrete)
         encoded = _sample_images(run_dir, info, max(warmup_records, 8))
         write_warmup_file(tmp, name, encoded[:warmup_records] if warmup_records else [])
-        report = verify_export(tmp, model, info, encoded[:8])
+        report = verify_export(tmp, model, task, info, encoded[:8])
         (tmp / "assets.extra" / "transferkit_export.json").write_text(json.dumps(
             {"run_dir": str(run_dir.resolve()), "task": config.task, "version": version, **report}, indent=2))
         _move_into_place(tmp, final, force)
@@ -160,11 +160,9 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
     return final
 
 
-def verify_export(saved_dir: Path, model, info: dict[str, Any], encoded: list[bytes]) -> dict[str, Any]:
+def verify_export(saved_dir: Path, model, task, info: dict[str, Any], encoded: list[bytes]) -> dict[str, Any]:
     """Reloads the SavedModel and compares it with the Keras model; raises on mismatch."""
     import tensorflow as tf
-
-    from transferkit.plugins.image_classification.serving import decode_and_resize
 
     bad_ops = forbidden_ops(saved_dir)
     if bad_ops:
@@ -174,7 +172,7 @@ def verify_export(saved_dir: Path, model, info: dict[str, Any], encoded: list[by
     if missing:
         raise ExportError(f"{saved_dir}: signatures missing after reload: {sorted(missing)}")
     images = tf.constant(encoded)
-    pixels = tf.stack([decode_and_resize(e, info["image_size"], info.get("resize", "crop")) for e in encoded])
+    pixels = tf.stack([task.serving_preprocess(e, info) for e in encoded])
     keras_probs = np.asarray(model(pixels, training=False), dtype=np.float32)
     from_bytes = loaded.signatures["serving_default"](images=images)
     from_pixels = loaded.signatures["serving_pixels"](pixels=pixels)

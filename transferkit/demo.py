@@ -4,7 +4,9 @@
 2. generate a small image dataset (four shape classes, train and val folders);
 3. fine-tune: a frozen-backbone stage on cached features, then the top two
    blocks unfrozen at a lower learning rate;
-4. evaluate (metrics.json and report/ PNGs) and predict a few images.
+4. evaluate (metrics.json and report/ PNGs) and predict a few images;
+5. export a SavedModel, serve it with `transferkit serve`'s embedded server
+   and ask it over gRPC, as a client of TF Serving would.
 
 `quick=True` swaps in a tiny randomly initialised backbone and 32-pixel
 images: the same path in seconds, for smoke tests.
@@ -48,23 +50,47 @@ def run_demo(output: Path, quick: bool = False) -> Path:
     per_class = (8, 4) if quick else (30, 12)
     make_image_folder(data_dir / "train", SHAPES, per_class=per_class[0], size=size, seed=1, fmt="jpg")
     make_image_folder(data_dir / "val", SHAPES, per_class=per_class[1], size=size, seed=2, fmt="jpg")
-    print(f"[1/3] generated {len(SHAPES)} classes of images in {data_dir}")
+    print(f"[1/4] generated {len(SHAPES)} classes of images in {data_dir}")
 
     if not quick:
         from transferkit.models.presets import import_preset
 
         preset = import_preset("efficientnet-lite0")
-        print(f"[2/3] ImageNet EfficientNet-Lite0 preset ready at {preset}")
+        print(f"[2/4] ImageNet EfficientNet-Lite0 preset ready at {preset}")
     config = build_run_config(demo_config(data_dir, quick))
     run_dir = train(config, output / "run", resume=False)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    print(f"[3/3] validation accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}")
+    print(f"[3/4] validation accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}")
     samples = sorted((data_dir / "val").glob("*/*.jpg"))[:: max(1, per_class[1])][:4]
     for path, top in predict_images(run_dir, [str(p) for p in samples], top_k=2):
         best = ", ".join(f"{label} {score:.2f}" for label, score in top)
         print(f"  {Path(path).parent.name}/{Path(path).name}: {best}")
+    serve_and_ask(run_dir, output / "models", samples)
     print(f"\noutputs in {run_dir}: config.yaml, history.json, model.keras, metrics.json, report/*.png")
     print(f"the same on your own images (one sub-folder per class):\n"
           f"  transferkit train {run_dir / 'config.yaml'} --set data.train=PATH/TO/IMAGES "
           f"--set data.val=null --output runs/mine")
     return run_dir
+
+
+def serve_and_ask(run_dir: Path, model_base: Path, samples: list[Path]) -> None:
+    """Exports the run, serves it on free local ports and asks over gRPC."""
+    from transferkit.serving.client import GrpcClient
+    from transferkit.serving.export import export_run
+    from transferkit.serving.server import EmbeddedServer
+
+    if model_base.exists():
+        shutil.rmtree(model_base)
+    version_dir = export_run(run_dir, model_base, "shapes")
+    server = EmbeddedServer(model_base, grpc_port=0, rest_port=None).start()
+    try:
+        with GrpcClient(server.grpc_address) as client:
+            answer = client.predict_images("shapes", [p.read_bytes() for p in samples])
+        print(f"[4/4] exported {version_dir}; gRPC Predict from {server.grpc_address} "
+              f"(model shapes v{answer['model_version']}):")
+        for path, labels, scores in zip(samples, answer["labels"], answer["scores"]):
+            print(f"  {path.parent.name}/{path.name}: {labels[0]} {scores[0]:.2f}")
+    finally:
+        server.stop()
+    print(f"serve it yourself: transferkit serve --model-base {model_base}  "
+          f"(then: transferkit predict --server 127.0.0.1:8500 --model shapes IMAGE)")

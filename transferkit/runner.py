@@ -340,7 +340,8 @@ def predict_images(run_dir: str | os.PathLike, images: Sequence[str], top_k: int
         if not os.path.isfile(path):
             raise TransferkitError(f"{path}: image not found")
         try:
-            pixels = decode_image(path, info["image_size"], info.get("resize", "crop"))
+            pixels = decode_image(path, info["image_size"], info.get("resize", "crop"),
+                                  float(info.get("crop_fraction", 1.0)))
         except Exception as error:
             raise TransferkitError(f"{path}: unreadable image: {type(error).__name__}: {error}") from None
         probabilities = np.asarray(model(pixels[None].astype("float32"), training=False))[0]

@@ -137,6 +137,13 @@ class Task(abc.ABC):
         """`tf.function`s to export, keyed by signature name."""
         raise NotImplementedError(f"task {self.name!r} does not define serving signatures yet")
 
+    def serving_preprocess(self, encoded: bytes, info: dict[str, Any]):
+        """One encoded input -> the model's input, as `serving_default` does in its graph.
+
+        Export uses it to check the SavedModel against the Keras model.
+        """
+        raise NotImplementedError(f"task {self.name!r} does not define serving preprocessing yet")
+
     def evaluate(self, model: "keras.Model", data: "tf.data.Dataset", info: dict[str, Any],
                  report_dir: Path) -> dict[str, Any]:
         """Computes metrics on `data`, writes report files, returns the metrics."""

@@ -48,6 +48,9 @@ class DataConfig:
     val_split: float = 0.2
     image_size: tuple[int, int] = (224, 224)
     resize: Literal["crop", "pad", "stretch"] = "crop"
+    # With resize: crop, keep this central fraction of the largest crop: 0.875 is
+    # the ImageNet evaluation crop that pretrained backbones are measured with.
+    crop_fraction: float = 0.875
     batch_size: int = 32
     class_names: list[str] | None = None
     class_weights: Literal["none", "balanced"] = "none"
@@ -60,6 +63,7 @@ class DataConfig:
         check(0.0 < self.val_split < 1.0, "data.val_split", self.val_split, "a number in (0, 1)")
         check(all(s >= 8 for s in self.image_size), "data.image_size", list(self.image_size),
               "two integers >= 8, [height, width]")
+        check(0.1 <= self.crop_fraction <= 1.0, "data.crop_fraction", self.crop_fraction, "a number in [0.1, 1]")
         check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
         if self.class_names is not None:
             check(len(set(self.class_names)) == len(self.class_names) and len(self.class_names) >= 2,

@@ -1,9 +1,9 @@
 """Reading image folders and CSV files into decoded, resized arrays.
 
-Images are decoded once with Pillow (every common format; EXIF orientation
-applied; grayscale, palette and RGBA made RGB; the first frame of a GIF),
-resized with TensorFlow's resize (the same op the serving graph uses) and
-kept in memory as uint8. A file that cannot be used is listed with the reason
+Images are decoded once with TensorFlow's decoder, the op of the serving
+graph (Pillow for formats it lacks; EXIF orientation applied; grayscale,
+palette and RGBA made RGB; the first frame of a GIF), resized with the same
+resize as the serving graph and kept in memory as uint8. A file that cannot be used is listed with the reason
 and skipped, or is fatal with `on_bad_image: error`.
 """
 
@@ -87,56 +87,103 @@ def _list_csv(path: Path) -> tuple[list[Sample], list[dict[str, str]]]:
     return samples, problems
 
 
-def decode_image(path: str, image_size: Sequence[int], resize: str) -> np.ndarray:
-    """Decodes one file to an upright RGB uint8 array of `image_size`."""
-    from PIL import Image, ImageOps
+def decode_image(path: str, image_size: Sequence[int], resize: str, crop_fraction: float = 1.0) -> np.ndarray:
+    """Decodes one file to an upright RGB uint8 array of `image_size`.
 
-    with Image.open(path) as image:
+    TensorFlow's decoder is used where it can read the file: it is the op in
+    the exported serving graph, so training and serving see the same pixels.
+    Pillow reads the rest (TIFF, WebP, odd BMPs), and the EXIF orientation of
+    phone photos is applied either way.
+    """
+    import tensorflow as tf
+
+    data = Path(path).read_bytes()
+    try:
+        array = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+        array = _decode_with_pillow(data)
+    return resize_array(_apply_exif_orientation(data, array), image_size, resize, crop_fraction)
+
+
+def _decode_with_pillow(data: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
         image.seek(0)  # first frame of animations
-        image = ImageOps.exif_transpose(image)
-        image.load()
-        if image.mode != "RGB":
-            if image.mode in ("RGBA", "LA", "P", "PA"):
-                image = image.convert("RGBA")
-                background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(background, image)
-            image = image.convert("RGB")
-        array = np.asarray(image, dtype=np.uint8)
-    return resize_array(array, image_size, resize)
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def resize_array(array: np.ndarray, image_size: Sequence[int], resize: str) -> np.ndarray:
+def _apply_exif_orientation(data: bytes, array: np.ndarray) -> np.ndarray:
+    """Rotates/flips decoded pixels as the file's EXIF orientation tag asks."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            orientation = image.getexif().get(0x0112, 1)
+    except Exception:
+        return array
+    transforms = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.transpose(a, (1, 0, 2)),
+        6: lambda a: np.rot90(a, k=-1),
+        7: lambda a: np.transpose(a, (1, 0, 2))[::-1, ::-1],
+        8: lambda a: np.rot90(a, k=1),
+    }
+    transform = transforms.get(orientation)
+    return np.ascontiguousarray(transform(array)) if transform else array
+
+
+def resize_array(array: np.ndarray, image_size: Sequence[int], resize: str, crop_fraction: float = 1.0) -> np.ndarray:
+    return resize_image(array, image_size, resize, crop_fraction).numpy().astype(np.uint8)
+
+
+def resize_image(image, image_size: Sequence[int], resize: str, crop_fraction: float = 1.0):
+    """(H, W, 3) pixels -> float32 `image_size` pixels, rounded to integers.
+
+    The one resize of the project: the training pipeline and the exported
+    serving graph both call it, so they see the same pixels.
+    crop: central crop to the target aspect (`crop_fraction` of the largest
+    such crop, as ImageNet evaluation does with 0.875), then resize;
+    pad: fit inside and pad with black; stretch: resize ignoring the aspect.
+    """
     import tensorflow as tf
 
     height, width = int(image_size[0]), int(image_size[1])
-    image = tf.convert_to_tensor(array)
+    image = tf.convert_to_tensor(image)
     if resize == "crop":
-        image = crop_to_aspect(image, height, width)
-        out = tf.image.resize(image, (height, width), antialias=True)
+        out = tf.image.resize(crop_to_aspect(image, height, width, crop_fraction), (height, width), antialias=True)
     elif resize == "pad":
         out = tf.image.resize_with_pad(tf.cast(image, tf.float32), height, width, antialias=True)
     else:
         out = tf.image.resize(image, (height, width), antialias=True)
-    return np.clip(np.round(out.numpy()), 0, 255).astype(np.uint8)
+    # The training pipeline stores uint8 pixels: round the same way everywhere.
+    return tf.clip_by_value(tf.round(out), 0.0, 255.0)
 
 
-def crop_to_aspect(image, height: int, width: int):
+def crop_to_aspect(image, height: int, width: int, fraction: float = 1.0):
     """Central crop of `image` (H, W, C tensor) to the aspect ratio height:width."""
     import tensorflow as tf
 
     shape = tf.shape(image)
     h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
     target = height / width
-    crop_h = tf.minimum(h, w * target)
-    crop_w = tf.minimum(w, h / target)
-    crop_h_i, crop_w_i = tf.cast(tf.round(crop_h), tf.int32), tf.cast(tf.round(crop_w), tf.int32)
+    crop_h = tf.minimum(h, w * target) * fraction
+    crop_w = tf.minimum(w, h / target) * fraction
+    crop_h_i = tf.maximum(tf.cast(tf.round(crop_h), tf.int32), 1)
+    crop_w_i = tf.maximum(tf.cast(tf.round(crop_w), tf.int32), 1)
     top = (shape[0] - crop_h_i) // 2
     left = (shape[1] - crop_w_i) // 2
     return image[top:top + crop_h_i, left:left + crop_w_i]
 
 
 def load_images(samples: list[Sample], class_names: list[str], image_size: Sequence[int], resize: str,
-                on_bad_image: str, workers: int = 4) -> LoadedImages:
+                on_bad_image: str, crop_fraction: float = 1.0, workers: int = 4) -> LoadedImages:
     """Decodes every sample once; bad files are skipped (with reasons) or fatal."""
     index = {name: i for i, name in enumerate(class_names)}
     problems: list[dict[str, str]] = []
@@ -152,7 +199,7 @@ def load_images(samples: list[Sample], class_names: list[str], image_size: Seque
 
     def decode(sample: Sample):
         try:
-            return decode_image(sample.path, image_size, resize), None
+            return decode_image(sample.path, image_size, resize, crop_fraction), None
         except Exception as error:  # Pillow raises many types for bad files
             return None, f"unreadable image: {type(error).__name__}: {error}"
 

@@ -16,23 +16,21 @@ PIXELS_INPUT = "pixels"
 OUTPUT_NAMES = ("probabilities", "scores", "class_ids", "labels")
 
 
-def decode_and_resize(encoded, image_size, resize: str):
+def decode_and_resize(encoded, image_size, resize: str, crop_fraction: float = 1.0):
     """One encoded image -> float32 (H, W, 3), like the training pipeline."""
     import tensorflow as tf
 
-    from transferkit.plugins.image_classification.data import crop_to_aspect
+    from transferkit.plugins.image_classification.data import resize_image
 
-    height, width = int(image_size[0]), int(image_size[1])
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
-    if resize == "crop":
-        image = tf.image.resize(crop_to_aspect(image, height, width), (height, width), antialias=True)
-    elif resize == "pad":
-        image = tf.image.resize_with_pad(tf.cast(image, tf.float32), height, width, antialias=True)
-    else:
-        image = tf.image.resize(image, (height, width), antialias=True)
-    # The training pipeline stores uint8 pixels: round the same way.
-    return tf.clip_by_value(tf.round(image), 0.0, 255.0)
+    return resize_image(image, image_size, resize, crop_fraction)
+
+
+def preprocess_encoded(encoded, info: dict[str, Any]):
+    """Encoded image -> model pixels, with the run's recorded preprocessing."""
+    return decode_and_resize(encoded, info["image_size"], info.get("resize", "crop"),
+                             float(info.get("crop_fraction", 1.0)))
 
 
 def classification_signatures(model, info: dict[str, Any], top_k: int = 5) -> dict[str, Any]:
@@ -41,6 +39,7 @@ def classification_signatures(model, info: dict[str, Any], top_k: int = 5) -> di
     class_names = list(info["class_names"])
     image_size = info["image_size"]
     resize = info.get("resize", "crop")
+    crop_fraction = float(info.get("crop_fraction", 1.0))
     k = max(1, min(top_k, len(class_names)))
     labels_table = tf.constant(class_names)
 
@@ -56,7 +55,7 @@ def classification_signatures(model, info: dict[str, Any], top_k: int = 5) -> di
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
     def serve_images(images):
-        pixels = tf.map_fn(lambda encoded: decode_and_resize(encoded, image_size, resize), images,
+        pixels = tf.map_fn(lambda encoded: decode_and_resize(encoded, image_size, resize, crop_fraction), images,
                            fn_output_signature=tf.TensorSpec([image_size[0], image_size[1], 3], tf.float32))
         return outputs(pixels)
 

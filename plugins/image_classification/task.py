@@ -56,7 +56,7 @@ class ImageClassification(Task):
             val_samples = [train_samples[i] for i in order[:n_val]]
             train_samples = [train_samples[i] for i in order[n_val:]]
         load = dict(class_names=class_names, image_size=cfg.image_size, resize=cfg.resize,
-                    on_bad_image=cfg.on_bad_image)
+                    on_bad_image=cfg.on_bad_image, crop_fraction=cfg.crop_fraction)
         train = data_lib.load_images(train_samples, **load)
         val = data_lib.load_images(val_samples, **load)
         problems += train.problems + val.problems
@@ -85,6 +85,7 @@ class ImageClassification(Task):
             "class_names": class_names,
             "image_size": list(cfg.image_size),
             "resize": cfg.resize,
+            "crop_fraction": cfg.crop_fraction,
             "num_train": int(len(train.labels)),
             "num_val": int(len(val.labels)),
             "val_paths": val.paths,
@@ -178,6 +179,11 @@ class ImageClassification(Task):
 
         return report.evaluate_classifier(model, data, info, Path(report_dir),
                                           top_k=self.task_config.head.top_k)
+
+    def serving_preprocess(self, encoded: bytes, info: dict[str, Any]):
+        from transferkit.plugins.image_classification.serving import preprocess_encoded
+
+        return preprocess_encoded(encoded, info)
 
     def serving_signatures(self, model, info: dict[str, Any]) -> dict[str, Any]:
         from transferkit.plugins.image_classification.serving import classification_signatures

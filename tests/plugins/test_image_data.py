@@ -88,3 +88,19 @@ def test_csv_header_and_missing_source_errors(tmp_path):
     (tmp_path / "flat").mkdir()
     with pytest.raises(DataError, match="no class sub-folders"):
         data_lib.list_samples(tmp_path / "flat")
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillow(tmp_path, orientation):
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    pixels = (rng.integers(0, 4, (6, 10, 3)) * 60).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.png"
+    Image.fromarray(pixels).save(path, exif=exif.tobytes())
+    with Image.open(path) as image:
+        expected = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    ours = data_lib.decode_image(str(path), expected.shape[:2], "stretch")
+    np.testing.assert_array_equal(ours, expected)

@@ -88,11 +88,11 @@ def test_failed_check_leaves_nothing_behind(trained_run, tmp_path, monkeypatch):
 
 
 def test_keras_and_savedmodel_agree_on_real_pixels(trained_run, model_base, sample_images):
-    from transferkit.plugins.image_classification.serving import decode_and_resize
+    from transferkit.plugins.image_classification.serving import preprocess_encoded
     from transferkit.runner import load_run
 
     _, _, model, info = load_run(trained_run)
     loaded = tf.saved_model.load(str(model_base / "shapes" / "1"))
     out = loaded.signatures["serving_default"](images=tf.constant(sample_images))
-    pixels = tf.stack([decode_and_resize(b, info["image_size"], info["resize"]) for b in sample_images])
+    pixels = tf.stack([preprocess_encoded(b, info) for b in sample_images])
     np.testing.assert_allclose(out["probabilities"].numpy(), np.asarray(model(pixels)), atol=1e-4)

@@ -29,11 +29,11 @@ def rest(served):
 
 
 def test_parity_keras_savedmodel_grpc_rest(trained_run, model_base, client, rest, sample_images):
-    from transferkit.plugins.image_classification.serving import decode_and_resize
+    from transferkit.plugins.image_classification.serving import preprocess_encoded
     from transferkit.runner import load_run
 
     _, _, model, info = load_run(trained_run)
-    pixels = tf.stack([decode_and_resize(b, info["image_size"], info["resize"]) for b in sample_images])
+    pixels = tf.stack([preprocess_encoded(b, info) for b in sample_images])
     keras_probs = np.asarray(model(pixels))
     saved = tf.saved_model.load(str(model_base / MODEL / "1")).signatures["serving_default"]
     saved_probs = saved(images=tf.constant(sample_images))["probabilities"].numpy()
