@@ -76,7 +76,7 @@ def run_one(mode: str, dataset: Path, args) -> dict:
     setup_seconds = 0.0
     if mode == "plain":
         model = compose_model(backbone, head, size)
-        model.compile(keras.optimizers.Adam(args.learning_rate), task.loss(), task.metrics())
+        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=task.loss(), metrics=task.metrics())
         model.fit(data.train, validation_data=data.val, epochs=args.epochs, callbacks=[Timer()], verbose=0,
                   shuffle=False)
     else:
@@ -84,7 +84,7 @@ def run_one(mode: str, dataset: Path, args) -> dict:
         train_cache = FeatureCache.compute(extractor, data.train_plain)
         val_cache = FeatureCache.compute(extractor, data.val)
         setup_seconds = time.perf_counter() - started
-        head.compile(keras.optimizers.Adam(args.learning_rate), task.loss(), task.metrics())
+        head.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=task.loss(), metrics=task.metrics())
         head.fit(train_cache.dataset(args.batch_size, shuffle=True, seed=0),
                  validation_data=val_cache.dataset(args.batch_size), epochs=args.epochs, callbacks=[Timer()],
                  verbose=0, shuffle=False)

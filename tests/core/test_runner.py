@@ -131,3 +131,38 @@ def test_resume_refuses_a_different_config(shapes, tmp_path):
         train(changed, run_dir)
     train(changed, run_dir, resume=False)  # starting over is allowed
     assert len(json.loads((run_dir / "history.json").read_text())) == 2
+
+
+def test_disk_feature_cache_is_written_once_and_matches_memory(shapes, tmp_path):
+    disk = train(_frozen_only(shapes, "disk"), tmp_path / "disk")
+    memory = train(_frozen_only(shapes, "memory"), tmp_path / "memory")
+    assert sorted(p.name for p in (disk / "feature_cache").iterdir()) == [
+        "train.features.npy", "train.targets.npy", "val.features.npy", "val.targets.npy"]
+    disk_history = json.loads((disk / "history.json").read_text())
+    memory_history = json.loads((memory / "history.json").read_text())
+    for a, b in zip(disk_history, memory_history):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+
+
+def test_evaluate_and_predict_commands(shapes, tmp_path, capsys):
+    from transferkit.cli import main
+
+    run_dir = train(_frozen_only(shapes, "memory"), tmp_path / "run")
+    (run_dir / "metrics.json").unlink()
+    assert main(["evaluate", str(run_dir)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert 0.0 <= summary["accuracy"] <= 1.0 and summary["num_examples"] == 6
+    assert (run_dir / "metrics.json").exists() and (run_dir / "report" / "confusion_matrix.png").exists()
+    # --data: evaluate on another folder (here: the training images, 30 of them).
+    assert main(["evaluate", str(run_dir), "--data", str(shapes)]) == 0
+    assert json.loads(capsys.readouterr().out)["num_examples"] == 30
+    image = sorted((shapes / "circle").iterdir())[0]
+    assert main(["predict", str(run_dir), str(image), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(image) and len(lines) == 3
+    labels = [line.split()[1] for line in lines[1:]]
+    assert set(labels) <= {"circle", "square", "triangle"}
+    scores = [float(line.split()[0]) for line in lines[1:]]
+    assert scores == sorted(scores, reverse=True)
+    assert main(["predict", str(run_dir), str(tmp_path / "missing.jpg")]) == 2
+    assert "missing.jpg: image not found" in capsys.readouterr().err

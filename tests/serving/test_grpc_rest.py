@@ -132,3 +132,33 @@ def test_rest_errors_and_formats(served, rest, sample_images):
     assert error.value.code == 400
     assert json.loads(error.value.read())["error"].startswith("JSON Parse error")
     assert rest.predict_images(MODEL, sample_images[:1])[0]["scores"][0] > 0
+
+
+def test_client_retries_unavailable_until_the_server_is_up(model_base, sample_images):
+    import socket
+    import threading
+
+    from transferkit.serving.server import EmbeddedServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = {}
+
+    def start_late():
+        import time
+
+        time.sleep(1.0)
+        started["server"] = EmbeddedServer(model_base, grpc_port=port, rest_port=None).start()
+
+    thread = threading.Thread(target=start_late)
+    thread.start()
+    try:
+        with GrpcClient(f"127.0.0.1:{port}", timeout=20, retries=8, backoff=0.25) as late_client:
+            result = late_client.predict_images(MODEL, sample_images[:1])
+        assert result["scores"].shape == (1, 3)
+    finally:
+        thread.join()
+        started["server"].stop()
+    with GrpcClient(f"127.0.0.1:{port}", timeout=2, retries=1, backoff=0.01) as dead:
+        _expect(grpc.StatusCode.UNAVAILABLE, "", lambda: dead.predict_images(MODEL, sample_images[:1]))
