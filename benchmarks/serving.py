@@ -41,14 +41,17 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
             "mean_ms": float(array.mean())}
 
 
-def _timed(call, count: int, warmup: int = 10) -> list[float]:
-    for _ in range(warmup):
-        call()
-    samples = []
+def _interleaved(calls: dict, count: int, warmup: int = 10) -> dict[str, list[float]]:
+    """Times each call `count` times, round-robin, so machine noise hits all paths alike."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    samples = {name: [] for name in calls}
     for _ in range(count):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            samples[name].append(time.perf_counter() - start)
     return samples
 
 
@@ -118,16 +121,15 @@ def main(argv=None) -> int:
     loaded = tf.saved_model.load(str(base / "bench" / "1")).signatures["serving_default"]
     batch = tf.constant([image])
     results = {"image_bytes": len(image), "run_dir": str(args.run_dir), "latency": {}, "throughput": {}}
-    results["latency"]["in_process"] = _percentiles(_timed(lambda: loaded(images=batch), args.requests))
 
     process, grpc_address, rest_address = _start_server(base, False, 0, 0)
     try:
-        with GrpcClient(grpc_address, timeout=60) as client:
-            results["latency"]["grpc"] = _percentiles(
-                _timed(lambda: client.predict_images("bench", [image]), args.requests))
         rest = RestClient(rest_address, timeout=60)
-        results["latency"]["rest"] = _percentiles(_timed(lambda: rest.predict_images("bench", [image]),
-                                                         args.requests))
+        with GrpcClient(grpc_address, timeout=60) as client:
+            samples = _interleaved({"in_process": lambda: loaded(images=batch),
+                                    "grpc": lambda: client.predict_images("bench", [image]),
+                                    "rest": lambda: rest.predict_images("bench", [image])}, args.requests)
+        results["latency"] = {name: _percentiles(values) for name, values in samples.items()}
         for concurrency in (1, 4, 16):
             results["throughput"][f"no_batching_c{concurrency}"] = _throughput(grpc_address, image, concurrency,
                                                                                args.seconds)

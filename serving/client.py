@@ -27,6 +27,7 @@ import grpc
 import numpy as np
 
 from transferkit.serving.errors import ServingError
+from transferkit.serving.tensors import string_tensor, to_ndarray, to_tensor_proto
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
@@ -108,27 +109,22 @@ class GrpcClient:
                 label: str | None = None, output_filter: Sequence[str] = (), timeout: float | None = None
                 ) -> dict[str, np.ndarray]:
         """A raw Predict call: named inputs (numpy-convertible) in, named arrays out."""
-        import tensorflow as tf
         from tensorflow.core.framework import tensor_pb2
         from tensorflow_serving.apis import predict_pb2
 
         request = predict_pb2.PredictRequest()
         _model_spec(request.model_spec, model, version, label, signature)
         for key, value in inputs.items():
-            request.inputs[key].CopyFrom(value if isinstance(value, tensor_pb2.TensorProto)
-                                         else tf.make_tensor_proto(value))
+            request.inputs[key].CopyFrom(value if isinstance(value, tensor_pb2.TensorProto) else to_tensor_proto(value))
         request.output_filter.extend(output_filter)
         response = self._call(self.prediction.Predict, request, timeout)
-        outputs = {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+        outputs = {key: to_ndarray(proto) for key, proto in response.outputs.items()}
         outputs["model_version"] = response.model_spec.version.value
         return outputs
 
     def predict_images(self, model: str, images: Sequence[bytes], **kwargs) -> dict[str, Any]:
         """Encoded images (JPEG/PNG/BMP/GIF bytes) through `serving_default`."""
-        import tensorflow as tf
-
-        proto = tf.make_tensor_proto(list(images), dtype=tf.string, shape=[len(images)])
-        return _decode_labels(self.predict(model, {"images": proto}, **kwargs))
+        return _decode_labels(self.predict(model, {"images": string_tensor(images)}, **kwargs))
 
     def predict_pixels(self, model: str, pixels: np.ndarray, **kwargs) -> dict[str, Any]:
         """float32 pixels (N, H, W, 3), 0..255, through `serving_pixels`."""
@@ -164,8 +160,11 @@ class GrpcClient:
 
 
 def _decode_labels(outputs: dict[str, Any]) -> dict[str, Any]:
-    if "labels" in outputs and outputs["labels"].dtype == object:
-        outputs["labels"] = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(outputs["labels"])
+    labels = outputs.get("labels")
+    if labels is not None and labels.dtype == object:
+        decoded = np.empty(labels.size, dtype=object)
+        decoded[:] = [b.decode("utf-8") for b in labels.reshape(-1)]
+        outputs["labels"] = decoded.reshape(labels.shape)
     return outputs
 
 

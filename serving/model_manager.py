@@ -355,14 +355,15 @@ def run_signature(signature: Signature, inputs: dict[str, np.ndarray], output_fi
 
 def run_predict(loaded: LoadedVersion, request):
     """Runs a PredictRequest on a loaded version; returns a PredictResponse."""
-    import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
+
+    from transferkit.serving.tensors import to_ndarray, to_tensor_proto
 
     signature = select_signature(loaded, request.model_spec.signature_name)
     inputs = {}
     for key, proto in request.inputs.items():
         try:
-            inputs[key] = tf.make_ndarray(proto)
+            inputs[key] = to_ndarray(proto)
         except Exception:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {key}") from None
     outputs = run_signature(signature, inputs, list(request.output_filter), loaded.feed_names(signature.name))
@@ -371,5 +372,5 @@ def run_predict(loaded: LoadedVersion, request):
     response.model_spec.version.value = loaded.version
     response.model_spec.signature_name = signature.name
     for key, value in outputs.items():
-        response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+        response.outputs[key].CopyFrom(to_tensor_proto(value))
     return response
