@@ -122,10 +122,10 @@ def format_outputs(outputs: dict[str, np.ndarray], row_format: bool) -> dict[str
 class RestApp:
     """The aiohttp application; blocking TensorFlow work runs in a thread pool."""
 
-    def __init__(self, manager: ModelManager, workers: int = 16):
+    def __init__(self, manager: ModelManager, workers: int = 16, max_body_bytes: int = 64 * 1024 * 1024):
         self.manager = manager
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
-        self.app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.app = web.Application(client_max_size=max_body_bytes)
         self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
 
     async def dispatch(self, request: web.Request) -> web.Response:

@@ -153,14 +153,13 @@ class EmbeddedServer:
             self._rest_loop = loop
             asyncio.set_event_loop(loop)
             try:
-                app = RestApp(self.manager)
-                app.app._client_max_size = self.max_message_bytes
+                app = RestApp(self.manager, max_body_bytes=self.max_message_bytes)
                 self._rest_runner = web.AppRunner(app.app, handle_signals=False, shutdown_timeout=10)
                 loop.run_until_complete(self._rest_runner.setup())
                 site = web.TCPSite(self._rest_runner, self.host, self._rest_port_wanted,
                                    ssl_context=self.tls.ssl_context() if self.tls else None)
                 loop.run_until_complete(site.start())
-                self.rest_port = site._server.sockets[0].getsockname()[1]
+                self.rest_port = self._rest_runner.addresses[0][1]
             except BaseException as error:  # reported to start()
                 failure.append(error)
                 ready.set()
