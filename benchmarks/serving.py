@@ -121,6 +121,14 @@ def main(argv=None) -> int:
     loaded = tf.saved_model.load(str(base / "bench" / "1")).signatures["serving_default"]
     batch = tf.constant([image])
     results = {"image_bytes": len(image), "run_dir": str(args.run_dir), "latency": {}, "throughput": {}}
+    # The ceiling for server-side batching on this machine: how much cheaper an
+    # image is in a batch of 16 than alone, in-process.
+    per_image = {}
+    for size in (1, 16):
+        images = tf.constant([image] * size)
+        samples = _interleaved({"call": lambda: loaded(images=images)}, 30, warmup=3)["call"]
+        per_image[size] = float(np.median(samples)) * 1000 / size
+    results["in_process_ms_per_image"] = {f"batch_{k}": v for k, v in per_image.items()}
 
     process, grpc_address, rest_address = _start_server(base, False, 0, 0)
     try:
@@ -154,6 +162,8 @@ def main(argv=None) -> int:
     print(f"gRPC p50 overhead over in-process: {overhead:.2f} ms (target <= 1.5 ms)")
     print(f"\nthroughput (requests/s), {args.seconds:.0f}s per cell; batching: max {args.max_batch_size}, "
           f"timeout {args.batch_timeout_micros} us")
+    print(f"in-process ms per image: batch 1 {per_image[1]:.2f}, batch 16 {per_image[16]:.2f} "
+          f"(batching ceiling {per_image[1] / per_image[16]:.2f}x over sequential single requests)")
     print(f"{'concurrency':14}{'no batching':>14}{'batching':>14}{'ratio':>8}")
     for concurrency in (1, 4, 16):
         plain = results["throughput"][f"no_batching_c{concurrency}"]["requests_per_second"]
