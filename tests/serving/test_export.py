@@ -96,3 +96,33 @@ def test_keras_and_savedmodel_agree_on_real_pixels(trained_run, model_base, samp
     out = loaded.signatures["serving_default"](images=tf.constant(sample_images))
     pixels = tf.stack([preprocess_encoded(b, info) for b in sample_images])
     np.testing.assert_allclose(out["probabilities"].numpy(), np.asarray(model(pixels)), atol=1e-4)
+
+
+def test_mixed_precision_run_exports_float32(tmp_path, monkeypatch):
+    """A run trained with mixed_float16 (as on a GPU) still exports a float32 SavedModel."""
+    import keras
+
+    from transferkit.config import build_run_config
+    from transferkit.runner import load_run, train
+    from transferkit.testing import make_image_folder, tiny_config
+
+    real = tf.config.list_physical_devices
+    # Pretend one GPU is present: the runner turns mixed precision on only then.
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else real(kind))
+    images = make_image_folder(tmp_path / "images", per_class=4, size=32)
+    config = build_run_config(tiny_config(images, stages=[{"name": "head", "freeze": {"backbone": True},
+                                                           "epochs": 1}], training={
+        "verbose": 0, "tensorboard": False, "mixed_precision": True}))
+    try:
+        run_dir = train(config, tmp_path / "run")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    monkeypatch.setattr(tf.config, "list_physical_devices", real)
+    _, _, model, _ = load_run(run_dir)
+    assert model.get_layer("normalization").dtype_policy.name == "mixed_float16"
+    version_dir = export_run(run_dir, tmp_path / "models", "mp")
+    out = tf.saved_model.load(str(version_dir)).signatures["serving_pixels"](
+        pixels=tf.zeros([2, 32, 32, 3]))
+    assert out["probabilities"].dtype == tf.float32
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
