@@ -117,7 +117,7 @@ def plot_worst(images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray
     order = np.argsort(true_prob)[:count]
     cols = 4
     rows = max(1, int(np.ceil(len(order) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.9), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.3), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), order):
