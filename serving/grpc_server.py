@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from concurrent import futures
 
 import grpc
@@ -38,6 +39,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.manager = manager
 
     def Predict(self, request, context):
+        started, status = time.perf_counter(), "OK"
         try:
             if not request.HasField("model_spec"):
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
@@ -45,7 +47,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             loaded = self.manager.resolve(request.model_spec.name, version, label)
             return run_predict(loaded, request)
         except ServingError as error:
+            status = error.code.name
             _abort(context, error)
+        finally:
+            self.manager.metrics.record(request.model_spec.name, "predict", "GRPC", status,
+                                        time.perf_counter() - started)
 
     def GetModelMetadata(self, request, context):
         from tensorflow_serving.apis import get_model_metadata_pb2 as metadata_pb2

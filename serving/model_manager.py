@@ -153,6 +153,9 @@ class ModelManager:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        from transferkit.serving.metrics import RequestMetrics
+
+        self.metrics = RequestMetrics()
 
     # -- lifecycle -------------------------------------------------------------
 

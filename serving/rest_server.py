@@ -14,6 +14,7 @@ import asyncio
 import base64
 import json
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 from aiohttp import web
 
 from transferkit.serving.errors import ServingError
+from transferkit.serving.metrics import PROMETHEUS_PATH
 from transferkit.serving.model_manager import ModelManager, run_signature, select_signature
 
 ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
@@ -129,6 +131,8 @@ class RestApp:
         self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
 
     async def dispatch(self, request: web.Request) -> web.Response:
+        if request.path == PROMETHEUS_PATH:
+            return web.Response(text=self.manager.metrics.render(), content_type="text/plain")
         match = ROUTE.match(request.path)
         try:
             if not match:
@@ -146,7 +150,14 @@ class RestApp:
                     raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"JSON Parse error: {error}") from None
                 if not isinstance(body, dict):
                     raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "JSON Value: request is not an object")
-                result = await loop.run_in_executor(self.pool, self.predict, name, version, label, body)
+                started = time.perf_counter()
+                try:
+                    result = await loop.run_in_executor(self.pool, self.predict, name, version, label, body)
+                except ServingError as error:
+                    self.manager.metrics.record(name, "predict", "REST", error.code.name,
+                                                time.perf_counter() - started)
+                    raise
+                self.manager.metrics.record(name, "predict", "REST", "OK", time.perf_counter() - started)
             elif request.method != "GET":
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"{request.method} is not supported here")
             elif suffix == "/metadata":

@@ -162,3 +162,20 @@ def test_client_retries_unavailable_until_the_server_is_up(model_base, sample_im
         started["server"].stop()
     with GrpcClient(f"127.0.0.1:{port}", timeout=2, retries=1, backoff=0.01) as dead:
         _expect(grpc.StatusCode.UNAVAILABLE, "", lambda: dead.predict_images(MODEL, sample_images[:1]))
+
+
+def test_prometheus_metrics_count_requests(served, client, rest, sample_images):
+    if served.server is None:
+        pytest.skip("checks the embedded server's own counters")
+    client.predict_images(MODEL, sample_images[:1])
+    rest.predict_images(MODEL, sample_images[:1])
+    with pytest.raises(ServingError):
+        client.predict_images("nope", sample_images[:1])
+    with urllib.request.urlopen(f"{served.rest_address}/monitoring/prometheus/metrics", timeout=30) as reply:
+        text = reply.read().decode()
+    counts = {line.split(" ")[0]: int(line.split(" ")[1]) for line in text.splitlines()
+              if line.startswith(":tensorflow:serving:request_count{")}
+    assert counts[f':tensorflow:serving:request_count{{model_name="{MODEL}",status="OK"}}'] >= 2
+    assert counts[':tensorflow:serving:request_count{model_name="nope",status="NOT_FOUND"}'] >= 1
+    assert f'entrypoint="REST",status="OK",le="+Inf"' in text
+    assert "# TYPE :tensorflow:serving:request_latency histogram" in text
