@@ -20,17 +20,20 @@ class AugmentConfig:
     brightness: float = 0.0
     contrast: float = 0.0
     mixup_alpha: float = 0.0  # 0 disables mixup
+    cutmix_alpha: float = 0.0  # 0 disables cutmix; with mixup too, each batch gets one of them
 
     def __post_init__(self):
         for name in ("zoom", "rotation", "translation", "brightness", "contrast"):
             value = getattr(self, name)
             check(0.0 <= value < 1.0, f"augment.{name}", value, "a number in [0, 1)")
         check(self.mixup_alpha >= 0.0, "augment.mixup_alpha", self.mixup_alpha, "a number >= 0")
+        check(self.cutmix_alpha >= 0.0, "augment.cutmix_alpha", self.cutmix_alpha, "a number >= 0")
 
     @property
     def enabled(self) -> bool:
         return self.flip != "none" or any(
-            getattr(self, n) > 0 for n in ("zoom", "rotation", "translation", "brightness", "contrast", "mixup_alpha")
+            getattr(self, n) > 0
+            for n in ("zoom", "rotation", "translation", "brightness", "contrast", "mixup_alpha", "cutmix_alpha")
         )
 
 

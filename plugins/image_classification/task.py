@@ -122,13 +122,18 @@ class ImageClassification(Task):
         if aug.contrast:
             layers.append(keras.layers.RandomContrast(aug.contrast, seed=seed))
         pipeline = keras.Sequential(layers, name="augment") if layers else None
-        alpha = aug.mixup_alpha
+        mixup, cutmix = aug.mixup_alpha, aug.cutmix_alpha
 
         def apply(images, labels):
             if pipeline is not None:
                 images = tf.clip_by_value(pipeline(images, training=True), 0.0, 255.0)
-            if alpha > 0:
-                images, labels = _mixup(images, labels, alpha)
+            if mixup > 0 and cutmix > 0:
+                return tf.cond(tf.random.uniform([]) < 0.5, lambda: _mixup(images, labels, mixup),
+                               lambda: _cutmix(images, labels, cutmix))
+            if mixup > 0:
+                return _mixup(images, labels, mixup)
+            if cutmix > 0:
+                return _cutmix(images, labels, cutmix)
             return images, labels
 
         return apply
@@ -203,4 +208,29 @@ def _mixup(images, labels, alpha: float):
     lam_labels = tf.reshape(lam, [-1, 1])
     images = lam_images * images + (1 - lam_images) * tf.gather(images, order)
     labels = lam_labels * labels + (1 - lam_labels) * tf.gather(labels, order)
+    return images, labels
+
+
+def _cutmix(images, labels, alpha: float):
+    """Pastes a random box from a shuffled batch; labels mix by the box's area."""
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    gamma_1, gamma_2 = tf.random.gamma([], alpha), tf.random.gamma([], alpha)
+    lam = gamma_1 / (gamma_1 + gamma_2)
+    ratio = tf.sqrt(1.0 - lam)
+    cut_h = tf.cast(tf.cast(height, tf.float32) * ratio, tf.int32)
+    cut_w = tf.cast(tf.cast(width, tf.float32) * ratio, tf.int32)
+    center_y = tf.random.uniform([], 0, height, dtype=tf.int32)
+    center_x = tf.random.uniform([], 0, width, dtype=tf.int32)
+    y0, y1 = tf.clip_by_value(center_y - cut_h // 2, 0, height), tf.clip_by_value(center_y + cut_h // 2, 0, height)
+    x0, x1 = tf.clip_by_value(center_x - cut_w // 2, 0, width), tf.clip_by_value(center_x + cut_w // 2, 0, width)
+    rows = tf.logical_and(tf.range(height) >= y0, tf.range(height) < y1)
+    cols = tf.logical_and(tf.range(width) >= x0, tf.range(width) < x1)
+    mask = tf.cast(tf.logical_and(rows[:, None], cols[None, :]), images.dtype)[None, :, :, None]
+    order = tf.random.shuffle(tf.range(batch))
+    images = images * (1.0 - mask) + tf.gather(images, order) * mask
+    area = tf.cast((y1 - y0) * (x1 - x0), tf.float32) / tf.cast(height * width, tf.float32)
+    labels = (1.0 - area) * labels + area * tf.gather(labels, order)
     return images, labels

@@ -23,3 +23,27 @@ def test_run_task_test_image_classification(shapes, tmp_path):
     for name in ("confusion_matrix.png", "training_curves.png", "worst_classified.png"):
         assert (tmp_path / "run" / "report" / name).stat().st_size > 1000
     assert (tmp_path / "run" / "labels.txt").read_text().split() == ["circle", "square", "triangle"]
+
+
+def test_cutmix_and_mixup_keep_labels_consistent_with_pixels():
+    import tensorflow as tf
+
+    from transferkit.plugins.image_classification.task import _cutmix, _mixup
+
+    tf.random.set_seed(3)
+    # Image i is filled with the value i; its label is one-hot i.
+    images = tf.stack([tf.fill([16, 16, 3], float(i)) for i in range(4)])
+    labels = tf.one_hot(tf.range(4), 4)
+    for mix in (_cutmix, _mixup):
+        mixed_images, mixed_labels = mix(images, labels, 1.0)
+        np.testing.assert_allclose(mixed_labels.numpy().sum(axis=1), 1.0, rtol=1e-6)
+        # The label-weighted mean of the source values equals each mixed image's mean pixel.
+        expected_means = (mixed_labels.numpy() * np.arange(4)).sum(axis=1)
+        np.testing.assert_allclose(mixed_images.numpy().mean(axis=(1, 2, 3)), expected_means, atol=1e-4)
+
+
+def test_training_with_cutmix_and_mixup_runs(shapes, tmp_path):
+    config = tiny_config(shapes, augment={"flip": "horizontal", "cutmix_alpha": 1.0, "mixup_alpha": 0.2},
+                         stages=[{"name": "head", "freeze": {"backbone": True}, "epochs": 1}])
+    result = run_task_test("image_classification", config, tmp_path / "run")
+    assert np.isfinite(result["history"][0]["loss"])
