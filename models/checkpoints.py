@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,16 +66,15 @@ class CheckpointStore:
 
     def save(self, model: keras.Model, optimizer, state: dict[str, Any]) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{state['global_epoch']:04d}"
+        # A fresh name each time: the folder latest.json points at is never touched.
+        name = f"epoch-{state['global_epoch']:04d}-{time.time_ns():x}"
         tmp = self.root / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         model.save_weights(tmp / "model.weights.h5")
         if optimizer is not None:
             save_optimizer_state(optimizer, tmp / "optimizer.npz")
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
         final = self.root / name
-        shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         atomic_write_text(self.pointer, json.dumps({"checkpoint": name}))
         self._prune(keep_name=name)

@@ -53,7 +53,7 @@ def _float32_model(run_dir: Path, config, task, model, info):
     backbone = load_backbone(config.backbone.__class__(**{**config.backbone.__dict__, "load_weights": False}),
                              info["image_size"])
     rebuilt = compose_model(backbone, task.build_head(backbone), info["image_size"])
-    rebuilt.load_weights(run_dir / "best.weights.h5")
+    rebuilt.set_weights(model.get_weights())  # the saved model's own weights, float32 compute
     return rebuilt
 
 

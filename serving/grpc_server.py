@@ -49,6 +49,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingError as error:
             status = error.code.name
             _abort(context, error)
+        except Exception as error:  # a bug or resource error: report it, keep serving
+            status = "INTERNAL"
+            logger.exception("Predict failed")
+            _abort(context, ServingError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"))
         finally:
             self.manager.metrics.record(request.model_spec.name, "predict", "GRPC", status,
                                         time.perf_counter() - started)

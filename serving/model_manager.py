@@ -104,6 +104,7 @@ class LoadedVersion:
         import tensorflow as tf
 
         self.name, self.version, self.path = name, version, path
+        self.stamp = version_stamp(path)
         self.module = tf.saved_model.load(str(path))
         self.signatures = {key: Signature(key, fn, batching) for key, fn in self.module.signatures.items()}
         self.signature_defs = _read_signature_defs(path)
@@ -119,6 +120,18 @@ class LoadedVersion:
         for request in requests:
             run_predict(self, request)
         return len(requests)
+
+
+def version_stamp(path: Path) -> tuple:
+    """Changes when a version folder is rewritten (export --force, a copy finishing)."""
+    stamps = []
+    for name in ("saved_model.pb", "variables/variables.index"):
+        try:
+            info = (path / name).stat()
+            stamps.append((info.st_ino, info.st_mtime_ns, info.st_size))
+        except FileNotFoundError:
+            stamps.append(None)
+    return tuple(stamps)
 
 
 def _read_signature_defs(path: Path):
@@ -138,6 +151,7 @@ class VersionStatus:
     state: str  # START | LOADING | AVAILABLE | UNLOADING | END
     error_code: int = 0
     error_message: str = ""
+    stamp: tuple = ()  # of the version's files when loading was tried
 
 
 class ModelManager:
@@ -153,6 +167,7 @@ class ModelManager:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failed_stamps: dict[tuple[str, int], tuple] = {}
         from transferkit.serving.metrics import RequestMetrics
 
         self.metrics = RequestMetrics()
@@ -183,8 +198,14 @@ class ModelManager:
             available = _numeric_versions(source.base_path)
             wanted = source.wanted(available)
             for version in wanted:
-                if version not in self._versions[source.name] and not self._failed(source.name, version):
-                    self._load(source, version)
+                loaded = self._versions[source.name].get(version)
+                stamp = version_stamp(source.base_path / str(version))
+                if loaded is not None and loaded.stamp == stamp:
+                    continue
+                if self._failed_stamps.get((source.name, version)) == stamp:
+                    continue  # failed with these very files; wait until they change
+                # New, rewritten in place, or failed before and changed since: (re)load.
+                self._load(source, version)
             loaded_wanted = [v for v in wanted if v in self._versions[source.name]]
             for version in list(self._versions[source.name]):
                 # Keep an old version until a newer wanted one is AVAILABLE: no gap in service.
@@ -193,15 +214,13 @@ class ModelManager:
                         self._versions[source.name].pop(version, None)
                         self._status[source.name][version].state = "END"
 
-    def _failed(self, name: str, version: int) -> bool:
-        status = self._status[name].get(version)
-        return status is not None and status.error_code != 0
-
     def _load(self, source: ModelSource, version: int) -> None:
         path = source.base_path / str(version)
-        status = VersionStatus(version, "LOADING")
+        status = VersionStatus(version, "LOADING", stamp=version_stamp(path))
         with self._lock:
-            self._status[source.name][version] = status
+            # A version being reloaded keeps serving its old copy meanwhile.
+            if version not in self._versions[source.name]:
+                self._status[source.name][version] = status
         try:
             loaded = LoadedVersion(source.name, version, path, self.batching)
             count = loaded.warm_up()
@@ -209,10 +228,16 @@ class ModelManager:
             status.state, status.error_code = "END", grpc.StatusCode.UNKNOWN.value[0]
             status.error_message = f"Failed to load {path}: {type(error).__name__}: {error}"
             logger.error("%s", status.error_message)
+            self._failed_stamps[(source.name, version)] = status.stamp
+            with self._lock:
+                if version not in self._versions[source.name]:
+                    self._status[source.name][version] = status
             return
+        self._failed_stamps.pop((source.name, version), None)
         with self._lock:
             self._versions[source.name][version] = loaded
             status.state = "AVAILABLE"
+            self._status[source.name][version] = status
         logger.info("model %s version %d AVAILABLE (%d warmup requests replayed)", source.name, version, count)
 
     # -- lookups ---------------------------------------------------------------

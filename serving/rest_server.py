@@ -157,6 +157,9 @@ class RestApp:
                     self.manager.metrics.record(name, "predict", "REST", error.code.name,
                                                 time.perf_counter() - started)
                     raise
+                except Exception as error:  # a bug or resource error: report it as JSON, keep serving
+                    self.manager.metrics.record(name, "predict", "REST", "INTERNAL", time.perf_counter() - started)
+                    raise ServingError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}") from error
                 self.manager.metrics.record(name, "predict", "REST", "OK", time.perf_counter() - started)
             elif request.method != "GET":
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"{request.method} is not supported here")

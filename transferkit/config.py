@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import enum
 import os
+import re
 import tempfile
 import types
 import typing
@@ -129,6 +130,12 @@ def convert(value: Any, tp: Any, key: str = "") -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads `1e-4` (no dot) as a string; accept what float() accepts.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise _fail(key, value, tp)
     if tp is str:
         if isinstance(value, str):
@@ -162,10 +169,23 @@ def from_dict(cls: type, data: Mapping[str, Any], key: str = "") -> Any:
     try:
         return cls(**kwargs)
     except ConfigError as error:
-        # Validation in __post_init__ names fields relative to its own section.
-        if key and not str(error).startswith(key):
-            raise ConfigError(f"{key}.{error}") from None
-        raise
+        raise ConfigError(_rebase(str(error), key)) from None
+
+
+def _rebase(message: str, key: str) -> str:
+    """Puts a section's own validation message under its full dotted key.
+
+    `__post_init__` checks name keys from their section down ("freeze: ...",
+    "freeze.top_blocks: ...", "stages[name].epochs: ..."); the loader knows
+    where the section sits ("stages[1].freeze") and swaps the first segment.
+    """
+    if not key:
+        return message
+    section = re.sub(r"\[[^\]]*\]$", "", key.split(".")[-1])
+    match = re.match(rf"^{re.escape(section)}(\[[^\]]*\])?(?=[.:])", message)
+    if match:
+        return key + message[match.end():]
+    return f"{key}.{message}"
 
 
 def to_dict(value: Any) -> Any:
@@ -300,7 +320,8 @@ class TrainingConfig:
     early_stopping_patience: int | None = None
     feature_cache: Literal["auto", "memory", "disk", "off"] = "auto"
     mixed_precision: bool = False
-    distribute: Literal["auto", "none", "mirrored"] = "auto"
+    # auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy with several GPUs.
+    distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
     tensorboard: bool = True
     verbose: int = 1
 
@@ -454,10 +475,13 @@ def write_config(config: RunConfig, directory: str | os.PathLike, name: str = "c
     return atomic_write_text(Path(directory) / name, config.to_yaml())
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # read once: os.umask can only be read by setting it
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -468,7 +492,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -43,6 +43,8 @@ def _setup_devices(config: RunConfig):
     else:
         keras.mixed_precision.set_global_policy("float32")
     wanted = config.training.distribute
+    if wanted == "multi_worker" or (wanted == "auto" and os.environ.get("TF_CONFIG")):
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if wanted == "mirrored" or (wanted == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
@@ -168,8 +170,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             raise TransferkitError(
                 f"{run_dir}: holds a finished run; pass --no-resume to train it again or choose another --output"
             )
-    elif (run_dir / "checkpoints").exists():
-        store.clear()
+    else:
+        _clear_outputs(run_dir)
     write_config(config, run_dir)
 
     keras.utils.set_random_seed(config.training.seed)
@@ -191,7 +193,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         _log(config, f"resuming {run_dir}: stage {state['stage_index'] + 1}, "
                      f"{state['stage_epoch']} epoch(s) done in it")
     recorder = _EpochRecorder(run_dir, store, state, task.monitor(), full_model)
-    steps = data.steps_per_epoch or int(data.train.cardinality())
+    steps = _steps_per_epoch(data)
     caches: dict[str, Any] = {}
 
     for index, stage in enumerate(config.stages):
@@ -211,7 +213,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             model.compile(optimizer=optimizer, loss=task.loss(), metrics=task.metrics())
         if done:
             folder, _ = store.latest()
-            restore_optimizer_state(optimizer, model.trainable_variables, folder / "optimizer.npz")
+            # model.optimizer: under mixed precision, the loss-scale wrapper the recorder saved.
+            restore_optimizer_state(model.optimizer, model.trainable_variables, folder / "optimizer.npz")
         callbacks = [recorder.callback(index, stage, steps)]
         monitor, mode = task.monitor()
         if config.training.early_stopping_patience and data.val is not None:
@@ -254,6 +257,31 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     store.save(full_model, None, state)
     _log(config, f"\nrun complete: {run_dir}")
     return run_dir
+
+
+# What a run writes; a fresh start removes them so nothing stale is reused.
+RUN_OUTPUTS = ("checkpoints", "feature_cache", "freeze", "logs", "report", "best.weights.h5", "model.keras",
+               "metrics.json", "history.json", "problems.json", "info.json", "labels.txt")
+
+
+def _clear_outputs(run_dir: Path) -> None:
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _steps_per_epoch(data) -> int:
+    if data.steps_per_epoch:
+        return int(data.steps_per_epoch)
+    steps = int(data.train.cardinality())
+    if steps < 0:  # unknown or infinite: count one pass
+        steps = sum(1 for _ in data.train_plain)
+    if steps < 1:
+        raise TransferkitError("the training data has no batches; check data.train")
+    return steps
 
 
 def _batch_size(config: RunConfig) -> int:
@@ -313,9 +341,15 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | None = None) -> dict[st
     import dataclasses
 
     config, task, model, info = load_run(run_dir)
+    task_cfg = config.task_config
+    changes = {}
+    if "class_names" in info and hasattr(task_cfg, "data"):
+        # The model's output order, even if the training folder changed since.
+        changes["class_names"] = list(info["class_names"])
     if data is not None:
-        task_cfg = config.task_config
-        new_data = dataclasses.replace(task_cfg.data, val=data)
+        changes["val"] = data
+    if changes:
+        new_data = dataclasses.replace(task_cfg.data, **changes)
         config = config.replace(task_config=dataclasses.replace(task_cfg, data=new_data))
         task = get_task(config.task)(config)
     task_data = task.datasets()

@@ -147,5 +147,6 @@ class Task(abc.ABC):
     def evaluate(self, model: "keras.Model", data: "tf.data.Dataset", info: dict[str, Any],
                  report_dir: Path) -> dict[str, Any]:
         """Computes metrics on `data`, writes report files, returns the metrics."""
+        model.compile(loss=self.loss(), metrics=self.metrics())  # loaded models come uncompiled
         results = model.evaluate(data, return_dict=True, verbose=0)
         return {k: float(v) for k, v in results.items()}

@@ -56,11 +56,11 @@ def test_bool_is_not_an_integer(tmp_path):
 
 
 def test_validation_errors_name_the_field(tmp_path):
-    with pytest.raises(ConfigError, match=r"stages\[a\].epochs: expected an integer >= 1, received 0"):
+    with pytest.raises(ConfigError, match=r"^stages\[0\].epochs: expected an integer >= 1, received 0"):
         load_config(_write(tmp_path, {**BASE, "stages": [{"name": "a", "epochs": 0}]}))
     with pytest.raises(ConfigError, match=r"data.val_split: expected a number in \(0, 1\), received 1.5"):
         load_config(_write(tmp_path, BASE), ["data.val_split=1.5"])
-    with pytest.raises(ConfigError, match=r"freeze: set exactly one of .* received backbone, top_blocks"):
+    with pytest.raises(ConfigError, match=r"^stages\[0\].freeze: set exactly one of .* received backbone, top_blocks"):
         load_config(_write(tmp_path, {**BASE, "stages": [{"freeze": {"backbone": True, "top_blocks": 2}}]}))
 
 
@@ -97,3 +97,12 @@ def test_resolved_config_round_trips(tmp_path):
     again = load_config(path)
     assert again == config
     assert not list((tmp_path / "run").glob(".*"))  # no temporary files left behind
+
+
+def test_yaml_exponent_without_dot_is_a_number(tmp_path):
+    # PyYAML reads 1e-4 as a string; a learning rate written that way must still load.
+    path = tmp_path / "run.yaml"
+    path.write_text("task: image_classification\ndata: {train: x}\nstages:\n  - {name: a, learning_rate: 1e-4}\n")
+    assert load_config(path).stages[0].learning_rate == pytest.approx(1e-4)
+    with pytest.raises(ConfigError, match="expected a number, received 'fast'"):
+        load_config(path, ["stages.0.learning_rate=fast"])

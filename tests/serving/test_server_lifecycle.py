@@ -177,3 +177,37 @@ def test_cli_serve_answers_then_stops_gracefully_on_sigterm(model_base, tmp_path
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_rewritten_version_is_reloaded_and_failed_one_retried(trained_run, model_base, tmp_path, sample_images):
+    base = _copy_version(model_base, tmp_path)
+    server = EmbeddedServer(base, grpc_port=0, rest_port=None, poll_seconds=0.1).start()
+    try:
+        # A half-copied version 2 (no variables yet) fails to load...
+        partial = base / "m" / "2"
+        partial.mkdir()
+        shutil.copy(model_base / "shapes" / "1" / "saved_model.pb", partial / "saved_model.pb")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = {s.version: s for s in server.manager.status("m")}
+            if 2 in status and status[2].state == "END":
+                break
+            time.sleep(0.05)
+        assert status[2].state == "END" and status[2].error_code != 0
+        assert server.manager.resolve("m").version == 1  # still serving version 1
+        # ...and is retried once the copy completes.
+        shutil.rmtree(partial)
+        shutil.copytree(model_base / "shapes" / "1", tmp_path / "staging")
+        os.replace(tmp_path / "staging", partial)
+        server.manager.wait_until_available("m", 2, timeout=60)
+        first = server.manager.resolve("m", 2)
+        # export --force rewrites version 2 in place: the server loads the new files.
+        export_run(trained_run, base, "m", version=2, force=True)
+        deadline = time.monotonic() + 60
+        while server.manager.resolve("m", 2) is first and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.manager.resolve("m", 2) is not first
+        with GrpcClient(server.grpc_address) as client:
+            assert client.predict_images("m", sample_images[:1])["model_version"] == 2
+    finally:
+        server.stop()
