@@ -20,11 +20,9 @@ def decode_and_resize(encoded, image_size, resize: str, crop_fraction: float = 1
     """One encoded image -> float32 (H, W, 3), like the training pipeline."""
     import tensorflow as tf
 
-    from transferkit.plugins.image_classification.data import resize_image
+    from transferkit.plugins.image_classification.data import decode_encoded, resize_image
 
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return resize_image(image, image_size, resize, crop_fraction)
+    return resize_image(decode_encoded(encoded), image_size, resize, crop_fraction)
 
 
 def preprocess_encoded(encoded, info: dict[str, Any]):

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from transferkit.errors import DataError
 from transferkit.plugins.image_classification import data as data_lib
@@ -90,17 +90,37 @@ def test_csv_header_and_missing_source_errors(tmp_path):
         data_lib.list_samples(tmp_path / "flat")
 
 
+PIL_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+                 7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_every_exif_orientation_matches_pillow(tmp_path, orientation):
-    from PIL import ImageOps
+def test_every_exif_orientation_matches_pillow_in_training_and_serving(tmp_path, orientation):
+    import tensorflow as tf
+
+    from transferkit.plugins.image_classification.serving import decode_and_resize
 
     rng = np.random.default_rng(orientation)
-    pixels = (rng.integers(0, 4, (6, 10, 3)) * 60).astype(np.uint8)
+    pixels = np.kron(rng.integers(0, 4, (3, 5, 3)) * 60, np.ones((8, 8, 1))).astype(np.uint8)  # 24x40 blocks
     exif = Image.Exif()
     exif[0x0112] = orientation
-    path = tmp_path / "o.png"
-    Image.fromarray(pixels).save(path, exif=exif.tobytes())
-    with Image.open(path) as image:
-        expected = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    ours = data_lib.decode_image(str(path), expected.shape[:2], "stretch")
-    np.testing.assert_array_equal(ours, expected)
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(pixels).save(path, exif=exif.tobytes(), quality=95)
+    data = path.read_bytes()
+    decoded = tf.io.decode_jpeg(data).numpy()  # the stored, unrotated pixels
+    method = PIL_TRANSPOSE.get(orientation)
+    expected = np.asarray(Image.fromarray(decoded).transpose(getattr(Image.Transpose, method))) if method else decoded
+    with Image.open(path) as image:  # Pillow's own reading of the tag agrees on the shape
+        assert ImageOps.exif_transpose(image).size[::-1] == expected.shape[:2]
+    training = data_lib.decode_image(str(path), expected.shape[:2], "stretch")
+    np.testing.assert_array_equal(training, expected)
+    serving = decode_and_resize(tf.constant(data), expected.shape[:2], "stretch").numpy()
+    np.testing.assert_array_equal(serving, expected)
+
+
+def test_exif_parser_survives_garbage():
+    import tensorflow as tf
+
+    for junk in (b"", b"\xff\xd8", b"\xff\xd8Exif\x00\x00", b"\xff\xd8Exif\x00\x00II*\x00\xff\xff\xff\xff",
+                 b"\x89PNG" + b"Exif\x00\x00MM" * 10, bytes(range(256)) * 3):
+        assert int(data_lib.exif_orientation(tf.constant(junk))) == 1

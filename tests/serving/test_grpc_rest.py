@@ -179,3 +179,24 @@ def test_prometheus_metrics_count_requests(served, client, rest, sample_images):
     assert counts[':tensorflow:serving:request_count{model_name="nope",status="NOT_FOUND"}'] >= 1
     assert f'entrypoint="REST",status="OK",le="+Inf"' in text
     assert "# TYPE :tensorflow:serving:request_latency histogram" in text
+
+
+def test_phone_photo_orientation_is_the_same_in_training_and_serving(trained_run, client, sample_images, tmp_path):
+    """A JPEG with EXIF orientation 6: the server sees the pixels training saw."""
+    import io
+
+    from PIL import Image
+
+    from transferkit.plugins.image_classification.data import decode_image
+    from transferkit.runner import load_run
+
+    _, _, model, info = load_run(trained_run)
+    upright = Image.open(io.BytesIO(sample_images[0])).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif.tobytes(), quality=95)
+    pixels = decode_image(str(path), info["image_size"], info["resize"], info["crop_fraction"])
+    expected = np.asarray(model(pixels[None].astype("float32")))
+    served = client.predict_images(MODEL, [path.read_bytes()])["probabilities"]
+    np.testing.assert_allclose(served, expected, atol=1e-4)
