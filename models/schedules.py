@@ -78,6 +78,23 @@ class _MultiplierMixin:
         # update_step receives backend variables; look them up by index.
         self._index_multipliers = [float(by_path.get(v.path, 1.0)) for v in variables]
 
+    def _apply_weight_decay(self, variables):
+        # Decoupled weight decay scales with the learning rate: give each
+        # variable its multiplier there too (0 means "leave this one alone").
+        base = self.weight_decay
+        if base is None or all(m == 1.0 for m in self._index_multipliers):
+            return super()._apply_weight_decay(variables)
+        groups: dict[float, list] = {}
+        for variable in variables:
+            groups.setdefault(self._index_multipliers[self._get_variable_index(variable)], []).append(variable)
+        try:
+            for multiplier, group in groups.items():
+                if multiplier:
+                    self.weight_decay = base * multiplier
+                    super()._apply_weight_decay(group)
+        finally:
+            self.weight_decay = base
+
     def update_step(self, gradient, variable, learning_rate):
         multiplier = self._index_multipliers[self._get_variable_index(variable)]
         if multiplier != 1.0:
@@ -115,10 +132,10 @@ def build_optimizer(stage: StageConfig, steps_per_epoch: int, variables=()) -> k
     schedule = WarmupSchedule(stage.learning_rate, total, int(round(stage.warmup_epochs * steps_per_epoch)),
                               stage.decay)
     kwargs = {"learning_rate": schedule}
-    if stage.optimizer == "adamw":
-        kwargs["weight_decay"] = stage.weight_decay or 0.004
-    elif stage.weight_decay:
+    if stage.weight_decay is not None:
         kwargs["weight_decay"] = stage.weight_decay
+    elif stage.optimizer == "adamw":
+        kwargs["weight_decay"] = 0.004  # Keras's AdamW default
     if stage.optimizer == "sgd":
         kwargs["momentum"] = 0.9
     cls = _optimizer_class(stage.optimizer, bool(stage.lr_multipliers))

@@ -296,7 +296,7 @@ class StageConfig:
     epochs: int = 5
     learning_rate: float = 1e-3
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    weight_decay: float = 0.0
+    weight_decay: float | None = None  # None: the optimizer's default (AdamW 0.004, others none)
     warmup_epochs: float = 0.0
     decay: Literal["constant", "cosine"] = "constant"
     # Discriminative learning rates: multiplier per block group, earliest first,

@@ -36,3 +36,24 @@ def test_gradual_unfreezing_is_a_schedule():
     stages = gradual_unfreezing(blocks=3, epochs_per_block=2, learning_rate=1e-3, decay_per_block=0.5)
     assert [s.freeze.top_blocks for s in stages] == [1, 2, 3]
     assert [s.learning_rate for s in stages] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+
+
+def test_multipliers_scale_weight_decay_and_zero_freezes():
+    frozen = keras.Variable(np.ones(3, "float32"), name="frozen_block")
+    half = keras.Variable(np.ones(3, "float32"), name="half_block")
+    full = keras.Variable(np.ones(3, "float32"), name="head")
+    stage = StageConfig(name="s", optimizer="adamw", learning_rate=0.1, weight_decay=0.5,
+                        lr_multipliers={"frozen": 0.0, "half": 0.5})
+    optimizer = build_optimizer(stage, steps_per_epoch=1, variables=[frozen, half, full])
+    zero = np.zeros(3, "float32")
+    optimizer.apply_gradients([(zero, frozen), (zero, half), (zero, full)])
+    np.testing.assert_allclose(np.asarray(frozen), 1.0)
+    np.testing.assert_allclose(np.asarray(full), 1.0 - 0.5 * 0.1, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(half), 1.0 - 0.5 * 0.1 * 0.5, rtol=1e-6)
+
+
+def test_adamw_default_and_explicit_zero_weight_decay():
+    variables = [keras.Variable(np.ones(2, "float32"))]
+    assert build_optimizer(StageConfig(name="s", optimizer="adamw"), 1, variables).weight_decay == 0.004
+    assert build_optimizer(StageConfig(name="s", optimizer="adamw", weight_decay=0.0), 1, variables).weight_decay \
+        == 0.0
