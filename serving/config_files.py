@@ -130,9 +130,15 @@ def _upsert(path: Path, name: str, base_path: str) -> None:
 
 def write_serving_config(base: Path, name: str) -> None:
     """Adds or updates `name` in the base's model configs and writes the examples."""
+    import fcntl
+
     base = Path(base)
-    _upsert(base / "models.config", name, str((base / name).resolve()))
-    _upsert(base / "models.docker.config", name, f"/models/{name}")
+    # Exports of different models into one base may run at once: one
+    # read-modify-write of the model list at a time, or an entry is lost.
+    with open(base / ".models.config.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _upsert(base / "models.config", name, str((base / name).resolve()))
+        _upsert(base / "models.docker.config", name, f"/models/{name}")
     for filename, text in (("batching_parameters.txt", BATCHING_PARAMETERS), ("monitoring.config", MONITORING),
                            ("docker-compose.yml", COMPOSE), ("kubernetes.yaml", KUBERNETES)):
         atomic_write_text(base / filename, text)

@@ -131,8 +131,8 @@ def _load_builtins() -> None:
     global _builtins_loaded
     if _builtins_loaded:
         return
-    _builtins_loaded = True
     importlib.import_module("transferkit.plugins")
+    _builtins_loaded = True  # only once the import worked: a failure is raised again next time
 
 
 def _load_entry_points() -> None:
