@@ -182,6 +182,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     image_size = data.info.get("image_size", [224, 224])
     with strategy.scope():
         backbone = load_backbone(config.backbone, image_size)
+        # Reseed: the head's initial weights must not depend on whether loading
+        # the backbone drew random numbers (a first-time preset import does).
+        keras.utils.set_random_seed(config.training.seed)
         head = task.build_head(backbone)
     _write_info(run_dir, config, backbone, data)
 
