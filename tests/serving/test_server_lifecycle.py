@@ -160,18 +160,23 @@ def test_cli_serve_answers_then_stops_gracefully_on_sigterm(model_base, tmp_path
     image = tmp_path / "query.png"
     image.write_bytes(sample_images[0])
     process = subprocess.Popen([sys.executable, "-m", "transferkit", "serve", "--model-base", str(base),
-                                "--port", "0", "--rest-port", "-1"], stdout=subprocess.PIPE,
+                                "--port", "0", "--rest-port", "0"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
         assert line.startswith("serving m: gRPC 127.0.0.1:"), line + process.stderr.read()[-3000:]
         address = line.split("gRPC ")[1].split(",")[0]
-        result = subprocess.run([sys.executable, "-m", "transferkit", "predict", "--server", address, "--model", "m",
-                                 str(image), "--top-k", "2"], capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-2000:]
-        lines = result.stdout.splitlines()
-        assert lines[0] == f"# gRPC {address}, m v1"
-        assert len(lines) == 4 and lines[2].split()[1] in {"circle", "square", "triangle"}
+        rest_url = line.split("REST ")[1].strip()
+        answers = {}
+        for flag, target in (("--server", address), ("--rest", rest_url)):
+            result = subprocess.run([sys.executable, "-m", "transferkit", "predict", flag, target, "--model", "m",
+                                     str(image), "--top-k", "2"], capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, result.stderr[-2000:]
+            lines = result.stdout.splitlines()
+            assert len(lines) == 4 and lines[2].split()[1] in {"circle", "square", "triangle"}
+            answers[flag] = lines[1:]
+        assert result.stdout.splitlines()[0] == f"# REST {rest_url}, m"
+        assert answers["--server"] == answers["--rest"]  # same labels and scores either way
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:
