@@ -299,6 +299,9 @@ class StageConfig:
     weight_decay: float | None = None  # None: the optimizer's default (AdamW 0.004, others none)
     warmup_epochs: float = 0.0
     decay: Literal["constant", "cosine"] = "constant"
+    # Apply the task's augmentation in this stage. false lets a frozen stage
+    # train on cached features even when later stages augment.
+    augment: bool = True
     # Discriminative learning rates: multiplier per block group, earliest first,
     # e.g. {"block_6": 1.0, "block_5": 0.5}; keys are regular expressions on
     # variable paths; unmatched variables use 1.0.

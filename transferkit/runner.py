@@ -129,9 +129,9 @@ def _use_feature_cache(config: RunConfig, stage: StageConfig, task, data) -> tup
         return False, "backbone partly trainable: full forward passes"
     if not task.head_uses_pooled_features:
         return False, f"task {task.name!r} reads more than pooled features: full forward passes"
-    if data.train_augmented:
+    if data.train_augmented and stage.augment:
         return False, ("augmentation is on, so the backbone must see new pixels every epoch: "
-                       "feature cache not used")
+                       "feature cache not used (stages[].augment: false allows it)")
     if stage.freeze.train_batchnorm:
         return False, "train_batchnorm on a frozen backbone: full forward passes"
     return True, "backbone frozen: training the head on cached features"
@@ -243,6 +243,11 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             val_ds = caches["val"].dataset(batch_size) if caches["val"] is not None else None
         else:
             train_ds, val_ds = data.train, data.val
+            if data.train_augmented and not stage.augment:
+                if data.train_unaugmented is None:
+                    raise TransferkitError(f"stages[{stage.name}].augment: false, but task {task.name!r} "
+                                           f"provides no unaugmented training data")
+                train_ds = data.train_unaugmented
         model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, initial_epoch=done,
                   callbacks=callbacks, class_weight=data.class_weight, verbose=config.training.verbose,
                   shuffle=False)  # the datasets shuffle themselves

@@ -22,7 +22,9 @@ class TaskData:
     `train` and `val` yield `(inputs, targets)` batches; `inputs` are float32
     pixels in 0..255 (the backbone's own normalisation runs inside the model).
     `train_augmented` says whether `train` applies random augmentation: if it
-    does, backbone features cannot be cached. `info` carries what must travel
+    does, backbone features cannot be cached; `train_unaugmented` is then the
+    same shuffled data without augmentation, for stages that turn it off
+    (`stages[].augment: false`). `info` carries what must travel
     with the model (class names, ...). `problems` lists skipped inputs with
     the reason, for the run's report.
     """
@@ -32,6 +34,7 @@ class TaskData:
     train_plain: "tf.data.Dataset"  # the training data without augmentation or shuffling
     info: dict[str, Any]
     train_augmented: bool = False
+    train_unaugmented: "tf.data.Dataset | None" = None
     class_weight: dict[int, float] | None = None
     problems: list[dict[str, str]] = dataclasses.field(default_factory=list)
     steps_per_epoch: int | None = None

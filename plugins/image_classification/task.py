@@ -70,11 +70,12 @@ class ImageClassification(Task):
             return ds.batch(cfg.batch_size).map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
 
         augment = self.task_config.augment
-        train_ds = tf.data.Dataset.from_tensor_slices((train.images, train.labels))
-        train_ds = train_ds.shuffle(len(train.labels), seed=seed, reshuffle_each_iteration=True)
-        train_ds = train_ds.batch(cfg.batch_size).map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+        shuffled = tf.data.Dataset.from_tensor_slices((train.images, train.labels))
+        shuffled = shuffled.shuffle(len(train.labels), seed=seed, reshuffle_each_iteration=True)
+        shuffled = shuffled.batch(cfg.batch_size).map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+        train_ds = shuffled
         if augment.enabled:
-            train_ds = train_ds.map(self._augmenter(seed), num_parallel_calls=tf.data.AUTOTUNE)
+            train_ds = shuffled.map(self._augmenter(seed), num_parallel_calls=tf.data.AUTOTUNE)
 
         class_weight = None
         if cfg.class_weights == "balanced":
@@ -96,6 +97,7 @@ class ImageClassification(Task):
             train_plain=plain(train),
             info=info,
             train_augmented=augment.enabled,
+            train_unaugmented=shuffled.prefetch(tf.data.AUTOTUNE),
             class_weight=class_weight,
             problems=problems,
             steps_per_epoch=math.ceil(len(train.labels) / cfg.batch_size),

@@ -166,3 +166,18 @@ def test_evaluate_and_predict_commands(shapes, tmp_path, capsys):
     assert scores == sorted(scores, reverse=True)
     assert main(["predict", str(run_dir), str(tmp_path / "missing.jpg")]) == 2
     assert "missing.jpg: image not found" in capsys.readouterr().err
+
+
+def test_stage_without_augmentation_uses_the_cache_while_later_stages_augment(shapes, tmp_path, capsys):
+    config = build_run_config(tiny_config(
+        shapes, augment={"flip": "horizontal"},
+        stages=[{"name": "head", "freeze": {"backbone": True}, "epochs": 1, "augment": False},
+                {"name": "finetune", "freeze": {"top_blocks": 1}, "epochs": 1, "augment": False},
+                {"name": "augmented", "freeze": {"top_blocks": 1}, "epochs": 1}],
+        training={"verbose": 1, "tensorboard": False}))
+    train(config, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "'head': 1 epoch(s), lr 0.001; backbone frozen: training the head on cached features" in out
+    assert "feature cache: 24 train features" in out
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [r["stage"] for r in history] == ["head", "finetune", "augmented"]
