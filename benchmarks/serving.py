@@ -130,28 +130,23 @@ def main(argv=None) -> int:
         per_image[size] = float(np.median(samples)) * 1000 / size
     results["in_process_ms_per_image"] = {f"batch_{k}": v for k, v in per_image.items()}
 
-    process, grpc_address, rest_address = _start_server(base, False, 0, 0)
-    try:
-        rest = RestClient(rest_address, timeout=60)
-        with GrpcClient(grpc_address, timeout=60) as client:
-            samples = _interleaved({"in_process": lambda: loaded(images=batch),
-                                    "grpc": lambda: client.predict_images("bench", [image]),
-                                    "rest": lambda: rest.predict_images("bench", [image])}, args.requests)
-        results["latency"] = {name: _percentiles(values) for name, values in samples.items()}
-        for concurrency in (1, 4, 16):
-            results["throughput"][f"no_batching_c{concurrency}"] = _throughput(grpc_address, image, concurrency,
-                                                                               args.seconds)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-    process, grpc_address, _ = _start_server(base, True, args.max_batch_size, args.batch_timeout_micros)
-    try:
-        for concurrency in (1, 4, 16):
-            results["throughput"][f"batching_c{concurrency}"] = _throughput(grpc_address, image, concurrency,
-                                                                            args.seconds)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    for batching in (False, True):
+        process, grpc_address, rest_address = _start_server(base, batching, args.max_batch_size,
+                                                            args.batch_timeout_micros)
+        try:
+            if not batching:  # sequential latency against the plain server
+                rest = RestClient(rest_address, timeout=60)
+                with GrpcClient(grpc_address, timeout=60) as client:
+                    samples = _interleaved({"in_process": lambda: loaded(images=batch),
+                                            "grpc": lambda: client.predict_images("bench", [image]),
+                                            "rest": lambda: rest.predict_images("bench", [image])}, args.requests)
+                results["latency"] = {name: _percentiles(values) for name, values in samples.items()}
+            for concurrency in (1, 4, 16):
+                key = f"{'batching' if batching else 'no_batching'}_c{concurrency}"
+                results["throughput"][key] = _throughput(grpc_address, image, concurrency, args.seconds)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
 
     latency = results["latency"]
     print(f"sequential latency, one {len(image)}-byte JPEG, {args.requests} requests")

@@ -65,10 +65,6 @@ class Block:
     name: str
     layers: list[keras.layers.Layer]
 
-    @property
-    def num_params(self) -> int:
-        return sum(int(np.prod(w.shape)) for layer in self.layers for w in layer.weights)
-
 
 class FeatureBackbone:
     """A pretrained backbone behind one uniform interface.
@@ -120,13 +116,6 @@ class FeatureBackbone:
             else:
                 blocks.append(Block(name=name, layers=[layer]))
         return blocks
-
-    def pooled_features(self, pixels):
-        """Pooled features of 0..255 pixels, in inference mode."""
-        features = self.model(self.normalization(pixels), training=False)
-        if len(features.shape) == 4:
-            features = keras.ops.mean(features, axis=(1, 2))
-        return features
 
     def feature_extractor(self, image_size: Sequence[int]) -> keras.Model:
         """A model from 0..255 pixels to pooled features (for feature caching)."""

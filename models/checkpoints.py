@@ -85,6 +85,3 @@ class CheckpointStore:
         for folder in folders[:-self.keep]:
             if folder.name != keep_name:
                 shutil.rmtree(folder, ignore_errors=True)
-
-    def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)

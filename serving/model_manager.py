@@ -151,7 +151,6 @@ class VersionStatus:
     state: str  # START | LOADING | AVAILABLE | UNLOADING | END
     error_code: int = 0
     error_message: str = ""
-    stamp: tuple = ()  # of the version's files when loading was tried
 
 
 class ModelManager:
@@ -216,7 +215,8 @@ class ModelManager:
 
     def _load(self, source: ModelSource, version: int) -> None:
         path = source.base_path / str(version)
-        status = VersionStatus(version, "LOADING", stamp=version_stamp(path))
+        stamp = version_stamp(path)
+        status = VersionStatus(version, "LOADING")
         with self._lock:
             # A version being reloaded keeps serving its old copy meanwhile.
             if version not in self._versions[source.name]:
@@ -228,7 +228,7 @@ class ModelManager:
             status.state, status.error_code = "END", grpc.StatusCode.UNKNOWN.value[0]
             status.error_message = f"Failed to load {path}: {type(error).__name__}: {error}"
             logger.error("%s", status.error_message)
-            self._failed_stamps[(source.name, version)] = status.stamp
+            self._failed_stamps[(source.name, version)] = stamp
             with self._lock:
                 if version not in self._versions[source.name]:
                     self._status[source.name][version] = status

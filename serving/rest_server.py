@@ -28,8 +28,6 @@ from transferkit.serving.model_manager import ModelManager, run_signature, selec
 
 ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
                    r"(?P<suffix>/metadata|:predict)?$")
-STATE_NAMES = {"START": "START", "LOADING": "LOADING", "AVAILABLE": "AVAILABLE", "UNLOADING": "UNLOADING",
-               "END": "END"}
 
 
 def _decode_value(value: Any) -> Any:
@@ -201,7 +199,7 @@ class RestApp:
             version = self.manager.resolve(name, None, label).version
         statuses = self.manager.status(name, version)
         return {"model_version_status": [
-            {"version": str(s.version), "state": STATE_NAMES[s.state],
+            {"version": str(s.version), "state": s.state,
              "status": {"error_code": _code(s.error_code).name if s.error_code else "OK",
                         "error_message": s.error_message}}
             for s in statuses]}

@@ -79,7 +79,7 @@ class _EpochRecorder:
         self.monitor, self.mode = monitor
         self.full_model = full_model
 
-    def callback(self, stage_index: int, stage: StageConfig, steps_per_epoch: int, extra: list | None = None):
+    def callback(self, stage_index: int, stage: StageConfig):
         import keras
 
         recorder = self
@@ -218,7 +218,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             folder, _ = store.latest()
             # model.optimizer: under mixed precision, the loss-scale wrapper the recorder saved.
             restore_optimizer_state(model.optimizer, model.trainable_variables, folder / "optimizer.npz")
-        callbacks = [recorder.callback(index, stage, steps)]
+        callbacks = [recorder.callback(index, stage)]
         monitor, mode = task.monitor()
         if config.training.early_stopping_patience and data.val is not None:
             callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,

@@ -17,6 +17,7 @@ model predicts the same.
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -136,7 +137,7 @@ def run_task_test(task: str, config: Mapping[str, Any], run_dir: str | os.PathLi
     train(run_config, run_dir, resume=False)
     for name in ("config.yaml", "history.json", "model.keras", "metrics.json", "info.json"):
         assert (run_dir / name).exists(), f"run_task_test: {name} missing from {run_dir}"
-    history = __import__("json").loads((run_dir / "history.json").read_text())
+    history = json.loads((run_dir / "history.json").read_text())
     expected_epochs = sum(stage.epochs for stage in run_config.stages)
     assert len(history) == expected_epochs, f"run_task_test: {len(history)} epochs recorded, expected {expected_epochs}"
     # Rebuild the model from the config and the best weights, and compare it
