@@ -51,16 +51,14 @@ def run_one(mode: str, dataset: Path, args) -> dict:
     from transferkit.models.feature_cache import FeatureCache
     from transferkit.models.freezing import apply_freeze_plan
     from transferkit.registry import get_task
-    from transferkit.runner import compose_model
 
     config = _config(dataset, args)
     keras.utils.set_random_seed(0)
     task = get_task(config.task)(config)
     data = task.datasets()
-    task.info = data.info
-    size = data.info["image_size"]
-    backbone = load_backbone(config.backbone, size)
-    head = task.build_head(backbone)
+    backbone = load_backbone(config.backbone)
+    full_model = task.build_model(backbone, task.info)
+    split = task.cache_split(full_model, backbone)
     apply_freeze_plan(backbone, config.stages[0].freeze)
     epochs, times, accuracies = [], [], []
 
@@ -75,17 +73,16 @@ def run_one(mode: str, dataset: Path, args) -> dict:
     started = time.perf_counter()
     setup_seconds = 0.0
     if mode == "plain":
-        model = compose_model(backbone, head, size)
-        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=task.loss(), metrics=task.metrics())
+        model = full_model
+        task.compile(model, keras.optimizers.Adam(args.learning_rate))
         model.fit(data.train, validation_data=data.val, epochs=args.epochs, callbacks=[Timer()], verbose=0,
                   shuffle=False)
     else:
-        extractor = backbone.feature_extractor(size)
-        train_cache = FeatureCache.compute(extractor, data.train_plain)
-        val_cache = FeatureCache.compute(extractor, data.val)
+        train_cache = FeatureCache.compute(split.extractor, data.train_plain)
+        val_cache = FeatureCache.compute(split.extractor, data.val)
         setup_seconds = time.perf_counter() - started
-        head.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=task.loss(), metrics=task.metrics())
-        head.fit(train_cache.dataset(args.batch_size, shuffle=True, seed=0),
+        task.compile(split.trainable, keras.optimizers.Adam(args.learning_rate))
+        split.trainable.fit(train_cache.dataset(args.batch_size, shuffle=True, seed=0),
                  validation_data=val_cache.dataset(args.batch_size), epochs=args.epochs, callbacks=[Timer()],
                  verbose=0, shuffle=False)
     total = time.perf_counter() - started

@@ -93,7 +93,13 @@ class FeatureBackbone:
 
     @property
     def feature_dim(self) -> int:
-        return int(self.model.output.shape[-1])
+        """Channels of the backbone's final feature map (the last one, for a dict of outputs)."""
+        output = self.model.output
+        if isinstance(output, dict):
+            output = list(output.values())[-1]
+        elif isinstance(output, (list, tuple)):
+            output = output[-1]
+        return int(output.shape[-1])
 
     @property
     def pyramid_outputs(self) -> dict[str, Any]:
@@ -104,9 +110,19 @@ class FeatureBackbone:
         """Layers that own weights, in input-to-output order."""
         return [layer for layer in self.model.layers if layer.weights]
 
-    def blocks(self) -> list[Block]:
-        """The backbone's layers with weights grouped into blocks, input first."""
+    def blocks(self, strict: bool = False) -> list[Block]:
+        """The backbone's layers with weights grouped into blocks, input first.
+
+        An architecture with no block pattern has one block per layer; with
+        `strict` that is an error instead, because "the top 2 blocks" would
+        then silently mean "the top 2 layers".
+        """
         pattern = BLOCK_PATTERNS.get(self.architecture)
+        if pattern is None and strict:
+            raise ConfigError(
+                f"freeze: the backbone {self.architecture} has no known block structure, so top_blocks and "
+                f"fraction are undefined; use top_layers: N or pattern: REGEX (known: {', '.join(sorted(BLOCK_PATTERNS))})"
+            )
         blocks: list[Block] = []
         for layer in self.weighted_layers():
             match = re.match(pattern, layer.name) if pattern else None
@@ -117,14 +133,34 @@ class FeatureBackbone:
                 blocks.append(Block(name=name, layers=[layer]))
         return blocks
 
-    def feature_extractor(self, image_size: Sequence[int]) -> keras.Model:
-        """A model from 0..255 pixels to pooled features (for feature caching)."""
+    def feature_extractor(self, image_size: Sequence[int | None] = (None, None)) -> keras.Model:
+        """A model from 0..255 pixels to pooled features, in inference mode."""
         inputs = keras.Input(shape=(*image_size, 3), name="pixels")
         x = self.normalization(inputs)
         x = self.model(x, training=False)
         if len(x.shape) == 4:
             x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
         return keras.Model(inputs, x, name="feature_extractor")
+
+    def pyramid_model(self, levels: Sequence[str]) -> keras.Model:
+        """A model from the backbone's (normalised) input to the named pyramid levels, as a dict.
+
+        Built once per set of levels, so every model composed from it shares
+        the backbone's layers and weights.
+        """
+        available = self.pyramid_outputs
+        missing = [level for level in levels if level not in available]
+        if missing:
+            raise ConfigError(
+                f"backbone: {self.architecture} has pyramid levels {sorted(available) or 'none'}; "
+                f"received levels {list(levels)}"
+            )
+        key = tuple(levels)
+        cache = self.__dict__.setdefault("_pyramid_models", {})
+        if key not in cache:
+            cache[key] = keras.Model(self.model.inputs, {level: available[level] for level in levels},
+                                     name="pyramid")
+        return cache[key]
 
 
 def _keras_hub_backbone_class(architecture: str) -> type:

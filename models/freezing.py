@@ -29,7 +29,7 @@ def _is_batchnorm(layer) -> bool:
 
 def selected_layers(backbone: FeatureBackbone, plan: FreezeConfig) -> set[int]:
     """ids of the backbone layers the plan unfreezes; errors for impossible plans."""
-    blocks = backbone.blocks()
+    blocks = backbone.blocks(strict=plan.top_blocks is not None or plan.fraction is not None)
     layers = backbone.weighted_layers()
     if plan.all:
         return {id(layer) for layer in layers}

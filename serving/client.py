@@ -14,6 +14,7 @@ with GrpcClient("localhost:8500") as client:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import random
 import ssl
@@ -126,6 +127,10 @@ class GrpcClient:
         """Encoded images (JPEG/PNG/BMP/GIF bytes) through `serving_default`."""
         return _decode_labels(self.predict(model, {"images": string_tensor(images)}, **kwargs))
 
+    def detect(self, model: str, images: Sequence[bytes], **kwargs) -> list[list[Detection]]:
+        """Encoded images through a detector's `serving_default`: the detections of each image."""
+        return detections_from_outputs(self.predict_images(model, images, **kwargs))
+
     def predict_pixels(self, model: str, pixels: np.ndarray, **kwargs) -> dict[str, Any]:
         """float32 pixels (N, H, W, 3), 0..255, through `serving_pixels`."""
         kwargs.setdefault("signature", "serving_pixels")
@@ -159,11 +164,39 @@ class GrpcClient:
                 for s in response.model_version_status]
 
 
+@dataclasses.dataclass(frozen=True)
+class Detection:
+    """One detected object: its box in the original image's pixels, class and score."""
+
+    label: str
+    class_id: int
+    score: float
+    box: tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
+
+    def __str__(self) -> str:
+        xmin, ymin, xmax, ymax = self.box
+        return f"{self.score:7.4f}  {self.label}  [{xmin:.1f}, {ymin:.1f}, {xmax:.1f}, {ymax:.1f}]"
+
+
+def detections_from_outputs(outputs: dict[str, Any]) -> list[list[Detection]]:
+    """A detector's batched outputs (boxes, scores, class_ids, labels, num_detections) as records per image."""
+    outputs = _decode_labels(dict(outputs))
+    boxes = np.asarray(outputs["boxes"], dtype=np.float32)
+    counts = np.asarray(outputs["num_detections"]).reshape(-1)
+    result = []
+    for i, count in enumerate(counts):
+        result.append([
+            Detection(label=str(outputs["labels"][i][j]), class_id=int(outputs["class_ids"][i][j]),
+                      score=float(outputs["scores"][i][j]), box=tuple(float(v) for v in boxes[i, j]))
+            for j in range(int(count))])
+    return result
+
+
 def _decode_labels(outputs: dict[str, Any]) -> dict[str, Any]:
     labels = outputs.get("labels")
     if labels is not None and labels.dtype == object:
         decoded = np.empty(labels.size, dtype=object)
-        decoded[:] = [b.decode("utf-8") for b in labels.reshape(-1)]
+        decoded[:] = [b.decode("utf-8") if isinstance(b, bytes) else str(b) for b in labels.reshape(-1)]
         outputs["labels"] = decoded.reshape(labels.shape)
     return outputs
 
@@ -230,6 +263,13 @@ class RestClient:
         if signature:
             body["signature_name"] = signature
         return self.predict(model, body, **kwargs)["predictions"]
+
+    def detect(self, model: str, images: Sequence[bytes], **kwargs) -> list[list[Detection]]:
+        """Encoded images through a detector's `serving_default`: the detections of each image."""
+        rows = self.predict_images(model, images, **kwargs)
+        batched = {key: np.asarray([row[key] for row in rows], dtype=object if key == "labels" else None)
+                   for key in ("boxes", "scores", "class_ids", "labels", "num_detections")}
+        return detections_from_outputs(batched)
 
     def predict_pixels(self, model: str, pixels: np.ndarray, **kwargs) -> list[dict[str, Any]]:
         body = {"signature_name": "serving_pixels", "instances": np.asarray(pixels, np.float32).tolist()}

@@ -40,57 +40,21 @@ def existing_versions(model_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def _float32_model(run_dir: Path, config, task, model, info):
+def _float32_model(config, task, model, info):
     """The model with float32 compute, rebuilt if it was trained in mixed precision."""
+    import dataclasses
+
     import keras
 
     if model.dtype_policy.name == "float32":
         return model
     from transferkit.models.backbones import load_backbone
-    from transferkit.runner import compose_model
 
     keras.mixed_precision.set_global_policy("float32")
-    backbone = load_backbone(config.backbone.__class__(**{**config.backbone.__dict__, "load_weights": False}),
-                             info["image_size"])
-    rebuilt = compose_model(backbone, task.build_head(backbone), info["image_size"])
+    backbone = load_backbone(dataclasses.replace(config.backbone, load_weights=False))
+    rebuilt = task.build_model(backbone, info)
     rebuilt.set_weights(model.get_weights())  # the saved model's own weights, float32 compute
     return rebuilt
-
-
-def _sample_images(run_dir: Path, info: dict[str, Any], count: int) -> list[bytes]:
-    """Encoded validation images recorded by the run (or generated ones if gone)."""
-    encoded = []
-    for path in info.get("sample_images", []):
-        if len(encoded) >= count:
-            break
-        try:
-            data = Path(path).read_bytes()
-        except OSError:
-            continue
-        encoded.append(_as_servable_bytes(data))
-    if not encoded:
-        import tensorflow as tf
-
-        rng = np.random.default_rng(0)
-        height, width = info["image_size"]
-        for _ in range(min(count, 4)):
-            pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-            encoded.append(tf.io.encode_jpeg(pixels).numpy())
-    return encoded
-
-
-def _as_servable_bytes(data: bytes) -> bytes:
-    """JPEG/PNG/BMP/GIF bytes as they are; anything else re-encoded as PNG."""
-    if data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n" or data[:2] == b"BM" or data[:4] == b"GIF8":
-        return data
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        out = io.BytesIO()
-        image.convert("RGB").save(out, format="PNG")
-        return out.getvalue()
 
 
 def forbidden_ops(saved_model_dir: Path) -> list[str]:
@@ -125,7 +89,7 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
         raise ExportError(f"warmup_records: TF Serving reads at most 1000, received {warmup_records}")
     run_dir = Path(run_dir)
     config, task, model, info = load_run(run_dir)
-    model = _float32_model(run_dir, config, task, model, info)
+    model = _float32_model(config, task, model, info)
 
     base = Path(model_base).resolve()
     model_dir = base / name
@@ -139,17 +103,24 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
     tmp = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     try:
         signatures = task.serving_signatures(model, info)
+        if "serving_default" not in signatures:
+            raise ExportError(f"task {config.task!r}: serving_signatures() has no 'serving_default'; "
+                              f"received {sorted(signatures)}")
         module = tf.Module()
         module.model = model
         with tempfile.TemporaryDirectory() as scratch:
-            labels_file = Path(scratch) / "labels.txt"
-            labels_file.write_text("\n".join(info.get("class_names", [])) + "\n")
-            module.labels = tf.saved_model.Asset(str(labels_file))
+            # The task's artifacts (labels.txt, ...) travel as SavedModel assets.
+            assets = []
+            for file_name, text in task.artifacts(info).items():
+                asset_file = Path(scratch) / file_name
+                asset_file.write_text(text)
+                assets.append(tf.saved_model.Asset(str(asset_file)))
+            module.assets = assets
             concrete = {key: fn.get_concrete_function() for key, fn in signatures.items()}
             tf.saved_model.save(module, str(tmp), signatures=concrete)
-        encoded = _sample_images(run_dir, info, max(warmup_records, 8))
-        write_warmup_file(tmp, name, encoded[:warmup_records] if warmup_records else [])
-        report = verify_export(tmp, model, task, info, encoded[:8])
+        examples = task.serving_examples(info, max(warmup_records, 8))
+        write_warmup_file(tmp, name, examples[:warmup_records] if warmup_records else [])
+        report = verify_export(tmp, model, task, info, examples[:8], expected=set(signatures))
         (tmp / "assets.extra" / "transferkit_export.json").write_text(json.dumps(
             {"run_dir": str(run_dir.resolve()), "task": config.task, "version": version, **report}, indent=2))
         _move_into_place(tmp, final, force)
@@ -160,34 +131,28 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
     return final
 
 
-def verify_export(saved_dir: Path, model, task, info: dict[str, Any], encoded: list[bytes]) -> dict[str, Any]:
-    """Reloads the SavedModel and compares it with the Keras model; raises on mismatch."""
+def verify_export(saved_dir: Path, model, task, info: dict[str, Any], examples: list[dict[str, Any]],
+                  expected: set[str] = frozenset({"serving_default"})) -> dict[str, Any]:
+    """Reloads the SavedModel and has the task compare it with the Keras model; raises on mismatch."""
     import tensorflow as tf
 
     bad_ops = forbidden_ops(saved_dir)
     if bad_ops:
         raise ExportError(f"{saved_dir}: the graph contains ops TF Serving cannot run: {', '.join(bad_ops)}")
     loaded = tf.saved_model.load(str(saved_dir))
-    missing = {"serving_default", "serving_pixels"} - set(loaded.signatures)
+    missing = set(expected) - set(loaded.signatures)
     if missing:
         raise ExportError(f"{saved_dir}: signatures missing after reload: {sorted(missing)}")
-    images = tf.constant(encoded)
-    pixels = tf.stack([task.serving_preprocess(e, info) for e in encoded])
-    keras_probs = np.asarray(model(pixels, training=False), dtype=np.float32)
-    from_bytes = loaded.signatures["serving_default"](images=images)
-    from_pixels = loaded.signatures["serving_pixels"](pixels=pixels)
-    diffs = {
-        "serving_default": float(np.abs(from_bytes["probabilities"].numpy() - keras_probs).max()),
-        "serving_pixels": float(np.abs(from_pixels["probabilities"].numpy() - keras_probs).max()),
-    }
-    for key, diff in diffs.items():
-        if not diff < PARITY_TOLERANCE:
-            raise ExportError(f"{saved_dir}: {key} differs from the Keras model by {diff:.2e} "
-                              f"(tolerance {PARITY_TOLERANCE:g}); export aborted")
-    for key in ("probabilities", "scores"):
-        if from_bytes[key].dtype != tf.float32:
-            raise ExportError(f"{saved_dir}: output {key!r} is {from_bytes[key].dtype.name}, expected float32")
-    return {"max_abs_diff": diffs, "checked_images": len(encoded)}
+    try:
+        checks = task.check_serving(model, loaded.signatures, examples, info)
+    except (TypeError, ValueError) as error:
+        raise ExportError(f"{saved_dir}: {error}; export aborted") from None
+    for check in checks:
+        tolerance = PARITY_TOLERANCE if check.tolerance is None else check.tolerance
+        if not check.max_abs_diff < tolerance:  # also catches NaN
+            raise ExportError(f"{saved_dir}: {check.name} differs from the Keras model by {check.max_abs_diff:.2e} "
+                              f"(tolerance {tolerance:g}); export aborted")
+    return {"max_abs_diff": {c.name: c.max_abs_diff for c in checks}, "checked_examples": len(examples)}
 
 
 def _move_into_place(tmp: Path, final: Path, force: bool) -> None:

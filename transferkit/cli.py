@@ -86,12 +86,12 @@ def _cmd_predict(args) -> int:
         return _predict_remote(args)
     if not args.run_dir:
         raise TransferkitError("predict: give a RUN_DIR, or --server HOST:PORT --model NAME")
-    from transferkit.runner import predict_images
+    from transferkit.runner import predict_files
 
-    for path, top in predict_images(args.run_dir, args.images, top_k=args.top_k):
-        print(path)
-        for label, score in top:
-            print(f"  {score:7.4f}  {label}")
+    for path, _, text in predict_files(args.run_dir, args.images, save_dir=args.save, top_k=args.top_k):
+        print(f"{path}\n{text}")
+    if args.save:
+        print(f"# annotated copies in {args.save}")
     return 0
 
 
@@ -108,21 +108,30 @@ def _predict_remote(args) -> int:
             images.append(Path(path).read_bytes())
         except OSError as error:
             raise TransferkitError(f"{path}: cannot read image: {error.strerror}") from None
+    import numpy as np
+
+    from transferkit.serving.client import detections_from_outputs
+
     tls = dict(root_cert=args.root_cert, client_cert=args.client_cert, client_key=args.client_key)
     if args.server:
         with GrpcClient(args.server, timeout=args.timeout, **tls) as client:
             result = client.predict_images(args.model, images, version=args.model_version)
-        rows = [list(zip(result["labels"][i], result["scores"][i])) for i in range(len(paths))]
         where = f"gRPC {args.server}, {args.model} v{result['model_version']}"
     else:
         client = RestClient(args.rest, timeout=args.timeout, **tls)
         predictions = client.predict_images(args.model, images, version=args.model_version)
-        rows = [list(zip(p["labels"], p["scores"])) for p in predictions]
+        result = {key: np.asarray([p[key] for p in predictions]) for key in predictions[0]} if predictions else {}
         where = f"REST {args.rest}, {args.model}"
     print(f"# {where}")
-    for path, row in zip(paths, rows):
+    if "boxes" in result:  # a detector: typed detections per image
+        for path, found in zip(paths, detections_from_outputs(result)):
+            print(path)
+            for det in found:
+                print(f"  {det}")
+        return 0
+    for i, path in enumerate(paths):
         print(path)
-        for label, score in row[: args.top_k]:
+        for label, score in list(zip(result["labels"][i], result["scores"][i]))[: args.top_k]:
             print(f"  {float(score):7.4f}  {label}")
     return 0
 
@@ -131,7 +140,10 @@ def _cmd_export(args) -> int:
     from transferkit.serving.export import export_run
 
     path = export_run(args.run_dir, args.model_base, args.name, version=args.version, force=args.force)
-    print(f"exported {path} (signatures: serving_default, serving_pixels); "
+    import tensorflow as tf
+
+    signatures = ", ".join(sorted(tf.saved_model.load(str(path)).signatures))
+    print(f"exported {path} (signatures: {signatures}); "
           f"TF Serving config: {Path(args.model_base) / 'models.config'}")
     return 0
 
@@ -211,10 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="evaluate on this folder/CSV instead of the run's validation data")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
-    predict = commands.add_parser("predict", help="top-k labels for images, from a run directory or a server")
+    predict = commands.add_parser("predict", help="predictions for images (labels, boxes), from a run directory "
+                                                   "or a server")
     predict.add_argument("run_dir", nargs="?", help="a run directory (leave out with --server/--rest)")
     predict.add_argument("images", nargs="*")
-    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--top-k", type=int, default=3, help="classification: labels shown per image")
+    predict.add_argument("--save", metavar="DIR", help="write annotated copies of the images here (detection)")
     predict.add_argument("--server", metavar="HOST:PORT", help="ask TF Serving (or transferkit serve) over gRPC")
     predict.add_argument("--rest", metavar="URL", help="ask over REST, e.g. http://127.0.0.1:8501")
     predict.add_argument("--model", help="served model name")

@@ -15,7 +15,6 @@ import difflib
 import enum
 import os
 import re
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Literal, Mapping
 import yaml
 
 from transferkit.errors import ConfigError
+from transferkit.fileio import atomic_write_text  # noqa: F401  (re-exported)
 
 # --------------------------------------------------------------------------
 # Generic conversion of plain values into typed dataclasses.
@@ -476,29 +476,3 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
 def write_config(config: RunConfig, directory: str | os.PathLike, name: str = "config.yaml") -> Path:
     """Writes the resolved config next to a run's outputs, atomically."""
     return atomic_write_text(Path(directory) / name, config.to_yaml())
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once: os.umask can only be read by setting it
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Writes text to a temporary sibling then renames it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path

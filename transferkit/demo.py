@@ -40,7 +40,7 @@ def demo_config(data_dir: Path, quick: bool = False) -> dict:
 
 
 def run_demo(output: Path, quick: bool = False) -> Path:
-    from transferkit.runner import predict_images, train
+    from transferkit.runner import predict_files, train
 
     output = Path(output)
     data_dir = output / "data"
@@ -62,7 +62,7 @@ def run_demo(output: Path, quick: bool = False) -> Path:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"[3/4] validation accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}")
     samples = sorted((data_dir / "val").glob("*/*.jpg"))[:: max(1, per_class[1])][:4]
-    for path, top in predict_images(run_dir, [str(p) for p in samples], top_k=2):
+    for path, top, _ in predict_files(run_dir, [str(p) for p in samples], top_k=2):
         best = ", ".join(f"{label} {score:.2f}" for label, score in top)
         print(f"  {Path(path).parent.name}/{Path(path).name}: {best}")
     serve_and_ask(run_dir, output / "models", samples)

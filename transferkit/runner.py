@@ -7,23 +7,23 @@ A run directory holds:
     freeze/<stage>.txt trainable / frozen parameters per block, per stage
     checkpoints/       resumable state (see transferkit.models.checkpoints)
     best.weights.h5    the best weights on the task's monitor
-    model.keras        the final model (the best weights), 0..255 pixels in
-    labels.txt, info.json, metrics.json, report/
+    model.keras        the final model (the best weights), the task's inputs in
+    info.json          what travels with the model (the task's data info, backbone, example inputs)
+    metrics.json, problems.json, report/, and the task's artifacts (labels.txt, ...)
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from transferkit.config import RunConfig, StageConfig, atomic_write_text, load_config, write_config
+from transferkit.config import RunConfig, StageConfig, load_config, write_config
 from transferkit.errors import TransferkitError
+from transferkit.fileio import atomic_path, atomic_write_text
 from transferkit.registry import get_task
 
 
@@ -48,25 +48,6 @@ def _setup_devices(config: RunConfig):
     if wanted == "mirrored" or (wanted == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def compose_model(backbone, head, image_size: Sequence[int], backbone_follows_training: bool = False):
-    """pixels (0..255) -> normalisation -> backbone -> pooled features -> head.
-
-    The backbone runs in inference mode unless `backbone_follows_training`
-    (a stage that trains BatchNormalization): that keeps BN statistics and any
-    stochastic depth of frozen and unfrozen blocks as pretrained, and makes the
-    features equal to the cached ones.
-    """
-    import keras
-
-    inputs = keras.Input(shape=(*image_size, 3), name="pixels")
-    x = backbone.normalization(inputs)
-    x = backbone.model(x, training=None if backbone_follows_training else False)
-    if len(x.shape) == 4:
-        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = head(x)
-    return keras.Model(inputs, outputs, name="transfer_model")
 
 
 class _EpochRecorder:
@@ -114,21 +95,20 @@ class _EpochRecorder:
             if improved:
                 state["best"] = float(value)
                 state["best_epoch"] = state["global_epoch"]
-                tmp = self.run_dir / ".best.weights.h5"
-                self.full_model.save_weights(tmp)
-                os.replace(tmp, self.run_dir / "best.weights.h5")
+                with atomic_path(self.run_dir / "best.weights.h5", suffix=".weights.h5") as tmp:
+                    self.full_model.save_weights(tmp)
         atomic_write_text(self.run_dir / "history.json", json.dumps(state["history"], indent=2))
         self.store.save(self.full_model, optimizer, state)
 
 
-def _use_feature_cache(config: RunConfig, stage: StageConfig, task, data) -> tuple[bool, str]:
+def _use_feature_cache(config: RunConfig, stage: StageConfig, task, data, split) -> tuple[bool, str]:
     mode = config.training.feature_cache
     if mode == "off":
         return False, "feature cache off (training.feature_cache: off)"
     if not stage.freeze.freezes_whole_backbone:
         return False, "backbone partly trainable: full forward passes"
-    if not task.head_uses_pooled_features:
-        return False, f"task {task.name!r} reads more than pooled features: full forward passes"
+    if split is None:
+        return False, f"task {task.name!r} defines no cacheable part: full forward passes"
     if data.train_augmented and stage.augment:
         return False, ("augmentation is on, so the backbone must see new pixels every epoch: "
                        "feature cache not used (stages[].augment: false allows it)")
@@ -178,18 +158,17 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     strategy = _setup_devices(config)
     task = get_task(config.task)(config)
     data = task.datasets()
-    task.info = data.info
-    image_size = data.info.get("image_size", [224, 224])
+    task.info = dict(data.info)
     with strategy.scope():
-        backbone = load_backbone(config.backbone, image_size)
+        backbone = load_backbone(config.backbone)
         # Reseed: the head's initial weights must not depend on whether loading
         # the backbone drew random numbers (a first-time preset import does).
         keras.utils.set_random_seed(config.training.seed)
-        head = task.build_head(backbone)
-    _write_info(run_dir, config, backbone, data)
+        full_model = task.build_model(backbone, task.info)
+        split = task.cache_split(full_model, backbone)
+    _write_info(run_dir, config, task, backbone, data)
 
     state: dict[str, Any] = {"global_epoch": 0, "stage_index": 0, "stage_epoch": 0, "history": [], "best": None}
-    full_model = compose_model(backbone, head, image_size)
     if latest is not None:
         folder, state = latest
         full_model.load_weights(folder / "model.weights.h5")
@@ -206,14 +185,18 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         summary = apply_freeze_plan(backbone, stage.freeze)
         freeze_dir = run_dir / "freeze"
         atomic_write_text(freeze_dir / f"{index + 1:02d}-{stage.name}.txt", summary.as_table() + "\n")
-        use_cache, reason = _use_feature_cache(config, stage, task, data)
+        use_cache, reason = _use_feature_cache(config, stage, task, data, split)
         _log(config, f"\n== stage {index + 1}/{len(config.stages)} '{stage.name}': {stage.epochs} epoch(s), "
                      f"lr {stage.learning_rate:g}; {reason}\n{summary.as_table()}")
         with strategy.scope():
-            model = head if use_cache else compose_model(backbone, head, image_size,
-                                                         stage.freeze.train_batchnorm)
+            if use_cache:
+                model = split.trainable
+            elif stage.freeze.train_batchnorm:
+                model = task.build_model(backbone, task.info, backbone_training=True)
+            else:
+                model = full_model
             optimizer = build_optimizer(stage, steps, model.trainable_variables)
-            model.compile(optimizer=optimizer, loss=task.loss(), metrics=task.metrics())
+            task.compile(model, optimizer)
         if done:
             folder, _ = store.latest()
             # model.optimizer: under mixed precision, the loss-scale wrapper the recorder saved.
@@ -227,11 +210,11 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs" / stage.name),
                                                          write_graph=False, profile_batch=0))
         callbacks.extend(extra_callbacks)
-        batch_size = _batch_size(config)
+        batch_size = task.batch_size()
         if use_cache:
             if "train" not in caches:
                 started = time.perf_counter()
-                extractor = backbone.feature_extractor(image_size)
+                extractor = split.extractor
                 cache_dir = run_dir / "feature_cache" if config.training.feature_cache == "disk" else None
                 caches["train"] = FeatureCache.compute_or_load(extractor, data.train_plain, cache_dir, "train")
                 caches["val"] = (FeatureCache.compute_or_load(extractor, data.val, cache_dir, "val")
@@ -249,7 +232,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                                            f"provides no unaugmented training data")
                 train_ds = data.train_unaugmented
         model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, initial_epoch=done,
-                  callbacks=callbacks, class_weight=data.class_weight, verbose=config.training.verbose,
+                  callbacks=callbacks, verbose=config.training.verbose,
                   shuffle=False)  # the datasets shuffle themselves
         # Early stopping ends a stage before its last epoch: mark it complete.
         state["stage_index"], state["stage_epoch"] = index, stage.epochs
@@ -269,11 +252,14 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
 
 # What a run writes; a fresh start removes them so nothing stale is reused.
 RUN_OUTPUTS = ("checkpoints", "feature_cache", "freeze", "logs", "report", "best.weights.h5", "model.keras",
-               "metrics.json", "history.json", "problems.json", "info.json", "labels.txt")
+               "metrics.json", "history.json", "problems.json", "info.json", "labels.txt", "artifacts.json")
 
 
 def _clear_outputs(run_dir: Path) -> None:
-    for name in RUN_OUTPUTS:
+    # The previous run's task artifacts (labels.txt and the like), as it recorded them.
+    listed = run_dir / "artifacts.json"
+    extra = json.loads(listed.read_text()) if listed.exists() else []
+    for name in (*RUN_OUTPUTS, *[n for n in extra if isinstance(n, str) and "/" not in n and n not in ("..", ".")]):
         path = run_dir / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -292,36 +278,25 @@ def _steps_per_epoch(data) -> int:
     return steps
 
 
-def _batch_size(config: RunConfig) -> int:
-    data = getattr(config.task_config, "data", None)
-    return int(getattr(data, "batch_size", 32))
-
-
-def _write_info(run_dir: Path, config: RunConfig, backbone, data) -> None:
-    info = {k: v for k, v in data.info.items() if k != "val_paths"}
+def _write_info(run_dir: Path, config: RunConfig, task, backbone, data) -> None:
+    info = dict(task.info)
     info.update({"task": config.task, "backbone": backbone.source, "architecture": backbone.architecture})
-    # Real validation images, for export checks and TF Serving warmup records.
-    info["sample_images"] = [str(Path(p).resolve()) for p in data.info.get("val_paths", [])[:64]]
+    # Real validation inputs, for export checks and TF Serving warmup records.
+    info["examples"] = [str(Path(p).resolve()) for p in data.examples[:64]]
     atomic_write_text(run_dir / "info.json", json.dumps(info, indent=2))
-    names = data.info.get("class_names")
-    if names:
-        atomic_write_text(run_dir / "labels.txt", "\n".join(names) + "\n")
+    artifacts = task.artifacts(info)
+    for name, text in artifacts.items():
+        atomic_write_text(run_dir / name, text)
+    atomic_write_text(run_dir / "artifacts.json", json.dumps(sorted(artifacts)))
     if data.problems:
         atomic_write_text(run_dir / "problems.json", json.dumps(data.problems, indent=2))
 
 
 def save_model(model, path: Path) -> Path:
     """Saves a Keras model through a temporary file and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)
 
 
 def load_run(run_dir: str | os.PathLike):
@@ -337,31 +312,19 @@ def load_run(run_dir: str | os.PathLike):
     if not model_path.exists():
         raise TransferkitError(f"{run_dir}: no model.keras; is this a finished `transferkit train` run directory?")
     config = load_config(run_dir / "config.yaml")
-    task = get_task(config.task)(config)
     info = json.loads((run_dir / "info.json").read_text())
-    task.info = info
+    task = get_task(config.task)(config, info)
     model = keras.saving.load_model(model_path, compile=False)
     return config, task, model, info
 
 
 def evaluate_run(run_dir: str | os.PathLike, data: str | None = None) -> dict[str, Any]:
     """Re-evaluates a run on its validation data or on `data`; writes metrics.json and report/."""
-    import dataclasses
-
     config, task, model, info = load_run(run_dir)
-    task_cfg = config.task_config
-    changes = {}
-    if "class_names" in info and hasattr(task_cfg, "data"):
-        # The model's output order, even if the training folder changed since.
-        changes["class_names"] = list(info["class_names"])
-    if data is not None:
-        changes["val"] = data
-    if changes:
-        new_data = dataclasses.replace(task_cfg.data, **changes)
-        config = config.replace(task_config=dataclasses.replace(task_cfg, data=new_data))
-        task = get_task(config.task)(config)
+    config = task.config_for_evaluation(info, data)
+    task = get_task(config.task)(config, info)
     task_data = task.datasets()
-    task.info = {**info, "val_paths": task_data.info.get("val_paths", [])}
+    task.info = {**info, **{k: v for k, v in task_data.info.items() if k not in info}}
     run_dir = Path(run_dir)
     metrics = task.evaluate(model, task_data.val, task.info, run_dir / "report")
     metrics["problems"] = task_data.problems
@@ -369,23 +332,13 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | None = None) -> dict[st
     return metrics
 
 
-def predict_images(run_dir: str | os.PathLike, images: Sequence[str], top_k: int = 3):
-    """Yields (path, [(label, score), ...]) for each image, locally."""
-    import numpy as np
-
-    from transferkit.plugins.image_classification.data import decode_image
-
-    _, _, model, info = load_run(run_dir)
-    names = info["class_names"]
-    k = max(1, min(top_k, len(names)))
-    for path in images:
+def predict_files(run_dir: str | os.PathLike, paths: Sequence[str], save_dir: str | os.PathLike | None = None,
+                  **options: Any):
+    """Yields (path, prediction, text) for each input file, with the run's own task; `options` go to the task."""
+    _, task, model, info = load_run(run_dir)
+    for path in paths:
         if not os.path.isfile(path):
-            raise TransferkitError(f"{path}: image not found")
-        try:
-            pixels = decode_image(path, info["image_size"], info.get("resize", "crop"),
-                                  float(info.get("crop_fraction", 1.0)))
-        except Exception as error:
-            raise TransferkitError(f"{path}: unreadable image: {type(error).__name__}: {error}") from None
-        probabilities = np.asarray(model(pixels[None].astype("float32"), training=False))[0]
-        order = np.argsort(-probabilities)[:k]
-        yield path, [(names[i], float(probabilities[i])) for i in order]
+            raise TransferkitError(f"{path}: input file not found (an image not found, or another input)")
+    save = Path(save_dir) if save_dir else None
+    for path, prediction in task.predict(model, list(paths), info, save_dir=save, **options):
+        yield path, prediction, task.describe_prediction(prediction)

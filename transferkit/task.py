@@ -1,53 +1,93 @@
-"""The Task contract: what differs between transfer-learning tasks."""
+"""The Task contract: what differs between transfer-learning tasks.
+
+The runner, export, warmup, the CLI and `transferkit.testing.run_task_test`
+speak only this contract; nothing in them assumes pixels, pooled features,
+softmax or top-k. A task owns its whole model (`build_model`), its loss and
+metrics (`compile`), which part of the model the feature cache may compute
+once (`cache_split`), its evaluation report, its `predict` output, the files
+that travel with the model (`artifacts`) and its serving signatures with the
+examples that warmup and the export parity check use.
+"""
 
 from __future__ import annotations
 
 import abc
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence
 
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
     from transferkit.config import RunConfig, StageConfig
-    from transferkit.models.backbones import Backbone
+    from transferkit.models.backbones import FeatureBackbone
 
 
 @dataclasses.dataclass
 class TaskData:
     """What `Task.datasets()` returns.
 
-    `train` and `val` yield `(inputs, targets)` batches; `inputs` are float32
-    pixels in 0..255 (the backbone's own normalisation runs inside the model).
-    `train_augmented` says whether `train` applies random augmentation: if it
-    does, backbone features cannot be cached; `train_unaugmented` is then the
-    same shuffled data without augmentation, for stages that turn it off
-    (`stages[].augment: false`). `info` carries what must travel
-    with the model (class names, ...). `problems` lists skipped inputs with
-    the reason, for the run's report.
+    `train` and `val` yield `(inputs, targets)` or `(inputs, targets,
+    sample_weights)` batches, with the model's inputs as `build_model` defines
+    them. `train_plain` is the training data without augmentation or
+    shuffling (the feature cache reads it once). `train_augmented` says
+    whether `train` applies random augmentation: if it does, features cannot
+    be cached; `train_unaugmented` is then the same shuffled data without
+    augmentation, for stages that turn it off (`stages[].augment: false`).
+    `info` carries what must travel with the model (class names, input size,
+    ...); it is saved as the run's `info.json`. `examples` are paths of real
+    validation inputs, for the export's parity check and TF Serving warmup.
+    `problems` lists skipped or repaired inputs with the reason, for the
+    run's report.
     """
 
     train: "tf.data.Dataset"
     val: "tf.data.Dataset | None"
-    train_plain: "tf.data.Dataset"  # the training data without augmentation or shuffling
+    train_plain: "tf.data.Dataset"
     info: dict[str, Any]
     train_augmented: bool = False
     train_unaugmented: "tf.data.Dataset | None" = None
-    class_weight: dict[int, float] | None = None
     problems: list[dict[str, str]] = dataclasses.field(default_factory=list)
     steps_per_epoch: int | None = None
+    examples: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class CacheSplit:
+    """A model cut in two for the feature cache.
+
+    `extractor` maps the model's inputs to what `trainable` reads (a tensor
+    or a dict of tensors); it is frozen for the stage, so its outputs are
+    computed once. `trainable` maps those to the model's outputs and trains
+    on the cached values; it shares its layers with the full model.
+    """
+
+    extractor: "keras.Model"
+    trainable: "keras.Model"
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityCheck:
+    """One comparison of the exported SavedModel with the Keras model.
+
+    `tolerance` None means the export's default (1e-4 on raw outputs).
+    """
+
+    name: str
+    max_abs_diff: float
+    tolerance: float | None = None
 
 
 class Task(abc.ABC):
     """Base class of a transfer-learning task plugin.
 
     A task owns what differs between tasks and nothing else: its config
-    sections (`config_class`), reading its data into `tf.data`, the head it
-    puts on a backbone with its loss and metrics, its serving signatures and
-    its evaluation report. Freezing, stages, checkpoints, export and serving
-    are shared machinery in `transferkit.models` and `transferkit.serving`.
+    sections (`config_class`, a frozen dataclass), reading its data into
+    `tf.data`, the whole model it builds on a backbone with its loss and
+    metrics, its serving signatures and its evaluation report. Freezing,
+    stages, checkpoints, the feature cache, export and serving are shared
+    machinery in `transferkit.models` and `transferkit.serving`.
 
     Example of a third-party task, shipped in its own package and declared in
     its `setup.cfg` as `[options.entry_points] transferkit.tasks =
@@ -68,13 +108,16 @@ class Task(abc.ABC):
         config_class = RegressionConfig
 
         def datasets(self):
-            ...  # return TaskData(train=..., val=..., train_plain=..., info={})
+            ...  # return TaskData(train=..., val=..., train_plain=..., info={"image_size": [64, 64]})
 
-        def build_head(self, backbone):
-            return keras.Sequential([keras.layers.Dense(1, dtype="float32")])
+        def build_model(self, backbone, info, backbone_training=False):
+            inputs = keras.Input((*info["image_size"], 3), name="pixels")
+            x = backbone.model(backbone.normalization(inputs), training=backbone_training or False)
+            x = keras.layers.GlobalAveragePooling2D()(x)
+            return keras.Model(inputs, keras.layers.Dense(1, dtype="float32")(x))
 
-        def loss(self):
-            return "mse"
+        def compile(self, model, optimizer=None):
+            model.compile(optimizer=optimizer, loss="mse")
     ```
 
     Tests of a new task take one call: `transferkit.testing.run_task_test`.
@@ -82,12 +125,12 @@ class Task(abc.ABC):
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type]
-    # Whether the head reads only the backbone's pooled features, so that the
-    # runner may cache them while the backbone is frozen.
-    head_uses_pooled_features: ClassVar[bool] = True
 
-    def __init__(self, config: "RunConfig"):
+    def __init__(self, config: "RunConfig", info: Mapping[str, Any] | None = None):
         self.config = config
+        # What the data told the task (class names, input size, ...): set by
+        # `datasets()` while training, or from a run's info.json when loaded.
+        self.info: dict[str, Any] = dict(info or {})
 
     # -- configuration ------------------------------------------------------
 
@@ -110,46 +153,101 @@ class Task(abc.ABC):
     def validate_config(cls, config: "RunConfig") -> None:
         """Cross-section checks; raise ConfigError naming the key."""
 
+    def batch_size(self) -> int:
+        """The global batch size of the task's datasets (the feature cache batches the same way)."""
+        data = getattr(self.task_config, "data", None)
+        return int(getattr(data, "batch_size", 32))
+
+    def config_for_evaluation(self, info: Mapping[str, Any], val: str | None) -> "RunConfig":
+        """This run's config re-pointed at new validation data, keeping what the model was trained with.
+
+        The default handles the usual `data` section: `val` is replaced and
+        recorded `class_names` are pinned (the model's output order, even if
+        the training folder changed since).
+        """
+        data = getattr(self.task_config, "data", None)
+        if data is None:
+            return self.config
+        changes: dict[str, Any] = {}
+        if "class_names" in info and hasattr(data, "class_names"):
+            changes["class_names"] = list(info["class_names"])
+        if val is not None:
+            changes["val"] = val
+        if not changes:
+            return self.config
+        new_data = dataclasses.replace(data, **changes)
+        return self.config.replace(task_config=dataclasses.replace(self.task_config, data=new_data))
+
     # -- data ----------------------------------------------------------------
 
     @abc.abstractmethod
     def datasets(self) -> TaskData:
-        """Reads the task's data into batched `tf.data` pipelines."""
+        """Reads the task's data into batched `tf.data` pipelines (and sets `self.info`)."""
 
     # -- model ---------------------------------------------------------------
 
     @abc.abstractmethod
-    def build_head(self, backbone: "Backbone") -> "keras.Model":
-        """The head, a model from the backbone's pooled features to outputs."""
+    def build_model(self, backbone: "FeatureBackbone", info: Mapping[str, Any],
+                    backbone_training: bool = False) -> "keras.Model":
+        """The whole model on `backbone`, from the task's inputs to its outputs.
+
+        The backbone runs in inference mode unless `backbone_training` (a
+        stage that trains BatchNormalization). Calling it again with the same
+        backbone must reuse the same head layers, so that models built for
+        different stages share their weights: build the head once and cache it.
+        """
+
+    def cache_split(self, model: "keras.Model", backbone: "FeatureBackbone") -> CacheSplit | None:
+        """The part of `model` the feature cache may compute once, and the rest; None for no cache."""
+        return None
 
     @abc.abstractmethod
-    def loss(self) -> Any:
-        """A Keras loss (object or name)."""
-
-    def metrics(self) -> list[Any]:
-        """Keras metrics compiled into the model."""
-        return []
+    def compile(self, model: "keras.Model", optimizer: Any = None) -> None:
+        """Compiles `model` (the full model or `cache_split(...).trainable`) with the task's loss and metrics."""
 
     def monitor(self) -> tuple[str, str]:
         """The validation quantity that picks the best checkpoint, and its mode."""
         return "val_loss", "min"
 
-    # -- serving and evaluation ----------------------------------------------
+    # -- evaluation and prediction -------------------------------------------
 
-    def serving_signatures(self, model: "keras.Model", info: dict[str, Any]) -> dict[str, Any]:
-        """`tf.function`s to export, keyed by signature name."""
-        raise NotImplementedError(f"task {self.name!r} does not define serving signatures yet")
-
-    def serving_preprocess(self, encoded: bytes, info: dict[str, Any]):
-        """One encoded input -> the model's input, as `serving_default` does in its graph.
-
-        Export uses it to check the SavedModel against the Keras model.
-        """
-        raise NotImplementedError(f"task {self.name!r} does not define serving preprocessing yet")
-
-    def evaluate(self, model: "keras.Model", data: "tf.data.Dataset", info: dict[str, Any],
+    def evaluate(self, model: "keras.Model", data: "tf.data.Dataset", info: Mapping[str, Any],
                  report_dir: Path) -> dict[str, Any]:
         """Computes metrics on `data`, writes report files, returns the metrics."""
-        model.compile(loss=self.loss(), metrics=self.metrics())  # loaded models come uncompiled
+        self.compile(model)  # loaded models come uncompiled
         results = model.evaluate(data, return_dict=True, verbose=0)
         return {k: float(v) for k, v in results.items()}
+
+    def predict(self, model: "keras.Model", paths: Sequence[str], info: Mapping[str, Any],
+                save_dir: Path | None = None, **options: Any) -> Iterable[tuple[str, Any]]:
+        """Yields `(path, prediction)` for each input file; `describe_prediction` prints one."""
+        raise NotImplementedError(f"task {self.name!r} does not implement predict")
+
+    def describe_prediction(self, prediction: Any) -> str:
+        """One prediction as indented lines, for the terminal."""
+        return f"  {prediction}"
+
+    # -- what travels with the model -----------------------------------------
+
+    def artifacts(self, info: Mapping[str, Any]) -> dict[str, str]:
+        """Text files written next to the run and into the SavedModel's `assets/` (name -> content)."""
+        return {}
+
+    # -- serving ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def serving_signatures(self, model: "keras.Model", info: Mapping[str, Any]) -> dict[str, Any]:
+        """`tf.function`s with input signatures to export, keyed by signature name (with `serving_default`)."""
+
+    @abc.abstractmethod
+    def serving_examples(self, info: Mapping[str, Any], count: int) -> list[dict[str, Any]]:
+        """Up to `count` single-example `serving_default` inputs ({input name: value}), from real data.
+
+        Export replays them as TF Serving warmup requests and uses them for
+        the parity check.
+        """
+
+    @abc.abstractmethod
+    def check_serving(self, model: "keras.Model", signatures: Mapping[str, Any],
+                      examples: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> list[ParityCheck]:
+        """Compares the reloaded SavedModel's `signatures` with the Keras `model` on `examples`."""

@@ -117,13 +117,21 @@ def tiny_config(train: str | os.PathLike, image_size: int = 32, **sections: Any)
 
 
 def run_task_test(task: str, config: Mapping[str, Any], run_dir: str | os.PathLike,
-                  atol: float = 1e-5) -> dict[str, Any]:
-    """Builds, fits one epoch per stage, saves, reloads and checks prediction parity.
+                  atol: float = 1e-5, export: bool = True) -> dict[str, Any]:
+    """Builds, fits each stage, saves, reloads, exports and checks parity at each step.
 
-    Stages default to one epoch each on the tiny backbone when the config
-    does not set them. Returns what it checked, for further assertions.
+    Speaks only the Task contract, so it checks any task: the run folder is
+    complete, the history has one row per epoch, the saved `model.keras`
+    predicts what a model rebuilt from the config and the best weights
+    predicts, and (with `export`) the SavedModel passes the task's own parity
+    checks and answers its warmup examples. Stages default to the task's
+    when the config does not set them; the backbone defaults to a tiny one.
+    Returns what it checked, for further assertions.
     """
+    import tensorflow as tf
+
     from transferkit.config import build_run_config
+    from transferkit.models.backbones import load_backbone
     from transferkit.runner import load_run, train
 
     data = dict(config)
@@ -142,16 +150,27 @@ def run_task_test(task: str, config: Mapping[str, Any], run_dir: str | os.PathLi
     assert len(history) == expected_epochs, f"run_task_test: {len(history)} epochs recorded, expected {expected_epochs}"
     # Rebuild the model from the config and the best weights, and compare it
     # with the saved model.keras: serialisation must not change predictions.
-    from transferkit.models.backbones import load_backbone
-    from transferkit.runner import compose_model
-
     _, task_obj, reloaded, info = load_run(run_dir)
+    for name in task_obj.artifacts(info):
+        assert (run_dir / name).exists(), f"run_task_test: artifact {name} missing from {run_dir}"
     batch = next(iter(task_obj.datasets().val))[0]
-    backbone = load_backbone(run_config.backbone, info["image_size"])
-    rebuilt = compose_model(backbone, task_obj.build_head(backbone), info["image_size"])
+    rebuilt = task_obj.build_model(load_backbone(run_config.backbone), info)
     rebuilt.load_weights(run_dir / "best.weights.h5")
-    first = np.asarray(rebuilt(batch, training=False))
-    second = np.asarray(reloaded(batch, training=False))
-    np.testing.assert_allclose(first, second, atol=atol)
-    assert np.all(np.isfinite(first)), "run_task_test: non-finite predictions"
-    return {"run_dir": run_dir, "history": history, "predictions": first, "info": info}
+    first = tf.nest.map_structure(np.asarray, rebuilt(batch, training=False))
+    second = tf.nest.map_structure(np.asarray, reloaded(batch, training=False))
+    tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(a, b, atol=atol), first, second)
+    for array in tf.nest.flatten(first):
+        assert np.all(np.isfinite(array)), "run_task_test: non-finite predictions"
+    result = {"run_dir": run_dir, "history": history, "predictions": first, "info": info}
+    if export:
+        from transferkit.serving.export import export_run
+        from transferkit.serving.warmup import read_warmup_requests
+
+        version_dir = export_run(run_dir, run_dir / "exported", task.replace("_", "-"))
+        report = json.loads((version_dir / "assets.extra" / "transferkit_export.json").read_text())
+        assert report["checked_examples"] > 0, "run_task_test: export checked no examples"
+        assert read_warmup_requests(version_dir), "run_task_test: no warmup requests written"
+        for name in task_obj.artifacts(info):
+            assert (version_dir / "assets" / name).exists(), f"run_task_test: asset {name} missing"
+        result.update(export_dir=version_dir, export_report=report)
+    return result

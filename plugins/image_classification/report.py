@@ -11,37 +11,33 @@ import numpy as np
 
 def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str],
                            top_k: int) -> dict[str, Any]:
-    """Accuracy, top-k accuracy, per-class precision/recall/F1, macro F1, confusion matrix."""
+    """Accuracy, top-k accuracy, per-class precision/recall/F1, macro F1, confusion matrix (scikit-learn)."""
+    from sklearn import metrics as skm
+
     num_classes = len(class_names)
+    labels = np.arange(num_classes)
     y_pred = probabilities.argmax(axis=1)
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(confusion, (y_true, y_pred), 1)
+    confusion = skm.confusion_matrix(y_true, y_pred, labels=labels)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
     k = min(top_k, num_classes)
-    top = np.argsort(-probabilities, axis=1)[:, :k]
-    per_class = {}
-    f1s = []
-    for i, name in enumerate(class_names):
-        tp = confusion[i, i]
-        predicted = confusion[:, i].sum()
-        actual = confusion[i, :].sum()
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        f1s.append(f1)
-        per_class[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
-                           "support": int(actual)}
+    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                        "support": int(support[i])} for i, name in enumerate(class_names)}
+    empty = len(y_true) == 0
     return {
         "num_examples": int(len(y_true)),
-        "accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
-        f"top{k}_accuracy": float((top == y_true[:, None]).any(axis=1).mean()) if len(y_true) else 0.0,
-        "macro_f1": float(np.mean(f1s)),
+        "accuracy": 0.0 if empty else float(skm.accuracy_score(y_true, y_pred)),
+        f"top{k}_accuracy": 0.0 if empty else float(
+            (np.argsort(-probabilities, axis=1)[:, :k] == y_true[:, None]).any(axis=1).mean()),
+        "macro_f1": float(np.mean(f1)),
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
         "class_names": list(class_names),
     }
 
 
-def evaluate_classifier(model, dataset, info: dict[str, Any], report_dir: Path, top_k: int = 5) -> dict[str, Any]:
+def evaluate_classifier(model, dataset, info: dict[str, Any], report_dir: Path, top_k: int = 5,
+                        paths: list[str] | None = None) -> dict[str, Any]:
     images, labels, probs = [], [], []
     for batch_images, batch_targets in dataset:
         probs.append(np.asarray(model(batch_images, training=False)))
@@ -57,7 +53,7 @@ def evaluate_classifier(model, dataset, info: dict[str, Any], report_dir: Path, 
     history = run_dir / "history.json"
     if history.exists():
         plot_history(json.loads(history.read_text()), report_dir / "training_curves.png")
-    plot_worst(np.concatenate(images), y_true, probabilities, info["class_names"], info.get("val_paths"),
+    plot_worst(np.concatenate(images), y_true, probabilities, info["class_names"], paths,
                report_dir / "worst_classified.png")
     return metrics
 

@@ -20,7 +20,7 @@ def decode_and_resize(encoded, image_size, resize: str, crop_fraction: float = 1
     """One encoded image -> float32 (H, W, 3), like the training pipeline."""
     import tensorflow as tf
 
-    from transferkit.plugins.image_classification.data import decode_encoded, resize_image
+    from transferkit.images import decode_encoded, resize_image
 
     return resize_image(decode_encoded(encoded), image_size, resize, crop_fraction)
 

@@ -62,25 +62,29 @@ class ImageClassification(Task):
         problems += train.problems + val.problems
         num_classes = len(class_names)
 
+        weights = None
+        if cfg.class_weights == "balanced":
+            counts = np.bincount(train.labels, minlength=num_classes).astype("float64")
+            weights = tf.constant(len(train.labels) / (num_classes * np.maximum(counts, 1)), tf.float32)
+
         def one_hot(images, labels):
             return tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)
 
-        def plain(loaded):
+        def one_hot_weighted(images, labels):  # training batches carry the balanced class weights
+            images, targets = one_hot(images, labels)
+            return (images, targets) if weights is None else (images, targets, tf.gather(weights, labels))
+
+        def plain(loaded, fn=one_hot):
             ds = tf.data.Dataset.from_tensor_slices((loaded.images, loaded.labels))
-            return ds.batch(cfg.batch_size).map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+            return ds.batch(cfg.batch_size).map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
         augment = self.task_config.augment
         shuffled = tf.data.Dataset.from_tensor_slices((train.images, train.labels))
         shuffled = shuffled.shuffle(len(train.labels), seed=seed, reshuffle_each_iteration=True)
-        shuffled = shuffled.batch(cfg.batch_size).map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+        shuffled = shuffled.batch(cfg.batch_size).map(one_hot_weighted, num_parallel_calls=tf.data.AUTOTUNE)
         train_ds = shuffled
         if augment.enabled:
             train_ds = shuffled.map(self._augmenter(seed), num_parallel_calls=tf.data.AUTOTUNE)
-
-        class_weight = None
-        if cfg.class_weights == "balanced":
-            counts = np.bincount(train.labels, minlength=num_classes).astype("float64")
-            class_weight = {i: float(len(train.labels) / (num_classes * max(c, 1))) for i, c in enumerate(counts)}
 
         info = {
             "class_names": class_names,
@@ -89,18 +93,19 @@ class ImageClassification(Task):
             "crop_fraction": cfg.crop_fraction,
             "num_train": int(len(train.labels)),
             "num_val": int(len(val.labels)),
-            "val_paths": val.paths,
         }
+        self.info = {**self.info, **info}
+        self.val_paths = list(val.paths)
         return TaskData(
             train=train_ds.prefetch(tf.data.AUTOTUNE),
             val=plain(val).prefetch(tf.data.AUTOTUNE),
-            train_plain=plain(train),
+            train_plain=plain(train, one_hot_weighted),
             info=info,
             train_augmented=augment.enabled,
             train_unaugmented=shuffled.prefetch(tf.data.AUTOTUNE),
-            class_weight=class_weight,
             problems=problems,
             steps_per_epoch=math.ceil(len(train.labels) / cfg.batch_size),
+            examples=list(val.paths),
         )
 
     def _augmenter(self, seed: int):
@@ -126,7 +131,11 @@ class ImageClassification(Task):
         pipeline = keras.Sequential(layers, name="augment") if layers else None
         mixup, cutmix = aug.mixup_alpha, aug.cutmix_alpha
 
-        def apply(images, labels):
+        def apply(images, labels, *weights):
+            images, labels = mix(images, labels)
+            return (images, labels, *weights)
+
+        def mix(images, labels):
             if pipeline is not None:
                 images = tf.clip_by_value(pipeline(images, training=True), 0.0, 255.0)
             if mixup > 0 and cutmix > 0:
@@ -142,11 +151,32 @@ class ImageClassification(Task):
 
     # -- model ---------------------------------------------------------------
 
-    def build_head(self, backbone) -> Any:
+    def build_model(self, backbone, info, backbone_training: bool = False):
+        """pixels (0..255) -> backbone normalisation -> backbone -> global pool -> classifier head.
+
+        The backbone runs in inference mode unless `backbone_training` (a
+        stage that trains BatchNormalization): that keeps BN statistics and
+        stochastic depth of frozen and unfrozen blocks as pretrained, and
+        makes the features equal to the cached ones.
+        """
         import keras
 
+        head = self._head(backbone, info)
+        inputs = keras.Input(shape=(*info["image_size"], 3), name="pixels")
+        x = backbone.normalization(inputs)
+        x = backbone.model(x, training=None if backbone_training else False)
+        if len(x.shape) == 4:
+            x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        return keras.Model(inputs, head(x), name="transfer_model")
+
+    def _head(self, backbone, info):
+        """The classifier head on pooled features; built once per backbone so every stage's model shares it."""
+        import keras
+
+        cached = getattr(self, "_built_head", None)
+        if cached is not None and cached[0] is backbone:
+            return cached[1]
         head_cfg = self.task_config.head
-        num_classes = len(self.info_class_names)
         inputs = keras.Input(shape=(backbone.feature_dim,), name="features")
         x = inputs
         if head_cfg.hidden_units:
@@ -154,48 +184,92 @@ class ImageClassification(Task):
         if head_cfg.dropout:
             x = keras.layers.Dropout(head_cfg.dropout, name="head_dropout")(x)
         # float32 outputs even under mixed precision.
-        outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
-        return keras.Model(inputs, outputs, name="classifier_head")
+        outputs = keras.layers.Dense(len(info["class_names"]), activation="softmax", dtype="float32",
+                                     name="probabilities")(x)
+        head = keras.Model(inputs, outputs, name="classifier_head")
+        self._built_head = (backbone, head)
+        return head
 
-    @property
-    def info_class_names(self) -> list[str]:
-        info = getattr(self, "info", None)
-        if not info or "class_names" not in info:
-            raise RuntimeError("build_head needs the task's data info: call datasets() first or set task.info")
-        return info["class_names"]
+    def cache_split(self, model, backbone):
+        from transferkit.task import CacheSplit
 
-    def loss(self):
+        head = model.get_layer("classifier_head")
+        return CacheSplit(extractor=backbone.feature_extractor(self.info["image_size"]), trainable=head)
+
+    def compile(self, model, optimizer=None):
         import keras
 
-        return keras.losses.CategoricalCrossentropy(label_smoothing=self.task_config.head.label_smoothing)
-
-    def metrics(self) -> list[Any]:
-        import keras
-
-        k = min(self.task_config.head.top_k, len(self.info_class_names))
-        return [keras.metrics.CategoricalAccuracy(name="accuracy"),
-                keras.metrics.TopKCategoricalAccuracy(k=k, name=f"top{k}_accuracy")]
+        k = min(self.task_config.head.top_k, len(self.info["class_names"]))
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=self.task_config.head.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                     keras.metrics.TopKCategoricalAccuracy(k=k, name=f"top{k}_accuracy")])
 
     def monitor(self) -> tuple[str, str]:
         return "val_accuracy", "max"
 
-    # -- evaluation ----------------------------------------------------------
+    # -- evaluation and prediction -------------------------------------------
 
     def evaluate(self, model, data, info: dict[str, Any], report_dir: Path) -> dict[str, Any]:
         from transferkit.plugins.image_classification import report
 
         return report.evaluate_classifier(model, data, info, Path(report_dir),
-                                          top_k=self.task_config.head.top_k)
+                                          top_k=self.task_config.head.top_k,
+                                          paths=getattr(self, "val_paths", None))
 
-    def serving_preprocess(self, encoded: bytes, info: dict[str, Any]):
-        from transferkit.plugins.image_classification.serving import preprocess_encoded
+    def predict(self, model, paths, info, save_dir=None, top_k: int = 3, **options):
+        """Yields (path, [(label, score), ...]) with the `top_k` best labels of each image."""
+        from transferkit.errors import TransferkitError
 
-        return preprocess_encoded(encoded, info)
+        names = info["class_names"]
+        k = max(1, min(int(top_k), len(names)))
+        for path in paths:
+            try:
+                pixels = data_lib.decode_image(path, info["image_size"], info.get("resize", "crop"),
+                                               float(info.get("crop_fraction", 1.0)))
+            except Exception as error:
+                raise TransferkitError(f"{path}: unreadable image: {type(error).__name__}: {error}") from None
+            probabilities = np.asarray(model(pixels[None].astype("float32"), training=False))[0]
+            order = np.argsort(-probabilities)[:k]
+            yield path, [(names[i], float(probabilities[i])) for i in order]
+
+    def describe_prediction(self, prediction) -> str:
+        return "\n".join(f"  {score:7.4f}  {label}" for label, score in prediction)
+
+    def artifacts(self, info) -> dict[str, str]:
+        return {"labels.txt": "\n".join(info["class_names"]) + "\n"}
+
+    # -- serving ---------------------------------------------------------------
 
     def serving_signatures(self, model, info: dict[str, Any]) -> dict[str, Any]:
         from transferkit.plugins.image_classification.serving import classification_signatures
 
         return classification_signatures(model, info, top_k=self.task_config.head.top_k)
+
+    def serving_examples(self, info, count):
+        from transferkit.serving.examples import encoded_image_examples
+
+        return [{"images": image} for image in encoded_image_examples(info, count)]
+
+    def check_serving(self, model, signatures, examples, info):
+        import tensorflow as tf
+
+        from transferkit.plugins.image_classification.serving import preprocess_encoded
+        from transferkit.task import ParityCheck
+
+        encoded = [example["images"] for example in examples]
+        pixels = tf.stack([preprocess_encoded(e, info) for e in encoded])
+        expected = np.asarray(model(pixels, training=False), dtype=np.float32)
+        from_bytes = signatures["serving_default"](images=tf.constant(encoded))
+        from_pixels = signatures["serving_pixels"](pixels=pixels)
+        for key in ("probabilities", "scores"):
+            if from_bytes[key].dtype != tf.float32:
+                raise TypeError(f"output {key!r} is {from_bytes[key].dtype.name}, expected float32")
+        return [
+            ParityCheck("serving_default", float(np.abs(from_bytes["probabilities"].numpy() - expected).max())),
+            ParityCheck("serving_pixels", float(np.abs(from_pixels["probabilities"].numpy() - expected).max())),
+        ]
 
 
 def _mixup(images, labels, alpha: float):

@@ -17,11 +17,20 @@ class _Dummy(Task):
     def datasets(self):
         raise NotImplementedError
 
-    def build_head(self, backbone):
+    def build_model(self, backbone, info, backbone_training=False):
         raise NotImplementedError
 
-    def loss(self):
-        return "mse"
+    def compile(self, model, optimizer=None):
+        model.compile(optimizer=optimizer, loss="mse")
+
+    def serving_signatures(self, model, info):
+        raise NotImplementedError
+
+    def serving_examples(self, info, count):
+        return []
+
+    def check_serving(self, model, signatures, examples, info):
+        return []
 
 
 def test_builtin_task_is_registered():
@@ -82,8 +91,11 @@ class ImageRegression(Task):
     """Predicts one number per image (third-party example)."""
     config_class = RegressionConfig
     def datasets(self): raise NotImplementedError
-    def build_head(self, backbone): raise NotImplementedError
-    def loss(self): return "mse"
+    def build_model(self, backbone, info, backbone_training=False): raise NotImplementedError
+    def compile(self, model, optimizer=None): model.compile(optimizer=optimizer, loss="mse")
+    def serving_signatures(self, model, info): raise NotImplementedError
+    def serving_examples(self, info, count): return []
+    def check_serving(self, model, signatures, examples, info): return []
 '''
 
 BROKEN_PLUGIN = '''

@@ -136,8 +136,9 @@ def test_resume_refuses_a_different_config(shapes, tmp_path):
 def test_disk_feature_cache_is_written_once_and_matches_memory(shapes, tmp_path):
     disk = train(_frozen_only(shapes, "disk"), tmp_path / "disk")
     memory = train(_frozen_only(shapes, "memory"), tmp_path / "memory")
+    # One array per leaf (features, targets), and the structure written last.
     assert sorted(p.name for p in (disk / "feature_cache").iterdir()) == [
-        "train.features.npy", "train.targets.npy", "val.features.npy", "val.targets.npy"]
+        "train.0.npy", "train.1.npy", "train.structure.json", "val.0.npy", "val.1.npy", "val.structure.json"]
     disk_history = json.loads((disk / "history.json").read_text())
     memory_history = json.loads((memory / "history.json").read_text())
     for a, b in zip(disk_history, memory_history):
@@ -165,7 +166,7 @@ def test_evaluate_and_predict_commands(shapes, tmp_path, capsys):
     scores = [float(line.split()[0]) for line in lines[1:]]
     assert scores == sorted(scores, reverse=True)
     assert main(["predict", str(run_dir), str(tmp_path / "missing.jpg")]) == 2
-    assert "missing.jpg: image not found" in capsys.readouterr().err
+    assert "missing.jpg: input file not found" in capsys.readouterr().err
 
 
 def test_stage_without_augmentation_uses_the_cache_while_later_stages_augment(shapes, tmp_path, capsys):

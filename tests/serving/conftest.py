@@ -34,7 +34,7 @@ def sample_images(trained_run):
     import json
 
     info = json.loads((Path(trained_run) / "info.json").read_text())
-    return [Path(p).read_bytes() for p in info["sample_images"][:4]]
+    return [Path(p).read_bytes() for p in info["examples"][:4]]
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ def test_warmup_runs_before_available(model_base, tmp_path):
 
     path = warmup_path(base / "m" / "1")
     path.unlink()
-    write_warmup_file(base / "m" / "1", "m", [b"not an image"])
+    write_warmup_file(base / "m" / "1", "m", [{"images": b"not an image"}])
     server = EmbeddedServer(base, grpc_port=0, rest_port=None).start()
     try:
         (status,) = server.manager.status("m")
