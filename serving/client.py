@@ -127,9 +127,15 @@ class GrpcClient:
         """Encoded images (JPEG/PNG/BMP/GIF bytes) through `serving_default`."""
         return _decode_labels(self.predict(model, {"images": string_tensor(images)}, **kwargs))
 
-    def detect(self, model: str, images: Sequence[bytes], **kwargs) -> list[list[Detection]]:
-        """Encoded images through a detector's `serving_default`: the detections of each image."""
-        return detections_from_outputs(self.predict_images(model, images, **kwargs))
+    def detect(self, model: str, images: Sequence[bytes], extra_inputs: dict[str, Any] | None = None,
+               **kwargs) -> list[list[Detection]]:
+        """Encoded images through a detector: the detections of each image, as typed records.
+
+        `extra_inputs` feeds the other inputs of a signature, e.g. the
+        thresholds of `serving_thresholds` (`signature="serving_thresholds"`).
+        """
+        inputs = {"images": string_tensor(images), **(extra_inputs or {})}
+        return detections_from_outputs(_decode_labels(self.predict(model, inputs, **kwargs)))
 
     def predict_pixels(self, model: str, pixels: np.ndarray, **kwargs) -> dict[str, Any]:
         """float32 pixels (N, H, W, 3), 0..255, through `serving_pixels`."""
@@ -265,7 +271,7 @@ class RestClient:
         return self.predict(model, body, **kwargs)["predictions"]
 
     def detect(self, model: str, images: Sequence[bytes], **kwargs) -> list[list[Detection]]:
-        """Encoded images through a detector's `serving_default`: the detections of each image."""
+        """Encoded images through a detector's `serving_default`: the detections of each image, as typed records."""
         rows = self.predict_images(model, images, **kwargs)
         batched = {key: np.asarray([row[key] for row in rows], dtype=object if key == "labels" else None)
                    for key in ("boxes", "scores", "class_ids", "labels", "num_detections")}

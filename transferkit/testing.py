@@ -48,6 +48,29 @@ TINY_EFFICIENTNET = {
     },
 }
 
+# A tiny EfficientNet with a feature pyramid (P1..P5, strides 2..32) for
+# detection tests: about 60k parameters, seconds per epoch at 64-128 px.
+TINY_PYRAMID_EFFICIENTNET = {
+    "architecture": "efficientnet",
+    "preset": None,
+    "config": {
+        **TINY_EFFICIENTNET["config"],
+        "stackwise_width_coefficients": [1.0] * 5,
+        "stackwise_depth_coefficients": [1.0] * 5,
+        "stackwise_kernel_sizes": [3] * 5,
+        "stackwise_num_repeats": [1] * 5,
+        "stackwise_input_filters": [8, 8, 16, 16, 24],
+        "stackwise_output_filters": [8, 16, 16, 24, 32],
+        "stackwise_expansion_ratios": [1, 2, 2, 2, 2],
+        "stackwise_squeeze_and_excite_ratios": [0.0] * 5,
+        "stackwise_strides": [1, 2, 2, 2, 2],
+        "stackwise_block_types": ["v1"] * 5,
+        "stackwise_force_input_filters": [0] * 5,
+        "stackwise_nores_option": [False] * 5,
+        "num_features": 64,
+    },
+}
+
 SHAPES = ("circle", "square", "triangle", "cross")
 
 
@@ -174,3 +197,65 @@ def run_task_test(task: str, config: Mapping[str, Any], run_dir: str | os.PathLi
             assert (version_dir / "assets" / name).exists(), f"run_task_test: asset {name} missing"
         result.update(export_dir=version_dir, export_report=report)
     return result
+
+
+def make_detection_dataset(root: str | os.PathLike, count: int = 24, size: int = 64, classes=SHAPES[:2],
+                           seed: int = 0, fmt: str = "csv", max_objects: int = 2) -> Path:
+    """Writes generated images with 1..`max_objects` shapes each and their boxes; returns the annotation path.
+
+    `fmt` is "csv" (returns the CSV), "voc", "yolo" (return the folder) or
+    "coco" (returns the JSON), written by the detection plugin's own writers.
+    """
+    from PIL import Image
+
+    from transferkit.plugins.object_detection import annotations as ann
+
+    root = Path(root)
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(count):
+        canvas = np.empty((size, size, 3), np.float32)
+        canvas[:] = rng.uniform(0, 80, size=3)
+        canvas += rng.normal(0, 8, size=canvas.shape)
+        boxes, labels = [], []
+        for _ in range(int(rng.integers(1, max_objects + 1))):
+            name = classes[int(rng.integers(len(classes)))]
+            side = int(rng.integers(size // 4, size // 2))
+            x0, y0 = (int(v) for v in rng.integers(0, size - side, size=2))
+            if any(not (x0 + side <= b[0] or b[2] <= x0 or y0 + side <= b[1] or b[3] <= y0) for b in boxes):
+                continue  # no overlapping objects: every box is fully visible
+            patch = draw_shape(name, side, rng).astype(np.float32)
+            mask = np.abs(patch - patch[0, 0]).max(axis=-1) > 40  # the shape, not its background
+            region = canvas[y0:y0 + side, x0:x0 + side]
+            region[mask] = patch[mask]
+            ys, xs = np.nonzero(mask)
+            boxes.append([x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1])
+            labels.append(name)
+        path = images_dir / f"img_{i:03d}.png"
+        Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(path)
+        records.append(ann.ImageAnnotation(str(path), size, size, np.asarray(boxes, np.float32), labels))
+    if fmt == "csv":
+        ann.write_csv(records, root / "labels.csv")
+        return root / "labels.csv"
+    if fmt == "voc":
+        ann.write_voc(records, root / "annotations")
+        return root / "annotations"
+    if fmt == "coco":
+        ann.write_coco(records, root / "annotations.json", list(classes))
+        return root / "annotations.json"
+    if fmt == "yolo":
+        ann.write_yolo(records, root / "yolo", list(classes))
+        return root / "yolo"
+    raise ValueError(f"make_detection_dataset: fmt must be csv, voc, coco or yolo. Received: fmt={fmt!r}")
+
+
+def tiny_detection_config(train: str | os.PathLike, image_size: int = 64, **sections: Any) -> dict[str, Any]:
+    """A plain config mapping for object detection on the tiny pyramid backbone."""
+    config = tiny_config(train, image_size, **sections)
+    config["task"] = "object_detection"
+    config["backbone"] = copy.deepcopy(TINY_PYRAMID_EFFICIENTNET)
+    config["data"].setdefault("image_size", [image_size, image_size])
+    config.setdefault("model", {"fpn_channels": 16, "head_convs": 1, "min_level": 3, "max_level": 5})
+    return config

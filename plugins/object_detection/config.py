@@ -1,0 +1,121 @@
+"""Config sections of the object-detection task: `data`, `augment`, `model`, `detect`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from transferkit.config import check
+from transferkit.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionDataConfig:
+    """Where the annotated images are and how they are read.
+
+    `train` (and `val`) is a Pascal VOC folder of XML files, a COCO JSON
+    file, a YOLO folder (`images/`, `labels/`, `data.yaml`) or a CSV with
+    `filename,width,height,class,xmin,ymin,xmax,ymax` (one row per box);
+    `format: auto` tells them apart. `images` / `val_images` point at the
+    image folder when it is not where the format expects it. Without `val`,
+    a seeded `val_split` of the training images is held out.
+    """
+
+    train: str = ""
+    val: str | None = None
+    format: Literal["auto", "voc", "coco", "yolo", "csv"] = "auto"
+    images: str | None = None
+    val_images: str | None = None
+    val_split: float = 0.2
+    image_size: tuple[int, int] = (320, 320)
+    batch_size: int = 8
+    class_names: list[str] | None = None
+    on_bad_annotation: Literal["skip", "error"] = "skip"
+    max_boxes: int = 0  # boxes kept per image (targets are padded to it); 0: the most any image has
+
+    def __post_init__(self):
+        if not self.train:
+            raise ConfigError("data.train: required; expected a VOC folder, a COCO JSON, a YOLO folder or a CSV file")
+        check(0.0 < self.val_split < 1.0, "data.val_split", self.val_split, "a number in (0, 1)")
+        check(all(s >= 32 and s % 32 == 0 for s in self.image_size), "data.image_size", list(self.image_size),
+              "two multiples of 32 (the coarsest pyramid level's stride), [height, width]")
+        check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
+        check(self.max_boxes >= 0, "data.max_boxes", self.max_boxes, "an integer >= 0")
+        if self.class_names is not None:
+            check(len(set(self.class_names)) == len(self.class_names) and len(self.class_names) >= 1,
+                  "data.class_names", self.class_names, "at least one distinct name")
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionAugmentConfig:
+    """Random augmentation of training batches; boxes move with the pixels (Keras box-aware layers)."""
+
+    flip: Literal["none", "horizontal"] = "none"
+    zoom: float = 0.0  # scale jitter: max fraction zoomed in or out
+    translation: float = 0.0  # max fraction of the image size
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+    def __post_init__(self):
+        for name in ("zoom", "translation", "brightness", "contrast"):
+            value = getattr(self, name)
+            check(0.0 <= value < 1.0, f"augment.{name}", value, "a number in [0, 1)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip != "none" or any(getattr(self, n) > 0
+                                          for n in ("zoom", "translation", "brightness", "contrast"))
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionModelConfig:
+    """The detector put on the backbone's feature pyramid.
+
+    RetinaNet: a feature pyramid over levels `min_level`..`max_level` (levels
+    above the backbone's coarsest are computed from it), `fpn_channels` wide,
+    and box and class heads of `head_convs` convolutions shared by all levels.
+    """
+
+    architecture: Literal["retinanet"] = "retinanet"
+    min_level: int = 3
+    max_level: int = 7
+    fpn_channels: int = 256
+    head_convs: int = 4
+    anchor_scales: int = 3
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    anchor_size: float = 4.0
+    box_loss_weight: float = 1.0
+
+    def __post_init__(self):
+        check(2 <= self.min_level <= self.max_level <= 8, "model.min_level", [self.min_level, self.max_level],
+              "2 <= min_level <= max_level <= 8")
+        check(self.fpn_channels >= 8, "model.fpn_channels", self.fpn_channels, "an integer >= 8")
+        check(1 <= self.head_convs <= 8, "model.head_convs", self.head_convs, "an integer in [1, 8]")
+        check(self.anchor_scales >= 1, "model.anchor_scales", self.anchor_scales, "an integer >= 1")
+        check(len(self.aspect_ratios) >= 1 and all(r > 0 for r in self.aspect_ratios), "model.aspect_ratios",
+              list(self.aspect_ratios), "positive numbers")
+        check(self.anchor_size > 0, "model.anchor_size", self.anchor_size, "a number > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectConfig:
+    """Post-processing of `predict` and of the exported `serving_default` (a second signature takes them per request)."""
+
+    score_threshold: float = 0.3
+    iou_threshold: float = 0.5
+    max_detections: int = 100
+
+    def __post_init__(self):
+        check(0.0 <= self.score_threshold < 1.0, "detect.score_threshold", self.score_threshold, "a number in [0, 1)")
+        check(0.0 < self.iou_threshold <= 1.0, "detect.iou_threshold", self.iou_threshold, "a number in (0, 1]")
+        check(self.max_detections >= 1, "detect.max_detections", self.max_detections, "an integer >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectDetectionConfig:
+    """The task's own top-level sections: `data`, `augment`, `model`, `detect`."""
+
+    data: DetectionDataConfig
+    augment: DetectionAugmentConfig = dataclasses.field(default_factory=DetectionAugmentConfig)
+    model: DetectionModelConfig = dataclasses.field(default_factory=DetectionModelConfig)
+    detect: DetectConfig = dataclasses.field(default_factory=DetectConfig)

@@ -1,0 +1,88 @@
+"""Annotated images into tf.data: decoded once, resized to the model's size, boxes padded.
+
+Images are stretched to `image_size` (the serving graph does the same and
+scales the boxes back to the original pixels), kept in memory as uint8, and
+their boxes scaled with them. Boxes and class ids are padded with -1 to a
+fixed count per image, so batches have fixed shapes (the label encoder and
+the feature cache need them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import numpy as np
+
+from transferkit.errors import DataError
+from transferkit.images import read_image, resize_array
+from transferkit.plugins.object_detection.annotations import ImageAnnotation
+
+PAD = -1
+
+
+@dataclasses.dataclass
+class LoadedDetections:
+    images: np.ndarray  # (N, H, W, 3) uint8, model size
+    boxes: np.ndarray  # (N, M, 4) float32 xyxy in model pixels, PAD rows
+    class_ids: np.ndarray  # (N, M) int32, PAD for no box
+    original_sizes: np.ndarray  # (N, 2) int32 (height, width) of the decoded image
+    paths: list[str]
+    problems: list[dict[str, str]]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def ground_truth(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (in the original image's pixels) and class ids of one image, without padding."""
+        keep = self.class_ids[index] >= 0
+        height, width = self.original_sizes[index]
+        scale = np.array([width, height, width, height], np.float32) / np.array(
+            [self.images.shape[2], self.images.shape[1]] * 2, np.float32)
+        return self.boxes[index][keep] * scale, self.class_ids[index][keep]
+
+
+def load_detections(annotations: Sequence[ImageAnnotation], class_names: Sequence[str], image_size: Sequence[int],
+                    max_boxes: int, on_bad_annotation: str = "skip", workers: int = 4) -> LoadedDetections:
+    """Decodes every annotated image once; boxes past `max_boxes` per image are dropped (and reported)."""
+    index = {name: i for i, name in enumerate(class_names)}
+    height, width = int(image_size[0]), int(image_size[1])
+    problems: list[dict[str, str]] = []
+
+    def decode(annotation: ImageAnnotation):
+        try:
+            return read_image(annotation.path), None
+        except Exception as error:  # decoders raise many types for bad files
+            return None, f"unreadable image: {type(error).__name__}: {error}"
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        decoded = list(pool.map(decode, annotations))
+    images, boxes, ids, sizes, paths = [], [], [], [], []
+    for annotation, (pixels, reason) in zip(annotations, decoded):
+        if pixels is None:
+            if on_bad_annotation == "error":
+                raise DataError(f"{annotation.path}: {reason} (data.on_bad_annotation is 'error')")
+            problems.append({"path": annotation.path, "reason": reason})
+            continue
+        real_h, real_w = pixels.shape[:2]
+        image_boxes = np.full((max_boxes, 4), PAD, np.float32)
+        image_ids = np.full((max_boxes,), PAD, np.int32)
+        known = [(box, index[label]) for box, label in zip(annotation.boxes, annotation.labels) if label in index]
+        if len(known) > max_boxes:
+            problems.append({"path": annotation.path,
+                             "reason": f"{len(known)} boxes, more than data.max_boxes={max_boxes}; extra boxes dropped"})
+            known = known[:max_boxes]
+        scale = np.array([width / real_w, height / real_h] * 2, np.float32)
+        for row, (box, class_id) in enumerate(known):
+            image_boxes[row] = np.asarray(box, np.float32) * scale
+            image_ids[row] = class_id
+        images.append(resize_array(pixels, (height, width), "stretch"))
+        boxes.append(image_boxes)
+        ids.append(image_ids)
+        sizes.append((real_h, real_w))
+        paths.append(annotation.path)
+    if not images:
+        raise DataError("no usable images: " + "; ".join(f"{p['path']}: {p['reason']}" for p in problems[:5]))
+    return LoadedDetections(np.stack(images), np.stack(boxes), np.stack(ids), np.asarray(sizes, np.int32), paths,
+                            problems)

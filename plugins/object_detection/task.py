@@ -1,0 +1,305 @@
+"""The object-detection task: RetinaNet on a backbone's feature pyramid."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from transferkit.errors import DataError
+from transferkit.plugins.object_detection import annotations as annotations_lib
+from transferkit.plugins.object_detection import data as data_lib
+from transferkit.plugins.object_detection.config import ObjectDetectionConfig
+from transferkit.registry import register_task
+from transferkit.task import CacheSplit, ParityCheck, Task, TaskData
+
+# Evaluation keeps low-scoring boxes, as COCO evaluation expects (100 per image).
+EVAL_SCORE_THRESHOLD = 0.01
+EVAL_MAX_DETECTIONS = 100
+
+
+@register_task("object_detection")
+class ObjectDetection(Task):
+    """Fine-tunes a RetinaNet on a backbone's feature pyramid to find boxes (VOC, COCO, YOLO, CSV).
+
+    The task owns its whole graph: pixels -> the backbone's pyramid levels ->
+    KerasHub's FeaturePyramid -> shared box and class heads. Anchors, label
+    encoding and NMS live in `retinanet.py`; the exported `serving_default`
+    decodes, resizes, runs the model, decodes boxes and applies NMS in the
+    graph, and answers in the original image's pixels.
+
+    Example:
+
+    ```python
+    from transferkit import load_config
+    from transferkit.runner import train
+
+    config = load_config("benchmarks/configs/raccoon.yaml")   # task: object_detection
+    run_dir = train(config, "runs/raccoon")
+    ```
+    """
+
+    config_class = ObjectDetectionConfig
+
+    # -- data ----------------------------------------------------------------
+
+    def anchor_spec(self, info: Mapping[str, Any] | None = None):
+        from transferkit.plugins.object_detection.retinanet import AnchorSpec
+
+        model = self.task_config.model
+        size = (info or self.info).get("image_size") or list(self.task_config.data.image_size)
+        return AnchorSpec(image_size=tuple(int(s) for s in size), min_level=model.min_level,
+                          max_level=model.max_level, num_scales=model.anchor_scales,
+                          aspect_ratios=tuple(model.aspect_ratios), anchor_size=model.anchor_size)
+
+    def _read(self, source: str, images: str | None, class_names):
+        cfg = self.task_config.data
+        return annotations_lib.read_annotations(source, cfg.format, images, class_names, cfg.on_bad_annotation)
+
+    def datasets(self) -> TaskData:
+        import tensorflow as tf
+
+        cfg = self.task_config.data
+        seed = self.config.training.seed
+        train_annotations, problems = self._read(cfg.train, cfg.images, cfg.class_names)
+        class_names = list(cfg.class_names) if cfg.class_names else annotations_lib.class_names_of(train_annotations)
+        if not class_names:
+            raise DataError(f"{cfg.train}: no labelled boxes found; expected at least one class")
+        if cfg.val:
+            val_annotations, val_problems = self._read(cfg.val, cfg.val_images, class_names)
+            problems += val_problems
+        else:
+            order = np.random.default_rng(seed).permutation(len(train_annotations))
+            n_val = max(1, int(round(len(train_annotations) * cfg.val_split)))
+            val_annotations = [train_annotations[i] for i in sorted(order[:n_val])]
+            train_annotations = [train_annotations[i] for i in sorted(order[n_val:])]
+        if not train_annotations:
+            raise DataError(f"{cfg.train}: no training images left after holding out the validation split")
+        max_boxes = cfg.max_boxes or max(1, max(len(a.labels) for a in [*train_annotations, *val_annotations]))
+        load = dict(class_names=class_names, image_size=cfg.image_size, max_boxes=max_boxes,
+                    on_bad_annotation=cfg.on_bad_annotation)
+        train = data_lib.load_detections(train_annotations, **load)
+        val = data_lib.load_detections(val_annotations, **load)
+        problems += train.problems + val.problems
+        info = {"class_names": class_names, "image_size": list(cfg.image_size), "resize": "stretch",
+                "max_boxes": max_boxes, "num_train": len(train), "num_val": len(val),
+                "num_train_boxes": int((train.class_ids >= 0).sum()), "num_val_boxes": int((val.class_ids >= 0).sum())}
+        self.info = {**self.info, **info}
+        self.val_data = val
+        spec = self.anchor_spec(info)
+
+        from transferkit.plugins.object_detection.retinanet import encode_targets
+
+        def to_model(images, boxes, class_ids):
+            return tf.cast(images, tf.float32), encode_targets(spec, boxes, class_ids)
+
+        def batched(loaded, shuffle: bool, augment=None):
+            ds = tf.data.Dataset.from_tensor_slices((loaded.images, loaded.boxes, loaded.class_ids))
+            if shuffle:
+                ds = ds.shuffle(len(loaded), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.batch(cfg.batch_size)
+            if augment is not None:
+                ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+            return ds.map(to_model, num_parallel_calls=tf.data.AUTOTUNE)
+
+        augment = self.task_config.augment
+        unaugmented = batched(train, shuffle=True)
+        train_ds = batched(train, shuffle=True, augment=self._augmenter(seed)) if augment.enabled else unaugmented
+        return TaskData(
+            train=train_ds.prefetch(tf.data.AUTOTUNE),
+            val=batched(val, shuffle=False).prefetch(tf.data.AUTOTUNE),
+            train_plain=batched(train, shuffle=False),
+            info=info,
+            train_augmented=augment.enabled,
+            train_unaugmented=unaugmented.prefetch(tf.data.AUTOTUNE),
+            problems=problems,
+            steps_per_epoch=math.ceil(len(train) / cfg.batch_size),
+            examples=list(val.paths),
+        )
+
+    def _augmenter(self, seed: int):
+        """Keras' box-aware augmentation layers on (images, boxes, class ids) batches."""
+        import keras
+        import tensorflow as tf
+
+        aug = self.task_config.augment
+        box_layers = []
+        if aug.flip == "horizontal":
+            box_layers.append(keras.layers.RandomFlip("horizontal", bounding_box_format="xyxy", seed=seed))
+        if aug.zoom:
+            box_layers.append(keras.layers.RandomZoom(aug.zoom, bounding_box_format="xyxy", fill_mode="constant",
+                                                      seed=seed))
+        if aug.translation:
+            box_layers.append(keras.layers.RandomTranslation(aug.translation, aug.translation, fill_mode="constant",
+                                                             bounding_box_format="xyxy", seed=seed))
+        colour = []
+        if aug.brightness:
+            colour.append(keras.layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed))
+        if aug.contrast:
+            colour.append(keras.layers.RandomContrast(aug.contrast, seed=seed))
+
+        def apply(images, boxes, class_ids):
+            images = tf.cast(images, tf.float32)
+            data = {"images": images, "bounding_boxes": {"boxes": boxes, "labels": tf.cast(class_ids, tf.float32)}}
+            for layer in box_layers:
+                data = layer(data, training=True)
+            images = data["images"]
+            for layer in colour:
+                images = layer(images, training=True)
+            boxes = data["bounding_boxes"]["boxes"]
+            class_ids = tf.cast(tf.round(data["bounding_boxes"]["labels"]), tf.int32)
+            # Padding rows, and boxes pushed out of the image, become padding again.
+            size = boxes[..., 2:] - boxes[..., :2]
+            valid = (class_ids >= 0) & (size[..., 0] >= 1.0) & (size[..., 1] >= 1.0)
+            boxes = tf.where(valid[..., None], boxes, tf.constant(float(data_lib.PAD)))
+            class_ids = tf.where(valid, class_ids, data_lib.PAD)
+            return tf.clip_by_value(images, 0.0, 255.0), boxes, class_ids
+
+        return apply
+
+    # -- model ---------------------------------------------------------------
+
+    def _levels(self, backbone) -> list[str]:
+        model = self.task_config.model
+        available = sorted(int(name[1:]) for name in backbone.pyramid_outputs if name[1:].isdigit())
+        top = min(model.max_level, max(available, default=0))
+        levels = [f"P{level}" for level in range(model.min_level, top + 1)]
+        if not levels or any(level not in backbone.pyramid_outputs for level in levels):
+            from transferkit.errors import ConfigError
+
+            raise ConfigError(
+                f"model.min_level: the backbone {backbone.architecture} has pyramid levels "
+                f"{['P%d' % a for a in available] or 'none'}; the detector needs P{model.min_level} and up to "
+                f"P5 (or its top level)")
+        return levels
+
+    def _head(self, backbone, info):
+        """The FPN and box/class heads; built once per backbone so every stage's model shares them."""
+        from transferkit.plugins.object_detection.retinanet import detection_head
+
+        cached = getattr(self, "_built_head", None)
+        if cached is not None and cached[0] is backbone:
+            return cached[1]
+        model = self.task_config.model
+        height, width = info["image_size"]
+        pyramid = backbone.pyramid_model(self._levels(backbone))
+        shapes = {level: (height // 2 ** int(level[1:]), width // 2 ** int(level[1:]), int(out.shape[-1]))
+                  for level, out in pyramid.output.items()}
+        head = detection_head(shapes, num_classes=len(info["class_names"]), min_level=model.min_level,
+                              max_level=model.max_level, fpn_channels=model.fpn_channels,
+                              head_convs=model.head_convs, num_anchors=self.anchor_spec(info).num_anchors_per_location,
+                              name="detection_head")
+        self._built_head = (backbone, head)
+        return head
+
+    def _pyramid_features(self, backbone, info, training):
+        import keras
+
+        inputs = keras.Input(shape=(*info["image_size"], 3), name="pixels")
+        pyramid = backbone.pyramid_model(self._levels(backbone))
+        return inputs, pyramid(backbone.normalization(inputs), training=training)
+
+    def build_model(self, backbone, info, backbone_training: bool = False):
+        """pixels (0..255) -> normalisation -> backbone pyramid levels -> FPN -> box and class heads."""
+        import keras
+
+        head = self._head(backbone, info)
+        inputs, features = self._pyramid_features(backbone, info, None if backbone_training else False)
+        return keras.Model(inputs, head(features), name="detector")
+
+    def cache_split(self, model, backbone):
+        import keras
+
+        inputs, features = self._pyramid_features(backbone, self.info, False)
+        return CacheSplit(extractor=keras.Model(inputs, features, name="pyramid_extractor"),
+                          trainable=model.get_layer("detection_head"))
+
+    def compile(self, model, optimizer=None):
+        from transferkit.plugins.object_detection.retinanet import detection_losses
+
+        model.compile(optimizer=optimizer, loss=detection_losses(self.task_config.model.box_loss_weight))
+
+    # -- detections ----------------------------------------------------------
+
+    def detect_pixels(self, model, pixels, info, score_threshold=None, iou_threshold=None, max_detections=None):
+        """Model-size pixels (N, H, W, 3) -> detections in model pixels (numpy dict)."""
+        from transferkit.plugins.object_detection.retinanet import decode_detections
+
+        detect = self.task_config.detect
+        raw = model(pixels, training=False)
+        out = decode_detections(self.anchor_spec(info), raw["box_deltas"], raw["class_logits"],
+                                score_threshold=detect.score_threshold if score_threshold is None else score_threshold,
+                                iou_threshold=detect.iou_threshold if iou_threshold is None else iou_threshold,
+                                max_detections=max_detections or detect.max_detections)
+        return {key: np.asarray(value) for key, value in out.items()}
+
+    def _records(self, out, index, scale, class_names):
+        from transferkit.serving.client import Detection
+
+        return [Detection(label=class_names[int(out["class_ids"][index, j])], class_id=int(out["class_ids"][index, j]),
+                          score=float(out["scores"][index, j]),
+                          box=tuple(float(v) for v in out["boxes"][index, j] * scale))
+                for j in range(int(out["num_detections"][index]))]
+
+    # -- evaluation and prediction -------------------------------------------
+
+    def evaluate(self, model, data, info, report_dir: Path) -> dict[str, Any]:
+        from transferkit.plugins.object_detection import report
+
+        val = getattr(self, "val_data", None)
+        if val is None:
+            raise RuntimeError("evaluate: call datasets() first (the ground truth comes from the validation data)")
+        batch = self.task_config.data.batch_size
+        outputs = [self.detect_pixels(model, val.images[i:i + batch].astype(np.float32), info,
+                                      score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS)
+                   for i in range(0, len(val), batch)]
+        merged = {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
+        return report.evaluate_detector(merged, val, info, Path(report_dir),
+                                        sheet_threshold=self.task_config.detect.score_threshold)
+
+    def predict(self, model, paths, info, save_dir=None, score_threshold: float | None = None, **options):
+        """Yields (path, [Detection, ...]) with boxes in the image's own pixels; `save_dir` gets annotated copies."""
+        from transferkit.errors import TransferkitError
+        from transferkit.images import read_image, resize_array
+        from transferkit.plugins.object_detection import report
+
+        height, width = info["image_size"]
+        for path in paths:
+            try:
+                original = read_image(path)
+            except Exception as error:
+                raise TransferkitError(f"{path}: unreadable image: {type(error).__name__}: {error}") from None
+            pixels = resize_array(original, (height, width), "stretch")[None].astype(np.float32)
+            out = self.detect_pixels(model, pixels, info, score_threshold=score_threshold)
+            scale = np.array([original.shape[1] / width, original.shape[0] / height] * 2, np.float32)
+            found = self._records(out, 0, scale, info["class_names"])
+            if save_dir is not None:
+                report.save_annotated(original, found, Path(save_dir) / (Path(path).stem + ".png"))
+            yield path, found
+
+    def describe_prediction(self, prediction) -> str:
+        if not prediction:
+            return "  (no detections)"
+        return "\n".join(f"  {detection}" for detection in prediction)
+
+    def artifacts(self, info) -> dict[str, str]:
+        return {"labels.txt": "\n".join(info["class_names"]) + "\n"}
+
+    # -- serving ---------------------------------------------------------------
+
+    def serving_signatures(self, model, info):
+        from transferkit.plugins.object_detection.serving import detection_signatures
+
+        return detection_signatures(model, self.anchor_spec(info), info, self.task_config.detect)
+
+    def serving_examples(self, info, count):
+        from transferkit.serving.examples import encoded_image_examples
+
+        return [{"images": image} for image in encoded_image_examples(info, count)]
+
+    def check_serving(self, model, signatures, examples, info):
+        from transferkit.plugins.object_detection.serving import check_detection_parity
+
+        return check_detection_parity(self, model, signatures, examples, info)

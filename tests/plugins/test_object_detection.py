@@ -1,0 +1,204 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transferkit.config import build_run_config
+from transferkit.runner import load_run, train
+from transferkit.testing import make_detection_dataset, run_task_test, tiny_detection_config
+
+FROZEN_ONLY = [{"name": "head", "freeze": {"backbone": True}, "epochs": 3, "learning_rate": 3e-3}]
+
+
+@pytest.fixture(scope="module")
+def shapes_csv(tmp_path_factory):
+    return make_detection_dataset(tmp_path_factory.mktemp("det"), count=24, size=64)
+
+
+@pytest.fixture(scope="module")
+def trained(shapes_csv, tmp_path_factory):
+    """One tiny detector, trained through run_task_test (fit, reload, export, parity)."""
+    run_dir = tmp_path_factory.mktemp("det_run") / "run"
+    result = run_task_test("object_detection", tiny_detection_config(shapes_csv), run_dir)
+    return result
+
+
+def test_run_task_test_object_detection(trained):
+    run_dir = trained["run_dir"]
+    assert [row["stage"] for row in trained["history"]] == ["head", "finetune"]
+    assert all(np.isfinite(row["loss"]) for row in trained["history"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("map", "map50", "map75", "map_small", "per_class_ap"):
+        assert key in metrics
+    assert 0.0 <= metrics["map"] <= metrics["map50"] <= 1.0
+    assert set(metrics["per_class_ap"]) == {"circle", "square"}
+    assert metrics["num_images"] == 5 and metrics["num_boxes"] >= 5
+    for name in ("precision_recall.png", "worst_detections.png", "training_curves.png"):
+        assert (run_dir / "report" / name).stat().st_size > 1000
+    assert (run_dir / "labels.txt").read_text().split() == ["circle", "square"]
+    # Parity on the raw head outputs and on decoded detections that are not empty.
+    report = trained["export_report"]["max_abs_diff"]
+    assert report["raw_outputs.box_deltas"] < 1e-4 and report["raw_outputs.class_logits"] < 1e-4
+    assert "serving_thresholds.boxes" in report
+
+
+def test_exported_signatures_and_thresholds_per_request(trained, shapes_csv):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(trained["export_dir"]))
+    assert {"serving_default", "serving_thresholds", "raw_outputs"} <= set(loaded.signatures)
+    images = tf.constant([p.read_bytes() for p in sorted((shapes_csv.parent / "images").glob("*.png"))[:3]])
+    out = loaded.signatures["serving_thresholds"](images=images, score_threshold=tf.constant(0.0),
+                                                  iou_threshold=tf.constant(0.5), max_detections=tf.constant(7))
+    assert out["boxes"].shape == (3, 7, 4) and out["boxes"].dtype == tf.float32
+    assert out["class_ids"].dtype == tf.int32 and out["num_detections"].dtype == tf.int32
+    assert np.all(out["num_detections"].numpy() == 7)  # threshold 0: every image fills K
+    scores = out["scores"].numpy()
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # sorted best first
+    boxes = out["boxes"].numpy()
+    assert np.all(boxes[..., 2] >= boxes[..., 0]) and np.all(boxes <= 64.0 + 1e-3)
+    assert set(out["labels"].numpy().reshape(-1)) <= {b"circle", b"square"}
+    default = loaded.signatures["serving_default"](images=images)
+    assert default["boxes"].shape[1] == 100  # K from the config's detect section
+    count = default["num_detections"].numpy()
+    assert np.all(default["labels"].numpy()[0, count[0]:] == b"")  # padding rows carry no label
+
+
+def test_feature_cache_trains_the_same_detector_as_full_passes(shapes_csv, tmp_path):
+    def config(cache):
+        return build_run_config(tiny_detection_config(
+            shapes_csv, stages=FROZEN_ONLY, training={"verbose": 0, "tensorboard": False, "feature_cache": cache}))
+
+    fast = train(config("memory"), tmp_path / "fast")
+    slow = train(config("off"), tmp_path / "slow")
+    _, task, fast_model, _ = load_run(fast)
+    _, _, slow_model, _ = load_run(slow)
+    images = np.concatenate([x for x, _ in task.datasets().val])
+    fast_out, slow_out = fast_model(images, training=False), slow_model(images, training=False)
+    history = json.loads((fast / "history.json").read_text())
+    assert history[-1]["loss"] < history[0]["loss"]
+    for key in ("box_deltas", "class_logits"):
+        np.testing.assert_allclose(np.asarray(fast_out[key]), np.asarray(slow_out[key]), atol=2e-4)
+
+
+@pytest.mark.parametrize("fmt", ["voc", "coco", "yolo"])
+def test_every_format_gives_the_same_training_boxes(tmp_path, fmt):
+    from transferkit.registry import get_task
+
+    def boxes_of(source):
+        config = build_run_config(tiny_detection_config(source, data={"val_split": 0.25}))
+        task = get_task("object_detection")(config)
+        task.datasets()
+        val = task.val_data
+        return {Path(p).name: val.ground_truth(i) for i, p in enumerate(val.paths)}
+
+    reference = boxes_of(make_detection_dataset(tmp_path / "csv", count=12, fmt="csv"))
+    other = boxes_of(make_detection_dataset(tmp_path / fmt, count=12, fmt=fmt))
+    assert sorted(reference) == sorted(other)
+    for name, (boxes, ids) in reference.items():
+        np.testing.assert_allclose(other[name][0], boxes, atol=0.02)
+        np.testing.assert_array_equal(other[name][1], ids)
+
+
+def test_augmented_boxes_still_cover_their_objects(shapes_csv):
+    """Flip, zoom and translation move the boxes with the pixels (objects are bright, the background dark)."""
+    import tensorflow as tf
+
+    from transferkit.registry import get_task
+
+    config = build_run_config(tiny_detection_config(
+        shapes_csv, augment={"flip": "horizontal", "zoom": 0.2, "translation": 0.1}))
+    task = get_task("object_detection")(config)
+    task.datasets()
+    val = task.val_data
+    augment = task._augmenter(seed=3)
+    tf.random.set_seed(3)
+    checked = 0
+    for _ in range(3):
+        images, boxes, ids = augment(tf.constant(val.images), tf.constant(val.boxes), tf.constant(val.class_ids))
+        images, boxes, ids = images.numpy(), boxes.numpy(), ids.numpy()
+        for image, image_boxes, image_ids in zip(images, boxes, ids):
+            bright = image.max(axis=-1) > 120
+            for box, class_id in zip(image_boxes, image_ids):
+                if class_id < 0:
+                    continue
+                x0, y0, x1, y1 = np.round(box).astype(int)
+                inside = bright[max(y0, 0):y1, max(x0, 0):x1]
+                outside = bright.copy()
+                outside[max(y0 - 2, 0):y1 + 2, max(x0 - 2, 0):x1 + 2] = False
+                assert inside.mean() > 0.2, f"box {box} does not cover its object"
+                checked += 1
+            # Every bright object pixel lies inside some box (nothing moved away from its box).
+            covered = np.zeros_like(bright)
+            for box, class_id in zip(image_boxes, image_ids):
+                if class_id >= 0:
+                    x0, y0, x1, y1 = np.round(box).astype(int)
+                    covered[max(y0 - 2, 0):y1 + 2, max(x0 - 2, 0):x1 + 2] = True
+            assert (bright & ~covered).sum() <= 0.02 * bright.sum() + 3
+    assert checked > 10
+
+
+def test_predict_prints_detections_and_saves_annotated_copies(trained, shapes_csv, tmp_path, capsys):
+    from transferkit.cli import main
+
+    image = sorted((shapes_csv.parent / "images").glob("*.png"))[0]
+    out_dir = tmp_path / "annotated"
+    assert main(["predict", str(trained["run_dir"]), str(image), "--save", str(out_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0] == str(image)
+    assert (out_dir / f"{image.stem}.png").stat().st_size > 200
+
+
+def test_served_detector_answers_grpc_and_rest_with_typed_detections(trained, shapes_csv):
+    import tensorflow as tf
+
+    from transferkit.serving.client import Detection, GrpcClient, RestClient
+    from transferkit.serving.server import EmbeddedServer
+
+    base = trained["export_dir"].parent.parent
+    name = trained["export_dir"].parent.name
+    images = [p.read_bytes() for p in sorted((shapes_csv.parent / "images").glob("*.png"))[:2]]
+    expected = tf.saved_model.load(str(trained["export_dir"])).signatures["serving_thresholds"](
+        images=tf.constant(images), score_threshold=tf.constant(0.0), iou_threshold=tf.constant(0.5),
+        max_detections=tf.constant(5))
+    server = EmbeddedServer(base, grpc_port=0, rest_port=0).start()
+    try:
+        inputs = {"score_threshold": np.float32(0.0), "iou_threshold": np.float32(0.5), "max_detections": np.int32(5)}
+        with GrpcClient(server.grpc_address) as client:
+            found = client.detect(name, images, signature="serving_thresholds", extra_inputs=inputs)
+        assert len(found) == 2 and all(len(f) == 5 for f in found)
+        assert all(isinstance(d, Detection) for d in found[0])
+        np.testing.assert_allclose([d.box for d in found[0]], expected["boxes"].numpy()[0], atol=1e-4)
+        assert [d.label for d in found[1]] == [b.decode() for b in expected["labels"].numpy()[1]]
+        rest = RestClient(server.rest_address)
+        rest_found = rest.detect(name, images)
+        default = tf.saved_model.load(str(trained["export_dir"])).signatures["serving_default"](
+            images=tf.constant(images))
+        assert [len(f) for f in rest_found] == default["num_detections"].numpy().tolist()
+    finally:
+        server.stop()
+
+
+RACCOON = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "raccoon"
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not RACCOON.is_dir(), reason=f"the raccoon dataset is not at {RACCOON}")
+def test_raccoon_smoke_reaches_map50(tmp_path):
+    """A short real run: imported EfficientNet-Lite0 pyramid, CSV split, about two minutes on 2 cores."""
+    config = build_run_config({
+        "task": "object_detection",
+        "data": {"train": str(RACCOON / "train_labels.csv"), "val": str(RACCOON / "test_labels.csv"),
+                 "image_size": [256, 256], "batch_size": 8},
+        "model": {"min_level": 4, "max_level": 7, "fpn_channels": 64, "head_convs": 2},
+        "backbone": {"preset": "efficientnet-lite0"},
+        "stages": [{"name": "head", "freeze": {"backbone": True}, "epochs": 12, "learning_rate": 1e-3},
+                   {"name": "finetune", "freeze": {"top_blocks": 3}, "epochs": 4, "learning_rate": 3e-4,
+                    "decay": "cosine"}],
+        "training": {"seed": 0, "verbose": 0, "tensorboard": False},
+    })
+    run_dir = train(config, tmp_path / "run")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["num_images"] == 40 and metrics["num_boxes"] == 44
+    assert metrics["map50"] >= 0.6, metrics
