@@ -27,6 +27,8 @@ BLOCK_PATTERNS: dict[str, str] = {
     "CSPNetBackbone": r"^(stem|stages?_?\d+)",
     "DenseNetBackbone": r"^(conv1|stack\d+|transition\d+|bn)",
     "VGGBackbone": r"^(block\d+)",
+    # Transformers: the embeddings (token, position, segment and their norm) are one block.
+    "BertBackbone": r"^(?:\w+_)?(embedding)s?(?:_layer_norm)?$|^(transformer_layer_\d+)|^(pooled_dense)",
 }
 
 
@@ -82,10 +84,19 @@ class FeatureBackbone:
     ```
     """
 
-    def __init__(self, model: keras.Model, normalization: Normalization, source: str):
+    def __init__(self, model: keras.Model, normalization: Normalization | None, source: str):
         self.model = model
-        self.normalization = normalization
+        self._normalization = normalization
         self.source = source
+
+    @property
+    def normalization(self) -> Normalization:
+        if self._normalization is None:
+            raise PresetError(
+                f"backbone {self.source}: the preset does not say how its weights expect pixels to be scaled "
+                f"(no KerasHub image converter, no timm pretrained_cfg mean/std, no preprocessor_config.json); "
+                f"add a transferkit.json with {{\"normalization\": {{\"scale\": S, \"offset\": O}}}} to the folder")
+        return self._normalization
 
     @property
     def architecture(self) -> str:
@@ -126,7 +137,8 @@ class FeatureBackbone:
         blocks: list[Block] = []
         for layer in self.weighted_layers():
             match = re.match(pattern, layer.name) if pattern else None
-            name = match.group(1) if match else layer.name
+            # The first group that matched names the block (a pattern may have alternatives).
+            name = next((g for g in match.groups() if g), layer.name) if match else layer.name
             if blocks and blocks[-1].name == name:
                 blocks[-1].layers.append(layer)
             else:

@@ -150,8 +150,9 @@ def load_backbone_preset(spec: str, load_weights: bool = True):
             raise PresetError(f"{resolved}: could not load the backbone: {type(error).__name__}: {error}") from error
         model = _load_keras_cv_backbone(spec, load_weights, error)
         return FeatureBackbone(model, Normalization(scale=1.0, offset=0.0, name="normalization"), source=spec)
-    scale, offset = _preset_normalization(resolved)
-    return FeatureBackbone(model, Normalization(scale=scale, offset=offset, name="normalization"), source=resolved)
+    found = _preset_normalization(resolved)
+    normalization = None if found is None else Normalization(scale=found[0], offset=found[1], name="normalization")
+    return FeatureBackbone(model, normalization, source=resolved)
 
 
 def _load_keras_cv_backbone(spec: str, load_weights: bool, hub_error: Exception):
@@ -168,20 +169,42 @@ def _load_keras_cv_backbone(spec: str, load_weights: bool, hub_error: Exception)
         raise PresetError(_offline_help(spec) + f"; {type(error).__name__}: {error}") from error
 
 
-def _preset_normalization(resolved: str) -> tuple:
-    """The (scale, offset) the preset's image converter applies to 0..255 pixels."""
+def _preset_normalization(resolved: str) -> tuple | None:
+    """The (scale, offset) the preset's weights expect on 0..255 pixels, or None when the preset does not say.
+
+    Read from, in order: KerasHub's image converter; our own `transferkit.json`;
+    a timm `config.json`'s `pretrained_cfg` mean/std; a Hugging Face
+    `preprocessor_config.json`. Never guessed: a wrong scale silently ruins
+    pretrained features.
+    """
     import keras_hub
 
     try:
         converter = keras_hub.layers.ImageConverter.from_preset(resolved)
     except Exception:
         converter = None
-    if converter is None:
-        meta = Path(resolved) / "transferkit.json"
-        if meta.exists():
-            norm = json.loads(meta.read_text()).get("normalization", {})
+    if converter is not None:
+        scale = converter.scale if converter.scale is not None else 1.0
+        offset = converter.offset if converter.offset is not None else 0.0
+        return scale, offset
+    folder = Path(resolved)
+    meta = folder / "transferkit.json"
+    if meta.exists():
+        norm = json.loads(meta.read_text()).get("normalization")
+        if norm:
             return norm.get("scale", 1 / 255.0), norm.get("offset", 0.0)
-        return 1 / 255.0, 0.0
-    scale = converter.scale if converter.scale is not None else 1.0
-    offset = converter.offset if converter.offset is not None else 0.0
-    return scale, offset
+    stats = None
+    if (folder / "config.json").exists():
+        cfg = json.loads((folder / "config.json").read_text()).get("pretrained_cfg") or {}
+        if "mean" in cfg and "std" in cfg:
+            stats = cfg["mean"], cfg["std"]
+    if stats is None and (folder / "preprocessor_config.json").exists():
+        cfg = json.loads((folder / "preprocessor_config.json").read_text())
+        if "image_mean" in cfg and "image_std" in cfg:
+            stats = cfg["image_mean"], cfg["image_std"]
+    if stats is None:
+        return None
+    import numpy as np
+
+    mean, std = np.asarray(stats[0], "float64"), np.asarray(stats[1], "float64")
+    return (1.0 / (255.0 * std)).tolist(), (-mean / std).tolist()

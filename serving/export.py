@@ -23,6 +23,7 @@ import numpy as np
 
 from transferkit.errors import TransferkitError
 from transferkit.serving import config_files
+from transferkit.serving.saved_models import list_versions, read_saved_model
 from transferkit.serving.warmup import write_warmup_file
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -35,9 +36,8 @@ class ExportError(TransferkitError):
 
 
 def existing_versions(model_dir: Path) -> list[int]:
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    """Every numeric version folder, complete or not: a new export never reuses a number."""
+    return list_versions(model_dir)
 
 
 def _float32_model(config, task, model, info):
@@ -59,10 +59,7 @@ def _float32_model(config, task, model, info):
 
 def forbidden_ops(saved_model_dir: Path) -> list[str]:
     """Op types in the SavedModel that TF Serving cannot run (py_function, XLA-only)."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((Path(saved_model_dir) / "saved_model.pb").read_bytes())
+    proto = read_saved_model(saved_model_dir)
     found = set()
     for meta_graph in proto.meta_graphs:
         nodes = list(meta_graph.graph_def.node)

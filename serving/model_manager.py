@@ -22,6 +22,7 @@ import grpc
 import numpy as np
 
 from transferkit.serving.errors import ServingError
+from transferkit.serving.saved_models import list_versions, read_saved_model
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +136,7 @@ def version_stamp(path: Path) -> tuple:
 
 
 def _read_signature_defs(path: Path):
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    proto = read_saved_model(path)
     for meta_graph in proto.meta_graphs:
         if "serve" in meta_graph.meta_info_def.tags:
             return {k: v for k, v in meta_graph.signature_def.items() if not k.startswith("__")}
@@ -286,10 +284,7 @@ class ModelManager:
 
 
 def _numeric_versions(base: Path) -> list[int]:
-    if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir()
-                  if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").exists())
+    return list_versions(base, complete_only=True)
 
 
 # -- running a PredictRequest ---------------------------------------------------------

@@ -22,6 +22,7 @@ import grpc
 from transferkit.errors import TransferkitError
 from transferkit.serving.grpc_server import build_grpc_server
 from transferkit.serving.model_manager import BatchingOptions, ModelManager, ModelSource
+from transferkit.serving.saved_models import list_versions
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def sources_from_base(model_base: str | Path) -> list[ModelSource]:
         raise TransferkitError(f"{path}: model base not found; expected a folder of <name>/<version>/ SavedModels "
                                f"or a models.config file")
     sources = [ModelSource(p.name, p.resolve()) for p in sorted(path.iterdir())
-               if p.is_dir() and not p.name.startswith(".") and any(c.name.isdigit() for c in p.iterdir())]
+               if p.is_dir() and not p.name.startswith(".") and list_versions(p)]
     if not sources:
         raise TransferkitError(f"{path}: no models found (expected {path}/<name>/<version>/saved_model.pb); "
                                f"export one with `transferkit export`")

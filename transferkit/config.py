@@ -24,6 +24,7 @@ import yaml
 
 from transferkit.errors import ConfigError
 from transferkit.fileio import atomic_write_text  # noqa: F401  (re-exported)
+from transferkit.registry import COMMON_SECTIONS  # the run config's own sections, checked when plugins register
 
 # --------------------------------------------------------------------------
 # Generic conversion of plain values into typed dataclasses.
@@ -332,9 +333,6 @@ class TrainingConfig:
         if self.early_stopping_patience is not None:
             check(self.early_stopping_patience >= 1, "training.early_stopping_patience",
                   self.early_stopping_patience, "an integer >= 1 or null")
-
-
-COMMON_SECTIONS = ("task", "backbone", "stages", "training")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -80,6 +80,27 @@ def _source_of(cls: type) -> str:
     return module.split(".")[0] or "unknown"
 
 
+# The run config's own sections; a task's config sections sit next to them.
+# (Kept here rather than imported from transferkit.config, which imports this module.)
+COMMON_SECTIONS = ("task", "backbone", "stages", "training")
+
+
+def _validate_task_class(name: str, cls: type) -> None:
+    """Checks a task class when it registers, so a broken plugin fails at import with a clear message."""
+    abstract = sorted(getattr(cls, "__abstractmethods__", ()))
+    if abstract:
+        raise TypeError(f"register_task({name!r}): {cls.__qualname__} does not implement {', '.join(abstract)} "
+                        f"(see transferkit.Task)")
+    config_class = getattr(cls, "config_class", None)
+    if not (isinstance(config_class, type) and dataclasses.is_dataclass(config_class)):
+        raise TypeError(f"register_task({name!r}): {cls.__qualname__}.config_class must be a dataclass. "
+                        f"Received: {config_class!r}")
+    clashes = sorted({f.name for f in dataclasses.fields(config_class)} & set(COMMON_SECTIONS))
+    if clashes:
+        raise TypeError(f"register_task({name!r}): {config_class.__qualname__} defines section(s) {clashes}, "
+                        f"which the run config reserves ({', '.join(COMMON_SECTIONS)})")
+
+
 def register_task(name: str) -> Callable[[T], T]:
     """Class decorator that registers a Task subclass under `name`.
 
@@ -106,6 +127,7 @@ def register_task(name: str) -> Callable[[T], T]:
             raise TypeError(
                 f"register_task({name!r}) decorates Task subclasses only. Received: {cls!r}"
             )
+        _validate_task_class(name, cls)
         with _lock:
             existing = _tasks.get(name)
             if existing is not None and existing.task_class is not cls:

@@ -123,7 +123,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
 
     An interrupted run in `run_dir` (same config) resumes at its stage and
     epoch, with its freeze plan and optimizer state; `resume=False` starts over.
-    `extra_callbacks` are Keras callbacks added to every stage.
+    `extra_callbacks` are Keras callbacks added to every stage; one with a
+    `bind_run(full_model, task)` method is given the run's whole model and
+    task first (a stage on cached features fits only part of the model).
     """
     import keras
     import numpy as np
@@ -175,6 +177,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         _log(config, f"resuming {run_dir}: stage {state['stage_index'] + 1}, "
                      f"{state['stage_epoch']} epoch(s) done in it")
     recorder = _EpochRecorder(run_dir, store, state, task.monitor(), full_model)
+    for callback in extra_callbacks:
+        if hasattr(callback, "bind_run"):
+            callback.bind_run(full_model, task)
     steps = _steps_per_epoch(data)
     caches: dict[str, Any] = {}
 

@@ -71,6 +71,14 @@ TINY_PYRAMID_EFFICIENTNET = {
     },
 }
 
+# A tiny BERT (2 layers, 16 wide) built from config, for text tasks.
+TINY_BERT = {
+    "architecture": "bert",
+    "preset": None,
+    "config": {"vocabulary_size": 128, "num_layers": 2, "num_heads": 2, "hidden_dim": 16,
+               "intermediate_dim": 32, "max_sequence_length": 32},
+}
+
 SHAPES = ("circle", "square", "triangle", "cross")
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from transferkit.reporting import plot_history, pyplot
+
 
 def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str],
                            top_k: int) -> dict[str, Any]:
@@ -52,23 +54,14 @@ def evaluate_classifier(model, dataset, info: dict[str, Any], report_dir: Path, 
                           report_dir / "confusion_matrix.png")
     history = run_dir / "history.json"
     if history.exists():
-        plot_history(json.loads(history.read_text()), report_dir / "training_curves.png")
+        plot_history(json.loads(history.read_text()), report_dir / "training_curves.png", ("loss", "accuracy"))
     plot_worst(np.concatenate(images), y_true, probabilities, info["class_names"], paths,
                report_dir / "worst_classified.png")
     return metrics
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_confusion_matrix(confusion: np.ndarray, class_names: list[str], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     size = max(4, 0.5 * len(class_names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(confusion, cmap="Blues")
@@ -85,30 +78,10 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: list[str], path: P
     plt.close(fig)
 
 
-def plot_history(history: list[dict[str, Any]], path: Path) -> None:
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = [row["global_epoch"] for row in history]
-    for ax, metric in zip(axes, ("loss", "accuracy")):
-        for key, style in ((metric, "-o"), (f"val_{metric}", "--o")):
-            values = [row.get(key) for row in history]
-            if any(v is not None for v in values):
-                ax.plot(epochs, values, style, label=key)
-        boundaries = [row["global_epoch"] - 0.5 for a, row in zip(history, history[1:]) if row["stage"] != a["stage"]]
-        for x in boundaries:
-            ax.axvline(x, color="gray", linewidth=0.8)
-        ax.set_xlabel("epoch (vertical lines: stage changes)")
-        ax.set_title(metric)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def plot_worst(images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str],
                paths: list[str] | None, path: Path, count: int = 16) -> None:
     """Contact sheet of the examples with the lowest probability on their true class."""
-    plt = _pyplot()
+    plt = pyplot()
     true_prob = probabilities[np.arange(len(y_true)), y_true]
     order = np.argsort(true_prob)[:count]
     cols = 4

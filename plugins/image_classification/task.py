@@ -130,6 +130,9 @@ class ImageClassification(Task):
             layers.append(keras.layers.RandomContrast(aug.contrast, seed=seed))
         pipeline = keras.Sequential(layers, name="augment") if layers else None
         mixup, cutmix = aug.mixup_alpha, aug.cutmix_alpha
+        # Built once, outside the tf.data trace (their seed generators hold state).
+        mixup_layer = keras.layers.MixUp(alpha=mixup, seed=seed) if mixup > 0 else None
+        cutmix_layer = keras.layers.CutMix(factor=cutmix, seed=seed) if cutmix > 0 else None
 
         def apply(images, labels, *weights):
             images, labels = mix(images, labels)
@@ -139,12 +142,12 @@ class ImageClassification(Task):
             if pipeline is not None:
                 images = tf.clip_by_value(pipeline(images, training=True), 0.0, 255.0)
             if mixup > 0 and cutmix > 0:
-                return tf.cond(tf.random.uniform([]) < 0.5, lambda: _mixup(images, labels, mixup),
-                               lambda: _cutmix(images, labels, cutmix))
+                return tf.cond(tf.random.uniform([]) < 0.5, lambda: _mix(mixup_layer, images, labels),
+                               lambda: _mix(cutmix_layer, images, labels))
             if mixup > 0:
-                return _mixup(images, labels, mixup)
+                return _mix(mixup_layer, images, labels)
             if cutmix > 0:
-                return _cutmix(images, labels, cutmix)
+                return _mix(cutmix_layer, images, labels)
             return images, labels
 
         return apply
@@ -272,41 +275,20 @@ class ImageClassification(Task):
         ]
 
 
-def _mixup(images, labels, alpha: float):
-    import tensorflow as tf
-
-    batch = tf.shape(images)[0]
-    gamma_1 = tf.random.gamma([batch], alpha)
-    gamma_2 = tf.random.gamma([batch], alpha)
-    lam = gamma_1 / (gamma_1 + gamma_2)
-    order = tf.random.shuffle(tf.range(batch))
-    lam_images = tf.reshape(lam, [-1, 1, 1, 1])
-    lam_labels = tf.reshape(lam, [-1, 1])
-    images = lam_images * images + (1 - lam_images) * tf.gather(images, order)
-    labels = lam_labels * labels + (1 - lam_labels) * tf.gather(labels, order)
-    return images, labels
+def _mix(layer, images, labels):
+    mixed = layer({"images": images, "labels": labels}, training=True)
+    return mixed["images"], mixed["labels"]
 
 
-def _cutmix(images, labels, alpha: float):
-    """Pastes a random box from a shuffled batch; labels mix by the box's area."""
-    import tensorflow as tf
+def _mixup(images, labels, alpha: float, seed: int | None = None):
+    """Keras' MixUp layer: each image blended with another of the batch, labels by the same weight."""
+    import keras
 
-    shape = tf.shape(images)
-    batch, height, width = shape[0], shape[1], shape[2]
-    gamma_1, gamma_2 = tf.random.gamma([], alpha), tf.random.gamma([], alpha)
-    lam = gamma_1 / (gamma_1 + gamma_2)
-    ratio = tf.sqrt(1.0 - lam)
-    cut_h = tf.cast(tf.cast(height, tf.float32) * ratio, tf.int32)
-    cut_w = tf.cast(tf.cast(width, tf.float32) * ratio, tf.int32)
-    center_y = tf.random.uniform([], 0, height, dtype=tf.int32)
-    center_x = tf.random.uniform([], 0, width, dtype=tf.int32)
-    y0, y1 = tf.clip_by_value(center_y - cut_h // 2, 0, height), tf.clip_by_value(center_y + cut_h // 2, 0, height)
-    x0, x1 = tf.clip_by_value(center_x - cut_w // 2, 0, width), tf.clip_by_value(center_x + cut_w // 2, 0, width)
-    rows = tf.logical_and(tf.range(height) >= y0, tf.range(height) < y1)
-    cols = tf.logical_and(tf.range(width) >= x0, tf.range(width) < x1)
-    mask = tf.cast(tf.logical_and(rows[:, None], cols[None, :]), images.dtype)[None, :, :, None]
-    order = tf.random.shuffle(tf.range(batch))
-    images = images * (1.0 - mask) + tf.gather(images, order) * mask
-    area = tf.cast((y1 - y0) * (x1 - x0), tf.float32) / tf.cast(height * width, tf.float32)
-    labels = (1.0 - area) * labels + area * tf.gather(labels, order)
-    return images, labels
+    return _mix(keras.layers.MixUp(alpha=alpha, seed=seed), images, labels)
+
+
+def _cutmix(images, labels, alpha: float, seed: int | None = None):
+    """Keras' CutMix layer: a box pasted from another image of the batch, labels mixed by its area."""
+    import keras
+
+    return _mix(keras.layers.CutMix(factor=alpha, seed=seed), images, labels)

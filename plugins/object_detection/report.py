@@ -83,11 +83,9 @@ def coco_metrics(detections: Mapping[str, np.ndarray], val, info: Mapping[str, A
 
 def plot_precision_recall(evaluator, class_names: Sequence[str], path: Path) -> None:
     """Precision against recall at IoU 0.5, one line per class."""
-    import matplotlib
+    from transferkit.reporting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     recall = evaluator.params.recThrs
     for k, name in enumerate(class_names):
@@ -189,8 +187,9 @@ def evaluate_detector(detections, val, info, report_dir: Path, sheet_threshold: 
     contact_sheet(detections, val, info, report_dir / "worst_detections.png", sheet_threshold)
     history = report_dir.parent / "history.json"
     if history.exists():
-        from transferkit.plugins.image_classification.report import plot_history
+        from transferkit.reporting import plot_history
 
-        plot_history(json.loads(history.read_text()), report_dir / "training_curves.png")
+        plot_history(json.loads(history.read_text()), report_dir / "training_curves.png",
+                     ("loss", "class_logits_loss", "box_deltas_loss"))
     metrics["class_names"] = list(info["class_names"])
     return metrics

@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -9,10 +10,15 @@ from transferkit.errors import RegistryError
 from transferkit.task import Task
 
 
+@dataclasses.dataclass(frozen=True)
+class _DummyConfig:
+    data: dict = dataclasses.field(default_factory=dict)
+
+
 class _Dummy(Task):
     """A dummy task."""
 
-    config_class = dict
+    config_class = _DummyConfig
 
     def datasets(self):
         raise NotImplementedError
@@ -152,3 +158,28 @@ def test_autoload_can_be_disabled(plugin_site, monkeypatch):
     registry.reload_plugins()
     assert "image_regression" not in registry.available_tasks()
     assert registry.plugin_failures() == []
+
+
+def test_registration_validates_the_plugin_class():
+    class Abstract(Task):
+        config_class = _DummyConfig
+
+    with pytest.raises(TypeError, match="does not implement"):
+        registry.register_task("abstract_task_for_test")(Abstract)
+
+    class NotADataclass(_Dummy):
+        config_class = dict
+
+    with pytest.raises(TypeError, match="must be a dataclass"):
+        registry.register_task("bad_config_for_test")(NotADataclass)
+
+    @dataclasses.dataclass(frozen=True)
+    class Clashing:
+        training: dict = dataclasses.field(default_factory=dict)
+
+    class ClashingTask(_Dummy):
+        config_class = Clashing
+
+    with pytest.raises(TypeError, match=r"reserves"):
+        registry.register_task("clash_for_test")(ClashingTask)
+    assert "abstract_task_for_test" not in registry.available_tasks()

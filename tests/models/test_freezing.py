@@ -81,3 +81,33 @@ def test_summary_table_lists_blocks(backbone):
 
 
 import numpy as np  # noqa: E402
+
+
+def test_tiny_backbones_have_named_blocks_and_a_pyramid():
+    from transferkit.config import BackboneConfig
+    from transferkit.models.backbones import load_backbone
+    from transferkit.testing import TINY_BERT, TINY_PYRAMID_EFFICIENTNET
+
+    bert = load_backbone(BackboneConfig(**TINY_BERT))
+    assert [b.name for b in bert.blocks(strict=True)] == [
+        "embedding", "transformer_layer_0", "transformer_layer_1", "pooled_dense"]
+    pyramid = load_backbone(BackboneConfig(**TINY_PYRAMID_EFFICIENTNET))
+    assert {"P3", "P4", "P5"} <= set(pyramid.pyramid_outputs)
+    assert pyramid.pyramid_model(["P3", "P4", "P5"]) is pyramid.pyramid_model(["P3", "P4", "P5"])
+
+
+def test_an_architecture_without_block_structure_refuses_top_blocks():
+    import keras
+
+    from transferkit.config import FreezeConfig
+    from transferkit.errors import ConfigError
+    from transferkit.models.backbones import FeatureBackbone, Normalization
+    from transferkit.models.freezing import apply_freeze_plan
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="only_conv")(inputs), name="custom")
+    backbone = FeatureBackbone(model, Normalization(), source="test")
+    with pytest.raises(ConfigError, match="no known block structure"):
+        apply_freeze_plan(backbone, FreezeConfig(top_blocks=1))
+    apply_freeze_plan(backbone, FreezeConfig(top_layers=1))  # layers are always defined
+    assert model.get_layer("only_conv").trainable
