@@ -243,7 +243,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         state["stage_index"], state["stage_epoch"] = index, stage.epochs
 
     if (run_dir / "best.weights.h5").exists():
-        full_model.load_weights(run_dir / "best.weights.h5")
+        load_model_weights(full_model, run_dir / "best.weights.h5")
     save_model(full_model, run_dir / "model.keras")
     metrics = task.evaluate(full_model, data.val, data.info, run_dir / "report") if data.val is not None else {}
     metrics["problems"] = data.problems
@@ -297,6 +297,20 @@ def _write_info(run_dir: Path, config: RunConfig, task, backbone, data) -> None:
         atomic_write_text(run_dir / "problems.json", json.dumps(data.problems, indent=2))
 
 
+def load_model_weights(model, path: Path) -> None:
+    """Loads a `.weights.h5` into `model`'s layers.
+
+    The file also holds the optimizer of the stage that wrote it; the model
+    in hand may have another stage's optimizer (or none), and its variables
+    do not matter here, so Keras' warning about them is silenced.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Skipping variable loading for optimizer")
+        model.load_weights(path)
+
+
 def save_model(model, path: Path) -> Path:
     """Saves a Keras model through a temporary file and a rename."""
     with atomic_path(path, suffix=".keras") as tmp:
@@ -319,6 +333,7 @@ def load_run(run_dir: str | os.PathLike):
     config = load_config(run_dir / "config.yaml")
     info = json.loads((run_dir / "info.json").read_text())
     task = get_task(config.task)(config, info)
+    task.register_keras_objects()
     model = keras.saving.load_model(model_path, compile=False)
     return config, task, model, info
 

@@ -197,6 +197,13 @@ class Task(abc.ABC):
         different stages share their weights: build the head once and cache it.
         """
 
+    def register_keras_objects(self) -> None:
+        """Imports the modules that register the task's custom Keras layers and losses.
+
+        Called before a saved model is loaded, so that a fresh process (the
+        CLI's evaluate, predict or export) can deserialise it.
+        """
+
     def cache_split(self, model: "keras.Model", backbone: "FeatureBackbone") -> CacheSplit | None:
         """The part of `model` the feature cache may compute once, and the rest; None for no cache."""
         return None

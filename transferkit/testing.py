@@ -163,7 +163,7 @@ def run_task_test(task: str, config: Mapping[str, Any], run_dir: str | os.PathLi
 
     from transferkit.config import build_run_config
     from transferkit.models.backbones import load_backbone
-    from transferkit.runner import load_run, train
+    from transferkit.runner import load_model_weights, load_run, train
 
     data = dict(config)
     data.setdefault("task", task)
@@ -186,7 +186,7 @@ def run_task_test(task: str, config: Mapping[str, Any], run_dir: str | os.PathLi
         assert (run_dir / name).exists(), f"run_task_test: artifact {name} missing from {run_dir}"
     batch = next(iter(task_obj.datasets().val))[0]
     rebuilt = task_obj.build_model(load_backbone(run_config.backbone), info)
-    rebuilt.load_weights(run_dir / "best.weights.h5")
+    load_model_weights(rebuilt, run_dir / "best.weights.h5")
     first = tf.nest.map_structure(np.asarray, rebuilt(batch, training=False))
     second = tf.nest.map_structure(np.asarray, reloaded(batch, training=False))
     tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(a, b, atol=atol), first, second)

@@ -165,9 +165,12 @@ def contact_sheet(detections, val, info, path: Path, threshold: float, count: in
     writer = ImageDraw.Draw(sheet)
     for n, (quality, i, pred, labels) in enumerate(chosen):
         gt_boxes, gt_ids = val.ground_truth(i)
-        picture = draw_boxes(read_image(val.paths[i]), gt_boxes, [names[int(c)] for c in gt_ids], GT_COLOUR)
-        picture = draw_boxes(picture, pred, labels, PRED_COLOUR)
-        picture.thumbnail((tile, tile))
+        # Shrink first, then draw, so lines and labels stay legible on large photos.
+        original = Image.fromarray(read_image(val.paths[i]))
+        factor = tile / max(original.size)
+        picture = original.resize((max(1, round(original.width * factor)), max(1, round(original.height * factor))))
+        picture = draw_boxes(picture, gt_boxes * factor, [names[int(c)] for c in gt_ids], GT_COLOUR)
+        picture = draw_boxes(picture, pred * factor, labels, PRED_COLOUR)
         x, y = (n % cols) * tile, (n // cols) * (tile + 16)
         sheet.paste(picture, (x, y))
         writer.text((x + 2, y + tile + 2), f"{Path(val.paths[i]).name[:28]}  IoU {quality:.2f}", fill=(0, 0, 0))

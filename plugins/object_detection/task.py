@@ -209,6 +209,9 @@ class ObjectDetection(Task):
         inputs, features = self._pyramid_features(backbone, info, None if backbone_training else False)
         return keras.Model(inputs, head(features), name="detector")
 
+    def register_keras_objects(self) -> None:
+        import transferkit.plugins.object_detection.retinanet  # noqa: F401  (registers the heads and losses)
+
     def cache_split(self, model, backbone):
         import keras
 

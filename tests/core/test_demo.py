@@ -14,3 +14,6 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     assert (run / "report" / "confusion_matrix.png").exists()
     history = json.loads((run / "history.json").read_text())
     assert [r["stage"] for r in history] == ["head", "head", "finetune"]
+    assert "object detection:" in out and "gRPC detections from 127.0.0.1:" in out
+    detection = json.loads((tmp_path / "detection" / "run" / "metrics.json").read_text())
+    assert 0.0 <= detection["map"] <= detection["map50"] <= 1.0 and detection["num_images"] == 6

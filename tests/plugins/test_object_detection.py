@@ -150,6 +150,19 @@ def test_predict_prints_detections_and_saves_annotated_copies(trained, shapes_cs
     assert (out_dir / f"{image.stem}.png").stat().st_size > 200
 
 
+def test_a_fresh_process_evaluates_and_predicts_a_saved_detector(trained, shapes_csv):
+    """The CLI in a new process must find the task's custom Keras objects before loading model.keras."""
+    import subprocess
+    import sys
+
+    image = sorted((shapes_csv.parent / "images").glob("*.png"))[0]
+    for args in (["evaluate", str(trained["run_dir"])], ["predict", str(trained["run_dir"]), str(image)]):
+        result = subprocess.run([sys.executable, "-m", "transferkit", *args], capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[0] == str(image)
+
+
 def test_served_detector_answers_grpc_and_rest_with_typed_detections(trained, shapes_csv):
     import tensorflow as tf
 
