@@ -74,9 +74,12 @@ class DetectionModelConfig:
     RetinaNet: a feature pyramid over levels `min_level`..`max_level` (levels
     above the backbone's coarsest are computed from it), `fpn_channels` wide,
     and box and class heads of `head_convs` convolutions shared by all levels.
+    YOLOv8: P3-P5 (min_level/max_level must be 3 and 5) projected to
+    `fpn_channels`, a path-aggregation FPN of depth `head_convs - 1` (at
+    least 1), anchor-free heads; the anchor settings do not apply.
     """
 
-    architecture: Literal["retinanet"] = "retinanet"
+    architecture: Literal["retinanet", "yolo_v8"] = "retinanet"
     min_level: int = 3
     max_level: int = 7
     fpn_channels: int = 256
@@ -95,6 +98,9 @@ class DetectionModelConfig:
         check(len(self.aspect_ratios) >= 1 and all(r > 0 for r in self.aspect_ratios), "model.aspect_ratios",
               list(self.aspect_ratios), "positive numbers")
         check(self.anchor_size > 0, "model.anchor_size", self.anchor_size, "a number > 0")
+        if self.architecture == "yolo_v8":
+            check((self.min_level, self.max_level) == (3, 5), "model.min_level", [self.min_level, self.max_level],
+                  "min_level: 3 and max_level: 5 with architecture: yolo_v8 (it reads P3-P5)")
 
 
 @dataclasses.dataclass(frozen=True)

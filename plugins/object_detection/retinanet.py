@@ -18,6 +18,8 @@ from keras_hub.src.models.retinanet.feature_pyramid import FeaturePyramid
 from keras_hub.src.models.retinanet.prediction_head import PredictionHead
 from keras_hub.src.models.retinanet.retinanet_label_encoder import RetinaNetLabelEncoder
 
+from transferkit.plugins.object_detection.nms import select_detections
+
 BACKGROUND = -1.0  # class target of anchors matched to no box (RetinaNetLabelEncoder default)
 IGNORE = -2.0  # class target of anchors with 0.4 <= IoU < 0.5: no loss at all
 PRIOR_PROBABILITY = 0.01  # initial foreground probability of every class logit
@@ -345,18 +347,4 @@ def decode_detections(
     boxes = tf.clip_by_value(tf.concat([center - half, center + half], axis=-1), 0.0, limits)
     scores = tf.sigmoid(logits)
 
-    k = min(pre_nms_top_k, count)
-    if k < count:
-        best = tf.math.top_k(tf.reduce_max(scores, axis=-1), k=k, sorted=False).indices
-        boxes = tf.gather(boxes, best, batch_dims=1)
-        scores = tf.gather(scores, best, batch_dims=1)
-    # The op names its coordinates yxyx, but IoU is the same for xyxy boxes.
-    nms = tf.image.combined_non_max_suppression(
-        boxes[:, :, None, :], scores, max_output_size_per_class=max_detections, max_total_size=max_detections,
-        iou_threshold=tf.cast(iou_threshold, tf.float32), score_threshold=tf.cast(score_threshold, tf.float32),
-        pad_per_class=False, clip_boxes=False,
-    )
-    return {
-        "boxes": nms.nmsed_boxes, "scores": nms.nmsed_scores, "class_ids": tf.cast(nms.nmsed_classes, tf.int32),
-        "num_detections": tf.cast(nms.valid_detections, tf.int32),
-    }
+    return select_detections(boxes, scores, score_threshold, iou_threshold, max_detections, pre_nms_top_k)

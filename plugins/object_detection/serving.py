@@ -34,10 +34,8 @@ def preprocess_encoded(encoded, image_size):
     return resize_image(image, image_size, "stretch"), tf.shape(image)[:2]
 
 
-def detection_signatures(model, anchor_spec, info: Mapping[str, Any], detect) -> dict[str, Any]:
+def detection_signatures(model, detector, info: Mapping[str, Any], detect) -> dict[str, Any]:
     import tensorflow as tf
-
-    from transferkit.plugins.object_detection.retinanet import decode_detections
 
     height, width = info["image_size"]
     labels_table = tf.constant(list(info["class_names"]))
@@ -51,8 +49,8 @@ def detection_signatures(model, anchor_spec, info: Mapping[str, Any], detect) ->
 
     def detections(pixels, sizes, score_threshold, iou_threshold, k):
         raw = model(pixels, training=False)
-        out = decode_detections(anchor_spec, raw["box_deltas"], raw["class_logits"], score_threshold=score_threshold,
-                                iou_threshold=iou_threshold, max_detections=default_k)
+        out = detector.decode(raw, score_threshold=score_threshold, iou_threshold=iou_threshold,
+                              max_detections=default_k)
         # A per-request K keeps the best K of the default's (NMS output is sorted by score).
         count = tf.minimum(out["num_detections"], k)
         valid = tf.range(default_k)[None, :] < count[:, None]
@@ -87,8 +85,7 @@ def detection_signatures(model, anchor_spec, info: Mapping[str, Any], detect) ->
     @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="pixels")])
     def raw_outputs(pixels):
         raw = model(pixels, training=False)
-        return {"box_deltas": tf.identity(raw["box_deltas"], name="box_deltas"),
-                "class_logits": tf.identity(raw["class_logits"], name="class_logits")}
+        return {key: tf.identity(value, name=key) for key, value in raw.items()}
 
     return {"serving_default": serve_images, "serving_thresholds": serve_with_thresholds,
             "raw_outputs": raw_outputs}
@@ -107,7 +104,7 @@ def check_detection_parity(task, model, signatures, examples, info) -> list[Pari
     served_raw = signatures["raw_outputs"](pixels=pixels)
     checks = [ParityCheck(f"raw_outputs.{key}",
                           float(np.abs(served_raw[key].numpy() - np.asarray(expected_raw[key])).max()))
-              for key in ("box_deltas", "class_logits")]
+              for key in expected_raw]
     checks.append(_compare_decoded("serving_default", signatures["serving_default"](images=tf.constant(encoded)),
                                     task.detect_pixels(model, pixels, info), sizes, (height, width)))
     # Threshold 0 keeps K boxes per image, so the decoded comparison is never vacuous.

@@ -25,8 +25,10 @@ class ObjectDetection(Task):
     """Fine-tunes a RetinaNet on a backbone's feature pyramid to find boxes (VOC, COCO, YOLO, CSV).
 
     The task owns its whole graph: pixels -> the backbone's pyramid levels ->
-    KerasHub's FeaturePyramid -> shared box and class heads. Anchors, label
-    encoding and NMS live in `retinanet.py`; the exported `serving_default`
+    the detector head (`model.architecture`: RetinaNet, KerasHub's
+    FeaturePyramid and shared box and class heads; or YOLOv8, KerasCV's
+    path-aggregation FPN and head). Anchors, targets and decoding live in
+    `retinanet.py` and `yolo_v8.py`, NMS in `nms.py`; the exported `serving_default`
     decodes, resizes, runs the model, decodes boxes and applies NMS in the
     graph, and answers in the original image's pixels.
 
@@ -45,14 +47,13 @@ class ObjectDetection(Task):
 
     # -- data ----------------------------------------------------------------
 
-    def anchor_spec(self, info: Mapping[str, Any] | None = None):
-        from transferkit.plugins.object_detection.retinanet import AnchorSpec
+    def detector(self, info: Mapping[str, Any] | None = None):
+        """The configured architecture (RetinaNet or YOLOv8) for the run's input size and classes."""
+        from transferkit.plugins.object_detection.architectures import detector_head
 
-        model = self.task_config.model
-        size = (info or self.info).get("image_size") or list(self.task_config.data.image_size)
-        return AnchorSpec(image_size=tuple(int(s) for s in size), min_level=model.min_level,
-                          max_level=model.max_level, num_scales=model.anchor_scales,
-                          aspect_ratios=tuple(model.aspect_ratios), anchor_size=model.anchor_size)
+        info = info or self.info
+        size = info.get("image_size") or list(self.task_config.data.image_size)
+        return detector_head(self.task_config.model, size, len(info["class_names"]))
 
     def _read(self, source: str, images: str | None, class_names):
         cfg = self.task_config.data
@@ -88,12 +89,10 @@ class ObjectDetection(Task):
                 "num_train_boxes": int((train.class_ids >= 0).sum()), "num_val_boxes": int((val.class_ids >= 0).sum())}
         self.info = {**self.info, **info}
         self.val_data = val
-        spec = self.anchor_spec(info)
-
-        from transferkit.plugins.object_detection.retinanet import encode_targets
+        detector = self.detector(info)
 
         def to_model(images, boxes, class_ids):
-            return tf.cast(images, tf.float32), encode_targets(spec, boxes, class_ids)
+            return tf.cast(images, tf.float32), detector.targets(boxes, class_ids)
 
         def batched(loaded, shuffle: bool, augment=None):
             ds = tf.data.Dataset.from_tensor_slices((loaded.images, loaded.boxes, loaded.class_ids))
@@ -164,8 +163,7 @@ class ObjectDetection(Task):
     def _levels(self, backbone) -> list[str]:
         model = self.task_config.model
         available = sorted(int(name[1:]) for name in backbone.pyramid_outputs if name[1:].isdigit())
-        top = min(model.max_level, max(available, default=0))
-        levels = [f"P{level}" for level in range(model.min_level, top + 1)]
+        levels = self.detector().levels(available)
         if not levels or any(level not in backbone.pyramid_outputs for level in levels):
             from transferkit.errors import ConfigError
 
@@ -177,20 +175,14 @@ class ObjectDetection(Task):
 
     def _head(self, backbone, info):
         """The FPN and box/class heads; built once per backbone so every stage's model shares them."""
-        from transferkit.plugins.object_detection.retinanet import detection_head
-
         cached = getattr(self, "_built_head", None)
         if cached is not None and cached[0] is backbone:
             return cached[1]
-        model = self.task_config.model
         height, width = info["image_size"]
         pyramid = backbone.pyramid_model(self._levels(backbone))
         shapes = {level: (height // 2 ** int(level[1:]), width // 2 ** int(level[1:]), int(out.shape[-1]))
                   for level, out in pyramid.output.items()}
-        head = detection_head(shapes, num_classes=len(info["class_names"]), min_level=model.min_level,
-                              max_level=model.max_level, fpn_channels=model.fpn_channels,
-                              head_convs=model.head_convs, num_anchors=self.anchor_spec(info).num_anchors_per_location,
-                              name="detection_head")
+        head = self.detector(info).head(shapes)
         self._built_head = (backbone, head)
         return head
 
@@ -211,6 +203,7 @@ class ObjectDetection(Task):
 
     def register_keras_objects(self) -> None:
         import transferkit.plugins.object_detection.retinanet  # noqa: F401  (registers the heads and losses)
+        import transferkit.plugins.object_detection.yolo_v8  # noqa: F401
 
     def cache_split(self, model, backbone):
         import keras
@@ -220,19 +213,15 @@ class ObjectDetection(Task):
                           trainable=model.get_layer("detection_head"))
 
     def compile(self, model, optimizer=None):
-        from transferkit.plugins.object_detection.retinanet import detection_losses
-
-        model.compile(optimizer=optimizer, loss=detection_losses(self.task_config.model.box_loss_weight))
+        model.compile(optimizer=optimizer, loss=self.detector().loss())
 
     # -- detections ----------------------------------------------------------
 
     def detect_pixels(self, model, pixels, info, score_threshold=None, iou_threshold=None, max_detections=None):
         """Model-size pixels (N, H, W, 3) -> detections in model pixels (numpy dict)."""
-        from transferkit.plugins.object_detection.retinanet import decode_detections
-
         detect = self.task_config.detect
         raw = model(pixels, training=False)
-        out = decode_detections(self.anchor_spec(info), raw["box_deltas"], raw["class_logits"],
+        out = self.detector(info).decode(raw,
                                 score_threshold=detect.score_threshold if score_threshold is None else score_threshold,
                                 iou_threshold=detect.iou_threshold if iou_threshold is None else iou_threshold,
                                 max_detections=max_detections or detect.max_detections)
@@ -295,7 +284,7 @@ class ObjectDetection(Task):
     def serving_signatures(self, model, info):
         from transferkit.plugins.object_detection.serving import detection_signatures
 
-        return detection_signatures(model, self.anchor_spec(info), info, self.task_config.detect)
+        return detection_signatures(model, self.detector(info), info, self.task_config.detect)
 
     def serving_examples(self, info, count):
         from transferkit.serving.examples import encoded_image_examples

@@ -43,6 +43,25 @@ def test_run_task_test_object_detection(trained):
     assert "serving_thresholds.boxes" in report
 
 
+def test_run_task_test_yolo_v8(shapes_csv, tmp_path):
+    """The second architecture through the same one-call check: fit, reload, export, parity."""
+    config = tiny_detection_config(shapes_csv, model={"architecture": "yolo_v8", "fpn_channels": 16,
+                                                      "head_convs": 2, "min_level": 3, "max_level": 5})
+    result = run_task_test("object_detection", config, tmp_path / "run")
+    assert all(np.isfinite(row["loss"]) for row in result["history"])
+    assert set(result["predictions"]) == {"predictions"}
+    assert result["export_report"]["max_abs_diff"]["raw_outputs.predictions"] < 1e-4
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0.0 <= metrics["map"] <= metrics["map50"] <= 1.0
+
+
+def test_yolo_v8_needs_levels_3_to_5(shapes_csv):
+    from transferkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="yolo_v8"):
+        build_run_config(tiny_detection_config(shapes_csv, model={"architecture": "yolo_v8", "max_level": 7}))
+
+
 def test_exported_signatures_and_thresholds_per_request(trained, shapes_csv):
     import tensorflow as tf
 
