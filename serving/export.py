@@ -19,8 +19,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from transferkit.errors import TransferkitError
 from transferkit.serving import config_files
 from transferkit.serving.saved_models import list_versions, read_saved_model

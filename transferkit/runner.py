@@ -128,8 +128,6 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     task first (a stage on cached features fits only part of the model).
     """
     import keras
-    import numpy as np
-    import tensorflow as tf
 
     from transferkit.models.backbones import load_backbone
     from transferkit.models.checkpoints import CheckpointStore, restore_optimizer_state

@@ -18,8 +18,6 @@ OUTPUT_NAMES = ("probabilities", "scores", "class_ids", "labels")
 
 def decode_and_resize(encoded, image_size, resize: str, crop_fraction: float = 1.0):
     """One encoded image -> float32 (H, W, 3), like the training pipeline."""
-    import tensorflow as tf
-
     from transferkit.images import decode_encoded, resize_image
 
     return resize_image(decode_encoded(encoded), image_size, resize, crop_fraction)

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from transferkit.errors import ConfigError, DataError
+from transferkit.fileio import atomic_path, atomic_writer
 
 FORMATS = ("voc", "coco", "yolo", "csv")
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
@@ -417,11 +417,8 @@ def _yolo_names(yaml_file: Path | None, root: Path) -> dict[int, str] | None:
 
 def _write_atomic(path: Path, text: str) -> None:
     """Writes through a temp file in the same folder, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, encoding="utf-8", newline="",
-                                     prefix=f".{path.name}.", suffix=".tmp") as file:
-        file.write(text)
-    os.replace(file.name, path)
+    with atomic_writer(path, "w") as handle:
+        handle.write(text)
 
 
 def _number_text(value) -> str:
@@ -489,8 +486,8 @@ def write_yolo(annotations: Sequence[ImageAnnotation], folder: str | os.PathLike
         source, target = Path(annotation.path), folder / "images" / Path(annotation.path).name
         if not (target.exists() and target.samefile(source)):  # YOLO finds labels by image location: copy in
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target.with_name(f".{target.name}.tmp"))
-            os.replace(target.with_name(f".{target.name}.tmp"), target)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
         lines = []
         for (x0, y0, x1, y1), label in zip(annotation.boxes.tolist(), annotation.labels):
             w, h = annotation.width, annotation.height

@@ -13,7 +13,7 @@ from transferkit.plugins.object_detection import annotations as annotations_lib
 from transferkit.plugins.object_detection import data as data_lib
 from transferkit.plugins.object_detection.config import ObjectDetectionConfig
 from transferkit.registry import register_task
-from transferkit.task import CacheSplit, ParityCheck, Task, TaskData
+from transferkit.task import CacheSplit, Task, TaskData
 
 # Evaluation keeps low-scoring boxes, as COCO evaluation expects (100 per image).
 EVAL_SCORE_THRESHOLD = 0.01

@@ -182,7 +182,7 @@ def test_a_fresh_process_evaluates_and_predicts_a_saved_detector(trained, shapes
     assert result.stdout.splitlines()[0] == str(image)
 
 
-def test_served_detector_answers_grpc_and_rest_with_typed_detections(trained, shapes_csv):
+def test_served_detector_answers_grpc_and_rest_with_typed_detections(trained, shapes_csv, capsys):
     import tensorflow as tf
 
     from transferkit.serving.client import Detection, GrpcClient, RestClient
@@ -208,6 +208,15 @@ def test_served_detector_answers_grpc_and_rest_with_typed_detections(trained, sh
         default = tf.saved_model.load(str(trained["export_dir"])).signatures["serving_default"](
             images=tf.constant(images))
         assert [len(f) for f in rest_found] == default["num_detections"].numpy().tolist()
+        # The CLI asks the served detector and prints typed detections.
+        from transferkit.cli import main
+
+        image = sorted((shapes_csv.parent / "images").glob("*.png"))[0]
+        for flag, address in (("--server", server.grpc_address), ("--rest", server.rest_address)):
+            assert main(["predict", flag, address, "--model", name, str(image)]) == 0
+            lines = capsys.readouterr().out.splitlines()
+            assert lines[0].startswith("# ") and lines[1] == str(image)
+            assert all("[" in line and line.strip().split()[1] in ("circle", "square") for line in lines[2:])
     finally:
         server.stop()
 
