@@ -1,7 +1,12 @@
-# Two commands on a fresh machine with Python 3.11:
+# Two commands on a fresh machine with Python 3.11, 3.12 or 3.13:
 #   make demo   sets up .venv, imports the EfficientNet-Lite0 weights and runs the end-to-end demo
 #   make test   sets up .venv and runs the test suite
-PYTHON ?= python3.11
+# The interpreter is the first of python3.13, python3.12, python3.11, python3 that runs and is a
+# supported version; `make PYTHON=/path/to/python` chooses another.
+SUPPORTED := 3.11 3.12 3.13
+CANDIDATES := python3.13 python3.12 python3.11 python3
+supported = $(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null | grep -xF -e 3.11 -e 3.12 -e 3.13)
+PYTHON ?= $(firstword $(foreach c,$(CANDIDATES),$(if $(call supported,$(c)),$(c))))
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -11,7 +16,9 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11)"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "no supported Python found (tried $(CANDIDATES)); transferkit supports $(SUPPORTED): install one or run make PYTHON=/path/to/python"; exit 1; }
+	@test -n "$(call supported,$(PYTHON))" || { echo "$(PYTHON) is not a supported Python; transferkit supports $(SUPPORTED)"; exit 1; }
+	@test -x $(BIN)/python || echo "creating $(VENV) with $(PYTHON) (Python $(call supported,$(PYTHON)))"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet -e ".[test]"
