@@ -136,9 +136,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     from transferkit.models.schedules import build_optimizer
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     store = CheckpointStore(run_dir)
-    latest = store.latest() if resume else None
+    latest = store.latest() if resume and run_dir.is_dir() else None
     if latest is not None:
         saved_config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
         if saved_config and saved_config != config.to_yaml():
@@ -150,9 +149,6 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             raise TransferkitError(
                 f"{run_dir}: holds a finished run; pass --no-resume to train it again or choose another --output"
             )
-    else:
-        _clear_outputs(run_dir)
-    write_config(config, run_dir)
 
     keras.utils.set_random_seed(config.training.seed)
     strategy = _setup_devices(config)
@@ -166,6 +162,12 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         keras.utils.set_random_seed(config.training.seed)
         full_model = task.build_model(backbone, task.info)
         split = task.cache_split(full_model, backbone)
+    # Only now that the config, the data and the backbone have been checked is
+    # anything in the run folder replaced: a bad --set leaves old outputs alone.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if latest is None:
+        _clear_outputs(run_dir)
+    write_config(config, run_dir)
     _write_info(run_dir, config, task, backbone, data)
 
     state: dict[str, Any] = {"global_epoch": 0, "stage_index": 0, "stage_epoch": 0, "history": [], "best": None}

@@ -182,3 +182,16 @@ def test_stage_without_augmentation_uses_the_cache_while_later_stages_augment(sh
     assert "feature cache: 24 train features" in out
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [r["stage"] for r in history] == ["head", "finetune", "augmented"]
+
+
+def test_a_run_that_fails_validation_leaves_old_outputs_untouched(shapes, tmp_path):
+    from transferkit.errors import DataError
+
+    run_dir = train(_frozen_only(shapes, "memory"), tmp_path / "run")
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    bad = build_run_config(tiny_config(tmp_path / "nope", stages=[{"name": "head", "freeze": {"backbone": True},
+                                                                   "epochs": 1}]))
+    with pytest.raises(DataError):
+        train(bad, run_dir, resume=False)
+    after = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    assert after == before  # labels.txt, report/, logs/ ... all still there, none rewritten
