@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from transferkit.config import atomic_write_text
+from transferkit.fileio import remove_stale_temporaries, temporary_sibling
 
 
 def save_optimizer_state(optimizer: keras.optimizers.Optimizer, path: Path) -> None:
@@ -66,9 +67,10 @@ class CheckpointStore:
 
     def save(self, model: keras.Model, optimizer, state: dict[str, Any]) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.root)  # a killed run's half-written checkpoints
         # A fresh name each time: the folder latest.json points at is never touched.
         name = f"epoch-{state['global_epoch']:04d}-{time.time_ns():x}"
-        tmp = self.root / f".{name}.tmp"
+        tmp = temporary_sibling(self.root / name)
         tmp.mkdir()
         model.save_weights(tmp / "model.weights.h5")
         if optimizer is not None:

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.errors import TransferkitError
+from transferkit.fileio import remove_stale_temporaries, temporary_sibling
 from transferkit.serving import config_files
 from transferkit.serving.saved_models import list_versions, read_saved_model
 from transferkit.serving.warmup import write_warmup_file
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# fullmatch only: with match, "$" also accepts a trailing newline.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 FORBIDDEN_OPS = ("PyFunc", "PyFuncStateless", "EagerPyFunc")
 PARITY_TOLERANCE = 1e-4
 
@@ -76,7 +78,7 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
 
     from transferkit.runner import load_run
 
-    if not NAME_PATTERN.match(name or ""):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ExportError(f"--name: expected letters, digits, '_', '-' or '.', received {name!r}")
     if version is not None and (not isinstance(version, int) or version < 1):
         raise ExportError(f"--version: expected a positive integer, received {version!r}")
@@ -95,7 +97,8 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
         raise ExportError(f"{final}: version {version} of {name!r} already exists; pass --force to replace it "
                           f"or leave --version out to write version {versions[-1] + 1}")
     model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    remove_stale_temporaries(model_dir)  # a killed export's half-written SavedModels
+    tmp = temporary_sibling(final)
     try:
         signatures = task.serving_signatures(model, info)
         if "serving_default" not in signatures:

@@ -14,6 +14,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from transferkit.errors import TransferkitError
 from transferkit.serving.errors import ServingError
 from transferkit.serving.model_manager import ModelManager, run_predict
 
@@ -115,12 +116,19 @@ def build_grpc_server(manager: ModelManager, address: str, max_workers: int = 32
                       max_message_bytes: int = 64 * 1024 * 1024, credentials=None) -> tuple[grpc.Server, int]:
     """A started-on-demand gRPC server; returns it and the bound port."""
     options = [("grpc.max_receive_message_length", max_message_bytes),
-               ("grpc.max_send_message_length", max_message_bytes)]
+               ("grpc.max_send_message_length", max_message_bytes),
+               # gRPC sets SO_REUSEPORT by default: a second server on the same port would
+               # start silently and take part of the traffic. Refuse instead.
+               ("grpc.so_reuseport", 0)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
                          options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(manager), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
-    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    try:
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind the gRPC server to {address}")
+        raise TransferkitError(f"gRPC port {address}: cannot bind (already in use, or not an address of this "
+                               f"machine); choose another --port")
     return server, port

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -124,15 +125,22 @@ class LoadedVersion:
 
 
 def version_stamp(path: Path) -> tuple:
-    """Changes when a version folder is rewritten (export --force, a copy finishing)."""
+    """Changes when any file of a version folder changes (export --force, a slow copy finishing).
+
+    Every file counts, not only saved_model.pb and the variables index: a
+    version copied in piece by piece fails to load until its last variables
+    shard arrives, and must be retried then.
+    """
     stamps = []
-    for name in ("saved_model.pb", "variables/variables.index"):
-        try:
-            info = (path / name).stat()
-            stamps.append((info.st_ino, info.st_mtime_ns, info.st_size))
-        except FileNotFoundError:
-            stamps.append(None)
-    return tuple(stamps)
+    for root, _, files in os.walk(path):
+        for name in sorted(files):
+            file = Path(root) / name
+            try:
+                info = file.stat()
+            except FileNotFoundError:
+                continue
+            stamps.append((str(file.relative_to(path)), info.st_ino, info.st_mtime_ns, info.st_size))
+    return tuple(sorted(stamps))
 
 
 def _read_signature_defs(path: Path):

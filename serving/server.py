@@ -172,7 +172,13 @@ class EmbeddedServer:
         self._rest_thread.start()
         ready.wait(timeout=30)
         if failure:
-            raise OSError(f"could not start the REST server on {self.host}:{self._rest_port_wanted}: {failure[0]}")
+            # Nothing half-started stays behind: the gRPC side and the model manager stop too.
+            self._grpc_server.stop(0)
+            self.manager.stop()
+            error = failure[0]
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            raise TransferkitError(f"REST port {self.host}:{self._rest_port_wanted}: cannot start ({reason}); "
+                                   f"choose another --rest-port")
 
     def stop(self, grace: float = 10.0) -> None:
         """Stops accepting requests and lets in-flight ones finish (up to `grace` seconds)."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -64,3 +66,43 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_writer(path, "wb") as handle:
         handle.write(data)
     return Path(path)
+
+
+# Temporary folders (a checkpoint or a SavedModel being written) carry their
+# writer's pid, so that a later run can tell a dead writer's leftovers from a
+# live writer's work in progress.
+TEMP_PREFIX = ".tmp-"
+
+
+def temporary_sibling(path: str | os.PathLike) -> Path:
+    """A unique hidden name next to `path` for writing it, marked with this process's pid."""
+    path = Path(path)
+    return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Removes the `temporary_sibling`s in `folder` whose writer is gone; returns what it removed."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for candidate in folder.glob(f"{TEMP_PREFIX}*"):
+        pid_text = candidate.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _alive(int(pid_text)):
+            continue
+        if candidate.is_dir() and not candidate.is_symlink():
+            shutil.rmtree(candidate, ignore_errors=True)
+        else:
+            candidate.unlink(missing_ok=True)
+        removed.append(candidate)
+    return removed

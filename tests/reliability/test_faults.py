@@ -1,0 +1,109 @@
+"""Fault injection: each test is named after the issue-9 fault it guards and fails without its fix."""
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from transferkit.config import build_run_config
+from transferkit.errors import TransferkitError
+from transferkit.runner import train
+from transferkit.serving.export import ExportError, export_run
+from transferkit.testing import make_image_folder, tiny_config
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    images = make_image_folder(root / "images", per_class=5, size=32)
+    run_dir = train(build_run_config(tiny_config(images, stages=[
+        {"name": "head", "freeze": {"backbone": True}, "epochs": 1}])), root / "run")
+    version = export_run(run_dir, root / "models", "m")
+    return run_dir, version
+
+
+def _dead_pid() -> int:
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid -= 1
+
+
+def test_fault_01_a_version_copied_in_slowly_is_loaded_once_complete(exported, tmp_path):
+    from transferkit.serving.server import EmbeddedServer
+
+    _, version_one = exported
+    base = tmp_path / "base"
+    shutil.copytree(version_one, base / "m" / "1")
+    server = EmbeddedServer(base, grpc_port=0, rest_port=None, poll_seconds=0.1).start()
+    try:
+        server.manager.wait_until_available("m", 1, timeout=60)
+        # Everything but the variables' data shard, as a slow copy would leave it for a while.
+        two = base / "m" / "2"
+        shutil.copytree(version_one, two, ignore=shutil.ignore_patterns("variables.data-*"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = {s.version: s for s in server.manager.status("m")}
+            if 2 in states and states[2].error_code:
+                break
+            time.sleep(0.1)
+        assert states[2].error_code, "the incomplete version should have failed to load first"
+        for shard in (version_one / "variables").glob("variables.data-*"):
+            shutil.copy2(shard, two / "variables" / shard.name)
+        server.manager.wait_until_available("m", 2, timeout=60)
+    finally:
+        server.stop()
+
+
+def test_fault_02_a_second_server_cannot_share_a_port(exported):
+    from transferkit.serving.server import EmbeddedServer
+
+    base = exported[1].parent.parent
+    first = EmbeddedServer(base, grpc_port=0, rest_port=0, poll_seconds=0.5).start()
+    try:
+        with pytest.raises(TransferkitError, match=rf"gRPC port 127.0.0.1:{first.grpc_port}: cannot bind"):
+            EmbeddedServer(base, grpc_port=first.grpc_port, rest_port=None).start()
+        with pytest.raises(TransferkitError, match=rf"REST port 127.0.0.1:{first.rest_port}: cannot start"):
+            EmbeddedServer(base, grpc_port=0, rest_port=first.rest_port).start()
+    finally:
+        first.stop()
+
+
+@pytest.mark.parametrize("name", ["evil\n", "a/b", "..", "", "x\r"])
+def test_fault_09_names_are_matched_whole(exported, tmp_path, name):
+    run_dir, _ = exported
+    with pytest.raises(ExportError, match="--name"):
+        export_run(run_dir, tmp_path / "models", name)
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_fault_13_stale_temporaries_of_dead_writers_are_cleaned(exported, tmp_path):
+    from transferkit.models.checkpoints import CheckpointStore
+
+    run_dir, version_one = exported
+    base = tmp_path / "models"
+    model_dir = base / "m"
+    dead = model_dir / f".tmp-{_dead_pid()}-deadbeef-7"
+    live = model_dir / f".tmp-{os.getppid()}-cafe0000-8"  # our parent: alive
+    for folder in (dead, live):
+        (folder / "variables").mkdir(parents=True)
+    export_run(run_dir, base, "m")
+    assert not dead.exists() and live.exists()
+    # Checkpoints: a SIGKILL mid-write leaves a temporary folder; the next save removes it.
+    store = CheckpointStore(tmp_path / "ckpt")
+    store.root.mkdir(parents=True)
+    stale = store.root / f".tmp-{_dead_pid()}-0badf00d-epoch-0001-1"
+    stale.mkdir()
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    store.save(model, None, {"global_epoch": 1})
+    assert not stale.exists()
+    assert [p.name for p in store.root.iterdir() if p.name.startswith(".tmp-")] == []
