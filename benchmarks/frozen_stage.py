@@ -56,6 +56,7 @@ def run_one(mode: str, dataset: Path, args) -> dict:
     keras.utils.set_random_seed(0)
     task = get_task(config.task)(config)
     data = task.datasets()
+    task.info = dict(data.info)
     backbone = load_backbone(config.backbone)
     full_model = task.build_model(backbone, task.info)
     split = task.cache_split(full_model, backbone)

@@ -88,6 +88,7 @@ class FeatureBackbone:
         self.model = model
         self._normalization = normalization
         self.source = source
+        self._pyramid_models: dict[tuple[str, ...], keras.Model] = {}
 
     @property
     def normalization(self) -> Normalization:
@@ -168,11 +169,10 @@ class FeatureBackbone:
                 f"received levels {list(levels)}"
             )
         key = tuple(levels)
-        cache = self.__dict__.setdefault("_pyramid_models", {})
-        if key not in cache:
-            cache[key] = keras.Model(self.model.inputs, {level: available[level] for level in levels},
-                                     name="pyramid")
-        return cache[key]
+        if key not in self._pyramid_models:
+            self._pyramid_models[key] = keras.Model(self.model.inputs, {level: available[level] for level in levels},
+                                                    name="pyramid")
+        return self._pyramid_models[key]
 
 
 def _keras_hub_backbone_class(architecture: str) -> type:

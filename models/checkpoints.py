@@ -19,8 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from transferkit.config import atomic_write_text
-from transferkit.fileio import remove_stale_temporaries, temporary_sibling
+from transferkit.fileio import atomic_write_text, remove_stale_temporaries, temporary_sibling
 
 
 def save_optimizer_state(optimizer: keras.optimizers.Optimizer, path: Path) -> None:

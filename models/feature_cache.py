@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from transferkit.fileio import atomic_write_text, atomic_writer
+
 
 def _nest():
     import tensorflow as tf
@@ -80,8 +82,6 @@ class FeatureCache:
         cache = cls.compute(extractor, dataset)
         directory.mkdir(parents=True, exist_ok=True)
         structure = (cache.features, cache.rest)
-        from transferkit.fileio import atomic_write_text, atomic_writer
-
         for i, array in enumerate(nest.flatten(structure)):
             with atomic_writer(directory / f"{name}.{i}.npy", "wb") as handle:
                 np.save(handle, array)

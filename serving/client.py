@@ -135,7 +135,7 @@ class GrpcClient:
         thresholds of `serving_thresholds` (`signature="serving_thresholds"`).
         """
         inputs = {"images": string_tensor(images), **(extra_inputs or {})}
-        return detections_from_outputs(_decode_labels(self.predict(model, inputs, **kwargs)))
+        return detections_from_outputs(self.predict(model, inputs, **kwargs))
 
     def predict_pixels(self, model: str, pixels: np.ndarray, **kwargs) -> dict[str, Any]:
         """float32 pixels (N, H, W, 3), 0..255, through `serving_pixels`."""
@@ -196,6 +196,13 @@ def detections_from_outputs(outputs: dict[str, Any]) -> list[list[Detection]]:
                       score=float(outputs["scores"][i][j]), box=tuple(float(v) for v in boxes[i, j]))
             for j in range(int(count))])
     return result
+
+
+def batch_rows(rows: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """REST's row format (one dict per instance) as batched arrays, like a gRPC answer."""
+    if not rows:
+        return {}
+    return {key: np.asarray([row[key] for row in rows], dtype=object if key == "labels" else None) for key in rows[0]}
 
 
 def _decode_labels(outputs: dict[str, Any]) -> dict[str, Any]:
@@ -272,10 +279,7 @@ class RestClient:
 
     def detect(self, model: str, images: Sequence[bytes], **kwargs) -> list[list[Detection]]:
         """Encoded images through a detector's `serving_default`: the detections of each image, as typed records."""
-        rows = self.predict_images(model, images, **kwargs)
-        batched = {key: np.asarray([row[key] for row in rows], dtype=object if key == "labels" else None)
-                   for key in ("boxes", "scores", "class_ids", "labels", "num_detections")}
-        return detections_from_outputs(batched)
+        return detections_from_outputs(batch_rows(self.predict_images(model, images, **kwargs)))
 
     def predict_pixels(self, model: str, pixels: np.ndarray, **kwargs) -> list[dict[str, Any]]:
         body = {"signature_name": "serving_pixels", "instances": np.asarray(pixels, np.float32).tolist()}

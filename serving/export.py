@@ -35,11 +35,6 @@ class ExportError(TransferkitError):
     """An export was refused or failed its checks; nothing was left in place."""
 
 
-def existing_versions(model_dir: Path) -> list[int]:
-    """Every numeric version folder, complete or not: a new export never reuses a number."""
-    return list_versions(model_dir)
-
-
 def _float32_model(config, task, model, info):
     """The model with float32 compute, rebuilt if it was trained in mixed precision."""
     import dataclasses
@@ -90,7 +85,7 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
 
     base = Path(model_base).resolve()
     model_dir = base / name
-    versions = existing_versions(model_dir)
+    versions = list_versions(model_dir)  # complete or not: a new export never reuses a number
     version = version or (versions[-1] + 1 if versions else 1)
     final = model_dir / str(version)
     if final.exists() and not force:

@@ -28,3 +28,11 @@ def read_saved_model(version_dir: str | Path):
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString((Path(version_dir) / "saved_model.pb").read_bytes())
     return proto
+
+
+def signature_names(version_dir: str | Path) -> list[str]:
+    """The serving signatures of a SavedModel, read from its protocol buffer (no graph is loaded)."""
+    names = set()
+    for meta_graph in read_saved_model(version_dir).meta_graphs:
+        names.update(k for k in meta_graph.signature_def if not k.startswith("__"))
+    return sorted(names)

@@ -108,9 +108,7 @@ def _predict_remote(args) -> int:
             images.append(Path(path).read_bytes())
         except OSError as error:
             raise TransferkitError(f"{path}: cannot read image: {error.strerror}") from None
-    import numpy as np
-
-    from transferkit.serving.client import detections_from_outputs
+    from transferkit.serving.client import batch_rows, detections_from_outputs
 
     tls = dict(root_cert=args.root_cert, client_cert=args.client_cert, client_key=args.client_key)
     if args.server:
@@ -120,7 +118,7 @@ def _predict_remote(args) -> int:
     else:
         client = RestClient(args.rest, timeout=args.timeout, **tls)
         predictions = client.predict_images(args.model, images, version=args.model_version)
-        result = {key: np.asarray([p[key] for p in predictions]) for key in predictions[0]} if predictions else {}
+        result = batch_rows(predictions)
         where = f"REST {args.rest}, {args.model}"
     print(f"# {where}")
     if "boxes" in result:  # a detector: typed detections per image
@@ -140,9 +138,9 @@ def _cmd_export(args) -> int:
     from transferkit.serving.export import export_run
 
     path = export_run(args.run_dir, args.model_base, args.name, version=args.version, force=args.force)
-    import tensorflow as tf
+    from transferkit.serving.saved_models import signature_names
 
-    signatures = ", ".join(sorted(tf.saved_model.load(str(path)).signatures))
+    signatures = ", ".join(signature_names(path))
     print(f"exported {path} (signatures: {signatures}); "
           f"TF Serving config: {Path(args.model_base) / 'models.config'}")
     return 0

@@ -182,7 +182,7 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def datasets(self) -> TaskData:
-        """Reads the task's data into batched `tf.data` pipelines (and sets `self.info`)."""
+        """Reads the task's data into batched `tf.data` pipelines; the runner sets `self.info` from the result."""
 
     # -- model ---------------------------------------------------------------
 

@@ -94,7 +94,6 @@ class ImageClassification(Task):
             "num_train": int(len(train.labels)),
             "num_val": int(len(val.labels)),
         }
-        self.info = {**self.info, **info}
         self.val_paths = list(val.paths)
         return TaskData(
             train=train_ds.prefetch(tf.data.AUTOTUNE),

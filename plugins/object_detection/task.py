@@ -87,7 +87,6 @@ class ObjectDetection(Task):
         info = {"class_names": class_names, "image_size": list(cfg.image_size), "resize": "stretch",
                 "max_boxes": max_boxes, "num_train": len(train), "num_val": len(val),
                 "num_train_boxes": int((train.class_ids >= 0).sum()), "num_val_boxes": int((val.class_ids >= 0).sum())}
-        self.info = {**self.info, **info}
         self.val_data = val
         detector = self.detector(info)
 
@@ -160,10 +159,10 @@ class ObjectDetection(Task):
 
     # -- model ---------------------------------------------------------------
 
-    def _levels(self, backbone) -> list[str]:
+    def _levels(self, backbone, info) -> list[str]:
         model = self.task_config.model
         available = sorted(int(name[1:]) for name in backbone.pyramid_outputs if name[1:].isdigit())
-        levels = self.detector().levels(available)
+        levels = self.detector(info).levels(available)
         if not levels or any(level not in backbone.pyramid_outputs for level in levels):
             from transferkit.errors import ConfigError
 
@@ -179,7 +178,7 @@ class ObjectDetection(Task):
         if cached is not None and cached[0] is backbone:
             return cached[1]
         height, width = info["image_size"]
-        pyramid = backbone.pyramid_model(self._levels(backbone))
+        pyramid = backbone.pyramid_model(self._levels(backbone, info))
         shapes = {level: (height // 2 ** int(level[1:]), width // 2 ** int(level[1:]), int(out.shape[-1]))
                   for level, out in pyramid.output.items()}
         head = self.detector(info).head(shapes)
@@ -190,7 +189,7 @@ class ObjectDetection(Task):
         import keras
 
         inputs = keras.Input(shape=(*info["image_size"], 3), name="pixels")
-        pyramid = backbone.pyramid_model(self._levels(backbone))
+        pyramid = backbone.pyramid_model(self._levels(backbone, info))
         return inputs, pyramid(backbone.normalization(inputs), training=training)
 
     def build_model(self, backbone, info, backbone_training: bool = False):
