@@ -89,6 +89,9 @@ class FeatureBackbone:
         self._normalization = normalization
         self.source = source
         self._pyramid_models: dict[tuple[str, ...], keras.Model] = {}
+        # Layers the task's model does not use (BERT's pooler under a pooling head): not blocks,
+        # never unfrozen, not counted.
+        self.unused_layers: set[str] = set()
 
     @property
     def normalization(self) -> Normalization:
@@ -102,6 +105,14 @@ class FeatureBackbone:
     @property
     def architecture(self) -> str:
         return type(self.model).__name__
+
+    def feature_dim_of(self, output_name: str) -> int:
+        """Channels of one named output of a backbone with a dict of outputs."""
+        output = self.model.output
+        if not isinstance(output, dict) or output_name not in output:
+            names = sorted(output) if isinstance(output, dict) else "a single output"
+            raise ConfigError(f"backbone: {self.architecture} has no output {output_name!r} (it has {names})")
+        return int(output[output_name].shape[-1])
 
     @property
     def feature_dim(self) -> int:
@@ -120,7 +131,16 @@ class FeatureBackbone:
 
     def weighted_layers(self) -> list[keras.layers.Layer]:
         """Layers that own weights, in input-to-output order."""
-        return [layer for layer in self.model.layers if layer.weights]
+        return [layer for layer in self.model.layers if layer.weights and layer.name not in self.unused_layers]
+
+    def frozen_prefix(self) -> int:
+        """How many blocks, from the input on, have no trainable weights (after a freeze plan)."""
+        count = 0
+        for block in self.blocks():
+            if any(layer.trainable_weights for layer in block.layers):
+                break
+            count += 1
+        return count
 
     def blocks(self, strict: bool = False) -> list[Block]:
         """The backbone's layers with weights grouped into blocks, input first.

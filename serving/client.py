@@ -137,6 +137,11 @@ class GrpcClient:
         inputs = {"images": string_tensor(images), **(extra_inputs or {})}
         return detections_from_outputs(self.predict(model, inputs, **kwargs))
 
+    def classify_texts(self, model: str, texts: Sequence[str], **kwargs) -> dict[str, Any]:
+        """Raw texts through a text classifier's `serving_default` (tokenised in the served graph)."""
+        return _decode_labels(self.predict(model, {"text": string_tensor([t.encode("utf-8") for t in texts])},
+                                           **kwargs))
+
     def predict_pixels(self, model: str, pixels: np.ndarray, **kwargs) -> dict[str, Any]:
         """float32 pixels (N, H, W, 3), 0..255, through `serving_pixels`."""
         kwargs.setdefault("signature", "serving_pixels")
@@ -273,6 +278,14 @@ class RestClient:
     def predict_images(self, model: str, images: Sequence[bytes], signature: str | None = None,
                        **kwargs) -> list[dict[str, Any]]:
         body = {"instances": [{"b64": base64.b64encode(image).decode()} for image in images]}
+        if signature:
+            body["signature_name"] = signature
+        return self.predict(model, body, **kwargs)["predictions"]
+
+    def classify_texts(self, model: str, texts: Sequence[str], signature: str | None = None,
+                       **kwargs) -> list[dict[str, Any]]:
+        """Raw texts through a text classifier's `serving_default`: one row per text."""
+        body = {"instances": [{"text": text} for text in texts]}
         if signature:
             body["signature_name"] = signature
         return self.predict(model, body, **kwargs)["predictions"]

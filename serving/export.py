@@ -53,16 +53,15 @@ def _float32_model(config, task, model, info):
 
 
 def forbidden_ops(saved_model_dir: Path) -> list[str]:
-    """Op types in the SavedModel that TF Serving cannot run (py_function, XLA-only)."""
-    proto = read_saved_model(saved_model_dir)
-    found = set()
-    for meta_graph in proto.meta_graphs:
-        nodes = list(meta_graph.graph_def.node)
-        for function in meta_graph.graph_def.library.function:
-            nodes.extend(function.node_def)
-        for node in nodes:
-            if node.op in FORBIDDEN_OPS or node.op.startswith("Xla"):
-                found.add(node.op)
+    """Op types in the SavedModel that TF Serving cannot run.
+
+    Python callbacks and XLA-only ops, and any op outside core TensorFlow
+    except the TF Text ops that TF Serving's bundled TF Text registers.
+    """
+    from transferkit.serving.saved_models import TF_SERVING_TEXT_OPS, graph_ops, non_core_ops
+
+    found = {op for op in graph_ops(saved_model_dir) if op in FORBIDDEN_OPS or op.startswith("Xla")}
+    found.update(op for op in non_core_ops(saved_model_dir) if op not in TF_SERVING_TEXT_OPS)
     return sorted(found)
 
 
@@ -131,7 +130,8 @@ def verify_export(saved_dir: Path, model, task, info: dict[str, Any], examples: 
 
     bad_ops = forbidden_ops(saved_dir)
     if bad_ops:
-        raise ExportError(f"{saved_dir}: the graph contains ops TF Serving cannot run: {', '.join(bad_ops)}")
+        raise ExportError(f"{saved_dir}: the graph contains ops TF Serving cannot run: {', '.join(bad_ops)} "
+                          f"(allowed beyond core TensorFlow: the TF Text ops TF Serving bundles); export aborted")
     loaded = tf.saved_model.load(str(saved_dir))
     missing = set(expected) - set(loaded.signatures)
     if missing:
@@ -145,7 +145,10 @@ def verify_export(saved_dir: Path, model, task, info: dict[str, Any], examples: 
         if not check.max_abs_diff < tolerance:  # also catches NaN
             raise ExportError(f"{saved_dir}: {check.name} differs from the Keras model by {check.max_abs_diff:.2e} "
                               f"(tolerance {tolerance:g}); export aborted")
-    return {"max_abs_diff": {c.name: c.max_abs_diff for c in checks}, "checked_examples": len(examples)}
+    from transferkit.serving.saved_models import non_core_ops
+
+    return {"max_abs_diff": {c.name: c.max_abs_diff for c in checks}, "checked_examples": len(examples),
+            "custom_ops": non_core_ops(saved_dir)}
 
 
 def _move_into_place(tmp: Path, final: Path, force: bool) -> None:

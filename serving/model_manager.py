@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 
 from transferkit.serving.errors import ServingError
-from transferkit.serving.saved_models import list_versions, read_saved_model
+from transferkit.serving.saved_models import list_versions, load_op_libraries, read_saved_model
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class LoadedVersion:
 
         self.name, self.version, self.path = name, version, path
         self.stamp = version_stamp(path)
+        load_op_libraries(path)
         self.module = tf.saved_model.load(str(path))
         self.signatures = {key: Signature(key, fn, batching) for key, fn in self.module.signatures.items()}
         self.signature_defs = _read_signature_defs(path)

@@ -36,3 +36,39 @@ def signature_names(version_dir: str | Path) -> list[str]:
     for meta_graph in read_saved_model(version_dir).meta_graphs:
         names.update(k for k in meta_graph.signature_def if not k.startswith("__"))
     return sorted(names)
+
+
+# TF Text ops that the TF Text bundled with TF Serving (2.12.1 in TF Serving 2.x up to at
+# least 2.18, tensorflow/serving#4057) registers. Newer ops, such as the `TFText>RoundRobinTrim`
+# that KerasHub's packers emit, are missing there (tensorflow/serving#2267).
+TF_SERVING_TEXT_OPS = frozenset({
+    "CaseFoldUTF8", "NormalizeUTF8", "NormalizeUTF8WithOffsets", "RegexSplitWithOffsets",
+    "WordpieceTokenizeWithOffsets", "FastWordpieceTokenizeWithOffsets", "FastBertNormalize",
+})
+
+
+def graph_ops(version_dir: str | Path) -> set[str]:
+    """Every op type in a SavedModel's graphs and function library."""
+    ops: set[str] = set()
+    for meta_graph in read_saved_model(version_dir).meta_graphs:
+        ops.update(node.op for node in meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    return ops
+
+
+def non_core_ops(version_dir: str | Path) -> list[str]:
+    """Op types that core TensorFlow does not register (TF Text and other custom op libraries)."""
+    import tensorflow as tf
+
+    return sorted(op for op in graph_ops(version_dir) if not hasattr(tf.raw_ops, op))
+
+
+def load_op_libraries(version_dir: str | Path) -> None:
+    """Imports the custom op libraries a SavedModel needs before it is loaded (TF Text, today)."""
+    if non_core_ops(version_dir):
+        try:
+            import tensorflow_text  # noqa: F401  (registers its ops with TensorFlow)
+        except ImportError as error:
+            raise RuntimeError(f"{version_dir}: the model uses TF Text ops "
+                               f"({', '.join(non_core_ops(version_dir))}); install tensorflow-text: {error}") from None

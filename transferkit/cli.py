@@ -86,6 +86,13 @@ def _cmd_predict(args) -> int:
         return _predict_remote(args)
     if not args.run_dir:
         raise TransferkitError("predict: give a RUN_DIR, or --server HOST:PORT --model NAME")
+    texts = _texts_from_args(args)
+    if texts:
+        from transferkit.runner import predict_texts
+
+        for text, description in predict_texts(args.run_dir, texts, top_k=args.top_k):
+            print(f"{_excerpt(text)}\n{description}")
+        return 0
     from transferkit.runner import predict_files
 
     for path, _, text in predict_files(args.run_dir, args.images, save_dir=args.save, top_k=args.top_k):
@@ -95,11 +102,51 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _predict_remote_texts(args, texts: list[str]) -> int:
+    from transferkit.serving.client import GrpcClient, RestClient, batch_rows
+
+    tls = dict(root_cert=args.root_cert, client_cert=args.client_cert, client_key=args.client_key)
+    if args.server:
+        with GrpcClient(args.server, timeout=args.timeout, **tls) as client:
+            result = client.classify_texts(args.model, texts, version=args.model_version)
+        print(f"# gRPC {args.server}, {args.model} v{result['model_version']}")
+    else:
+        result = batch_rows(RestClient(args.rest, timeout=args.timeout, **tls).classify_texts(
+            args.model, texts, version=args.model_version))
+        print(f"# REST {args.rest}, {args.model}")
+    for i, text in enumerate(texts):
+        print(_excerpt(text))
+        for label, score in list(zip(result["labels"][i], result["scores"][i]))[: args.top_k]:
+            print(f"  {float(score):7.4f}  {label}")
+    return 0
+
+
+def _texts_from_args(args) -> list[str]:
+    texts = list(args.text or [])
+    if args.file:
+        try:
+            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise TransferkitError(f"{args.file}: cannot read texts (one per line, UTF-8): {error}") from None
+        texts += [line for line in lines if line.strip()]
+        if not texts:
+            raise TransferkitError(f"{args.file}: no texts (expected one text per line)")
+    return texts
+
+
+def _excerpt(text: str, width: int = 78) -> str:
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= width else flat[: width - 3] + "...")
+
+
 def _predict_remote(args) -> int:
     from transferkit.serving.client import GrpcClient, RestClient
 
     if not args.model:
         raise TransferkitError("predict --server/--rest: --model NAME is required")
+    texts = _texts_from_args(args)
+    if texts:
+        return _predict_remote_texts(args, texts)
     images = []
     # RUN_DIR is optional with a server: a first positional that is an image is an image.
     paths = ([args.run_dir] if args.run_dir else []) + list(args.images)
@@ -221,11 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="evaluate on this folder/CSV instead of the run's validation data")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
-    predict = commands.add_parser("predict", help="predictions for images (labels, boxes), from a run directory "
+    predict = commands.add_parser("predict", help="predictions for images (labels, boxes) or texts, from a run directory "
                                                    "or a server")
     predict.add_argument("run_dir", nargs="?", help="a run directory (leave out with --server/--rest)")
     predict.add_argument("images", nargs="*")
-    predict.add_argument("--top-k", type=int, default=3, help="classification: labels shown per image")
+    predict.add_argument("--top-k", type=int, default=3, help="classification: labels shown per input")
+    predict.add_argument("--text", action="append", help="a text to classify (repeatable; text tasks)")
+    predict.add_argument("--file", help="a UTF-8 file of texts to classify, one per line (text tasks)")
     predict.add_argument("--save", metavar="DIR", help="write annotated copies of the images here (detection)")
     predict.add_argument("--server", metavar="HOST:PORT", help="ask TF Serving (or transferkit serve) over gRPC")
     predict.add_argument("--rest", metavar="URL", help="ask over REST, e.g. http://127.0.0.1:8501")

@@ -105,16 +105,18 @@ def _use_feature_cache(config: RunConfig, stage: StageConfig, task, data, split)
     mode = config.training.feature_cache
     if mode == "off":
         return False, "feature cache off (training.feature_cache: off)"
-    if not stage.freeze.freezes_whole_backbone:
-        return False, "backbone partly trainable: full forward passes"
     if split is None:
+        if not stage.freeze.freezes_whole_backbone:
+            return False, "backbone partly trainable: full forward passes"
         return False, f"task {task.name!r} defines no cacheable part: full forward passes"
     if data.train_augmented and stage.augment:
         return False, ("augmentation is on, so the backbone must see new pixels every epoch: "
                        "feature cache not used (stages[].augment: false allows it)")
     if stage.freeze.train_batchnorm:
         return False, "train_batchnorm on a frozen backbone: full forward passes"
-    return True, "backbone frozen: training the head on cached features"
+    if stage.freeze.freezes_whole_backbone:
+        return True, "backbone frozen: training the head on cached features"
+    return True, f"training the trainable top on cached outputs of the frozen part ({split.key})"
 
 
 def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
@@ -161,7 +163,6 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         # the backbone drew random numbers (a first-time preset import does).
         keras.utils.set_random_seed(config.training.seed)
         full_model = task.build_model(backbone, task.info)
-        split = task.cache_split(full_model, backbone)
     # Only now that the config, the data and the backbone have been checked is
     # anything in the run folder replaced: a bad --set leaves old outputs alone.
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -190,6 +191,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         summary = apply_freeze_plan(backbone, stage.freeze)
         freeze_dir = run_dir / "freeze"
         atomic_write_text(freeze_dir / f"{index + 1:02d}-{stage.name}.txt", summary.as_table() + "\n")
+        with strategy.scope():
+            split = task.cache_split(full_model, backbone)  # depends on what this stage froze
         use_cache, reason = _use_feature_cache(config, stage, task, data, split)
         _log(config, f"\n== stage {index + 1}/{len(config.stages)} '{stage.name}': {stage.epochs} epoch(s), "
                      f"lr {stage.learning_rate:g}; {reason}\n{summary.as_table()}")
@@ -217,18 +220,22 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         callbacks.extend(extra_callbacks)
         batch_size = task.batch_size()
         if use_cache:
-            if "train" not in caches:
+            if split.key not in caches:
+                caches.clear()  # one set of cached features in memory at a time
                 started = time.perf_counter()
                 extractor = split.extractor
-                cache_dir = run_dir / "feature_cache" if config.training.feature_cache == "disk" else None
-                caches["train"] = FeatureCache.compute_or_load(extractor, data.train_plain, cache_dir, "train")
-                caches["val"] = (FeatureCache.compute_or_load(extractor, data.val, cache_dir, "val")
-                                 if data.val is not None else None)
-                _log(config, f"feature cache: {len(caches['train'])} train features in "
+                cache_dir = (run_dir / "feature_cache" / split.key
+                             if config.training.feature_cache == "disk" else None)
+                train_cache = FeatureCache.compute_or_load(extractor, data.train_plain, cache_dir, "train")
+                val_cache = (FeatureCache.compute_or_load(extractor, data.val, cache_dir, "val")
+                             if data.val is not None else None)
+                caches[split.key] = (train_cache, val_cache)
+                _log(config, f"feature cache ({split.key}): {len(train_cache)} train features in "
                              f"{time.perf_counter() - started:.1f}s")
-            # Same seed and size as the task's image shuffle: the same batch order.
-            train_ds = caches["train"].dataset(batch_size, shuffle=True, seed=config.training.seed)
-            val_ds = caches["val"].dataset(batch_size) if caches["val"] is not None else None
+            train_cache, val_cache = caches[split.key]
+            # Same seed and size as the task's own shuffle: the same batch order.
+            train_ds = train_cache.dataset(batch_size, shuffle=True, seed=config.training.seed)
+            val_ds = val_cache.dataset(batch_size) if val_cache is not None else None
         else:
             train_ds, val_ds = data.train, data.val
             if data.train_augmented and not stage.augment:
@@ -241,6 +248,10 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                   shuffle=False)  # the datasets shuffle themselves
         # Early stopping ends a stage before its last epoch: mark it complete.
         state["stage_index"], state["stage_epoch"] = index, stage.epochs
+        if not stage.freeze.freezes_whole_backbone:
+            # Backbone weights changed: cached outputs that read them are stale. A cut's own cache
+            # stays valid (only layers above the cut trained).
+            _drop_stale_caches(caches, keep=split.key if use_cache else None, run_dir=run_dir)
 
     if (run_dir / "best.weights.h5").exists():
         load_model_weights(full_model, run_dir / "best.weights.h5")
@@ -253,6 +264,19 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     store.save(full_model, None, state)
     _log(config, f"\nrun complete: {run_dir}")
     return run_dir
+
+
+def _drop_stale_caches(caches: dict[str, Any], keep: str | None, run_dir: Path) -> None:
+    import shutil
+
+    for key in list(caches):
+        if key != keep:
+            del caches[key]
+    root = run_dir / "feature_cache"
+    if root.is_dir():
+        for folder in root.iterdir():
+            if folder.name != keep:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 # What a run writes; a fresh start removes them so nothing stale is reused.
@@ -362,3 +386,12 @@ def predict_files(run_dir: str | os.PathLike, paths: Sequence[str], save_dir: st
     save = Path(save_dir) if save_dir else None
     for path, prediction in task.predict(model, list(paths), info, save_dir=save, **options):
         yield path, prediction, task.describe_prediction(prediction)
+
+
+def predict_texts(run_dir: str | os.PathLike, texts: Sequence[str], top_k: int = 3):
+    """Yields (text, description) for each text, with the run's own task (a text task)."""
+    _, task, model, info = load_run(run_dir)
+    if not hasattr(task, "predict_texts"):
+        raise TransferkitError(f"{run_dir}: task {task.name!r} does not take texts; give input files instead")
+    for text, prediction in zip(texts, task.predict_texts(model, list(texts), info, top_k=top_k)):
+        yield text, task.describe_prediction(prediction)

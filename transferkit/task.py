@@ -65,6 +65,8 @@ class CacheSplit:
 
     extractor: "keras.Model"
     trainable: "keras.Model"
+    # Names what the extractor computes: stages whose splits share a key share the cached features.
+    key: str = "features"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +207,14 @@ class Task(abc.ABC):
         """
 
     def cache_split(self, model: "keras.Model", backbone: "FeatureBackbone") -> CacheSplit | None:
-        """The part of `model` the feature cache may compute once, and the rest; None for no cache."""
+        """The part of `model` the feature cache may compute once, and the rest; None for no cache.
+
+        Called for each stage after its freeze plan is applied: the
+        extractor must contain only frozen layers. Most tasks cache only
+        while the whole backbone is frozen (`backbone.frozen_prefix() ==
+        len(backbone.blocks())`); a task may also cut below its lowest
+        trainable block.
+        """
         return None
 
     @abc.abstractmethod

@@ -195,6 +195,8 @@ class ImageClassification(Task):
     def cache_split(self, model, backbone):
         from transferkit.task import CacheSplit
 
+        if backbone.frozen_prefix() < len(backbone.blocks()):
+            return None  # only a wholly frozen backbone is cached
         head = model.get_layer("classifier_head")
         return CacheSplit(extractor=backbone.feature_extractor(self.info["image_size"]), trainable=head)
 

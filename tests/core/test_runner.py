@@ -137,7 +137,7 @@ def test_disk_feature_cache_is_written_once_and_matches_memory(shapes, tmp_path)
     disk = train(_frozen_only(shapes, "disk"), tmp_path / "disk")
     memory = train(_frozen_only(shapes, "memory"), tmp_path / "memory")
     # One array per leaf (features, targets), and the structure written last.
-    assert sorted(p.name for p in (disk / "feature_cache").iterdir()) == [
+    assert sorted(p.name for p in (disk / "feature_cache" / "features").iterdir()) == [
         "train.0.npy", "train.1.npy", "train.structure.json", "val.0.npy", "val.1.npy", "val.structure.json"]
     disk_history = json.loads((disk / "history.json").read_text())
     memory_history = json.loads((memory / "history.json").read_text())

@@ -1,0 +1,44 @@
+"""Serving signatures of the text classifier.
+
+`serving_default` takes raw texts (tf.string `[-1]`, input `text`) and does
+tokenisation, packing, the model, softmax outputs and the top-k labels in
+the graph; `serving_token_ids` takes already packed `token_ids` and
+`padding_mask`. Both return the same named outputs as the image classifier
+(`probabilities`, `scores`, `class_ids`, `labels`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TEXT_INPUT = "text"
+
+
+def text_signatures(model, encoder, info: dict[str, Any], top_k: int = 5) -> dict[str, Any]:
+    import tensorflow as tf
+
+    class_names = list(info["class_names"])
+    k = max(1, min(top_k, len(class_names)))
+    labels_table = tf.constant(class_names)
+    length = encoder.sequence_length
+
+    def outputs(inputs):
+        probabilities = tf.cast(model(inputs, training=False), tf.float32)
+        scores, class_ids = tf.math.top_k(probabilities, k=k)
+        return {
+            "probabilities": tf.identity(probabilities, name="probabilities"),
+            "scores": tf.identity(scores, name="scores"),
+            "class_ids": tf.identity(class_ids, name="class_ids"),
+            "labels": tf.gather(labels_table, class_ids, name="labels"),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=TEXT_INPUT)])
+    def serve_text(text):
+        return outputs(encoder(text))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, length], tf.int32, name="token_ids"),
+                                  tf.TensorSpec([None, length], tf.int32, name="padding_mask")])
+    def serve_token_ids(token_ids, padding_mask):
+        return outputs({"token_ids": token_ids, "padding_mask": padding_mask})
+
+    return {"serving_default": serve_text, "serving_token_ids": serve_token_ids}

@@ -1,0 +1,352 @@
+"""The text-classification task."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferkit.errors import ConfigError, DataError, TransferkitError
+from transferkit.plugins.text_classification import data as data_lib
+from transferkit.plugins.text_classification.config import TextClassificationConfig
+from transferkit.registry import register_task
+from transferkit.task import CacheSplit, ParityCheck, Task, TaskData
+
+# How many validation texts travel in info.json for warmup and the export's parity check.
+EXAMPLE_TEXTS = 32
+EXAMPLE_CHARS = 4000
+
+
+@register_task("text_classification")
+class TextClassification(Task):
+    """Fine-tunes a BERT-style text backbone to label texts (sentiment, topic, ...).
+
+    Texts are tokenised in the graph, so the exported SavedModel takes raw
+    strings. The backbone runs in inference mode (no dropout) unless a
+    stage sets `freeze.train_batchnorm`; that makes a frozen lower part's
+    outputs fixed, and the feature cache computes them once: at the pooled
+    features while the whole backbone is frozen, at the cut between frozen
+    and trainable transformer layers otherwise.
+
+    Example:
+
+    ```python
+    from transferkit import load_config
+    from transferkit.runner import train
+
+    config = load_config("benchmarks/configs/bbc.yaml")   # task: text_classification
+    run_dir = train(config, "runs/bbc")
+    ```
+    """
+
+    config_class = TextClassificationConfig
+
+    @classmethod
+    def default_stages(cls):
+        from transferkit.config import FreezeConfig, StageConfig
+
+        return [
+            StageConfig(name="head", freeze=FreezeConfig(backbone=True), epochs=4, learning_rate=1e-3),
+            StageConfig(name="finetune", freeze=FreezeConfig(top_blocks=2), epochs=2,
+                        learning_rate=5e-5, decay="cosine"),
+        ]
+
+    # -- tokenisation ----------------------------------------------------------
+
+    def vocabulary_path(self) -> Path:
+        configured = self.task_config.tokenizer.vocabulary or self.info.get("vocabulary")
+        if configured:
+            return Path(configured)
+        preset = self.config.backbone.preset
+        if preset:
+            from transferkit.models.presets import resolve_preset
+
+            folder = Path(resolve_preset(preset))
+            for name in ("vocab.txt", "assets/tokenizer/vocabulary.txt"):
+                if (folder / name).is_file():
+                    return folder / name
+        raise ConfigError("tokenizer.vocabulary: required when the backbone preset has no vocab.txt "
+                          f"(backbone.preset: {preset!r}); expected a BERT vocab.txt path")
+
+    def encoder(self, info=None):
+        """The run's TextEncoder (vocabulary recorded in info when the run was trained)."""
+        from transferkit.plugins.text_classification.tokenization import TextEncoder, read_vocabulary
+
+        info = self.info if info is None else info
+        cached = getattr(self, "_encoder", None)
+        if cached is not None:
+            return cached
+        tok = self.task_config.tokenizer
+        if "vocabulary_tokens" in info:
+            vocabulary = list(info["vocabulary_tokens"])
+        else:
+            vocabulary = read_vocabulary(self.vocabulary_path())
+        length = int(info.get("sequence_length", self.task_config.data.sequence_length))
+        self._encoder = TextEncoder(vocabulary, length, lowercase=info.get("lowercase", tok.lowercase),
+                                    strip_accents=info.get("strip_accents", tok.strip_accents))
+        return self._encoder
+
+    def encode(self, texts: list[str], batch: int = 512) -> dict[str, np.ndarray]:
+        """Token ids and masks of `texts`, computed once (the dataset keeps them in memory)."""
+        encoder = self.encoder()
+        parts = [encoder(texts[i:i + batch]) for i in range(0, len(texts), batch)]
+        length = encoder.sequence_length
+        if not parts:
+            return {k: np.zeros((0, length), np.int32) for k in ("token_ids", "padding_mask")}
+        return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in ("token_ids", "padding_mask")}
+
+    # -- data ----------------------------------------------------------------
+
+    def datasets(self) -> TaskData:
+        import tensorflow as tf
+
+        cfg = self.task_config.data
+        seed = self.config.training.seed
+        train_read = data_lib.read_examples(cfg.train, cfg)
+        problems = train_read.problems + train_read.notes
+        train_examples = train_read.examples
+        if cfg.val:
+            val_read = data_lib.read_examples(cfg.val, cfg)
+            problems += val_read.problems + val_read.notes
+            val_examples = val_read.examples
+            train_examples, duplicates = data_lib.drop_duplicates(train_examples, val_examples)
+        else:
+            # Deduplicate first, so no text lands on both sides of the split.
+            train_examples, duplicates = data_lib.drop_duplicates(train_examples, [])
+            held_out = cfg.val_count if cfg.val_count else cfg.val_split
+            train_examples, val_examples = data_lib.stratified_split(train_examples, held_out, seed)
+        problems += duplicates
+        if cfg.max_train and cfg.max_train < len(train_examples):
+            _, train_examples = data_lib.stratified_split(train_examples, cfg.max_train, seed + 1)
+        class_names = list(cfg.class_names) if cfg.class_names else sorted({e.label for e in train_examples})
+        if len(class_names) < 2:
+            raise DataError(f"{cfg.train}: found {len(class_names)} class(es) {class_names}; expected at least 2")
+        index = {name: i for i, name in enumerate(class_names)}
+        unknown = sorted({e.label for e in train_examples + val_examples} - set(index))
+        if unknown:
+            raise DataError(f"labels {unknown[:5]} are not in data.class_names {class_names}")
+        if not train_examples or not val_examples:
+            raise DataError(f"{cfg.train}: {len(train_examples)} training and {len(val_examples)} validation "
+                            f"texts after skipping bad inputs; expected at least one of each")
+
+        from transferkit.plugins.text_classification.tokenization import read_vocabulary
+
+        vocabulary_path = self.vocabulary_path()
+        # The tokens travel in info.json, so a run (and its export) never depends on the preset folder again.
+        vocabulary = read_vocabulary(vocabulary_path)
+        self.info = {"class_names": class_names, "sequence_length": cfg.sequence_length,
+                     "vocabulary_tokens": vocabulary}
+        train_inputs = self.encode([e.text for e in train_examples])
+        val_inputs = self.encode([e.text for e in val_examples])
+        train_labels = np.asarray([index[e.label] for e in train_examples], np.int32)
+        val_labels = np.asarray([index[e.label] for e in val_examples], np.int32)
+        num_classes = len(class_names)
+        truncated = float(np.mean(train_inputs["padding_mask"][:, -1] == 1))
+
+        def batches(inputs, labels, shuffle: bool):
+            ds = tf.data.Dataset.from_tensor_slices((inputs, labels))
+            if shuffle:
+                ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.batch(cfg.batch_size).map(lambda x, y: (x, tf.one_hot(y, num_classes)),
+                                              num_parallel_calls=tf.data.AUTOTUNE)
+            return ds.prefetch(tf.data.AUTOTUNE)
+
+        self.val_texts = [e.text for e in val_examples]
+        info = {
+            "class_names": class_names,
+            "sequence_length": cfg.sequence_length,
+            "lowercase": self.task_config.tokenizer.lowercase,
+            "strip_accents": self.task_config.tokenizer.strip_accents,
+            "vocabulary": str(vocabulary_path.resolve()),
+            "num_train": len(train_examples),
+            "num_val": len(val_examples),
+            "truncated_fraction": round(truncated, 4),
+            "example_texts": [t[:EXAMPLE_CHARS] for t in self.val_texts[:EXAMPLE_TEXTS]],
+            "vocabulary_tokens": vocabulary,
+        }
+        return TaskData(
+            train=batches(train_inputs, train_labels, shuffle=True),
+            val=batches(val_inputs, val_labels, shuffle=False),
+            train_plain=batches(train_inputs, train_labels, shuffle=False),
+            info=info,
+            problems=problems,
+            steps_per_epoch=math.ceil(len(train_labels) / cfg.batch_size),
+        )
+
+    # -- model ---------------------------------------------------------------
+
+    def _transformer_layers(self, backbone) -> list:
+        return [layer for layer in backbone.model.layers if layer.name.startswith("transformer_layer_")]
+
+    def _sequence_encoder(self, backbone):
+        """backbone inputs -> token vectors `[B, L, H]` (BERT's pooler is not used)."""
+        import keras
+
+        output = backbone.model.output
+        if isinstance(output, dict):
+            if "sequence_output" not in output:
+                raise ConfigError(f"backbone: {backbone.architecture} has no sequence_output; expected a KerasHub "
+                                  f"text backbone (BertBackbone, ...)")
+            output = output["sequence_output"]
+        return keras.Model(backbone.model.inputs, output, name="sequence_encoder")
+
+    def build_model(self, backbone, info, backbone_training: bool = False):
+        """token ids + padding mask -> the text backbone (inference mode) -> token pooling -> classifier head."""
+        import keras
+
+        from transferkit.plugins.text_classification.layers import SegmentIds, TokenPooling
+
+        if "token_ids" not in {t.name for t in backbone.model.inputs}:
+            raise ConfigError(f"backbone: {backbone.architecture} does not take token ids; text_classification "
+                              f"needs a KerasHub text backbone such as BertBackbone")
+        # BERT's pooler reads only the [CLS] token through its own dense layer; the head pools itself.
+        backbone.unused_layers = {"pooled_dense"}
+        length = int(info["sequence_length"])
+        token_ids = keras.Input((length,), dtype="int32", name="token_ids")
+        padding_mask = keras.Input((length,), dtype="int32", name="padding_mask")
+        encoder = self._sequence_encoder(backbone)
+        tokens = encoder({"token_ids": token_ids, "segment_ids": SegmentIds(name="segment_ids")(token_ids),
+                          "padding_mask": padding_mask}, training=None if backbone_training else False)
+        pooled = TokenPooling(self.task_config.head.pooling, name="pool")(tokens, padding_mask)
+        outputs = self._head(backbone, info)(pooled)
+        return keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, outputs, name="text_classifier")
+
+    def _head(self, backbone, info):
+        import keras
+
+        cached = getattr(self, "_built_head", None)
+        if cached is not None and cached[0] is backbone:
+            return cached[1]
+        inputs = keras.Input((backbone.feature_dim_of("sequence_output"),), name="features")
+        x = inputs
+        if self.task_config.head.dropout:
+            x = keras.layers.Dropout(self.task_config.head.dropout, name="head_dropout")(x)
+        outputs = keras.layers.Dense(len(info["class_names"]), activation="softmax", dtype="float32",
+                                     name="probabilities")(x)
+        head = keras.Model(inputs, outputs, name="classifier_head")
+        self._built_head = (backbone, head)
+        return head
+
+    def register_keras_objects(self) -> None:
+        import transferkit.plugins.text_classification.layers  # noqa: F401
+
+    def cache_split(self, model, backbone):
+        """Pooled features while the whole backbone is frozen; the cut after the last frozen transformer layer otherwise."""
+        import keras
+
+        from transferkit.plugins.text_classification.layers import AsMask, TokenPooling
+
+        blocks = backbone.blocks()
+        frozen = backbone.frozen_prefix()
+        head = model.get_layer("classifier_head")
+        inputs = {name: model.get_layer(name).output for name in ("token_ids", "padding_mask")}
+        if frozen == len(blocks):
+            pooled = model.get_layer("pool").output
+            return CacheSplit(extractor=keras.Model(inputs, pooled, name="pooled_extractor"), trainable=head,
+                              key="pooled")
+        layers = self._transformer_layers(backbone)
+        trainable_layers = [layer for layer in layers if layer.trainable_weights]
+        if frozen == 0 or not layers or not trainable_layers:
+            return None
+        first = layers.index(trainable_layers[0])
+        if any(not layer.trainable_weights for layer in layers[first:]):
+            return None  # a frozen layer above a trainable one: no single cut
+        encoder = self._sequence_encoder(backbone)
+        cut_name = layers[first - 1].name if first else "embeddings_dropout"
+        below = keras.Model(encoder.inputs, backbone.model.get_layer(cut_name).output, name="frozen_encoder")
+        segment = model.get_layer("segment_ids")
+        hidden = below({"token_ids": inputs["token_ids"], "segment_ids": segment(inputs["token_ids"]),
+                        "padding_mask": inputs["padding_mask"]}, training=False)
+        extractor = keras.Model(inputs, {"hidden": hidden, "padding_mask": inputs["padding_mask"]},
+                                name=f"cut_extractor_{first}")
+        length, width = hidden.shape[1], hidden.shape[2]
+        cached_hidden = keras.Input((length, width), name="hidden")
+        cached_mask = keras.Input((length,), name="padding_mask")
+        mask = AsMask(name="as_mask")(cached_mask)
+        x = cached_hidden
+        for layer in layers[first:]:
+            x = layer(x, padding_mask=mask, training=False)
+        pooled = TokenPooling(self.task_config.head.pooling, name="pool")(x, mask)  # no weights: a new one is the same
+        trainable = keras.Model({"hidden": cached_hidden, "padding_mask": cached_mask}, head(pooled),
+                                name=f"cut_trainable_{first}")
+        return CacheSplit(extractor=extractor, trainable=trainable, key=f"cut-{first}")
+
+    def compile(self, model, optimizer=None):
+        import keras
+
+        k = min(self.task_config.head.top_k, len(self.info["class_names"]))
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        if k > 1:
+            metrics.append(keras.metrics.TopKCategoricalAccuracy(k=k, name=f"top{k}_accuracy"))
+        model.compile(optimizer=optimizer,
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=self.task_config.head.label_smoothing),
+                      metrics=metrics)
+
+    def monitor(self) -> tuple[str, str]:
+        return "val_accuracy", "max"
+
+    # -- evaluation and prediction -------------------------------------------
+
+    def evaluate(self, model, data, info, report_dir: Path) -> dict[str, Any]:
+        from transferkit.plugins.text_classification.report import evaluate_text_classifier
+
+        return evaluate_text_classifier(model, data, info, Path(report_dir), top_k=self.task_config.head.top_k,
+                                        texts=getattr(self, "val_texts", None))
+
+    def predict_texts(self, model, texts: list[str], info, top_k: int = 3) -> list[list[tuple[str, float]]]:
+        """The `top_k` best (label, score) pairs of each text."""
+        names = info["class_names"]
+        k = max(1, min(int(top_k), len(names)))
+        self.info = dict(info)
+        results = []
+        for start in range(0, len(texts), 64):
+            inputs = self.encoder(info)(texts[start:start + 64])
+            probabilities = np.asarray(model(inputs, training=False))
+            for row in probabilities:
+                order = np.argsort(-row)[:k]
+                results.append([(names[i], float(row[i])) for i in order])
+        return results
+
+    def predict(self, model, paths, info, save_dir=None, top_k: int = 3, **options):
+        """Yields (path, [(label, score), ...]) for each text file (the whole file is one text)."""
+        for path in paths:
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise TransferkitError(f"{path}: unreadable text file: {type(error).__name__}: {error}") from None
+            yield path, self.predict_texts(model, [text], info, top_k)[0]
+
+    def describe_prediction(self, prediction) -> str:
+        return "\n".join(f"  {score:7.4f}  {label}" for label, score in prediction)
+
+    def artifacts(self, info) -> dict[str, str]:
+        return {"labels.txt": "\n".join(info["class_names"]) + "\n",
+                "vocab.txt": "\n".join(self.encoder(info).vocabulary) + "\n"}
+
+    # -- serving ---------------------------------------------------------------
+
+    def serving_signatures(self, model, info):
+        from transferkit.plugins.text_classification.serving import text_signatures
+
+        return text_signatures(model, self.encoder(info), info, top_k=self.task_config.head.top_k)
+
+    def serving_examples(self, info, count):
+        texts = list(info.get("example_texts", []))[:count] or ["an example text"]
+        return [{"text": text.encode("utf-8")} for text in texts]
+
+    def check_serving(self, model, signatures, examples, info):
+        import tensorflow as tf
+
+        texts = [example["text"] for example in examples]
+        inputs = self.encoder(info)(tf.constant(texts))
+        expected = np.asarray(model(inputs, training=False), dtype=np.float32)
+        served = signatures["serving_default"](text=tf.constant(texts))
+        if served["probabilities"].dtype != tf.float32:
+            raise TypeError(f"output 'probabilities' is {served['probabilities'].dtype.name}, expected float32")
+        from_ids = signatures["serving_token_ids"](**inputs)
+        return [
+            ParityCheck("serving_default", float(np.abs(served["probabilities"].numpy() - expected).max())),
+            ParityCheck("serving_token_ids", float(np.abs(from_ids["probabilities"].numpy() - expected).max())),
+        ]
