@@ -230,7 +230,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                 val_cache = (FeatureCache.compute_or_load(extractor, data.val, cache_dir, "val")
                              if data.val is not None else None)
                 caches[split.key] = (train_cache, val_cache)
-                _log(config, f"feature cache ({split.key}): {len(train_cache)} train features in "
+                label = "" if split.key == "features" else f" ({split.key})"
+                _log(config, f"feature cache{label}: {len(train_cache)} train features in "
                              f"{time.perf_counter() - started:.1f}s")
             train_cache, val_cache = caches[split.key]
             # Same seed and size as the task's own shuffle: the same batch order.

@@ -163,10 +163,13 @@ class ImageClassification(Task):
         """
         import keras
 
+        from transferkit.models.backbones import InferenceMode
+
         head = self._head(backbone, info)
         inputs = keras.Input(shape=(*info["image_size"], 3), name="pixels")
         x = backbone.normalization(inputs)
-        x = backbone.model(x, training=None if backbone_training else False)
+        # InferenceMode: fit's training flag would otherwise reach the backbone's stochastic depth.
+        x = (backbone.model if backbone_training else InferenceMode(backbone.model, name="backbone_inference"))(x)
         if len(x.shape) == 4:
             x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
         return keras.Model(inputs, head(x), name="transfer_model")

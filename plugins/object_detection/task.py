@@ -190,6 +190,10 @@ class ObjectDetection(Task):
 
         inputs = keras.Input(shape=(*info["image_size"], 3), name="pixels")
         pyramid = backbone.pyramid_model(self._levels(backbone, info))
+        from transferkit.models.backbones import InferenceMode
+
+        if training is False:  # fit's training flag would otherwise reach the backbone's stochastic depth
+            pyramid = InferenceMode(pyramid, name="backbone_inference")
         return inputs, pyramid(backbone.normalization(inputs), training=training)
 
     def build_model(self, backbone, info, backbone_training: bool = False):

@@ -180,6 +180,17 @@ class TextClassification(Task):
     def _transformer_layers(self, backbone) -> list:
         return [layer for layer in backbone.model.layers if layer.name.startswith("transformer_layer_")]
 
+    @staticmethod
+    def _takes_segments(backbone) -> bool:
+        return "segment_ids" in {t.name for t in backbone.model.inputs}
+
+    def _backbone_inputs(self, backbone, token_ids, padding_mask, segments):
+        """The backbone's input dict; one-segment classification feeds all-zero segment ids where it takes them."""
+        inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
+        if self._takes_segments(backbone):
+            inputs["segment_ids"] = segments(token_ids)
+        return inputs
+
     def _sequence_encoder(self, backbone):
         """backbone inputs -> token vectors `[B, L, H]` (BERT's pooler is not used)."""
         import keras
@@ -210,8 +221,7 @@ class TextClassification(Task):
         encoder = self._sequence_encoder(backbone)
         if not backbone_training:
             encoder = InferenceMode(encoder, name="encoder_inference")
-        tokens = encoder({"token_ids": token_ids, "segment_ids": SegmentIds(name="segment_ids")(token_ids),
-                          "padding_mask": padding_mask})
+        tokens = encoder(self._backbone_inputs(backbone, token_ids, padding_mask, SegmentIds(name="segment_ids")))
         pooled = TokenPooling(self.task_config.head.pooling, name="pool")(tokens, padding_mask)
         outputs = self._head(backbone, info)(pooled)
         return keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, outputs, name="text_classifier")
@@ -260,9 +270,9 @@ class TextClassification(Task):
         encoder = self._sequence_encoder(backbone)
         cut_name = layers[first - 1].name if first else "embeddings_dropout"
         below = keras.Model(encoder.inputs, backbone.model.get_layer(cut_name).output, name="frozen_encoder")
-        segment = model.get_layer("segment_ids")
-        hidden = below({"token_ids": inputs["token_ids"], "segment_ids": segment(inputs["token_ids"]),
-                        "padding_mask": inputs["padding_mask"]}, training=False)
+        segments = model.get_layer("segment_ids") if self._takes_segments(backbone) else None
+        hidden = below(self._backbone_inputs(backbone, inputs["token_ids"], inputs["padding_mask"], segments),
+                       training=False)
         extractor = keras.Model(inputs, {"hidden": hidden, "padding_mask": inputs["padding_mask"]},
                                 name=f"cut_extractor_{first}")
         length, width = hidden.shape[1], hidden.shape[2]

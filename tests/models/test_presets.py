@@ -34,7 +34,7 @@ def test_missing_or_bad_folder(tmp_path):
 
 
 def test_unknown_importer():
-    with pytest.raises(PresetError, match="no importer named 'vgg'; available: efficientnet-lite0"):
+    with pytest.raises(PresetError, match="no importer named 'vgg'; available: all-minilm-l6-v2, efficientnet-lite0"):
         presets.import_preset("vgg")
 
 
