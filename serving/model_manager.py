@@ -176,7 +176,7 @@ class ModelManager:
         self._failed_stamps: dict[tuple[str, int], tuple] = {}
         from transferkit.serving.metrics import RequestMetrics
 
-        self.metrics = RequestMetrics()
+        self.metrics = RequestMetrics(served_models=lambda: self.sources.keys())
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -63,12 +63,27 @@ def _list_folder(root: Path) -> tuple[list[Sample], list[dict[str, str]]]:
     if not class_dirs:
         raise DataError(f"{root}: no class sub-folders; expected one sub-folder of images per class")
     samples, problems = [], []
+    real_root = root.resolve()
+    seen: dict[Path, str] = {}
     for class_dir in class_dirs:
+        if class_dir.is_symlink():
+            target = class_dir.resolve()
+            # A link to the root, above it or into it would re-list images as a new class.
+            if target == real_root or real_root.is_relative_to(target) or target.is_relative_to(real_root):
+                problems.append({"path": str(class_dir), "reason": f"symbolic link to {target}, inside or above "
+                                                                   f"the dataset root; skipped"})
+                continue
         files = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             problems.append({"path": str(class_dir), "reason": "empty class folder (no images); class skipped"})
             continue
-        samples.extend(Sample(str(f), class_dir.name) for f in files)
+        for file in files:
+            real = file.resolve()
+            if real in seen:
+                problems.append({"path": str(file), "reason": f"same file as {seen[real]}; counted once"})
+                continue
+            seen[real] = str(file)
+            samples.append(Sample(str(file), class_dir.name))
     if not samples:
         raise DataError(f"{root}: no images found in any class folder (extensions: {', '.join(IMAGE_EXTENSIONS)})")
     return samples, problems

@@ -44,13 +44,18 @@ class ImageClassification(Task):
         cfg = self.task_config.data
         seed = self.config.training.seed
         train_samples, problems = data_lib.list_samples(cfg.train)
-        class_names = self.class_names(train_samples)
-        if len(class_names) < 2:
-            raise DataError(f"{cfg.train}: found {len(class_names)} class(es) {class_names}; expected at least 2")
         if cfg.val:
             val_samples, val_problems = data_lib.list_samples(cfg.val)
             problems += val_problems
-        else:
+        if cfg.on_bad_image == "error" and problems:
+            # Skipped rows, missing files and links are bad inputs too.
+            listed = "; ".join(f"{p['path']}: {p['reason']}" for p in problems[:5])
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise DataError(f"{len(problems)} bad input(s) with data.on_bad_image: error: {listed}{more}")
+        class_names = self.class_names(train_samples)
+        if len(class_names) < 2:
+            raise DataError(f"{cfg.train}: found {len(class_names)} class(es) {class_names}; expected at least 2")
+        if not cfg.val:
             order = np.random.default_rng(seed).permutation(len(train_samples))
             n_val = max(1, int(round(len(train_samples) * cfg.val_split)))
             val_samples = [train_samples[i] for i in order[:n_val]]

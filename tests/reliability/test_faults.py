@@ -107,3 +107,53 @@ def test_fault_13_stale_temporaries_of_dead_writers_are_cleaned(exported, tmp_pa
     store.save(model, None, {"global_epoch": 1})
     assert not stale.exists()
     assert [p.name for p in store.root.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_fault_07_on_bad_image_error_also_covers_csv_problems(tmp_path):
+    from transferkit.errors import DataError
+    from transferkit.registry import get_task
+
+    images = make_image_folder(tmp_path / "images", per_class=3, size=32)
+    rows = ["path,label"] + [f"images/{p.parent.name}/{p.name},{p.parent.name}" for p in sorted(images.rglob("*.png"))]
+    rows += ["images/missing.png,circle", ","]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    config = build_run_config(tiny_config(tmp_path / "data.csv", data={"on_bad_image": "error"}))
+    with pytest.raises(DataError, match=r"2 bad input\(s\) with data.on_bad_image: error: .*data.csv:\d+: file not found"):
+        get_task("image_classification")(config).datasets()
+    # The default, skip, lists them and trains on the rest.
+    skipping = build_run_config(tiny_config(tmp_path / "data.csv"))
+    data = get_task("image_classification")(skipping).datasets()
+    assert len(data.problems) == 2 and data.info["num_train"] + data.info["num_val"] == 9
+
+
+def test_fault_08_a_symlink_at_the_data_root_is_not_a_class(tmp_path):
+    from transferkit.plugins.image_classification.data import list_samples
+
+    images = make_image_folder(tmp_path / "images", per_class=3, size=32)
+    os.symlink(".", images / "loop")
+    os.symlink(images.parent, images / "parent")
+    os.symlink(images / "circle", images / "circle_again")
+    samples, problems = list_samples(images)
+    assert sorted({s.label for s in samples}) == ["circle", "square", "triangle"]
+    assert len(samples) == 9
+    reasons = {Path(p["path"]).name: p["reason"] for p in problems}
+    assert "inside or above the dataset root" in reasons["loop"] and "inside or above" in reasons["parent"]
+    assert "inside or above" in reasons["circle_again"]
+
+
+def test_fault_03_metric_labels_are_escaped_and_bounded():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from transferkit.serving.metrics import UNKNOWN_MODEL, RequestMetrics
+
+    metrics = RequestMetrics(served_models=lambda: {'m"x', "m"})
+    metrics.record('m"x', "predict", "GRPC", "OK", 0.001)
+    metrics.record('x"} 1\nfake_metric{a="b', "predict", "GRPC", "NOT_FOUND", 0.001)
+    for i in range(2000):
+        metrics.record(f"unknown-{i}", "predict", "REST", "NOT_FOUND", 0.002)
+    page = metrics.render()
+    assert "\nfake_metric" not in page
+    families = {f.name: f for f in text_string_to_metric_families(page)}
+    counts = {s.labels["model_name"]: s.value for s in families[":tensorflow:serving:request_count"].samples}
+    assert counts == {'m"x': 1, UNKNOWN_MODEL: 2001}
+    assert len(page) < 10_000
