@@ -116,11 +116,23 @@ def import_preset(name: str, to: str | os.PathLike | None = None, force: bool = 
             f"no importer named {name!r}; available: {', '.join(sorted(IMPORTERS))}"
         )
     dest = Path(to) if to else cached_preset_path(name)
+    if dest.exists() and not dest.is_dir():
+        raise PresetError(f"{dest}: is a file; expected a folder for the preset")
     if dest.exists() and not force:
         if (dest / "config.json").exists():
             return dest
         raise PresetError(f"{dest}: exists and is not a preset; pass --force to replace it")
-    return importer.run(dest)
+    if dest.exists() and force and any(dest.iterdir()):
+        import shutil
+
+        if not (dest / "config.json").exists():
+            raise PresetError(f"{dest}: is a non-empty folder that is not a preset; not replaced even with "
+                              f"--force (choose an empty or new --to folder)")
+        shutil.rmtree(dest)
+    try:
+        return importer.run(dest)
+    except FileExistsError as error:
+        raise PresetError(f"{dest}: {error}") from None
 
 
 def list_presets() -> list[PresetRow]:

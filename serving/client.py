@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import http.client
 import json
 import random
 import ssl
@@ -264,6 +265,10 @@ class RestClient:
                     time.sleep(self.backoff * 2 ** attempt)
                     continue
                 raise ServingError(code, message) from None
+            except (ConnectionError, http.client.HTTPException) as error:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE,
+                                   f"{url}: connection failed ({type(error).__name__}: {error}); "
+                                   f"is it an https:// server?") from None
             except urllib.error.URLError as error:
                 if attempt < self.retries:
                     attempt += 1

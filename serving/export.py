@@ -83,6 +83,10 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
     model = _float32_model(config, task, model, info)
 
     base = Path(model_base).resolve()
+    if base.exists() and not base.is_dir():
+        raise ExportError(f"--model-base {model_base}: is a file; expected a folder (created if missing)")
+    if (base / name).exists() and not (base / name).is_dir():
+        raise ExportError(f"{base / name}: is a file; expected the model's folder of versions")
     model_dir = base / name
     versions = list_versions(model_dir)  # complete or not: a new export never reuses a number
     version = version or (versions[-1] + 1 if versions else 1)

@@ -35,6 +35,26 @@ class TlsFiles:
     key: Path
     client_ca: Path | None = None
 
+    def check(self) -> None:
+        """Raises TransferkitError naming the file when a TLS file is missing or the key does not match the cert."""
+        import ssl
+
+        for flag, path in (("--tls-cert", self.cert), ("--tls-key", self.key), ("--tls-client-ca", self.client_ca)):
+            if path is not None and not Path(path).is_file():
+                raise TransferkitError(f"{flag} {path}: file not found")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(str(self.cert), str(self.key))
+        except ssl.SSLError as error:
+            raise TransferkitError(f"--tls-cert {self.cert} / --tls-key {self.key}: not a matching PEM certificate "
+                                   f"and private key ({error.reason or error})") from None
+        if self.client_ca:
+            try:
+                context.load_verify_locations(str(self.client_ca))
+            except ssl.SSLError as error:
+                raise TransferkitError(f"--tls-client-ca {self.client_ca}: not a PEM certificate "
+                                       f"({error.reason or error})") from None
+
     def grpc_credentials(self):
         root = self.client_ca.read_bytes() if self.client_ca else None
         return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())],
@@ -130,6 +150,8 @@ class EmbeddedServer:
         return f"{scheme}://{self.host}:{self.rest_port}"
 
     def start(self) -> "EmbeddedServer":
+        if self.tls:
+            self.tls.check()
         self.manager.start()
         credentials = self.tls.grpc_credentials() if self.tls else None
         self._grpc_server, self.grpc_port = build_grpc_server(

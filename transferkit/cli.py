@@ -327,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     except TransferkitError as error:
         print(f"transferkit: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the user's environment (files, ports, permissions), not a bug
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"transferkit: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("transferkit: interrupted", file=sys.stderr)
         return 130

@@ -359,7 +359,12 @@ def load_run(run_dir: str | os.PathLike):
     info = json.loads((run_dir / "info.json").read_text())
     task = get_task(config.task)(config, info)
     task.register_keras_objects()
-    model = keras.saving.load_model(model_path, compile=False)
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except ValueError as error:
+        # safe_mode refuses Lambda layers and other arbitrary code: a model from elsewhere is a program.
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TransferkitError(f"{model_path}: cannot be loaded: {first}") from None
     return config, task, model, info
 
 

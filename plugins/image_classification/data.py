@@ -91,21 +91,26 @@ def _list_folder(root: Path) -> tuple[list[Sample], list[dict[str, str]]]:
 
 def _list_csv(path: Path) -> tuple[list[Sample], list[dict[str, str]]]:
     samples, problems = [], []
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        fields = reader.fieldnames or []
-        if "path" not in fields or "label" not in fields:
-            raise DataError(f"{path}: expected a header with columns 'path' and 'label', received {fields}")
-        for line, row in enumerate(reader, start=2):
-            rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
-            if not rel or not label:
-                problems.append({"path": f"{path}:{line}", "reason": "row with an empty path or label"})
-                continue
-            file = (path.parent / rel).resolve()
-            if not file.is_file():
-                problems.append({"path": f"{path}:{line}", "reason": f"file not found: {file}"})
-                continue
-            samples.append(Sample(str(file), label))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not a UTF-8 text CSV (byte {error.start}); expected path,label rows") from None
+    if "\x00" in text:
+        raise DataError(f"{path}: contains NUL bytes; expected a text CSV with path,label rows")
+    reader = csv.DictReader(text.splitlines())
+    fields = reader.fieldnames or []
+    if "path" not in fields or "label" not in fields:
+        raise DataError(f"{path}: expected a header with columns 'path' and 'label', received {fields}")
+    for line, row in enumerate(reader, start=2):
+        rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+        if not rel or not label:
+            problems.append({"path": f"{path}:{line}", "reason": "row with an empty path or label"})
+            continue
+        file = (path.parent / rel).resolve()
+        if not file.is_file():
+            problems.append({"path": f"{path}:{line}", "reason": f"file not found: {file}"})
+            continue
+        samples.append(Sample(str(file), label))
     if not samples:
         raise DataError(f"{path}: no usable rows")
     return samples, problems

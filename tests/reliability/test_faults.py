@@ -157,3 +157,65 @@ def test_fault_03_metric_labels_are_escaped_and_bounded():
     counts = {s.labels["model_name"]: s.value for s in families[":tensorflow:serving:request_count"].samples}
     assert counts == {'m"x': 1, UNKNOWN_MODEL: 2001}
     assert len(page) < 10_000
+
+
+def _self_signed(folder: Path, name: str):
+    import subprocess
+
+    key, cert = folder / f"{name}.key", folder / f"{name}.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def _lambda_run(exported, folder: Path) -> Path:
+    """A copy of a run whose model.keras holds a Lambda layer (arbitrary code: safe_mode refuses it)."""
+    import keras
+
+    run_dir, _ = exported
+    bad = folder / "bad_run"
+    shutil.copytree(run_dir, bad)
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    (bad / "model.keras").unlink()
+    model.save(bad / "model.keras")
+    return bad
+
+
+def test_fault_12_bad_inputs_give_one_line_errors_and_exit_2(exported, tmp_path, capsys):
+    """The CLI on a table of bad inputs: exit status 2, one line on stderr, no traceback."""
+    from transferkit.cli import main
+
+    run_dir, version = exported
+    (tmp_path / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    (tmp_path / "binary.csv").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00")
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "not_a_preset").mkdir()
+    (tmp_path / "not_a_preset" / "notes.txt").write_text("mine")
+    cases = [
+        (["config", "check", str(tmp_path)], "is a directory; expected a YAML config file"),
+        (["config", "check", str(tmp_path / "binary.yaml")], "not a UTF-8 text file"),
+        (["train", str(run_dir / "config.yaml"), "--set", f"data.train={tmp_path / 'binary.csv'}", "--output",
+          str(tmp_path / "out")], "not a UTF-8 text CSV"),
+        (["export", str(run_dir), "--model-base", str(tmp_path / "file"), "--name", "m"],
+         "--model-base"),
+        (["presets", "import", "efficientnet-lite0", "--to", str(tmp_path / "not_a_preset"), "--force"],
+         "not a preset; not replaced even with --force"),
+        (["evaluate", str(_lambda_run(exported, tmp_path))], "model.keras: cannot be loaded"),
+        (["serve", "--model-base", str(version.parent.parent), "--port", "0", "--rest-port", "-1",
+          "--tls-cert", str(tmp_path / "missing.crt"), "--tls-key", str(tmp_path / "missing.key")],
+         "--tls-cert"),
+    ]
+    if shutil.which("openssl"):
+        cert, _ = _self_signed(tmp_path, "one")
+        _, other_key = _self_signed(tmp_path, "two")
+        cases.append((["serve", "--model-base", str(version.parent.parent), "--port", "0", "--rest-port", "-1",
+                       "--tls-cert", str(cert), "--tls-key", str(other_key)], "not a matching PEM certificate"))
+    for argv, expected in cases:
+        status = main(argv)
+        captured = capsys.readouterr()
+        lines = [line for line in captured.err.splitlines() if line.startswith("transferkit")]
+        assert status == 2, (argv, captured.err[-500:])
+        assert len(lines) == 1 and expected in lines[0], (argv, captured.err[-500:])
+        assert "Traceback" not in captured.err + captured.out
+    assert (tmp_path / "not_a_preset" / "notes.txt").read_text() == "mine"
