@@ -125,6 +125,7 @@ class RestApp:
     def __init__(self, manager: ModelManager, workers: int = 16, max_body_bytes: int = 64 * 1024 * 1024):
         self.manager = manager
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
+        self.max_body_bytes = max_body_bytes
         self.app = web.Application(client_max_size=max_body_bytes)
         self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
 
@@ -134,7 +135,10 @@ class RestApp:
         match = ROUTE.match(request.path)
         try:
             if not match:
-                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {request.method} {request.path}")
+                # Under /v1/models/ a path that does not parse (/versions/abc) is a bad request, as in TF Serving.
+                code = (grpc.StatusCode.INVALID_ARGUMENT if request.path.startswith("/v1/models/")
+                        else grpc.StatusCode.NOT_FOUND)
+                raise ServingError(code, f"Malformed request: {request.method} {request.path}")
             name, suffix = match["name"], match["suffix"]
             version = int(match["version"]) if match["version"] else None
             label = match["label"]
@@ -143,14 +147,26 @@ class RestApp:
                 if request.method != "POST":
                     raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "predict takes a POST request")
                 try:
-                    body = json.loads(await request.read())
+                    raw = await request.read()
+                except web.HTTPRequestEntityTooLarge:
+                    return web.json_response({"error": f"request body larger than {self.max_body_bytes} bytes"},
+                                             status=413)
+                try:
+                    body = json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError) as error:
                     raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"JSON Parse error: {error}") from None
+                except RecursionError:
+                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       "JSON Parse error: nested too deeply") from None
                 if not isinstance(body, dict):
                     raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "JSON Value: request is not an object")
                 started = time.perf_counter()
                 try:
                     result = await loop.run_in_executor(self.pool, self.predict, name, version, label, body)
+                except RecursionError:
+                    self.manager.metrics.record(name, "predict", "REST", "INVALID_ARGUMENT",
+                                                time.perf_counter() - started)
+                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "request values nested too deeply") from None
                 except ServingError as error:
                     self.manager.metrics.record(name, "predict", "REST", error.code.name,
                                                 time.perf_counter() - started)
@@ -179,8 +195,12 @@ class RestApp:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                f'Serving signature name: "{signature_name}" not found in signature def')
         signature = select_signature(loaded, signature_name)
+        output_filter = body.get("output_filter", ())
+        if not isinstance(output_filter, (list, tuple)) or not all(isinstance(k, str) for k in output_filter):
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"'output_filter' must be a list of output names; received {output_filter!r:.60}")
         inputs, row_format = parse_predict_body(body, signature.input_specs)
-        outputs = run_signature(signature, inputs, body.get("output_filter", ()),
+        outputs = run_signature(signature, inputs, output_filter,
                                 loaded.feed_names(signature.name))
         return format_outputs(outputs, row_format)
 

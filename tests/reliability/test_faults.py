@@ -219,3 +219,39 @@ def test_fault_12_bad_inputs_give_one_line_errors_and_exit_2(exported, tmp_path,
         assert len(lines) == 1 and expected in lines[0], (argv, captured.err[-500:])
         assert "Traceback" not in captured.err + captured.out
     assert (tmp_path / "not_a_preset" / "notes.txt").read_text() == "mine"
+
+
+def test_fault_11_malformed_rest_requests_get_400_json_like_tf_serving(exported):
+    import json
+    import urllib.error
+    import urllib.request
+
+    from transferkit.serving.server import EmbeddedServer
+
+    _, version = exported
+    server = EmbeddedServer(version.parent.parent, grpc_port=0, rest_port=0, poll_seconds=0.2,
+                            max_message_bytes=256 * 1024).start()
+
+    def post(path, body: bytes):
+        request = urllib.request.Request(f"{server.rest_address}{path}", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    try:
+        ok = json.dumps({"instances": [{"b64": ""}], "output_filter": 5}).encode()
+        cases = {
+            "output_filter": post("/v1/models/m:predict", ok),
+            "deep": post("/v1/models/m:predict", b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+            "version": post("/v1/models/m/versions/abc:predict", b"{}"),
+        }
+        for name, (status, body) in cases.items():
+            assert status == 400 and isinstance(body.get("error"), str), (name, status, body)
+        assert "output_filter" in cases["output_filter"][1]["error"]
+        status, body = post("/v1/models/m:predict", b'{"instances": ["' + b"a" * 400_000 + b'"]}')
+        assert status == 413 and "larger than" in body["error"]
+    finally:
+        server.stop()
