@@ -119,7 +119,7 @@ def case_serving(work: Path, run_dir: Path, repeats: int = 50) -> dict:
         return statistics.median(times), float(np.percentile(times, 90))
 
     in_process = timed(lambda: serve(text=texts))
-    server = EmbeddedServer(base, grpc_port=0, rest_port=-1, poll_seconds=1.0).start()
+    server = EmbeddedServer(base, grpc_port=0, rest_port=None, poll_seconds=1.0).start()
     try:
         with GrpcClient(server.grpc_address) as client:
             over_grpc = timed(lambda: client.classify_texts("text", [review]))
@@ -161,8 +161,8 @@ def main(argv=None) -> int:
         else:
             results["cases"][case] = globals()[f"case_{case}"](work)
         print(json.dumps(results["cases"][case], indent=2), flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")  # after each case: a later failure keeps it
     print(f"\nwritten {out}")
     table = results["cases"]
     print("\n| case | result | bar |\n| --- | --- | --- |")

@@ -46,7 +46,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
             version, label = _spec_version(request.model_spec)
             loaded = self.manager.resolve(request.model_spec.name, version, label)
-            return run_predict(loaded, request)
+            return run_predict(loaded, request, self.manager.max_request_batch)
         except ServingError as error:
             status = error.code.name
             _abort(context, error)

@@ -160,11 +160,18 @@ class VersionStatus:
     error_message: str = ""
 
 
+# Requests with a larger first dimension are refused: each element may be an image to decode.
+DEFAULT_MAX_REQUEST_BATCH = 256
+
+
 class ModelManager:
     """Serves the versions of a set of models and keeps them current."""
 
     def __init__(self, sources: list[ModelSource], batching: BatchingOptions | None = None,
-                 poll_seconds: float = 1.0):
+                 poll_seconds: float = 1.0, max_request_batch: int = DEFAULT_MAX_REQUEST_BATCH):
+        if max_request_batch < 1:
+            raise ValueError(f"max_request_batch must be >= 1; received max_request_batch={max_request_batch}")
+        self.max_request_batch = max_request_batch
         self.sources = {s.name: s for s in sources}
         self.batching = batching
         self.poll_seconds = poll_seconds
@@ -316,9 +323,17 @@ def _type_name(dtype) -> str:
 
 
 def check_inputs(signature: Signature, inputs: dict[str, np.ndarray],
-                 feed_names: dict[str, str] | None = None) -> dict[str, Any]:
-    """Validates input names and dtypes against the signature, as TF Serving does."""
+                 feed_names: dict[str, str] | None = None, max_batch: int | None = None) -> dict[str, Any]:
+    """Validates input names and dtypes against the signature, as TF Serving does, and the batch size."""
     import tensorflow as tf
+
+    if max_batch is not None:
+        for key, value in inputs.items():
+            shape = np.shape(value)
+            if shape and shape[0] > max_batch:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"input {key!r} has a batch of {shape[0]}, more than this server's maximum "
+                                   f"request batch of {max_batch} (transferkit serve --max-request-batch)")
 
     expected = sorted(signature.input_specs)
     sent = sorted(inputs)
@@ -368,10 +383,10 @@ def op_error_message(error) -> str:
 
 
 def run_signature(signature: Signature, inputs: dict[str, np.ndarray], output_filter=(),
-                  feed_names: dict[str, str] | None = None) -> dict[str, Any]:
+                  feed_names: dict[str, str] | None = None, max_batch: int | None = None) -> dict[str, Any]:
     import tensorflow as tf
 
-    tensors = check_inputs(signature, inputs, feed_names)
+    tensors = check_inputs(signature, inputs, feed_names, max_batch)
     for key in output_filter:
         if key not in signature.output_names:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -385,7 +400,7 @@ def run_signature(signature: Signature, inputs: dict[str, np.ndarray], output_fi
     return {k: outputs[k].numpy() for k in keys}
 
 
-def run_predict(loaded: LoadedVersion, request):
+def run_predict(loaded: LoadedVersion, request, max_batch: int | None = None):
     """Runs a PredictRequest on a loaded version; returns a PredictResponse."""
     from tensorflow_serving.apis import predict_pb2
 
@@ -394,11 +409,17 @@ def run_predict(loaded: LoadedVersion, request):
     signature = select_signature(loaded, request.model_spec.signature_name)
     inputs = {}
     for key, proto in request.inputs.items():
+        dims = proto.tensor_shape.dim
+        if max_batch is not None and dims and dims[0].size > max_batch:  # before any array is made
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"input {key!r} has a batch of {dims[0].size}, more than this server's maximum "
+                               f"request batch of {max_batch} (transferkit serve --max-request-batch)")
         try:
             inputs[key] = to_ndarray(proto)
         except Exception:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {key}") from None
-    outputs = run_signature(signature, inputs, list(request.output_filter), loaded.feed_names(signature.name))
+    outputs = run_signature(signature, inputs, list(request.output_filter), loaded.feed_names(signature.name),
+                            max_batch)
     response = predict_pb2.PredictResponse()
     response.model_spec.name = loaded.name
     response.model_spec.version.value = loaded.version

@@ -201,7 +201,7 @@ class RestApp:
                                f"'output_filter' must be a list of output names; received {output_filter!r:.60}")
         inputs, row_format = parse_predict_body(body, signature.input_specs)
         outputs = run_signature(signature, inputs, output_filter,
-                                loaded.feed_names(signature.name))
+                                loaded.feed_names(signature.name), self.manager.max_request_batch)
         return format_outputs(outputs, row_format)
 
     def metadata(self, name, version, label) -> dict[str, Any]:

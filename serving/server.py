@@ -21,7 +21,7 @@ import grpc
 
 from transferkit.errors import TransferkitError
 from transferkit.serving.grpc_server import build_grpc_server
-from transferkit.serving.model_manager import BatchingOptions, ModelManager, ModelSource
+from transferkit.serving.model_manager import DEFAULT_MAX_REQUEST_BATCH, BatchingOptions, ModelManager, ModelSource
 from transferkit.serving.saved_models import list_versions
 
 logger = logging.getLogger(__name__)
@@ -122,8 +122,10 @@ class EmbeddedServer:
 
     def __init__(self, model_base: str | Path, host: str = "127.0.0.1", grpc_port: int = 8500,
                  rest_port: int | None = 8501, batching: BatchingOptions | None = None, tls: TlsFiles | None = None,
-                 poll_seconds: float = 1.0, max_message_bytes: int = 64 * 1024 * 1024):
-        self.manager = ModelManager(sources_from_base(model_base), batching=batching, poll_seconds=poll_seconds)
+                 poll_seconds: float = 1.0, max_message_bytes: int = 64 * 1024 * 1024,
+                 max_request_batch: int = DEFAULT_MAX_REQUEST_BATCH):
+        self.manager = ModelManager(sources_from_base(model_base), batching=batching, poll_seconds=poll_seconds,
+                                    max_request_batch=max_request_batch)
         self.host = host
         self.tls = tls
         self._grpc_port_wanted = grpc_port

@@ -209,9 +209,13 @@ def _cmd_serve(args) -> int:
         if not (args.tls_cert and args.tls_key):
             raise TransferkitError("serve: --tls-cert and --tls-key go together")
         tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_client_ca) if args.tls_client_ca else None)
+    if args.max_request_batch < 1 or args.max_message_mb < 1:
+        raise TransferkitError(f"serve: --max-request-batch and --max-message-mb must be >= 1; received "
+                               f"{args.max_request_batch} and {args.max_message_mb}")
     server = EmbeddedServer(args.model_base, host=args.host, grpc_port=args.port,
                             rest_port=None if args.rest_port < 0 else args.rest_port, batching=batching, tls=tls,
-                            poll_seconds=args.poll_seconds).start()
+                            poll_seconds=args.poll_seconds, max_request_batch=args.max_request_batch,
+                            max_message_bytes=args.max_message_mb * 1024 * 1024).start()
     print(f"serving {', '.join(server.manager.sources)}: gRPC {server.grpc_address}, REST {server.rest_address}",
           flush=True)
     server.wait()
@@ -303,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-size", type=int, default=32)
     serve.add_argument("--batch-timeout-micros", type=int, default=2000)
     serve.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
+    serve.add_argument("--max-request-batch", type=int, default=256,
+                       help="refuse requests with a larger batch (INVALID_ARGUMENT; default 256)")
+    serve.add_argument("--max-message-mb", type=int, default=64,
+                       help="largest gRPC message and REST body, in MiB (default 64)")
     serve.add_argument("--tls-cert", help="PEM server certificate")
     serve.add_argument("--tls-key", help="PEM server key")
     serve.add_argument("--tls-client-ca", help="PEM CA that client certificates must chain to (mutual TLS)")

@@ -16,30 +16,98 @@ from typing import Sequence
 import numpy as np
 
 
-def read_image(path: str) -> np.ndarray:
-    """Decodes one file to an upright RGB uint8 array of its own size."""
+# Images with more pixels are refused before they are decoded: a 2 MB JPEG of 12000x12000
+# pixels would otherwise cost 0.4 GB decoded (and more resized), in training and in a server.
+MAX_PIXELS = 40_000_000
+PIXEL_CAP_MESSAGE = "image has more pixels than the cap of"
+
+
+class TooManyPixels(ValueError):
+    """An image whose header declares more pixels than the cap."""
+
+
+def read_image(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decodes one file to an upright RGB uint8 array of its own size (at most `max_pixels`)."""
+    import io
+    import warnings
+
     import tensorflow as tf
+    from PIL import Image
 
     data = Path(path).read_bytes()
     try:
-        return decode_encoded(tf.constant(data)).numpy()
-    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap below decides
+            with Image.open(io.BytesIO(data)) as header:  # reads the header only
+                width, height = header.size
+    except Exception:
+        width = height = 0  # not for Pillow: TensorFlow's decoder decides below
+    if width * height > max_pixels:
+        raise TooManyPixels(f"{width}x{height} pixels, more than the cap of {max_pixels:,} (data.max_pixels)")
+    try:
+        return decode_encoded(tf.constant(data), max_pixels).numpy()
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+        if PIXEL_CAP_MESSAGE in str(error):
+            raise TooManyPixels(f"its header declares more pixels than the cap of {max_pixels:,} "
+                                f"(data.max_pixels)") from None
         return _decode_with_pillow(data)
 
 
-def decode_image(path: str, image_size: Sequence[int], resize: str, crop_fraction: float = 1.0) -> np.ndarray:
+def decode_image(path: str, image_size: Sequence[int], resize: str, crop_fraction: float = 1.0,
+                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decodes one file to an upright RGB uint8 array of `image_size` (see `resize_image`)."""
-    return resize_array(read_image(path), image_size, resize, crop_fraction)
+    return resize_array(read_image(path, max_pixels), image_size, resize, crop_fraction)
 
 
-def decode_encoded(encoded):
+def header_pixels(encoded):
+    """Pixels an encoded JPEG, PNG, GIF or BMP declares in its header (0 for other formats), in TensorFlow ops."""
+    import tensorflow as tf
+
+    def unsigned(offset, size, big_endian):
+        raw = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, offset, size), tf.uint8), tf.int64)
+        order = tf.range(size, dtype=tf.int64) if not big_endian else tf.range(size - 1, -1, -1, dtype=tf.int64)
+        return tf.reduce_sum(raw * tf.bitwise.left_shift(tf.constant(1, tf.int64), 8 * order))
+
+    def jpeg():
+        shape = tf.cast(tf.image.extract_jpeg_shape(encoded), tf.int64)
+        return shape[0] * shape[1]
+
+    def png():
+        return unsigned(16, 4, True) * unsigned(20, 4, True)
+
+    def gif():
+        return unsigned(6, 2, False) * unsigned(8, 2, False)
+
+    def bmp():
+        height = unsigned(22, 4, False)
+        height = tf.where(height >= 2**31, 2**32 - height, height)  # negative: a top-down bitmap
+        return unsigned(18, 4, False) * height
+
+    length = tf.strings.length(encoded)
+    head = tf.strings.substr(encoded, 0, 8)
+    return tf.case([
+        (tf.logical_and(tf.strings.substr(head, 0, 3) == b"\xff\xd8\xff", length > 3), jpeg),
+        (tf.logical_and(head == b"\x89PNG\r\n\x1a\n", length >= 24), png),
+        (tf.logical_and(tf.strings.substr(head, 0, 3) == b"GIF", length >= 10), gif),
+        (tf.logical_and(tf.strings.substr(head, 0, 2) == b"BM", length >= 26), bmp),
+    ], default=lambda: tf.constant(0, tf.int64), exclusive=False)
+
+
+def decode_encoded(encoded, max_pixels: int = MAX_PIXELS):
     """Encoded bytes (scalar string tensor) -> upright uint8 (H, W, 3), in TensorFlow ops.
 
     JPEG, PNG, BMP, GIF (first frame) and WebP; grayscale and alpha become RGB;
     a JPEG's EXIF orientation (how phones record a rotated photo) is applied.
+    An image whose header declares more than `max_pixels` pixels is refused
+    (InvalidArgumentError) before it is decoded.
     """
     import tensorflow as tf
 
+    check = tf.debugging.assert_less_equal(
+        header_pixels(encoded), tf.constant(max_pixels, tf.int64),
+        message=f"{PIXEL_CAP_MESSAGE} {max_pixels}")
+    with tf.control_dependencies([check]):
+        encoded = tf.identity(encoded)
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return apply_orientation(image, exif_orientation(encoded))

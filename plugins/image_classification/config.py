@@ -59,6 +59,8 @@ class DataConfig:
     class_weights: Literal["none", "balanced"] = "none"
     on_bad_image: Literal["skip", "error"] = "skip"
     cache: Literal["memory", "none"] = "memory"
+    # Images whose header declares more pixels are bad inputs, here and in the exported model.
+    max_pixels: int = 40_000_000
 
     def __post_init__(self):
         if not self.train:
@@ -68,6 +70,8 @@ class DataConfig:
               "two integers >= 8, [height, width]")
         check(0.1 <= self.crop_fraction <= 1.0, "data.crop_fraction", self.crop_fraction, "a number in [0.1, 1]")
         check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
+        check(self.max_pixels >= self.image_size[0] * self.image_size[1], "data.max_pixels", self.max_pixels,
+              "an integer >= the pixels of data.image_size")
         if self.class_names is not None:
             check(len(set(self.class_names)) == len(self.class_names) and len(self.class_names) >= 2,
                   "data.class_names", self.class_names, "at least two distinct names")

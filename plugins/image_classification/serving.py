@@ -16,17 +16,17 @@ PIXELS_INPUT = "pixels"
 OUTPUT_NAMES = ("probabilities", "scores", "class_ids", "labels")
 
 
-def decode_and_resize(encoded, image_size, resize: str, crop_fraction: float = 1.0):
-    """One encoded image -> float32 (H, W, 3), like the training pipeline."""
-    from transferkit.images import decode_encoded, resize_image
+def decode_and_resize(encoded, image_size, resize: str, crop_fraction: float = 1.0, max_pixels: int | None = None):
+    """One encoded image -> float32 (H, W, 3), like the training pipeline; refuses images over `max_pixels`."""
+    from transferkit.images import MAX_PIXELS, decode_encoded, resize_image
 
-    return resize_image(decode_encoded(encoded), image_size, resize, crop_fraction)
+    return resize_image(decode_encoded(encoded, max_pixels or MAX_PIXELS), image_size, resize, crop_fraction)
 
 
 def preprocess_encoded(encoded, info: dict[str, Any]):
     """Encoded image -> model pixels, with the run's recorded preprocessing."""
     return decode_and_resize(encoded, info["image_size"], info.get("resize", "crop"),
-                             float(info.get("crop_fraction", 1.0)))
+                             float(info.get("crop_fraction", 1.0)), info.get("max_pixels"))
 
 
 def classification_signatures(model, info: dict[str, Any], top_k: int = 5) -> dict[str, Any]:
@@ -36,6 +36,7 @@ def classification_signatures(model, info: dict[str, Any], top_k: int = 5) -> di
     image_size = info["image_size"]
     resize = info.get("resize", "crop")
     crop_fraction = float(info.get("crop_fraction", 1.0))
+    max_pixels = info.get("max_pixels")
     k = max(1, min(top_k, len(class_names)))
     labels_table = tf.constant(class_names)
 
@@ -52,7 +53,8 @@ def classification_signatures(model, info: dict[str, Any], top_k: int = 5) -> di
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
     def serve_images(images):
         # parallel_iterations: a batch (server-side batching) decodes its images concurrently.
-        pixels = tf.map_fn(lambda encoded: decode_and_resize(encoded, image_size, resize, crop_fraction), images,
+        pixels = tf.map_fn(lambda encoded: decode_and_resize(encoded, image_size, resize, crop_fraction, max_pixels),
+                           images,
                            parallel_iterations=16,
                            fn_output_signature=tf.TensorSpec([image_size[0], image_size[1], 3], tf.float32))
         return outputs(pixels)

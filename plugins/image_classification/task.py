@@ -61,7 +61,7 @@ class ImageClassification(Task):
             val_samples = [train_samples[i] for i in order[:n_val]]
             train_samples = [train_samples[i] for i in order[n_val:]]
         load = dict(class_names=class_names, image_size=cfg.image_size, resize=cfg.resize,
-                    on_bad_image=cfg.on_bad_image, crop_fraction=cfg.crop_fraction)
+                    on_bad_image=cfg.on_bad_image, crop_fraction=cfg.crop_fraction, max_pixels=cfg.max_pixels)
         train = data_lib.load_images(train_samples, **load)
         val = data_lib.load_images(val_samples, **load)
         problems += train.problems + val.problems
@@ -96,6 +96,7 @@ class ImageClassification(Task):
             "image_size": list(cfg.image_size),
             "resize": cfg.resize,
             "crop_fraction": cfg.crop_fraction,
+            "max_pixels": cfg.max_pixels,
             "num_train": int(len(train.labels)),
             "num_val": int(len(val.labels)),
         }
@@ -239,7 +240,8 @@ class ImageClassification(Task):
         for path in paths:
             try:
                 pixels = data_lib.decode_image(path, info["image_size"], info.get("resize", "crop"),
-                                               float(info.get("crop_fraction", 1.0)))
+                                               float(info.get("crop_fraction", 1.0)),
+                                               int(info.get("max_pixels", 40_000_000)))
             except Exception as error:
                 raise TransferkitError(f"{path}: unreadable image: {type(error).__name__}: {error}") from None
             probabilities = np.asarray(model(pixels[None].astype("float32"), training=False))[0]

@@ -255,3 +255,45 @@ def test_fault_11_malformed_rest_requests_get_400_json_like_tf_serving(exported)
         assert status == 413 and "larger than" in body["error"]
     finally:
         server.stop()
+
+
+def test_fault_10_pixel_cap_and_request_batch_cap(exported, tmp_path):
+    import io
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    from transferkit.errors import DataError
+    from transferkit.plugins.image_classification.data import load_images, Sample
+    from transferkit.serving.client import GrpcClient
+    from transferkit.serving.errors import ServingError
+    from transferkit.serving.server import EmbeddedServer
+
+    run_dir, version = exported
+    # A PNG whose header declares 12000x12000: refused from the header, in training and in the served graph.
+    small = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(small, format="PNG")
+    data = bytearray(small.getvalue())
+    data[16:24] = (12000).to_bytes(4, "big") * 2
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # a valid IHDR chunk
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(bytes(data))
+    loaded = load_images([Sample(str(huge), "circle"), *[Sample(str(p), p.parent.name) for p in sorted(
+        (run_dir.parent / "images").rglob("*.png"))[:2]]], ["circle", "square", "triangle"], (32, 32), "crop",
+        on_bad_image="skip")
+    assert loaded.images.shape[0] == 2 and "12000x12000 pixels, more than the cap" in loaded.problems[0]["reason"]
+    with pytest.raises(DataError, match="more than the cap"):
+        load_images([Sample(str(huge), "circle")], ["circle"], (32, 32), "crop", on_bad_image="error")
+    server = EmbeddedServer(version.parent.parent, grpc_port=0, rest_port=None, poll_seconds=0.2,
+                            max_request_batch=8).start()
+    try:
+        with GrpcClient(server.grpc_address, retries=0) as client:
+            with pytest.raises(ServingError, match="more pixels than the cap") as error:
+                client.predict_images("m", [bytes(data)])
+            assert error.value.code.name == "INVALID_ARGUMENT"
+            with pytest.raises(ServingError, match="batch of 9, more than this server's maximum request batch of 8"):
+                client.predict_images("m", [small.getvalue()] * 9)
+            assert client.predict_images("m", [small.getvalue()] * 8)["probabilities"].shape[0] == 8
+    finally:
+        server.stop()
