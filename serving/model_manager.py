@@ -327,6 +327,11 @@ def check_inputs(signature: Signature, inputs: dict[str, np.ndarray],
     """Validates input names and dtypes against the signature, as TF Serving does, and the batch size."""
     import tensorflow as tf
 
+    for key, value in inputs.items():
+        shape, spec = np.shape(value), signature.input_specs.get(key)
+        if shape and shape[0] == 0 and spec is not None and spec.shape.rank:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"input {key!r} is an empty batch; expected at least one example")
     if max_batch is not None:
         for key, value in inputs.items():
             shape = np.shape(value)

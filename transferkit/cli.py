@@ -39,6 +39,10 @@ def _cmd_config_check(args) -> int:
     from transferkit.config import load_config
 
     config = load_config(args.config, args.set or [])
+    if not args.no_backbone:
+        from transferkit.runner import check_freeze_plans
+
+        check_freeze_plans(config)  # what train checks before it writes anything
     print(f"# {args.config}: valid ({config.task})")
     print(config.to_yaml(), end="")
     return 0
@@ -246,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate a config and print it resolved")
     check.add_argument("config", help="a run config YAML file")
     check.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key (repeatable)")
+    check.add_argument("--no-backbone", action="store_true",
+                       help="skip building the backbone (freeze plans are then not checked against its blocks)")
     check.set_defaults(handler=_cmd_config_check)
 
     presets = commands.add_parser("presets", help="list and import pretrained backbone presets")

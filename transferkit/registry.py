@@ -16,7 +16,6 @@ import importlib
 import importlib.metadata
 import logging
 import os
-import sys
 import threading
 from typing import TYPE_CHECKING, Callable, TypeVar
 
@@ -185,8 +184,7 @@ def _load_entry_points() -> None:
                 error=f"{type(error).__name__}: {error}",
             )
             _failures.append(failure)
-            logger.warning("%s", failure)
-            print(f"transferkit: warning: {failure}", file=sys.stderr)
+            logger.warning("transferkit: warning: %s", failure)  # once: logged, not also printed
         finally:
             _loading_source = None
 

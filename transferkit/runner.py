@@ -119,6 +119,24 @@ def _use_feature_cache(config: RunConfig, stage: StageConfig, task, data, split)
     return True, f"training the trainable top on cached outputs of the frozen part ({split.key})"
 
 
+def check_freeze_plans(config: RunConfig) -> None:
+    """Checks every stage's freeze plan against the backbone's blocks (built without weights); raises on a bad one."""
+    import dataclasses
+
+    from transferkit.models.backbones import load_backbone
+    from transferkit.models.freezing import selected_layers
+
+    backbone = load_backbone(dataclasses.replace(config.backbone, load_weights=False))
+    task_class = get_task(config.task)
+    unused = getattr(task_class, "unused_backbone_layers", ())
+    backbone.unused_layers = set(unused)
+    for stage in config.stages:
+        try:
+            selected_layers(backbone, stage.freeze)
+        except TransferkitError as error:
+            raise type(error)(f"stages[{stage.name}].{error}") from None
+
+
 def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
           extra_callbacks: Sequence[Any] = ()) -> Path:
     """Runs every stage of `config` into `run_dir` and returns it.
@@ -143,8 +161,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     if latest is not None:
         saved_config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
         if saved_config and saved_config != config.to_yaml():
+            kind = "a finished" if latest[1].get("complete") else "an interrupted"
             raise TransferkitError(
-                f"{run_dir}: holds an interrupted run with a different config; pass --no-resume to start over "
+                f"{run_dir}: holds {kind} run with a different config; pass --no-resume to start over "
                 f"or choose another --output"
             )
         if latest[1].get("complete"):

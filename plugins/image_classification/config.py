@@ -66,8 +66,8 @@ class DataConfig:
         if not self.train:
             raise ConfigError("data.train: required; expected an image folder or a CSV file path")
         check(0.0 < self.val_split < 1.0, "data.val_split", self.val_split, "a number in (0, 1)")
-        check(all(s >= 8 for s in self.image_size), "data.image_size", list(self.image_size),
-              "two integers >= 8, [height, width]")
+        check(all(8 <= s <= 4096 for s in self.image_size), "data.image_size", list(self.image_size),
+              "two integers in [8, 4096], [height, width]")
         check(0.1 <= self.crop_fraction <= 1.0, "data.crop_fraction", self.crop_fraction, "a number in [0.1, 1]")
         check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
         check(self.max_pixels >= self.image_size[0] * self.image_size[1], "data.max_pixels", self.max_pixels,

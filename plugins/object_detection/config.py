@@ -37,7 +37,7 @@ class DetectionDataConfig:
         if not self.train:
             raise ConfigError("data.train: required; expected a VOC folder, a COCO JSON, a YOLO folder or a CSV file")
         check(0.0 < self.val_split < 1.0, "data.val_split", self.val_split, "a number in (0, 1)")
-        check(all(s >= 32 and s % 32 == 0 for s in self.image_size), "data.image_size", list(self.image_size),
+        check(all(32 <= s <= 4096 and s % 32 == 0 for s in self.image_size), "data.image_size", list(self.image_size),
               "two multiples of 32 (the coarsest pyramid level's stride), [height, width]")
         check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
         check(self.max_boxes >= 0, "data.max_boxes", self.max_boxes, "an integer >= 0")

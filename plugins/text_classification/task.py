@@ -42,6 +42,8 @@ class TextClassification(Task):
     """
 
     config_class = TextClassificationConfig
+    # BERT's pooler reads only the [CLS] token through its own dense layer; the head pools itself.
+    unused_backbone_layers = ("pooled_dense",)
 
     @classmethod
     def default_stages(cls):
@@ -213,8 +215,7 @@ class TextClassification(Task):
         if "token_ids" not in {t.name for t in backbone.model.inputs}:
             raise ConfigError(f"backbone: {backbone.architecture} does not take token ids; text_classification "
                               f"needs a KerasHub text backbone such as BertBackbone")
-        # BERT's pooler reads only the [CLS] token through its own dense layer; the head pools itself.
-        backbone.unused_layers = {"pooled_dense"}
+        backbone.unused_layers = set(self.unused_backbone_layers)
         length = int(info["sequence_length"])
         token_ids = keras.Input((length,), dtype="int32", name="token_ids")
         padding_mask = keras.Input((length,), dtype="int32", name="padding_mask")

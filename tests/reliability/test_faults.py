@@ -297,3 +297,33 @@ def test_fault_10_pixel_cap_and_request_batch_cap(exported, tmp_path):
             assert client.predict_images("m", [small.getvalue()] * 8)["probabilities"].shape[0] == 8
     finally:
         server.stop()
+
+
+def test_fault_14_smaller_ones(exported, tmp_path, capsys):
+    import numpy as np
+
+    from transferkit.cli import main
+    from transferkit.serving.client import GrpcClient
+    from transferkit.serving.errors import ServingError
+    from transferkit.serving.server import EmbeddedServer
+
+    run_dir, version = exported
+    # An empty gRPC batch: a clear INVALID_ARGUMENT, not "Incompatible shapes".
+    server = EmbeddedServer(version.parent.parent, grpc_port=0, rest_port=None, poll_seconds=0.2).start()
+    try:
+        with GrpcClient(server.grpc_address, retries=0) as client:
+            with pytest.raises(ServingError, match="'images' is an empty batch"):
+                client.predict("m", {"images": np.asarray([], dtype=object)})
+    finally:
+        server.stop()
+    # config check refuses what train would refuse: sizes and freeze plans against the backbone's blocks.
+    config = str(run_dir / "config.yaml")
+    assert main(["config", "check", config, "--set", "data.image_size=[100000,100000]"]) == 2
+    assert "data.image_size: expected two integers in [8, 4096]" in capsys.readouterr().err
+    assert main(["config", "check", config, "--set", "stages.0.freeze={top_blocks: 99}"]) == 2
+    assert "stages[head].freeze.top_blocks: the backbone" in capsys.readouterr().err
+    assert main(["config", "check", config]) == 0
+    capsys.readouterr()
+    # A changed config on a finished run is called finished, not interrupted.
+    assert main(["train", config, "--set", "training.seed=7", "--output", str(run_dir)]) == 2
+    assert "holds a finished run with a different config" in capsys.readouterr().err
