@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import io
+import math
 import os
 import pickle
 import struct
@@ -221,7 +222,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+class RestrictedUnpickler(pickle._Unpickler):  # the Python one: its opcode table can be restricted
     """An unpickler for torch ``state_dict`` pickles that runs no file code.
 
     ``find_class`` admits only :data:`ALLOWED_GLOBALS` and returns local
@@ -235,6 +236,19 @@ class RestrictedUnpickler(pickle.Unpickler):
         file: binary file object positioned at the start of a pickle.
         source: name of the file, used in error messages.
     """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_build(self):
+        """BUILD only on a state_dict this pickle created; never on the stand-ins, which are shared."""
+        inst = self.stack[-2] if len(self.stack) >= 2 else None
+        if not isinstance(inst, _StateDict):
+            raise UnsafePickleError(
+                f"{self._source}: refusing BUILD on {type(inst).__name__}: a pickle may only set the "
+                f"state of state_dicts it creates")
+        self.stack.pop()  # the state (torch's _metadata) is not needed
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def __init__(self, file: BinaryIO, source: str):
         super().__init__(file)
@@ -360,9 +374,18 @@ def _materialise(
 ) -> np.ndarray:
     """Build an owned, C-contiguous array for ``tensor`` from its storage."""
     ref = tensor.storage
+    count = math.prod(tensor.shape)  # Python ints: a huge declared shape cannot overflow
+    if count > ref.numel:
+        # Weights never overlap in memory; a broadcast (stride 0) or oversized view would
+        # expand a few stored bytes into an arbitrarily large array.
+        raise TorchCheckpointError(
+            f"{source}: tensor {name!r} declares {count} elements (size {tensor.shape}, "
+            f"stride {tensor.stride}) but its storage holds {ref.numel}; refusing an "
+            f"overlapping or oversized tensor"
+        )
     flat = storages[ref.key][ref.offset : ref.offset + ref.numel]
     start = tensor.storage_offset
-    if any(d == 0 for d in tensor.shape):
+    if count == 0:
         return np.zeros(tensor.shape, dtype=flat.dtype)
     last = start + sum((d - 1) * s for d, s in zip(tensor.shape, tensor.stride))
     if last >= flat.size:
@@ -416,6 +439,13 @@ def _collect(
             )
         result[name] = _materialise(value, storages, source, name)
     return result
+
+
+def _remaining_bytes(file: BinaryIO) -> int | None:
+    try:
+        return os.fstat(file.fileno()).st_size - file.tell()
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return None
 
 
 def _read_legacy(file: BinaryIO, source: str) -> dict[str, np.ndarray]:
@@ -475,6 +505,12 @@ def _read_legacy(file: BinaryIO, source: str) -> dict[str, np.ndarray]:
             )
         dtype = storage_type.dtype.newbyteorder(byteorder)
         nbytes = numel * dtype.itemsize
+        remaining = _remaining_bytes(file)
+        if remaining is not None and nbytes > remaining:
+            raise TorchCheckpointError(
+                f"{source}: storage {key!r} declares {nbytes} bytes but only "
+                f"{remaining} remain in the file (corrupt or truncated)"
+            )
         data = file.read(nbytes)
         if len(data) != nbytes:
             raise TorchCheckpointError(
@@ -519,6 +555,17 @@ def _read_zip(path: str, source: str) -> dict[str, np.ndarray]:
         storages: dict[str, np.ndarray] = {}
         for key, storage_type in unpickler.storage_types.items():
             member = f"{prefix}data/{key}"
+            dtype = storage_type.dtype.newbyteorder(byteorder)
+            numel = unpickler.storage_numels[key]
+            try:
+                declared = archive.getinfo(member).file_size
+            except KeyError:
+                declared = None
+            if declared is not None and declared != numel * dtype.itemsize:
+                raise TorchCheckpointError(
+                    f"{source}: storage entry {member!r} holds {declared} "
+                    f"bytes, expected {numel * dtype.itemsize}"
+                )
             try:
                 data = archive.read(member)
             except KeyError:

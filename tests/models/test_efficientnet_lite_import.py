@@ -550,3 +550,41 @@ def test_wrong_state_dict_is_rejected_naming_the_file(tmp_path):
             tmp_path / "out", weights_path=weights
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not_lite0.pth"]
+
+
+# --------------------------------------------------------------------------
+# Faults found by hostile input (issue 9).
+# --------------------------------------------------------------------------
+
+
+def test_fault_05_build_on_a_shared_stand_in_is_refused_and_later_reads_are_right(tmp_path):
+    # BUILD on the FloatStorage stand-in would rewrite its dtype for every later read in the process.
+    attack = (_global("torch", "FloatStorage") + _EMPTY_DICT + _str("dtype")
+              + _global("torch", "DoubleStorage") + _SETITEM + _BUILD + b"0")
+    main = _PROTO2 + attack + _state_dict_pickle(
+        [("w", _tensor("FloatStorage", "0", 12, 0, (12,), (1,)))])[len(_PROTO2):]
+    bad = tmp_path / "attack.pth"
+    bad.write_bytes(_legacy_file(main, [("0", _S0)]))
+    with pytest.raises(UnsafePickleError, match="refusing BUILD on _StorageType"):
+        read_legacy_state_dict(bad)
+    raw, expected = _sample_checkpoint()
+    good = tmp_path / "good.pth"
+    good.write_bytes(raw)
+    for name, value in read_legacy_state_dict(good).items():
+        np.testing.assert_array_equal(value, expected[name])
+
+
+def test_fault_06_stride_0_and_oversized_tensors_are_refused_before_any_array(tmp_path):
+    broadcast = _state_dict_pickle([("w", _tensor("FloatStorage", "0", 12, 0, (2**13, 2**13), (0, 0)))])
+    path = tmp_path / "broadcast.pth"
+    path.write_bytes(_legacy_file(broadcast, [("0", _S0)]))
+    with pytest.raises(TorchCheckpointError, match="declares 67108864 elements .* storage holds 12"):
+        read_legacy_state_dict(path)
+    # A storage that declares 16 GiB in a file of a few hundred bytes.
+    huge = _state_dict_pickle([("w", _tensor("DoubleStorage", "0", 2**31 - 1, 0, (1,), (1,)))])
+    layout = _legacy_file(huge, [("0", np.zeros(1, np.float64))])
+    layout = layout.replace(struct.pack("<q", 1) + np.zeros(1, "<f8").tobytes(), struct.pack("<q", 2**31 - 1))
+    path = tmp_path / "huge.pth"
+    path.write_bytes(layout)
+    with pytest.raises(TorchCheckpointError, match="declares 17179869176 bytes but only 0 remain"):
+        read_legacy_state_dict(path)
