@@ -86,7 +86,13 @@ def convert(value: Any, tp: Any, key: str = "") -> Any:
         raise _fail(key, value, tp)
     if origin is Literal:
         choices = typing.get_args(tp)
-        if value in choices:
+        if isinstance(value, bool):
+            # YAML 1.1 reads a bare off/on/no/yes as a boolean: take the word the user meant.
+            words = ("off", "no", "false") if value is False else ("on", "yes", "true")
+            meant = [c for c in choices if c in words]
+            if meant:
+                return meant[0]
+        elif value in choices:
             return value
         close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         raise _fail(key, value, tp, f"did you mean {close[0]!r}?" if close else "")

@@ -19,6 +19,16 @@ EXAMPLE_TEXTS = 32
 EXAMPLE_CHARS = 4000
 
 
+def _downloaded_preset_folder(name: str) -> Path | None:
+    """The local copy of a named KerasHub preset (Keras downloads it where a network exists), or None."""
+    try:
+        from keras_hub.src.utils.preset_utils import get_file
+
+        return Path(get_file(name, "config.json")).parent
+    except Exception:  # offline, or not a KerasHub preset
+        return None
+
+
 @register_task("text_classification")
 class TextClassification(Task):
     """Fine-tunes a BERT-style text backbone to label texts (sentiment, topic, ...).
@@ -65,9 +75,12 @@ class TextClassification(Task):
         if preset:
             from transferkit.models.presets import resolve_preset
 
-            folder = Path(resolve_preset(preset))
+            resolved = resolve_preset(preset)
+            folder = Path(resolved)
+            if not folder.is_dir():
+                folder = _downloaded_preset_folder(resolved)
             for name in ("vocab.txt", "assets/tokenizer/vocabulary.txt"):
-                if (folder / name).is_file():
+                if folder is not None and (folder / name).is_file():
                     return folder / name
         raise ConfigError("tokenizer.vocabulary: required when the backbone preset has no vocab.txt "
                           f"(backbone.preset: {preset!r}); expected a BERT vocab.txt path")

@@ -106,3 +106,21 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path):
     assert load_config(path).stages[0].learning_rate == pytest.approx(1e-4)
     with pytest.raises(ConfigError, match="expected a number, received 'fast'"):
         load_config(path, ["stages.0.learning_rate=fast"])
+
+
+def test_yaml_booleans_become_the_word_meant_for_word_choices(tmp_path):
+    from transferkit.config import load_config
+    from transferkit.errors import ConfigError
+    from transferkit.testing import tiny_config
+
+    import yaml
+
+    path = tmp_path / "run.yaml"
+    data = tiny_config(tmp_path)
+    path.write_text(yaml.safe_dump(data) + "")
+    text = path.read_text().replace("training:\n", "training:\n  feature_cache: off\n", 1)
+    path.write_text(text)
+    assert load_config(path).training.feature_cache == "off"  # YAML 1.1 reads a bare off as false
+    assert load_config(path, ["training.feature_cache=off"]).training.feature_cache == "off"
+    with pytest.raises(ConfigError, match="training.feature_cache: expected one of"):
+        load_config(path, ["training.feature_cache=yes"])  # no 'on' among the choices
