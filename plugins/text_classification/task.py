@@ -148,11 +148,17 @@ class TextClassification(Task):
 
         from transferkit.plugins.text_classification.tokenization import read_vocabulary
 
-        vocabulary_path = self.vocabulary_path()
-        # The tokens travel in info.json, so a run (and its export) never depends on the preset folder again.
-        vocabulary = read_vocabulary(vocabulary_path)
+        # The tokens travel in info.json, so a run (its evaluation, its export) never needs the preset again.
+        if "vocabulary_tokens" in self.info:
+            vocabulary = list(self.info["vocabulary_tokens"])
+            vocabulary_source = str(self.info.get("vocabulary", "info.json"))
+        else:
+            vocabulary_path = self.vocabulary_path()
+            vocabulary = read_vocabulary(vocabulary_path)
+            vocabulary_source = str(vocabulary_path.resolve())
         self.info = {"class_names": class_names, "sequence_length": cfg.sequence_length,
-                     "vocabulary_tokens": vocabulary}
+                     "vocabulary_tokens": vocabulary, "lowercase": self.task_config.tokenizer.lowercase,
+                     "strip_accents": self.task_config.tokenizer.strip_accents}
         train_inputs = self.encode([e.text for e in train_examples])
         val_inputs = self.encode([e.text for e in val_examples])
         train_labels = np.asarray([index[e.label] for e in train_examples], np.int32)
@@ -174,7 +180,7 @@ class TextClassification(Task):
             "sequence_length": cfg.sequence_length,
             "lowercase": self.task_config.tokenizer.lowercase,
             "strip_accents": self.task_config.tokenizer.strip_accents,
-            "vocabulary": str(vocabulary_path.resolve()),
+            "vocabulary": vocabulary_source,
             "num_train": len(train_examples),
             "num_val": len(val_examples),
             "truncated_fraction": round(truncated, 4),

@@ -380,3 +380,17 @@ def test_minilm_preset_imports_and_a_frozen_probe_learns_bbc_topics(tmp_path):
         "training": {"verbose": 0, "tensorboard": False}})
     metrics = json.loads((train(config, tmp_path / "run") / "metrics.json").read_text())
     assert metrics["num_examples"] == 30 and metrics["accuracy"] >= 0.8
+
+
+def test_evaluate_and_export_need_only_the_run_folder(tmp_path, capsys):
+    from transferkit.cli import main
+    from transferkit.serving.export import export_run
+
+    make_text_dataset(tmp_path / "data", count=32)
+    config = build_run_config(tiny_text_config(tmp_path / "data", stages=[
+        {"name": "head", "freeze": {"backbone": True}, "epochs": 1, "learning_rate": 1e-2}]))
+    run_dir = train(config, tmp_path / "run")
+    (tmp_path / "data" / "vocab.txt").unlink()  # the tokens travel in info.json
+    assert main(["evaluate", str(run_dir)]) == 0
+    assert '"accuracy"' in capsys.readouterr().out
+    assert export_run(run_dir, tmp_path / "models", "t").is_dir()
