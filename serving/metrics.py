@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 # Latency bucket bounds in microseconds, as TF Serving reports latency.
 BUCKETS_US = (500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000, 1000000, 5000000)
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
-UNKNOWN_MODEL = "<not served>"
+UNKNOWN_MODEL = "_unserved"  # not a valid model name, so never a real one
 COUNT_NAME = ":tensorflow:serving:request_count"
 LATENCY_NAME = ":tensorflow:serving:request_latency"
 

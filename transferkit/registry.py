@@ -14,8 +14,8 @@ import dataclasses
 import difflib
 import importlib
 import importlib.metadata
-import logging
 import os
+import sys
 import threading
 from typing import TYPE_CHECKING, Callable, TypeVar
 
@@ -28,7 +28,6 @@ ENTRY_POINT_GROUP = "transferkit.tasks"
 DISABLE_AUTOLOAD_ENV = "TRANSFERKIT_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN = "built-in"
 
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=type)
 
@@ -184,7 +183,7 @@ def _load_entry_points() -> None:
                 error=f"{type(error).__name__}: {error}",
             )
             _failures.append(failure)
-            logger.warning("transferkit: warning: %s", failure)  # once: logged, not also printed
+            print(f"transferkit: warning: {failure}", file=sys.stderr)  # once: printed, not also logged
         finally:
             _loading_source = None
 

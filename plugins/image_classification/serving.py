@@ -29,6 +29,20 @@ def preprocess_encoded(encoded, info: dict[str, Any]):
                              float(info.get("crop_fraction", 1.0)), info.get("max_pixels"))
 
 
+def classification_outputs(probabilities, class_names, k: int) -> dict[str, Any]:
+    """A classifier's named serving outputs from its probabilities: the same for every classification task."""
+    import tensorflow as tf
+
+    probabilities = tf.cast(probabilities, tf.float32)
+    scores, class_ids = tf.math.top_k(probabilities, k=k)
+    return {
+        "probabilities": tf.identity(probabilities, name="probabilities"),
+        "scores": tf.identity(scores, name="scores"),
+        "class_ids": tf.identity(class_ids, name="class_ids"),
+        "labels": tf.gather(tf.constant(list(class_names)), class_ids, name="labels"),
+    }
+
+
 def classification_signatures(model, info: dict[str, Any], top_k: int = 5) -> dict[str, Any]:
     import tensorflow as tf
 
@@ -38,17 +52,9 @@ def classification_signatures(model, info: dict[str, Any], top_k: int = 5) -> di
     crop_fraction = float(info.get("crop_fraction", 1.0))
     max_pixels = info.get("max_pixels")
     k = max(1, min(top_k, len(class_names)))
-    labels_table = tf.constant(class_names)
 
     def outputs(pixels):
-        probabilities = tf.cast(model(pixels, training=False), tf.float32)
-        scores, class_ids = tf.math.top_k(probabilities, k=k)
-        return {
-            "probabilities": tf.identity(probabilities, name="probabilities"),
-            "scores": tf.identity(scores, name="scores"),
-            "class_ids": tf.identity(class_ids, name="class_ids"),
-            "labels": tf.gather(labels_table, class_ids, name="labels"),
-        }
+        return classification_outputs(model(pixels, training=False), class_names, k)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
     def serve_images(images):

@@ -17,20 +17,14 @@ TEXT_INPUT = "text"
 def text_signatures(model, encoder, info: dict[str, Any], top_k: int = 5) -> dict[str, Any]:
     import tensorflow as tf
 
+    from transferkit.plugins.image_classification.serving import classification_outputs
+
     class_names = list(info["class_names"])
     k = max(1, min(top_k, len(class_names)))
-    labels_table = tf.constant(class_names)
     length = encoder.sequence_length
 
     def outputs(inputs):
-        probabilities = tf.cast(model(inputs, training=False), tf.float32)
-        scores, class_ids = tf.math.top_k(probabilities, k=k)
-        return {
-            "probabilities": tf.identity(probabilities, name="probabilities"),
-            "scores": tf.identity(scores, name="scores"),
-            "class_ids": tf.identity(class_ids, name="class_ids"),
-            "labels": tf.gather(labels_table, class_ids, name="labels"),
-        }
+        return classification_outputs(model(inputs, training=False), class_names, k)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=TEXT_INPUT)])
     def serve_text(text):

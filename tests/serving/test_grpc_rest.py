@@ -176,8 +176,12 @@ def test_prometheus_metrics_count_requests(served, client, rest, sample_images):
     counts = {line.split(" ")[0]: int(float(line.split(" ")[1])) for line in text.splitlines()
               if line.startswith(":tensorflow:serving:request_count{")}
     assert counts[f':tensorflow:serving:request_count{{model_name="{MODEL}",status="OK"}}'] >= 2
-    assert counts[':tensorflow:serving:request_count{model_name="<not served>",status="NOT_FOUND"}'] >= 1
-    assert f'entrypoint="REST",status="OK",le="+Inf"' in text
+    assert counts[':tensorflow:serving:request_count{model_name="_unserved",status="NOT_FOUND"}'] >= 1
+    from prometheus_client.parser import text_string_to_metric_families
+
+    latency = {f.name: f for f in text_string_to_metric_families(text)}[":tensorflow:serving:request_latency"]
+    assert any(s.name.endswith("_bucket") and s.labels["entrypoint"] == "REST" and s.labels["status"] == "OK"
+               and s.labels["le"] == "+Inf" and s.value >= 1 for s in latency.samples)
     assert "# TYPE :tensorflow:serving:request_latency histogram" in text
 
 
