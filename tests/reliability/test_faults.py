@@ -327,3 +327,24 @@ def test_fault_14_smaller_ones(exported, tmp_path, capsys):
     # A changed config on a finished run is called finished, not interrupted.
     assert main(["train", config, "--set", "training.seed=7", "--output", str(run_dir)]) == 2
     assert "holds a finished run with a different config" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a test certificate")
+def test_fault_12_plain_rest_client_against_a_tls_server_is_one_line(exported, tmp_path, capsys):
+    from transferkit.cli import main
+    from transferkit.serving.server import EmbeddedServer, TlsFiles
+
+    run_dir, version = exported
+    cert, key = _self_signed(tmp_path, "server")
+    server = EmbeddedServer(version.parent.parent, grpc_port=0, rest_port=0, poll_seconds=0.2,
+                            tls=TlsFiles(cert, key)).start()
+    try:
+        plain = server.rest_address.replace("https://", "http://")
+        image = str(sorted((run_dir.parent / "images").rglob("*.png"))[0])
+        status = main(["predict", "--rest", plain, "--model", "m", image, "--timeout", "10"])
+        captured = capsys.readouterr()
+        lines = [line for line in captured.err.splitlines() if line.startswith("transferkit")]
+        assert status == 2 and len(lines) == 1 and "Traceback" not in captured.err, captured.err[-500:]
+        assert "connection failed" in lines[0] or "https" in lines[0], lines[0]
+    finally:
+        server.stop()
