@@ -125,6 +125,28 @@ def test_exported_model_answers_texts_over_grpc_and_rest(trained, tmp_path, caps
         server.stop()
 
 
+def test_a_fresh_server_process_loads_the_tf_text_ops_it_needs(trained, tmp_path):
+    import subprocess
+    import sys
+
+    from transferkit.serving.export import export_run
+
+    export_run(trained["run_dir"], tmp_path / "models", "sentiment")
+    code = f"""
+import sys, time
+from transferkit.serving.server import EmbeddedServer
+assert "tensorflow_text" not in sys.modules
+server = EmbeddedServer({str(tmp_path / "models")!r}, grpc_port=0, rest_port=None).start()
+from transferkit.serving.client import GrpcClient
+with GrpcClient(server.grpc_address) as client:
+    print("LABEL", client.classify_texts("sentiment", ["A superb film."])["labels"][0][0])
+server.stop()
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "LABEL positive" in result.stdout or "LABEL negative" in result.stdout
+
+
 def test_export_refuses_tf_text_ops_that_tf_serving_lacks(tmp_path):
     import tensorflow as tf
     import tensorflow_text as tf_text
