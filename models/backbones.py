@@ -174,6 +174,10 @@ class FeatureBackbone:
             count += 1
         return count
 
+    def is_frozen(self) -> bool:
+        """Whether no block has trainable weights (the whole backbone frozen by the stage's plan)."""
+        return self.frozen_prefix() == len(self.blocks())
+
     def blocks(self, strict: bool = False) -> list[Block]:
         """The backbone's layers with weights grouped into blocks, input first.
 

@@ -60,8 +60,9 @@ def forbidden_ops(saved_model_dir: Path) -> list[str]:
     """
     from transferkit.serving.saved_models import TF_SERVING_TEXT_OPS, graph_ops, non_core_ops
 
-    found = {op for op in graph_ops(saved_model_dir) if op in FORBIDDEN_OPS or op.startswith("Xla")}
-    found.update(op for op in non_core_ops(saved_model_dir) if op not in TF_SERVING_TEXT_OPS)
+    ops = graph_ops(saved_model_dir)
+    found = {op for op in ops if op in FORBIDDEN_OPS or op.startswith("Xla")}
+    found.update(op for op in non_core_ops(ops) if op not in TF_SERVING_TEXT_OPS)
     return sorted(found)
 
 
@@ -149,10 +150,10 @@ def verify_export(saved_dir: Path, model, task, info: dict[str, Any], examples: 
         if not check.max_abs_diff < tolerance:  # also catches NaN
             raise ExportError(f"{saved_dir}: {check.name} differs from the Keras model by {check.max_abs_diff:.2e} "
                               f"(tolerance {tolerance:g}); export aborted")
-    from transferkit.serving.saved_models import non_core_ops
+    from transferkit.serving.saved_models import graph_ops, non_core_ops
 
     return {"max_abs_diff": {c.name: c.max_abs_diff for c in checks}, "checked_examples": len(examples),
-            "custom_ops": non_core_ops(saved_dir)}
+            "custom_ops": non_core_ops(graph_ops(saved_dir))}
 
 
 def _move_into_place(tmp: Path, final: Path, force: bool) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import defaultdict
-from typing import Callable, Iterable
+from typing import Callable, Container
 
 # Latency bucket bounds in microseconds, as TF Serving reports latency.
 BUCKETS_US = (500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000, 1000000, 5000000)
@@ -31,14 +31,14 @@ class RequestMetrics:
     name is recorded as `UNKNOWN_MODEL`.
     """
 
-    def __init__(self, served_models: Callable[[], Iterable[str]] | None = None):
+    def __init__(self, served_models: Callable[[], Container[str]] | None = None):
         self._served_models = served_models
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = defaultdict(int)
         self._latency: dict[tuple[str, str, str, str], list] = {}
 
     def record(self, model: str, api: str, entrypoint: str, status: str, seconds: float) -> None:
-        if self._served_models is not None and model not in set(self._served_models()):
+        if self._served_models is not None and model not in self._served_models():
             model = UNKNOWN_MODEL
         micros = seconds * 1e6
         with self._lock:

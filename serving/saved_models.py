@@ -7,6 +7,7 @@ protocol buffer, shared by export and the server.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 
 def list_versions(model_dir: str | Path, complete_only: bool = False) -> list[int]:
@@ -57,18 +58,19 @@ def graph_ops(version_dir: str | Path) -> set[str]:
     return ops
 
 
-def non_core_ops(version_dir: str | Path) -> list[str]:
-    """Op types that core TensorFlow does not register (TF Text and other custom op libraries)."""
+def non_core_ops(ops: Iterable[str]) -> list[str]:
+    """Those of `ops` that core TensorFlow does not register (TF Text and other custom op libraries)."""
     import tensorflow as tf
 
-    return sorted(op for op in graph_ops(version_dir) if not hasattr(tf.raw_ops, op))
+    return sorted(op for op in set(ops) if not hasattr(tf.raw_ops, op))
 
 
 def load_op_libraries(version_dir: str | Path) -> None:
     """Imports the custom op libraries a SavedModel needs before it is loaded (TF Text, today)."""
-    if non_core_ops(version_dir):
+    custom = non_core_ops(graph_ops(version_dir))
+    if custom:
         try:
             import tensorflow_text  # noqa: F401  (registers its ops with TensorFlow)
         except ImportError as error:
-            raise RuntimeError(f"{version_dir}: the model uses TF Text ops "
-                               f"({', '.join(non_core_ops(version_dir))}); install tensorflow-text: {error}") from None
+            raise RuntimeError(f"{version_dir}: the model uses TF Text ops ({', '.join(custom)}); "
+                               f"install tensorflow-text: {error}") from None

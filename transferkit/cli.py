@@ -106,25 +106,6 @@ def _cmd_predict(args) -> int:
     return 0
 
 
-def _predict_remote_texts(args, texts: list[str]) -> int:
-    from transferkit.serving.client import GrpcClient, RestClient, batch_rows
-
-    tls = dict(root_cert=args.root_cert, client_cert=args.client_cert, client_key=args.client_key)
-    if args.server:
-        with GrpcClient(args.server, timeout=args.timeout, **tls) as client:
-            result = client.classify_texts(args.model, texts, version=args.model_version)
-        print(f"# gRPC {args.server}, {args.model} v{result['model_version']}")
-    else:
-        result = batch_rows(RestClient(args.rest, timeout=args.timeout, **tls).classify_texts(
-            args.model, texts, version=args.model_version))
-        print(f"# REST {args.rest}, {args.model}")
-    for i, text in enumerate(texts):
-        print(_excerpt(text))
-        for label, score in list(zip(result["labels"][i], result["scores"][i]))[: args.top_k]:
-            print(f"  {float(score):7.4f}  {label}")
-    return 0
-
-
 def _texts_from_args(args) -> list[str]:
     texts = list(args.text or [])
     if args.file:
@@ -144,42 +125,40 @@ def _excerpt(text: str, width: int = 78) -> str:
 
 
 def _predict_remote(args) -> int:
-    from transferkit.serving.client import GrpcClient, RestClient
+    from transferkit.serving.client import GrpcClient, RestClient, batch_rows, detections_from_outputs
 
     if not args.model:
         raise TransferkitError("predict --server/--rest: --model NAME is required")
     texts = _texts_from_args(args)
     if texts:
-        return _predict_remote_texts(args, texts)
-    images = []
-    # RUN_DIR is optional with a server: a first positional that is an image is an image.
-    paths = ([args.run_dir] if args.run_dir else []) + list(args.images)
-    for path in paths:
-        try:
-            images.append(Path(path).read_bytes())
-        except OSError as error:
-            raise TransferkitError(f"{path}: cannot read image: {error.strerror}") from None
-    from transferkit.serving.client import batch_rows, detections_from_outputs
-
+        names, inputs, method = [_excerpt(t) for t in texts], texts, "classify_texts"
+    else:
+        # RUN_DIR is optional with a server: a first positional that is an image is an image.
+        names = ([args.run_dir] if args.run_dir else []) + list(args.images)
+        inputs, method = [], "predict_images"
+        for path in names:
+            try:
+                inputs.append(Path(path).read_bytes())
+            except OSError as error:
+                raise TransferkitError(f"{path}: cannot read image: {error.strerror}") from None
     tls = dict(root_cert=args.root_cert, client_cert=args.client_cert, client_key=args.client_key)
     if args.server:
         with GrpcClient(args.server, timeout=args.timeout, **tls) as client:
-            result = client.predict_images(args.model, images, version=args.model_version)
+            result = getattr(client, method)(args.model, inputs, version=args.model_version)
         where = f"gRPC {args.server}, {args.model} v{result['model_version']}"
     else:
         client = RestClient(args.rest, timeout=args.timeout, **tls)
-        predictions = client.predict_images(args.model, images, version=args.model_version)
-        result = batch_rows(predictions)
+        result = batch_rows(getattr(client, method)(args.model, inputs, version=args.model_version))
         where = f"REST {args.rest}, {args.model}"
     print(f"# {where}")
     if "boxes" in result:  # a detector: typed detections per image
-        for path, found in zip(paths, detections_from_outputs(result)):
-            print(path)
+        for name, found in zip(names, detections_from_outputs(result)):
+            print(name)
             for det in found:
                 print(f"  {det}")
         return 0
-    for i, path in enumerate(paths):
-        print(path)
+    for i, name in enumerate(names):
+        print(name)
         for label, score in list(zip(result["labels"][i], result["scores"][i]))[: args.top_k]:
             print(f"  {float(score):7.4f}  {label}")
     return 0

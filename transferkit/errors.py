@@ -23,6 +23,14 @@ class PresetError(TransferkitError, FileNotFoundError):
 class DataError(TransferkitError, ValueError):
     """Input data is missing, empty or malformed; the message names the file."""
 
+    @classmethod
+    def for_bad_inputs(cls, problems: list[dict[str, str]], setting: str, where: str = "") -> "DataError":
+        """The error for inputs skipped under `setting: error`, naming the first few."""
+        listed = "; ".join(f"{p['path']}: {p['reason']}" for p in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        prefix = f"{where}: " if where else ""
+        return cls(f"{prefix}{len(problems)} bad input(s) with {setting}: error: {listed}{more}")
+
 
 class FreezePlanError(TransferkitError, ValueError):
     """A freeze plan cannot be applied to this backbone."""

@@ -127,9 +127,7 @@ def check_freeze_plans(config: RunConfig) -> None:
     from transferkit.models.freezing import selected_layers
 
     backbone = load_backbone(dataclasses.replace(config.backbone, load_weights=False))
-    task_class = get_task(config.task)
-    unused = getattr(task_class, "unused_backbone_layers", ())
-    backbone.unused_layers = set(unused)
+    backbone.unused_layers = set(get_task(config.task).unused_backbone_layers)
     for stage in config.stages:
         try:
             selected_layers(backbone, stage.freeze)
@@ -201,7 +199,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         if hasattr(callback, "bind_run"):
             callback.bind_run(full_model, task)
     steps = _steps_per_epoch(data)
-    caches: dict[str, Any] = {}
+    cached: tuple | None = None  # (split key, train FeatureCache, val FeatureCache or None)
 
     for index, stage in enumerate(config.stages):
         done = state["stage_epoch"] if state["stage_index"] == index else 0
@@ -239,8 +237,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         callbacks.extend(extra_callbacks)
         batch_size = task.batch_size()
         if use_cache:
-            if split.key not in caches:
-                caches.clear()  # one set of cached features in memory at a time
+            if cached is None or cached[0] != split.key:  # one set of cached features in memory at a time
                 started = time.perf_counter()
                 extractor = split.extractor
                 cache_dir = (run_dir / "feature_cache" / split.key
@@ -248,11 +245,11 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                 train_cache = FeatureCache.compute_or_load(extractor, data.train_plain, cache_dir, "train")
                 val_cache = (FeatureCache.compute_or_load(extractor, data.val, cache_dir, "val")
                              if data.val is not None else None)
-                caches[split.key] = (train_cache, val_cache)
+                cached = (split.key, train_cache, val_cache)
                 label = "" if split.key == "features" else f" ({split.key})"
                 _log(config, f"feature cache{label}: {len(train_cache)} train features in "
                              f"{time.perf_counter() - started:.1f}s")
-            train_cache, val_cache = caches[split.key]
+            _, train_cache, val_cache = cached
             # Same seed and size as the task's own shuffle: the same batch order.
             train_ds = train_cache.dataset(batch_size, shuffle=True, seed=config.training.seed)
             val_ds = val_cache.dataset(batch_size) if val_cache is not None else None
@@ -271,7 +268,10 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         if not stage.freeze.freezes_whole_backbone:
             # Backbone weights changed: cached outputs that read them are stale. A cut's own cache
             # stays valid (only layers above the cut trained).
-            _drop_stale_caches(caches, keep=split.key if use_cache else None, run_dir=run_dir)
+            keep = split.key if use_cache else None
+            if cached is not None and cached[0] != keep:
+                cached = None
+            _remove_stale_disk_caches(run_dir, keep)
 
     if (run_dir / "best.weights.h5").exists():
         load_model_weights(full_model, run_dir / "best.weights.h5")
@@ -286,12 +286,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     return run_dir
 
 
-def _drop_stale_caches(caches: dict[str, Any], keep: str | None, run_dir: Path) -> None:
+def _remove_stale_disk_caches(run_dir: Path, keep: str | None) -> None:
     import shutil
 
-    for key in list(caches):
-        if key != keep:
-            del caches[key]
     root = run_dir / "feature_cache"
     if root.is_dir():
         for folder in root.iterdir():

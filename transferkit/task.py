@@ -127,6 +127,9 @@ class Task(abc.ABC):
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type]
+    # Backbone layers the task's model never reads (BERT's pooler under a pooling head): kept out
+    # of the backbone's blocks, so freeze plans neither count nor unfreeze them.
+    unused_backbone_layers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: "RunConfig", info: Mapping[str, Any] | None = None):
         self.config = config
@@ -211,9 +214,9 @@ class Task(abc.ABC):
 
         Called for each stage after its freeze plan is applied: the
         extractor must contain only frozen layers. Most tasks cache only
-        while the whole backbone is frozen (`backbone.frozen_prefix() ==
-        len(backbone.blocks())`); a task may also cut below its lowest
-        trainable block.
+        while the whole backbone is frozen (`backbone.is_frozen()`); a task
+        may also cut below its lowest trainable block
+        (`backbone.frozen_prefix()`).
         """
         return None
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from transferkit.config import check
 from transferkit.errors import ConfigError
+from transferkit.images import MAX_PIXELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +61,7 @@ class DataConfig:
     on_bad_image: Literal["skip", "error"] = "skip"
     cache: Literal["memory", "none"] = "memory"
     # Images whose header declares more pixels are bad inputs, here and in the exported model.
-    max_pixels: int = 40_000_000
+    max_pixels: int = MAX_PIXELS
 
     def __post_init__(self):
         if not self.train:

@@ -20,6 +20,7 @@ import numpy as np
 from transferkit.errors import DataError
 # The one decoder and resize of the project, shared with the serving graph and other tasks.
 from transferkit.images import (  # noqa: F401  (re-exported)
+    MAX_PIXELS,
     apply_orientation,
     crop_to_aspect,
     decode_encoded,
@@ -69,7 +70,7 @@ def _list_folder(root: Path) -> tuple[list[Sample], list[dict[str, str]]]:
         if class_dir.is_symlink():
             target = class_dir.resolve()
             # A link to the root, above it or into it would re-list images as a new class.
-            if target == real_root or real_root.is_relative_to(target) or target.is_relative_to(real_root):
+            if real_root.is_relative_to(target) or target.is_relative_to(real_root):
                 problems.append({"path": str(class_dir), "reason": f"symbolic link to {target}, inside or above "
                                                                    f"the dataset root; skipped"})
                 continue
@@ -118,7 +119,7 @@ def _list_csv(path: Path) -> tuple[list[Sample], list[dict[str, str]]]:
 
 def load_images(samples: list[Sample], class_names: list[str], image_size: Sequence[int], resize: str,
                 on_bad_image: str, crop_fraction: float = 1.0, workers: int = 4,
-                max_pixels: int = 40_000_000) -> LoadedImages:
+                max_pixels: int = MAX_PIXELS) -> LoadedImages:
     """Decodes every sample once; bad files are skipped (with reasons) or fatal."""
     index = {name: i for i, name in enumerate(class_names)}
     problems: list[dict[str, str]] = []

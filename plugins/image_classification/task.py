@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from transferkit.errors import DataError
+from transferkit.images import MAX_PIXELS
 from transferkit.plugins.image_classification import data as data_lib
 from transferkit.plugins.image_classification.config import ImageClassificationConfig
 from transferkit.registry import register_task
@@ -47,11 +48,8 @@ class ImageClassification(Task):
         if cfg.val:
             val_samples, val_problems = data_lib.list_samples(cfg.val)
             problems += val_problems
-        if cfg.on_bad_image == "error" and problems:
-            # Skipped rows, missing files and links are bad inputs too.
-            listed = "; ".join(f"{p['path']}: {p['reason']}" for p in problems[:5])
-            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-            raise DataError(f"{len(problems)} bad input(s) with data.on_bad_image: error: {listed}{more}")
+        if cfg.on_bad_image == "error" and problems:  # skipped rows, missing files and links are bad inputs too
+            raise DataError.for_bad_inputs(problems, "data.on_bad_image")
         class_names = self.class_names(train_samples)
         if len(class_names) < 2:
             raise DataError(f"{cfg.train}: found {len(class_names)} class(es) {class_names}; expected at least 2")
@@ -204,7 +202,7 @@ class ImageClassification(Task):
     def cache_split(self, model, backbone):
         from transferkit.task import CacheSplit
 
-        if backbone.frozen_prefix() < len(backbone.blocks()):
+        if not backbone.is_frozen():
             return None  # only a wholly frozen backbone is cached
         head = model.get_layer("classifier_head")
         return CacheSplit(extractor=backbone.feature_extractor(self.info["image_size"]), trainable=head)
@@ -241,7 +239,7 @@ class ImageClassification(Task):
             try:
                 pixels = data_lib.decode_image(path, info["image_size"], info.get("resize", "crop"),
                                                float(info.get("crop_fraction", 1.0)),
-                                               int(info.get("max_pixels", 40_000_000)))
+                                               int(info.get("max_pixels", MAX_PIXELS)))
             except Exception as error:
                 raise TransferkitError(f"{path}: unreadable image: {type(error).__name__}: {error}") from None
             probabilities = np.asarray(model(pixels[None].astype("float32"), training=False))[0]

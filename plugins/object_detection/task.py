@@ -211,7 +211,7 @@ class ObjectDetection(Task):
     def cache_split(self, model, backbone):
         import keras
 
-        if backbone.frozen_prefix() < len(backbone.blocks()):
+        if not backbone.is_frozen():
             return None  # only a wholly frozen backbone is cached
         inputs, features = self._pyramid_features(backbone, self.info, False)
         return CacheSplit(extractor=keras.Model(inputs, features, name="pyramid_extractor"),

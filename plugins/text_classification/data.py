@@ -68,9 +68,7 @@ def read_examples(source: str, cfg) -> ReadResult:
         for example in result.examples:
             example.label = cfg.label_names[example.label]
     if cfg.on_bad_input == "error" and result.problems:
-        listed = "; ".join(f"{p['path']}: {p['reason']}" for p in result.problems[:5])
-        more = f" (and {len(result.problems) - 5} more)" if len(result.problems) > 5 else ""
-        raise DataError(f"{path}: {len(result.problems)} bad input(s) with data.on_bad_input: error: {listed}{more}")
+        raise DataError.for_bad_inputs(result.problems, "data.on_bad_input", where=str(path))
     return result
 
 

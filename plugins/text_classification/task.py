@@ -68,7 +68,7 @@ class TextClassification(Task):
     # -- tokenisation ----------------------------------------------------------
 
     def vocabulary_path(self) -> Path:
-        configured = self.task_config.tokenizer.vocabulary or self.info.get("vocabulary")
+        configured = self.task_config.tokenizer.vocabulary
         if configured:
             return Path(configured)
         preset = self.config.backbone.preset
@@ -86,21 +86,13 @@ class TextClassification(Task):
                           f"(backbone.preset: {preset!r}); expected a BERT vocab.txt path")
 
     def encoder(self, info=None):
-        """The run's TextEncoder (vocabulary recorded in info when the run was trained)."""
-        from transferkit.plugins.text_classification.tokenization import TextEncoder, read_vocabulary
+        """The run's TextEncoder, from the vocabulary and settings recorded in its info."""
+        from transferkit.plugins.text_classification.tokenization import TextEncoder
 
-        info = self.info if info is None else info
-        cached = getattr(self, "_encoder", None)
-        if cached is not None:
-            return cached
-        tok = self.task_config.tokenizer
-        if "vocabulary_tokens" in info:
-            vocabulary = list(info["vocabulary_tokens"])
-        else:
-            vocabulary = read_vocabulary(self.vocabulary_path())
-        length = int(info.get("sequence_length", self.task_config.data.sequence_length))
-        self._encoder = TextEncoder(vocabulary, length, lowercase=info.get("lowercase", tok.lowercase),
-                                    strip_accents=info.get("strip_accents", tok.strip_accents))
+        if getattr(self, "_encoder", None) is None:
+            info = self.info if info is None else info
+            self._encoder = TextEncoder(list(info["vocabulary_tokens"]), int(info["sequence_length"]),
+                                        lowercase=info["lowercase"], strip_accents=info["strip_accents"])
         return self._encoder
 
     def encode(self, texts: list[str], batch: int = 512) -> dict[str, np.ndarray]:
@@ -156,24 +148,6 @@ class TextClassification(Task):
             vocabulary_path = self.vocabulary_path()
             vocabulary = read_vocabulary(vocabulary_path)
             vocabulary_source = str(vocabulary_path.resolve())
-        self.info = {"class_names": class_names, "sequence_length": cfg.sequence_length,
-                     "vocabulary_tokens": vocabulary, "lowercase": self.task_config.tokenizer.lowercase,
-                     "strip_accents": self.task_config.tokenizer.strip_accents}
-        train_inputs = self.encode([e.text for e in train_examples])
-        val_inputs = self.encode([e.text for e in val_examples])
-        train_labels = np.asarray([index[e.label] for e in train_examples], np.int32)
-        val_labels = np.asarray([index[e.label] for e in val_examples], np.int32)
-        num_classes = len(class_names)
-        truncated = float(np.mean(train_inputs["padding_mask"][:, -1] == 1))
-
-        def batches(inputs, labels, shuffle: bool):
-            ds = tf.data.Dataset.from_tensor_slices((inputs, labels))
-            if shuffle:
-                ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-            ds = ds.batch(cfg.batch_size).map(lambda x, y: (x, tf.one_hot(y, num_classes)),
-                                              num_parallel_calls=tf.data.AUTOTUNE)
-            return ds.prefetch(tf.data.AUTOTUNE)
-
         self.val_texts = [e.text for e in val_examples]
         info = {
             "class_names": class_names,
@@ -183,10 +157,25 @@ class TextClassification(Task):
             "vocabulary": vocabulary_source,
             "num_train": len(train_examples),
             "num_val": len(val_examples),
-            "truncated_fraction": round(truncated, 4),
             "example_texts": [t[:EXAMPLE_CHARS] for t in self.val_texts[:EXAMPLE_TEXTS]],
             "vocabulary_tokens": vocabulary,
         }
+        self.info = info  # the encoder reads the tokenizer settings from it
+        train_inputs = self.encode([e.text for e in train_examples])
+        val_inputs = self.encode(self.val_texts)
+        train_labels = np.asarray([index[e.label] for e in train_examples], np.int32)
+        val_labels = np.asarray([index[e.label] for e in val_examples], np.int32)
+        num_classes = len(class_names)
+        info["truncated_fraction"] = round(float(np.mean(train_inputs["padding_mask"][:, -1] == 1)), 4)
+
+        def batches(inputs, labels, shuffle: bool):
+            ds = tf.data.Dataset.from_tensor_slices((inputs, labels))
+            if shuffle:
+                ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.batch(cfg.batch_size).map(lambda x, y: (x, tf.one_hot(y, num_classes)),
+                                              num_parallel_calls=tf.data.AUTOTUNE)
+            return ds.prefetch(tf.data.AUTOTUNE)
+
         return TaskData(
             train=batches(train_inputs, train_labels, shuffle=True),
             val=batches(val_inputs, val_labels, shuffle=False),
@@ -272,24 +261,21 @@ class TextClassification(Task):
         from transferkit.models.backbones import InferenceMode
         from transferkit.plugins.text_classification.layers import AsMask, TokenPooling
 
-        blocks = backbone.blocks()
-        frozen = backbone.frozen_prefix()
         head = model.get_layer("classifier_head")
         inputs = {name: model.get_layer(name).output for name in ("token_ids", "padding_mask")}
-        if frozen == len(blocks):
+        if backbone.is_frozen():
             pooled = model.get_layer("pool").output
             return CacheSplit(extractor=keras.Model(inputs, pooled, name="pooled_extractor"), trainable=head,
                               key="pooled")
         layers = self._transformer_layers(backbone)
         trainable_layers = [layer for layer in layers if layer.trainable_weights]
-        if frozen == 0 or not layers or not trainable_layers:
+        if backbone.frozen_prefix() == 0 or not layers or not trainable_layers:
             return None
         first = layers.index(trainable_layers[0])
         if any(not layer.trainable_weights for layer in layers[first:]):
             return None  # a frozen layer above a trainable one: no single cut
-        encoder = self._sequence_encoder(backbone)
         cut_name = layers[first - 1].name if first else "embeddings_dropout"
-        below = keras.Model(encoder.inputs, backbone.model.get_layer(cut_name).output, name="frozen_encoder")
+        below = keras.Model(backbone.model.inputs, backbone.model.get_layer(cut_name).output, name="frozen_encoder")
         segments = model.get_layer("segment_ids") if self._takes_segments(backbone) else None
         hidden = below(self._backbone_inputs(backbone, inputs["token_ids"], inputs["padding_mask"], segments),
                        training=False)
@@ -333,7 +319,6 @@ class TextClassification(Task):
         """The `top_k` best (label, score) pairs of each text."""
         names = info["class_names"]
         k = max(1, min(int(top_k), len(names)))
-        self.info = dict(info)
         results = []
         for start in range(0, len(texts), 64):
             inputs = self.encoder(info)(texts[start:start + 64])

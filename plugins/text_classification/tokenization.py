@@ -65,6 +65,7 @@ class TextEncoder:
         self.sep_id = self.vocabulary.index("[SEP]")
         self.pad_id = self.vocabulary.index("[PAD]")
         self._graph = None
+        self._pieces_graph = None
 
     def normalize(self, texts):
         """BERT's text normalisation: control characters dropped, accents stripped, lower case."""
@@ -106,9 +107,9 @@ class TextEncoder:
     def tokens(self, text: str) -> list[str]:
         """The WordPiece tokens of one text, without packing (for reports and tests)."""
         import numpy as np
-
         import tensorflow as tf
 
-        ids = tf.function(lambda t: self.tokenizer(self.normalize(t)).flat_values)(tf.constant([text]))
-        ids = np.asarray(ids)
-        return [self.vocabulary[i] for i in ids]
+        if self._pieces_graph is None:  # traced once, like __call__
+            self._pieces_graph = tf.function(lambda t: self.tokenizer(self.normalize(t)).flat_values,
+                                             input_signature=[tf.TensorSpec([None], tf.string)])
+        return [self.vocabulary[i] for i in np.asarray(self._pieces_graph(tf.constant([text])))]
