@@ -126,11 +126,14 @@ def variable_multipliers(patterns: dict[str, float], variables) -> dict[str, flo
     return result
 
 
-def build_optimizer(stage: StageConfig, steps_per_epoch: int, variables=()) -> keras.optimizers.Optimizer:
-    """The optimizer of a stage, with its learning-rate schedule."""
-    total = max(1, stage.epochs * steps_per_epoch)
-    schedule = WarmupSchedule(stage.learning_rate, total, int(round(stage.warmup_epochs * steps_per_epoch)),
-                              stage.decay)
+def build_optimizer(stage: StageConfig, steps_per_epoch: int, variables=(),
+                    schedule: keras.optimizers.schedules.LearningRateSchedule | None = None
+                    ) -> keras.optimizers.Optimizer:
+    """The optimizer of a stage, with its learning-rate schedule (or `schedule`, e.g. lr-find's sweep)."""
+    if schedule is None:
+        total = max(1, stage.epochs * steps_per_epoch)
+        schedule = WarmupSchedule(stage.learning_rate, total, int(round(stage.warmup_epochs * steps_per_epoch)),
+                                  stage.decay)
     kwargs = {"learning_rate": schedule}
     if stage.weight_decay is not None:
         kwargs["weight_decay"] = stage.weight_decay

@@ -205,6 +205,47 @@ def _cmd_serve(args) -> int:
     return 0
 
 
+def _fraction_list(text: str) -> tuple[float, ...]:
+    from transferkit.errors import ConfigError
+
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--fractions: expected comma-separated numbers in (0, 1], e.g. 0.1,0.5,1; "
+                          f"received {text!r}") from None
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _cmd_compare(args) -> int:
+    from transferkit.compare import CompareOptions, run_compare
+
+    options = CompareOptions(
+        recipes=_name_list(args.recipes), fractions=_fraction_list(args.fractions), seeds=args.seeds,
+        backbones=_name_list(args.backbones) if args.backbones else (), native_size=args.native_size,
+        cell_budget=args.budget, total_budget=args.total_budget,
+        finetune_learning_rate=args.finetune_lr, finetune_epochs=args.finetune_epochs,
+        scratch_learning_rate=args.scratch_lr, scratch_epochs=args.scratch_epochs)
+    summary = run_compare(args.config, args.output, options, overrides=args.set or [])
+    print(f"compare written to {args.output}: compare.md, compare.json and 3 plots "
+          f"({sum(1 for c in summary['cells'] if c.get('status') == 'finished')}/{len(summary['cells'])} cells "
+          f"finished)")
+    return 0
+
+
+def _cmd_lr_find(args) -> int:
+    from transferkit.config import load_config
+    from transferkit.lr_find import find_learning_rate
+
+    config = load_config(args.config, args.set or [])
+    find_learning_rate(config, args.stage - 1, args.output, steps=args.steps, min_lr=args.min_lr,
+                       max_lr=args.max_lr, weights=args.weights)
+    print(f"lr_find.png and lr_find.json written to {args.output}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from transferkit.demo import run_demo
 
@@ -300,6 +341,40 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", help="PEM server key")
     serve.add_argument("--tls-client-ca", help="PEM CA that client certificates must chain to (mutual TLS)")
     serve.set_defaults(handler=_cmd_serve)
+
+    compare = commands.add_parser(
+        "compare", help="measure recipes (transfer, frozen, finetune_all, scratch) across data fractions, seeds "
+                        "and backbones; each cell an ordinary run")
+    compare.add_argument("config", help="a run config YAML file (its stages are the transfer recipe)")
+    compare.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key (repeatable)")
+    compare.add_argument("--recipes", default="transfer,frozen,finetune_all,scratch",
+                         help="comma-separated (default: all four)")
+    compare.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="training-set fractions (default 0.1,0.25,0.5,1.0)")
+    compare.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
+    compare.add_argument("--backbones", help="comma-separated presets (default: the config's)")
+    compare.add_argument("--native-size", action="store_true",
+                         help="train each imported preset at its own resolution (e.g. 240 px for Lite1)")
+    compare.add_argument("--budget", type=float, metavar="MINUTES", help="wall-time limit per cell")
+    compare.add_argument("--total-budget", type=float, metavar="MINUTES", help="wall-time limit for the whole compare")
+    compare.add_argument("--finetune-lr", type=float, default=1e-4, help="finetune_all's learning rate (default 1e-4)")
+    compare.add_argument("--finetune-epochs", type=int, help="finetune_all's epochs (default: the schedule's total)")
+    compare.add_argument("--scratch-lr", type=float, default=1e-3, help="scratch's learning rate (default 1e-3)")
+    compare.add_argument("--scratch-epochs", type=int, help="scratch's epochs (default: 3x the schedule's total)")
+    compare.add_argument("--output", "-o", default="runs/compare", help="compare folder (default: runs/compare)")
+    compare.set_defaults(handler=_cmd_compare)
+
+    lr_find = commands.add_parser("lr-find", help="learning-rate range test for one stage: loss vs rate plot and "
+                                                  "a suggested rate")
+    lr_find.add_argument("config", help="a run config YAML file")
+    lr_find.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key (repeatable)")
+    lr_find.add_argument("--stage", type=int, default=1, help="stage number, from 1 (default 1)")
+    lr_find.add_argument("--steps", type=int, default=200, help="training steps in the sweep (default 200)")
+    lr_find.add_argument("--min-lr", type=float, default=1e-7)
+    lr_find.add_argument("--max-lr", type=float, default=1.0)
+    lr_find.add_argument("--weights", metavar="RUN_DIR",
+                         help="start from a finished run's best weights (for a later stage)")
+    lr_find.add_argument("--output", "-o", default="runs/lr_find", help="output folder (default: runs/lr_find)")
+    lr_find.set_defaults(handler=_cmd_lr_find)
 
     demo = commands.add_parser("demo", help="the end-to-end demo: import weights, fine-tune, evaluate")
     demo.add_argument("--output", "-o", default="runs/demo")

@@ -53,12 +53,15 @@ def _setup_devices(config: RunConfig):
 class _EpochRecorder:
     """A Keras callback factory: history rows, checkpoints and the best weights."""
 
-    def __init__(self, run_dir: Path, store, state: dict[str, Any], monitor: tuple[str, str], full_model):
+    def __init__(self, run_dir: Path, store, state: dict[str, Any], monitor: tuple[str, str], full_model,
+                 clock: "_RunClock"):
         self.run_dir = run_dir
         self.store = store
         self.state = state
         self.monitor, self.mode = monitor
         self.full_model = full_model
+        self.clock = clock
+        self.cached = False  # whether the current stage trains on cached features
 
     def callback(self, stage_index: int, stage: StageConfig):
         import keras
@@ -82,8 +85,11 @@ class _EpochRecorder:
     def end_epoch(self, stage_index, stage, epoch, logs, lr, seconds, optimizer):
         state = self.state
         row = {"stage": stage.name, "stage_index": stage_index, "epoch": epoch + 1,
-               "global_epoch": state["global_epoch"] + 1, "learning_rate": lr, "seconds": round(seconds, 3)}
+               "global_epoch": state["global_epoch"] + 1, "learning_rate": lr, "seconds": round(seconds, 3),
+               # Wall time since the run started (data, model, caches included), summed over resumes.
+               "elapsed": round(self.clock.elapsed(), 3), "feature_cache": self.cached}
         row.update({k: float(v) for k, v in logs.items() if k != "learning_rate"})
+        state["elapsed"] = self.clock.elapsed()
         state["history"].append(row)
         state["global_epoch"] += 1
         state["stage_index"] = stage_index
@@ -99,6 +105,29 @@ class _EpochRecorder:
                     self.full_model.save_weights(tmp)
         atomic_write_text(self.run_dir / "history.json", json.dumps(state["history"], indent=2))
         self.store.save(self.full_model, optimizer, state)
+
+
+class _RunClock:
+    """Wall time of a run, continuing from what earlier (interrupted) sessions of it spent."""
+
+    def __init__(self, before: float = 0.0):
+        self.start = time.perf_counter() - before
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def _time_limit_callback(clock: _RunClock, limit: float, state: dict[str, Any]):
+    """Stops training after the batch that crosses the run's time limit; the runner then ends the run."""
+    import keras
+
+    class TimeLimit(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if clock.elapsed() >= limit:
+                state["time_limit_reached"] = True
+                self.model.stop_training = True
+
+    return TimeLimit()
 
 
 def _use_feature_cache(config: RunConfig, stage: StageConfig, task, data, split) -> tuple[bool, str]:
@@ -136,7 +165,7 @@ def check_freeze_plans(config: RunConfig) -> None:
 
 
 def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
-          extra_callbacks: Sequence[Any] = ()) -> Path:
+          extra_callbacks: Sequence[Any] = (), time_limit: float | None = None) -> Path:
     """Runs every stage of `config` into `run_dir` and returns it.
 
     An interrupted run in `run_dir` (same config) resumes at its stage and
@@ -144,6 +173,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     `extra_callbacks` are Keras callbacks added to every stage; one with a
     `bind_run(full_model, task)` method is given the run's whole model and
     task first (a stage on cached features fits only part of the model).
+    `time_limit` (seconds of wall time, resumes included) ends training after
+    the batch that crosses it; the run is then finished with the best weights
+    so far and `metrics.json` says `"time_limit_reached": true`.
     """
     import keras
 
@@ -153,6 +185,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     from transferkit.models.freezing import apply_freeze_plan
     from transferkit.models.schedules import build_optimizer
 
+    if time_limit is not None and not time_limit > 0:
+        raise TransferkitError(f"time_limit: expected a number of seconds > 0, received {time_limit!r}")
+    clock = _RunClock()
     run_dir = Path(run_dir)
     store = CheckpointStore(run_dir)
     latest = store.latest() if resume and run_dir.is_dir() else None
@@ -192,9 +227,10 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     if latest is not None:
         folder, state = latest
         full_model.load_weights(folder / "model.weights.h5")
+        clock = _RunClock(before=float(state.get("elapsed", 0.0)) + clock.elapsed())
         _log(config, f"resuming {run_dir}: stage {state['stage_index'] + 1}, "
                      f"{state['stage_epoch']} epoch(s) done in it")
-    recorder = _EpochRecorder(run_dir, store, state, task.monitor(), full_model)
+    recorder = _EpochRecorder(run_dir, store, state, task.monitor(), full_model, clock)
     for callback in extra_callbacks:
         if hasattr(callback, "bind_run"):
             callback.bind_run(full_model, task)
@@ -202,6 +238,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     cached: tuple | None = None  # (split key, train FeatureCache, val FeatureCache or None)
 
     for index, stage in enumerate(config.stages):
+        if state.get("time_limit_reached"):
+            _log(config, f"time limit of {time_limit:g}s reached: stages from '{stage.name}' on are not run")
+            break
         done = state["stage_epoch"] if state["stage_index"] == index else 0
         if index < state["stage_index"] or (index == state["stage_index"] and done >= stage.epochs):
             continue
@@ -226,7 +265,10 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             folder, _ = store.latest()
             # model.optimizer: under mixed precision, the loss-scale wrapper the recorder saved.
             restore_optimizer_state(model.optimizer, model.trainable_variables, folder / "optimizer.npz")
+        recorder.cached = use_cache
         callbacks = [recorder.callback(index, stage)]
+        if time_limit is not None:
+            callbacks.append(_time_limit_callback(clock, time_limit, state))
         monitor, mode = task.monitor()
         if config.training.early_stopping_patience and data.val is not None:
             callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
@@ -279,8 +321,11 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     metrics = task.evaluate(full_model, data.val, data.info, run_dir / "report") if data.val is not None else {}
     metrics["problems"] = data.problems
     metrics["best_epoch"] = state.get("best_epoch")
+    metrics["time_limit_reached"] = bool(state.get("time_limit_reached"))
+    metrics["elapsed_seconds"] = round(clock.elapsed(), 3)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     state["complete"] = True
+    state["elapsed"] = clock.elapsed()
     store.save(full_model, None, state)
     _log(config, f"\nrun complete: {run_dir}")
     return run_dir

@@ -62,6 +62,8 @@ class DataConfig:
     cache: Literal["memory", "none"] = "memory"
     # Images whose header declares more pixels are bad inputs, here and in the exported model.
     max_pixels: int = MAX_PIXELS
+    # Train on a seeded, stratified share of the training images (learning curves); validation is unchanged.
+    train_fraction: float = 1.0
 
     def __post_init__(self):
         if not self.train:
@@ -71,6 +73,7 @@ class DataConfig:
               "two integers in [8, 4096], [height, width]")
         check(0.1 <= self.crop_fraction <= 1.0, "data.crop_fraction", self.crop_fraction, "a number in [0.1, 1]")
         check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
+        check(0.0 < self.train_fraction <= 1.0, "data.train_fraction", self.train_fraction, "a number in (0, 1]")
         check(self.max_pixels >= self.image_size[0] * self.image_size[1], "data.max_pixels", self.max_pixels,
               "an integer >= the pixels of data.image_size")
         if self.class_names is not None:

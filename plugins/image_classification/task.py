@@ -13,6 +13,7 @@ from transferkit.images import MAX_PIXELS
 from transferkit.plugins.image_classification import data as data_lib
 from transferkit.plugins.image_classification.config import ImageClassificationConfig
 from transferkit.registry import register_task
+from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
 from transferkit.task import Task, TaskData
 
 
@@ -58,6 +59,9 @@ class ImageClassification(Task):
             n_val = max(1, int(round(len(train_samples) * cfg.val_split)))
             val_samples = [train_samples[i] for i in order[:n_val]]
             train_samples = [train_samples[i] for i in order[n_val:]]
+        if cfg.train_fraction < 1.0:
+            keep = stratified_subset([s.label for s in train_samples], cfg.train_fraction, seed + SUBSET_SEED_OFFSET)
+            train_samples = [train_samples[i] for i in keep]
         load = dict(class_names=class_names, image_size=cfg.image_size, resize=cfg.resize,
                     on_bad_image=cfg.on_bad_image, crop_fraction=cfg.crop_fraction, max_pixels=cfg.max_pixels)
         train = data_lib.load_images(train_samples, **load)

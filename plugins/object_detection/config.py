@@ -32,6 +32,8 @@ class DetectionDataConfig:
     class_names: list[str] | None = None
     on_bad_annotation: Literal["skip", "error"] = "skip"
     max_boxes: int = 0  # boxes kept per image (targets are padded to it); 0: the most any image has
+    # Train on a seeded share of the training images, stratified by each image's most frequent class.
+    train_fraction: float = 1.0
 
     def __post_init__(self):
         if not self.train:
@@ -41,6 +43,7 @@ class DetectionDataConfig:
               "two multiples of 32 (the coarsest pyramid level's stride), [height, width]")
         check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
         check(self.max_boxes >= 0, "data.max_boxes", self.max_boxes, "an integer >= 0")
+        check(0.0 < self.train_fraction <= 1.0, "data.train_fraction", self.train_fraction, "a number in (0, 1]")
         if self.class_names is not None:
             check(len(set(self.class_names)) == len(self.class_names) and len(self.class_names) >= 1,
                   "data.class_names", self.class_names, "at least one distinct name")

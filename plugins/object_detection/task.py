@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -13,6 +14,7 @@ from transferkit.plugins.object_detection import annotations as annotations_lib
 from transferkit.plugins.object_detection import data as data_lib
 from transferkit.plugins.object_detection.config import ObjectDetectionConfig
 from transferkit.registry import register_task
+from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
 from transferkit.task import CacheSplit, Task, TaskData
 
 # Evaluation keeps low-scoring boxes, as COCO evaluation expects (100 per image).
@@ -78,6 +80,10 @@ class ObjectDetection(Task):
             train_annotations = [train_annotations[i] for i in sorted(order[n_val:])]
         if not train_annotations:
             raise DataError(f"{cfg.train}: no training images left after holding out the validation split")
+        if cfg.train_fraction < 1.0:
+            strata = [Counter(a.labels).most_common(1)[0][0] if len(a.labels) else "" for a in train_annotations]
+            keep = stratified_subset(strata, cfg.train_fraction, seed + SUBSET_SEED_OFFSET)
+            train_annotations = [train_annotations[i] for i in keep]
         max_boxes = cfg.max_boxes or max(1, max(len(a.labels) for a in [*train_annotations, *val_annotations]))
         load = dict(class_names=class_names, image_size=cfg.image_size, max_boxes=max_boxes,
                     on_bad_annotation=cfg.on_bad_annotation)

@@ -39,6 +39,8 @@ class DataConfig:
     label_names: dict[str, str] | None = None
     # Use at most this many training texts (a stratified, seeded subset); 0: all.
     max_train: int = 0
+    # Then train on a seeded, stratified share of them (learning curves); validation is unchanged.
+    train_fraction: float = 1.0
     on_bad_input: Literal["skip", "error"] = "skip"
 
     def __post_init__(self):
@@ -51,6 +53,7 @@ class DataConfig:
         check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
         check(self.val_count >= 0, "data.val_count", self.val_count, "an integer >= 0 (0: use val_split)")
         check(self.max_train >= 0, "data.max_train", self.max_train, "an integer >= 0 (0: all)")
+        check(0.0 < self.train_fraction <= 1.0, "data.train_fraction", self.train_fraction, "a number in (0, 1]")
         check((self.filter_column is None) == (self.filter_value is None), "data.filter_value",
               self.filter_value, "set together with data.filter_column")
         for field in ("encoding", "fallback_encoding"):

@@ -12,6 +12,7 @@ from transferkit.errors import ConfigError, DataError, TransferkitError
 from transferkit.plugins.text_classification import data as data_lib
 from transferkit.plugins.text_classification.config import TextClassificationConfig
 from transferkit.registry import register_task
+from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
 from transferkit.task import CacheSplit, ParityCheck, Task, TaskData
 
 # How many validation texts travel in info.json for warmup and the export's parity check.
@@ -127,6 +128,10 @@ class TextClassification(Task):
         problems += duplicates
         if cfg.max_train and cfg.max_train < len(train_examples):
             _, train_examples = data_lib.stratified_split(train_examples, cfg.max_train, seed + 1)
+        if cfg.train_fraction < 1.0:
+            keep = stratified_subset([e.label for e in train_examples], cfg.train_fraction,
+                                     seed + SUBSET_SEED_OFFSET)
+            train_examples = [train_examples[i] for i in keep]
         class_names = list(cfg.class_names) if cfg.class_names else sorted({e.label for e in train_examples})
         if len(class_names) < 2:
             raise DataError(f"{cfg.train}: found {len(class_names)} class(es) {class_names}; expected at least 2")

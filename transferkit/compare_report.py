@@ -1,0 +1,148 @@
+"""compare.md and the three compare plots, from compare.json's content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+RECIPE_COLOURS = {"transfer": "tab:blue", "frozen": "tab:green", "finetune_all": "tab:orange", "scratch": "tab:red"}
+BACKBONE_STYLES = ("-", "--", ":", "-.")
+
+
+def _number(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _flops(value) -> str:
+    if value is None:
+        return "-"
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if value >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value:.0f}"
+
+
+def _seconds(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    monitor = summary["monitor"]
+    lines = [f"# transferkit compare: {summary['task']}", "",
+             f"Score: best `{monitor}` of each run on the full validation set; mean ± sample standard deviation "
+             f"over seeds (each seed also draws its own stratified training subset).", ""]
+    lines += ["Recipes:", ""] + [f"- `{name}`: {text}" for name, text in summary["recipes"].items()] + [""]
+    if summary["ranking"]:
+        lines += ["## Backbones ranked by frozen probe", "",
+                  "| rank | backbone | probe score | fraction | probe wall s | forward FLOPs / example |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for rank, row in enumerate(summary["ranking"], 1):
+            lines.append(f"| {rank} | {row['backbone']} | {_number(row['probe_score'])} | {row['fraction']:g} | "
+                         f"{_seconds(row['probe_seconds'])} | {_flops(row['forward_flops_per_example'])} |")
+        lines.append("")
+    lines += ["## Results", "",
+              "| backbone | recipe | fraction | seeds | mean | std | min | max | wall s | epochs | train FLOPs | "
+              "s to 90% of best | s to 95% of best | notes |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in summary["summary"]:
+        notes = []
+        if row["time_limit_reached"]:
+            notes.append(f"{row['time_limit_reached']} stopped by the time budget (score reached so far)")
+        notes += row["not_finished"]
+        t90 = f"{_seconds(row['seconds_to_90pct_of_best'])} ({row['reached_90pct_of_best']})"
+        t95 = f"{_seconds(row['seconds_to_95pct_of_best'])} ({row['reached_95pct_of_best']})"
+        lines.append(
+            f"| {row['backbone']} | {row['recipe']} | {row['fraction']:g} | {row['seeds']}/{row['planned_seeds']} | "
+            f"{_number(row['mean'])} | {_number(row['std'])} | {_number(row['min'])} | {_number(row['max'])} | "
+            f"{_seconds(row['wall_seconds'])} | {_number(row['epochs'], 1)} | {_flops(row['train_flops'])} | "
+            f"{t90} | {t95} | {'; '.join(notes)} |")
+    lines += ["", "Wall time includes reading the data, building the model and any feature caching; training "
+              "FLOPs count forward and backward passes over the training set (a multiply-add is 2 FLOPs; a "
+              "backward pass is 2x the forward FLOPs of trainable layers, 1x of frozen layers above the lowest "
+              "trainable one); validation passes are not counted. \"s to 90% of best\": wall seconds until a "
+              "run's validation score first reached 90% of the best score any recipe reached at that fraction "
+              "(runs that reached it / runs).", "",
+              "Plots: `accuracy_vs_fraction.png`, `accuracy_vs_time.png`, `accuracy_vs_flops.png`.", ""]
+    return "\n".join(lines)
+
+
+def plot_all(summary: dict[str, Any], output: Path) -> list[Path]:
+    return [plot_vs_fraction(summary, output / "accuracy_vs_fraction.png"),
+            plot_curves(summary, output / "accuracy_vs_time.png", "elapsed", "wall time (s)", log=False),
+            plot_curves(summary, output / "accuracy_vs_flops.png", "train_flops", "training FLOPs", log=True)]
+
+
+def _style(summary, backbone) -> str:
+    backbones = list(dict.fromkeys(row["backbone"] for row in summary["summary"]))
+    return BACKBONE_STYLES[backbones.index(backbone) % len(BACKBONE_STYLES)]
+
+
+def plot_vs_fraction(summary: dict[str, Any], path: Path) -> Path:
+    """Mean score per recipe against the training-set fraction, with a band of ± one standard deviation."""
+    from transferkit.reporting import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    keys = dict.fromkeys((row["backbone"], row["recipe"]) for row in summary["summary"])
+    several = len({b for b, _ in keys}) > 1
+    for backbone, recipe in keys:
+        rows = sorted((r for r in summary["summary"] if r["backbone"] == backbone and r["recipe"] == recipe
+                       and r["mean"] is not None), key=lambda r: r["fraction"])
+        if not rows:
+            continue
+        x = [r["fraction"] for r in rows]
+        mean = [r["mean"] for r in rows]
+        std = [r["std"] or 0.0 for r in rows]
+        colour = RECIPE_COLOURS.get(recipe)
+        label = f"{recipe} ({backbone})" if several else recipe
+        ax.plot(x, mean, _style(summary, backbone), marker="o", color=colour, label=label)
+        ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                        color=colour, alpha=0.15)
+    ax.set_xscale("log")
+    fractions = sorted({r["fraction"] for r in summary["summary"]})
+    ax.set_xticks(fractions)
+    ax.set_xticklabels([f"{f:g}" for f in fractions])
+    ax.set_xlabel("fraction of the training set")
+    ax.set_ylabel(f"validation {summary['monitor']}")
+    ax.set_title("Score vs training data (band: ± 1 std over seeds)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(summary: dict[str, Any], path: Path, x_key: str, x_label: str, log: bool) -> Path:
+    """Each run's validation score per epoch against wall time or training FLOPs, at the largest fraction."""
+    from transferkit.reporting import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    cells = [c for c in summary["cells"] if c.get("curve")]
+    largest = max((c["fraction"] for c in cells), default=None)
+    labelled = set()
+    for cell in cells:
+        if cell["fraction"] != largest:
+            continue
+        points = [(p[x_key], p["score"]) for p in cell["curve"] if p.get(x_key) is not None and p["score"] is not None]
+        if not points:
+            continue
+        key = (cell["backbone"], cell["recipe"])
+        several = len({c["backbone"] for c in cells}) > 1
+        label = None if key in labelled else (f"{cell['recipe']} ({cell['backbone']})" if several else cell["recipe"])
+        labelled.add(key)
+        ax.plot([p[0] for p in points], [p[1] for p in points], _style(summary, cell["backbone"]), marker=".",
+                color=RECIPE_COLOURS.get(cell["recipe"]), alpha=0.8, label=label)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(f"validation {summary['monitor']}")
+    title = "Score vs " + ("wall time" if x_key == "elapsed" else "training compute")
+    ax.set_title(title + (f" (fraction {largest:g}, one line per seed)" if largest is not None else ""), fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
