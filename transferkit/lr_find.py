@@ -115,7 +115,8 @@ def find_learning_rate(config: RunConfig, stage_index: int, output: str | os.Pat
                 self.model.stop_training = True
 
     # Keras counts the loss per epoch as a running mean; one step per "epoch" gives each step's own loss.
-    trained.fit(dataset.repeat(), steps_per_epoch=1, epochs=steps, callbacks=[Sweep()], verbose=0)
+    trained.fit(dataset.repeat(), steps_per_epoch=1, epochs=steps, callbacks=[Sweep()], verbose=0,
+                shuffle=False)  # the dataset shuffles itself
     count = len(smoothed)
     rates = rates[:count]
     steepest, minimum = _suggest(rates, smoothed)

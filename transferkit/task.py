@@ -228,6 +228,15 @@ class Task(abc.ABC):
         """The validation quantity that picks the best checkpoint, and its mode."""
         return "val_loss", "min"
 
+    def score(self) -> tuple[str, str]:
+        """The `metrics.json` value that sums up a finished run (what `compare` reports), and its mode.
+
+        By default the monitor without its `val_` prefix; a task whose
+        evaluation computes something better (mAP) names it here.
+        """
+        name, mode = self.monitor()
+        return name.removeprefix("val_"), mode
+
     # -- evaluation and prediction -------------------------------------------
 
     def evaluate(self, model: "keras.Model", data: "tf.data.Dataset", info: Mapping[str, Any],

@@ -246,6 +246,9 @@ class ObjectDetection(Task):
                           box=tuple(float(v) for v in out["boxes"][index, j] * scale))
                 for j in range(int(out["num_detections"][index]))]
 
+    def score(self) -> tuple[str, str]:
+        return "map", "max"  # COCO mAP@[.5:.95] on the validation set, from the evaluation report
+
     # -- evaluation and prediction -------------------------------------------
 
     def evaluate(self, model, data, info, report_dir: Path) -> dict[str, Any]:

@@ -1,0 +1,192 @@
+"""transferkit compare: a tiny grid end to end, budgets, resume, and the training-set fraction."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from transferkit.cli import main
+from transferkit.compare import CompareOptions, recipe_stages, run_compare
+from transferkit.config import build_run_config
+from transferkit.errors import ConfigError
+from transferkit.runner import load_run, train
+from transferkit.sampling import stratified_subset
+from transferkit.testing import make_image_folder, tiny_config
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("shapes"), per_class=12, size=32)
+
+
+@pytest.fixture(scope="module")
+def config_file(shapes, tmp_path_factory):
+    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(shapes, data={"val_split": 0.25})))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(config_file, tmp_path_factory):
+    output = tmp_path_factory.mktemp("compare") / "out"
+    code = main(["compare", str(config_file), "--recipes", "frozen,scratch", "--fractions", "0.5,1",
+                 "--seeds", "1", "--scratch-epochs", "2", "--output", str(output)])
+    assert code == 0
+    return output
+
+
+def test_every_cell_is_an_ordinary_finished_run(finished):
+    summary = json.loads((finished / "compare.json").read_text())
+    assert [c["status"] for c in summary["cells"]] == ["finished"] * 4
+    # Frozen probes run first.
+    assert [c["recipe"] for c in summary["cells"]][:2] == ["frozen", "frozen"]
+    for cell in summary["cells"]:
+        config, _, model, info = load_run(finished / cell["folder"])
+        assert config.training.seed == 0 and config.task_config.data.train_fraction == cell["fraction"]
+        assert cell["best_monitor"] == max(row["val_accuracy"] for row in json.loads(
+            (finished / cell["folder"] / "history.json").read_text()))
+        assert cell["score"] == json.loads((finished / cell["folder"] / "metrics.json").read_text())["accuracy"]
+    scratch = load_run(finished / "efficientnet__from_config_/scratch/fraction-1/seed-0")[0]
+    assert scratch.backbone.load_weights is False and [s.name for s in scratch.stages] == ["scratch"]
+
+
+def test_fractions_train_on_stratified_subsets_and_validate_on_the_same_set(finished):
+    infos = {f: json.loads((finished / f"efficientnet__from_config_/frozen/fraction-{f}/seed-0/info.json")
+                           .read_text()) for f in ("0.5", "1")}
+    assert infos["0.5"]["num_val"] == infos["1"]["num_val"]
+    assert infos["0.5"]["num_train"] == pytest.approx(infos["1"]["num_train"] / 2, abs=len(infos["1"]["class_names"]))
+
+
+def test_flops_follow_the_recipes_freeze_plans(finished):
+    summary = json.loads((finished / "compare.json").read_text())
+    cells = {(c["recipe"], c["fraction"]): c for c in summary["cells"]}
+    scratch = cells[("scratch", 1.0)]
+    forward = scratch["forward_flops_per_example"]
+    assert forward > 0
+    # Everything trains: forward plus a backward of twice the forward, every epoch.
+    assert scratch["train_flops"] == scratch["epochs"] * scratch["num_train"] * 3 * forward
+    frozen = cells[("frozen", 1.0)]
+    # Cached features: one extraction pass, then only the head: far cheaper per epoch.
+    assert 0 < frozen["train_flops"] < frozen["num_train"] * forward * 1.1
+    assert cells[("scratch", 0.5)]["train_flops"] < scratch["train_flops"]
+    # The curve accumulates the same numbers, with wall time.
+    assert scratch["curve"][-1]["train_flops"] == scratch["train_flops"]
+    assert all(p["elapsed"] > 0 for p in scratch["curve"])
+
+
+def test_table_and_plots(finished):
+    text = (finished / "compare.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| efficientnet")]
+    assert len(rows) == 4  # one row per recipe and fraction
+    assert any("| scratch | 0.5 | 1/1 |" in line for line in rows)
+    assert "| 1 | efficientnet (from config) |" in text  # the probe ranking
+    for name in ("accuracy_vs_fraction.png", "accuracy_vs_time.png", "accuracy_vs_flops.png"):
+        with Image.open(finished / name) as image:
+            assert image.format == "PNG" and image.size[0] > 200
+            assert np.asarray(image.convert("L")).std() > 5  # something was drawn
+
+
+def test_resume_skips_finished_cells_and_reruns_the_missing_one(finished, config_file):
+    kept = finished / "efficientnet__from_config_/scratch/fraction-1/seed-0/metrics.json"
+    kept_time = kept.stat().st_mtime_ns
+    lost = finished / "efficientnet__from_config_/frozen/fraction-0.5/seed-0"
+    import shutil
+
+    shutil.rmtree(lost)
+    logged = []
+    options = CompareOptions(recipes=("frozen", "scratch"), fractions=(0.5, 1.0), seeds=1, scratch_epochs=2)
+    summary = run_compare(config_file, finished, options, log=logged.append)
+    assert kept.stat().st_mtime_ns == kept_time
+    assert (lost / "metrics.json").exists()
+    assert logged == ["[2/4] efficientnet__from_config_/frozen/fraction-0.5/seed-0"]
+    assert sum(1 for c in summary["cells"] if c.get("resumed")) == 3
+    # Different options on the same folder: refused before anything runs, naming the cell.
+    with pytest.raises(ConfigError, match=r"scratch/fraction-1/seed-0: a finished cell with a different config"):
+        run_compare(config_file, finished, CompareOptions(recipes=("scratch",), fractions=(1.0,), seeds=1,
+                                                          scratch_epochs=3))
+
+
+def test_total_budget_reports_unrun_cells_instead_of_dropping_them(config_file, tmp_path):
+    options = CompareOptions(recipes=("scratch",), fractions=(0.5, 1.0), seeds=1, scratch_epochs=3,
+                             total_budget=0.001)
+    summary = run_compare(config_file, tmp_path / "out", options, log=lambda _: None)
+    first, second = summary["cells"]
+    assert first["status"] == "finished" and first["time_limit_reached"] and first["epochs"] == 1
+    assert second["status"] == "not run" and "total budget of 0.001 min spent" in second["reason"]
+    text = (tmp_path / "out" / "compare.md").read_text()
+    assert "stopped by the time budget" in text and "seed 0: not run (total budget" in text
+
+
+def test_time_limit_ends_the_run_with_the_best_weights_so_far(shapes, tmp_path):
+    config = build_run_config(tiny_config(shapes, stages=[
+        {"name": "a", "freeze": {"all": True}, "epochs": 3, "learning_rate": 1e-3},
+        {"name": "b", "freeze": {"all": True}, "epochs": 3, "learning_rate": 1e-3}]))
+    run = train(config, tmp_path / "run", time_limit=1e-3)
+    history = json.loads((run / "history.json").read_text())
+    assert [row["stage"] for row in history] == ["a"]  # stopped after the first batch of the first epoch
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["time_limit_reached"] is True and metrics["elapsed_seconds"] > 0
+    assert (run / "model.keras").exists()
+
+
+def test_recipes_derive_from_the_schedule(shapes):
+    config = build_run_config(tiny_config(shapes))
+    options = CompareOptions()
+    assert recipe_stages(config.stages, "transfer", options) == config.stages
+    assert [s.name for s in recipe_stages(config.stages, "frozen", options)] == ["head"]
+    finetune = recipe_stages(config.stages, "finetune_all", options)[0]
+    assert finetune.freeze.all and finetune.learning_rate == 1e-4 and finetune.epochs == 2
+    scratch = recipe_stages(config.stages, "scratch", options)[0]
+    assert scratch.freeze.all and scratch.epochs == 6
+    unfrozen = build_run_config(tiny_config(shapes, stages=[{"name": "x", "freeze": {"all": True}}]))
+    with pytest.raises(ConfigError, match="no frozen-backbone stage"):
+        recipe_stages(unfrozen.stages, "frozen", options)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--recipes", "transfer,linear"], "--recipes: expected one or more of transfer, frozen, finetune_all, scratch"),
+    (["--fractions", "0.5,1.5"], "--fractions: expected numbers in (0, 1], received [0.5, 1.5]"),
+    (["--fractions", "half"], "--fractions: expected comma-separated numbers"),
+    (["--seeds", "0"], "--seeds: expected an integer >= 1, received 0"),
+    (["--budget", "-1"], "--cell-budget: expected minutes > 0, received -1"),
+])
+def test_bad_options_are_one_line_errors(config_file, tmp_path, capsys, argv, message):
+    assert main(["compare", str(config_file), "--output", str(tmp_path / "x"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_stratified_subset_keeps_every_class_and_depends_on_the_seed():
+    labels = ["a"] * 40 + ["b"] * 10 + ["c"] * 2
+    chosen = stratified_subset(labels, 0.25, seed=1)
+    picked = [labels[i] for i in chosen]
+    assert (picked.count("a"), picked.count("b"), picked.count("c")) == (10, 2, 1)
+    assert chosen == sorted(chosen) == stratified_subset(labels, 0.25, seed=1)
+    assert chosen != stratified_subset(labels, 0.25, seed=2)
+    assert stratified_subset(labels, 1.0, seed=3) == list(range(len(labels)))
+    with pytest.raises(ConfigError, match=r"data.train_fraction: expected a number in \(0, 1\], received 0"):
+        build_run_config(tiny_config("x", data={"train_fraction": 0}))
+
+
+@pytest.mark.parametrize("task", ["text_classification", "object_detection"])
+def test_every_task_compares_on_its_own_score(task, tmp_path):
+    from transferkit.testing import make_detection_dataset, make_text_dataset, tiny_detection_config, tiny_text_config
+
+    if task == "text_classification":
+        make_text_dataset(tmp_path / "data", count=48)
+        config, score = tiny_text_config(tmp_path / "data"), "accuracy"
+    else:
+        config, score = tiny_detection_config(make_detection_dataset(tmp_path / "data", count=16, size=64)), "map"
+        config["stages"] = [{"name": "head", "freeze": {"backbone": True}, "epochs": 1, "learning_rate": 1e-3}]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    summary = run_compare(path, tmp_path / "out", CompareOptions(recipes=("frozen",), fractions=(0.5,), seeds=1),
+                          log=lambda _: None)
+    (cell,) = summary["cells"]
+    assert summary["score"] == score and cell["status"] == "finished"
+    metrics = json.loads((tmp_path / "out" / cell["folder"] / "metrics.json").read_text())
+    assert cell["score"] == metrics[score]
+    assert cell["train_flops"] > 0 and cell["forward_flops_per_example"] > 0
+    assert summary["ranking"][0]["probe_score"] == cell["score"]
