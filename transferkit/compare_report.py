@@ -77,6 +77,19 @@ def _style(summary, backbone) -> str:
     return BACKBONE_STYLES[backbones.index(backbone) % len(BACKBONE_STYLES)]
 
 
+def _save(plt, fig, ax, path: Path) -> Path:
+    """Legend (when anything is labelled), layout, and a small PNG written through a temporary file."""
+    from transferkit.fileio import atomic_path
+
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def plot_vs_fraction(summary: dict[str, Any], path: Path) -> Path:
     """Mean score per recipe against the training-set fraction, with a band of ± one standard deviation."""
     from transferkit.reporting import pyplot
@@ -105,12 +118,7 @@ def plot_vs_fraction(summary: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("fraction of the training set")
     ax.set_ylabel(f"validation {summary['score']}")
     ax.set_title("Score vs training data (band: ± 1 std over seeds)")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path)
 
 
 def plot_curves(summary: dict[str, Any], path: Path, x_key: str, x_label: str, log: bool) -> Path:
@@ -141,9 +149,4 @@ def plot_curves(summary: dict[str, Any], path: Path, x_key: str, x_label: str, l
     ax.set_ylabel(f"{summary['monitor']} (per epoch)")
     title = "Score vs " + ("wall time" if x_key == "elapsed" else "training compute")
     ax.set_title(title + (f" (fraction {largest:g}, one line per seed)" if largest is not None else ""), fontsize=10)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path)

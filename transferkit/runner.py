@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -302,9 +303,14 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                     raise TransferkitError(f"stages[{stage.name}].augment: false, but task {task.name!r} "
                                            f"provides no unaugmented training data")
                 train_ds = data.train_unaugmented
-        model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, initial_epoch=done,
-                  callbacks=callbacks, verbose=config.training.verbose,
-                  shuffle=False)  # the datasets shuffle themselves
+        with warnings.catch_warnings():
+            if int(train_ds.cardinality()) < 0:
+                # Streamed data of unknown length (a disk cache, dropped undecodable files): Keras
+                # learns the epoch's length when the first epoch ends and says so misleadingly.
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
+            model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, initial_epoch=done,
+                      callbacks=callbacks, verbose=config.training.verbose,
+                      shuffle=False)  # the datasets shuffle themselves
         # Early stopping ends a stage before its last epoch: mark it complete.
         state["stage_index"], state["stage_epoch"] = index, stage.epochs
         if not stage.freeze.freezes_whole_backbone:

@@ -59,7 +59,13 @@ class DataConfig:
     class_names: list[str] | None = None
     class_weights: Literal["none", "balanced"] = "none"
     on_bad_image: Literal["skip", "error"] = "skip"
-    cache: Literal["memory", "none"] = "memory"
+    # memory: decode every image once into memory (fastest epochs, exact bad-file reports); none: stream
+    # from the files every epoch, holding nothing; disk: stream once into a tf.data snapshot under
+    # cache_dir, reused by later epochs and runs; auto: memory when the decoded training and validation
+    # images fit in cache_memory_mb, else disk.
+    cache: Literal["auto", "memory", "disk", "none"] = "auto"
+    cache_dir: str | None = None  # default: $TRANSFERKIT_HOME/data_cache
+    cache_memory_mb: int = 2048
     # Images whose header declares more pixels are bad inputs, here and in the exported model.
     max_pixels: int = MAX_PIXELS
     # Train on a seeded, stratified share of the training images (learning curves); validation is unchanged.
@@ -74,6 +80,7 @@ class DataConfig:
         check(0.1 <= self.crop_fraction <= 1.0, "data.crop_fraction", self.crop_fraction, "a number in [0.1, 1]")
         check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
         check(0.0 < self.train_fraction <= 1.0, "data.train_fraction", self.train_fraction, "a number in (0, 1]")
+        check(self.cache_memory_mb >= 0, "data.cache_memory_mb", self.cache_memory_mb, "an integer >= 0")
         check(self.max_pixels >= self.image_size[0] * self.image_size[1], "data.max_pixels", self.max_pixels,
               "an integer >= the pixels of data.image_size")
         if self.class_names is not None:

@@ -12,6 +12,7 @@ from transferkit.errors import DataError
 from transferkit.images import MAX_PIXELS
 from transferkit.plugins.image_classification import data as data_lib
 from transferkit.plugins.image_classification.config import ImageClassificationConfig
+from transferkit import paths, streaming
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
 from transferkit.task import Task, TaskData
@@ -40,6 +41,24 @@ class ImageClassification(Task):
         configured = self.task_config.data.class_names
         return list(configured) if configured else sorted({s.label for s in train_samples})
 
+    def cache_mode(self, count: int) -> str:
+        """`data.cache`, with auto resolved: memory when `count` decoded images fit the memory budget."""
+        cfg = self.task_config.data
+        if cfg.cache != "auto":
+            return cfg.cache
+        decoded_mb = count * cfg.image_size[0] * cfg.image_size[1] * 3 / 2**20
+        return "memory" if decoded_mb <= cfg.cache_memory_mb else "disk"
+
+    def _checked_files(self, samples, class_names):
+        """Streaming: samples with a known label whose header passes, and the problems of the rest."""
+        index = {name: i for i, name in enumerate(class_names)}
+        problems = [{"path": s.path, "reason": f"label {s.label!r} is not one of the classes {class_names}"}
+                    for s in samples if s.label not in index]
+        known = [s for s in samples if s.label in index]
+        files = streaming.check_image_files([s.path for s in known], [index[s.label] for s in known],
+                                            self.task_config.data.max_pixels)
+        return files, problems + files.problems
+
     def datasets(self) -> TaskData:
         import tensorflow as tf
 
@@ -62,17 +81,44 @@ class ImageClassification(Task):
         if cfg.train_fraction < 1.0:
             keep = stratified_subset([s.label for s in train_samples], cfg.train_fraction, seed + SUBSET_SEED_OFFSET)
             train_samples = [train_samples[i] for i in keep]
-        load = dict(class_names=class_names, image_size=cfg.image_size, resize=cfg.resize,
-                    on_bad_image=cfg.on_bad_image, crop_fraction=cfg.crop_fraction, max_pixels=cfg.max_pixels)
-        train = data_lib.load_images(train_samples, **load)
-        val = data_lib.load_images(val_samples, **load)
-        problems += train.problems + val.problems
         num_classes = len(class_names)
+        mode = self.cache_mode(len(train_samples) + len(val_samples))
+        if mode == "memory":
+            load = dict(class_names=class_names, image_size=cfg.image_size, resize=cfg.resize,
+                        on_bad_image=cfg.on_bad_image, crop_fraction=cfg.crop_fraction, max_pixels=cfg.max_pixels)
+            train = data_lib.load_images(train_samples, **load)
+            val = data_lib.load_images(val_samples, **load)
+            problems += train.problems + val.problems
+            train_labels, val_paths = train.labels, list(val.paths)
+
+            def batches(loaded, shuffle: bool):
+                ds = tf.data.Dataset.from_tensor_slices((loaded.images, loaded.labels))
+                if shuffle:
+                    ds = ds.shuffle(len(loaded.labels), seed=seed, reshuffle_each_iteration=True)
+                return ds.batch(cfg.batch_size)
+        else:
+            train, train_problems = self._checked_files(train_samples, class_names)
+            val, val_problems = self._checked_files(val_samples, class_names)
+            problems += train_problems + val_problems
+            if cfg.on_bad_image == "error" and (train_problems or val_problems):
+                raise DataError.for_bad_inputs(train_problems + val_problems, "data.on_bad_image")
+            for split, name in ((train, "training"), (val, "validation")):
+                if not len(split):
+                    raise DataError(f"no usable {name} images: " + "; ".join(
+                        f"{p['path']}: {p['reason']}" for p in problems[:5]))
+            train_labels, val_paths = train.labels, list(val.paths)
+            stream = dict(image_size=cfg.image_size, resize=cfg.resize, batch_size=cfg.batch_size,
+                          crop_fraction=cfg.crop_fraction, max_pixels=cfg.max_pixels, cache=mode,
+                          cache_dir=cfg.cache_dir or paths.home() / "data_cache",
+                          skip_errors=cfg.on_bad_image == "skip")
+
+            def batches(files, shuffle: bool):
+                return streaming.image_dataset(files, shuffle=shuffle, seed=seed, **stream)
 
         weights = None
         if cfg.class_weights == "balanced":
-            counts = np.bincount(train.labels, minlength=num_classes).astype("float64")
-            weights = tf.constant(len(train.labels) / (num_classes * np.maximum(counts, 1)), tf.float32)
+            counts = np.bincount(train_labels, minlength=num_classes).astype("float64")
+            weights = tf.constant(len(train_labels) / (num_classes * np.maximum(counts, 1)), tf.float32)
 
         def one_hot(images, labels):
             return tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)
@@ -81,14 +127,11 @@ class ImageClassification(Task):
             images, targets = one_hot(images, labels)
             return (images, targets) if weights is None else (images, targets, tf.gather(weights, labels))
 
-        def plain(loaded, fn=one_hot):
-            ds = tf.data.Dataset.from_tensor_slices((loaded.images, loaded.labels))
-            return ds.batch(cfg.batch_size).map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+        def plain(split, fn=one_hot):
+            return batches(split, shuffle=False).map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
+        shuffled = batches(train, shuffle=True).map(one_hot_weighted, num_parallel_calls=tf.data.AUTOTUNE)
         augment = self.task_config.augment
-        shuffled = tf.data.Dataset.from_tensor_slices((train.images, train.labels))
-        shuffled = shuffled.shuffle(len(train.labels), seed=seed, reshuffle_each_iteration=True)
-        shuffled = shuffled.batch(cfg.batch_size).map(one_hot_weighted, num_parallel_calls=tf.data.AUTOTUNE)
         train_ds = shuffled
         if augment.enabled:
             train_ds = shuffled.map(self._augmenter(seed), num_parallel_calls=tf.data.AUTOTUNE)
@@ -99,10 +142,10 @@ class ImageClassification(Task):
             "resize": cfg.resize,
             "crop_fraction": cfg.crop_fraction,
             "max_pixels": cfg.max_pixels,
-            "num_train": int(len(train.labels)),
-            "num_val": int(len(val.labels)),
+            "num_train": int(len(train_labels)),
+            "num_val": int(len(val_paths)),
         }
-        self.val_paths = list(val.paths)
+        self.val_paths = val_paths
         return TaskData(
             train=train_ds.prefetch(tf.data.AUTOTUNE),
             val=plain(val).prefetch(tf.data.AUTOTUNE),
@@ -111,8 +154,8 @@ class ImageClassification(Task):
             train_augmented=augment.enabled,
             train_unaugmented=shuffled.prefetch(tf.data.AUTOTUNE),
             problems=problems,
-            steps_per_epoch=math.ceil(len(train.labels) / cfg.batch_size),
-            examples=list(val.paths),
+            steps_per_epoch=math.ceil(len(train_labels) / cfg.batch_size),
+            examples=list(val_paths),
         )
 
     def _augmenter(self, seed: int):

@@ -1,0 +1,116 @@
+"""Streaming image input: header checks up front, the same pixels as the in-memory path, the disk cache."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transferkit import streaming
+from transferkit.config import build_run_config
+from transferkit.plugins.image_classification import data as data_lib
+from transferkit.runner import train
+from transferkit.testing import make_image_folder, tiny_config
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", classes=("circle", "square"), per_class=4, size=40, fmt="png")
+    # Another format of each kind of decoder: JPEG (TensorFlow) and TIFF (Pillow, in a py_function).
+    Image.open(root / "circle" / "circle_000.png").convert("RGB").save(root / "circle" / "as_jpeg.jpg", quality=90)
+    Image.open(root / "square" / "square_000.png").convert("RGB").resize((50, 30)).save(root / "square" / "wide.tif")
+    return root
+
+
+def _files(root, **kwargs):
+    samples, _ = data_lib.list_samples(root)
+    index = {"circle": 0, "square": 1}
+    return samples, streaming.check_image_files([s.path for s in samples], [index[s.label] for s in samples], **kwargs)
+
+
+def test_streamed_pixels_equal_the_in_memory_decode(folder):
+    samples, files = _files(folder)
+    assert len(files) == 10 and files.problems == []
+    assert files.tf_decodable.tolist().count(False) == 1  # the TIFF
+    dataset = streaming.image_dataset(files, (24, 24), "crop", batch_size=4, crop_fraction=0.875)
+    streamed = np.concatenate([images.numpy() for images, _ in dataset])
+    labels = np.concatenate([labels.numpy() for _, labels in dataset])
+    loaded = data_lib.load_images(samples, ["circle", "square"], (24, 24), "crop", "error", crop_fraction=0.875)
+    np.testing.assert_array_equal(streamed, loaded.images)
+    np.testing.assert_array_equal(labels, loaded.labels)
+
+
+def test_bad_headers_are_reported_before_any_decoding(folder):
+    (folder / "circle" / "notes.png").write_text("not an image")
+    (folder / "circle" / "empty.png").write_bytes(b"")
+    Image.new("RGB", (300, 300)).save(folder / "square" / "big.png")
+    _, files = _files(folder, max_pixels=200 * 200)
+    reasons = {os.path.basename(p["path"]): p["reason"] for p in files.problems}
+    assert set(reasons) == {"notes.png", "empty.png", "big.png"}
+    assert reasons["empty.png"] == "unreadable image: empty file"
+    assert reasons["notes.png"].startswith("unreadable image: UnidentifiedImageError")
+    assert reasons["big.png"] == "300x300 pixels, more than the cap of 40,000 (data.max_pixels)"
+    assert len(files) == 10
+
+
+def test_a_body_that_does_not_decode_is_dropped_or_stops_the_pass(folder):
+    png = (folder / "circle" / "circle_001.png").read_bytes()
+    (folder / "circle" / "truncated.png").write_bytes(png[:60])  # a valid header, no pixels
+    _, files = _files(folder)
+    assert len(files) == 11  # the header check passes it
+    kept = sum(int(images.shape[0]) for images, _ in streaming.image_dataset(files, (16, 16), "crop", 4))
+    assert kept == 10
+    strict = streaming.image_dataset(files, (16, 16), "crop", 4, skip_errors=False)
+    with pytest.raises(Exception):
+        for _ in strict:
+            pass
+
+
+def test_disk_cache_is_read_back_and_keyed_by_the_files(folder, tmp_path):
+    _, files = _files(folder)
+    options = dict(image_size=(16, 16), resize="crop", batch_size=4, cache="disk", cache_dir=tmp_path / "cache")
+    dataset = streaming.image_dataset(files, **options)
+    first = np.concatenate([x.numpy() for x, _ in dataset])
+    (key,) = os.listdir(tmp_path / "cache")
+    # The sources are gone: the next epoch reads everything from the cache.
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved)
+    shutil.rmtree(folder)
+    again = np.concatenate([x.numpy() for x, _ in dataset])
+    np.testing.assert_array_equal(first, again)
+    # A later run on the same files finds the same cache; a changed file or preprocessing makes a new one.
+    shutil.copytree(moved, folder)
+    for path in files.paths:
+        os.utime(path, ns=(os.stat(moved / os.path.relpath(path, folder)).st_mtime_ns,) * 2)
+    streaming.image_dataset(files, **options)
+    assert os.listdir(tmp_path / "cache") == [key]
+    assert streaming.cache_key(files, size=16) != streaming.cache_key(files, size=24)
+    os.utime(files.paths[0], ns=(1, 1))
+    assert streaming.image_dataset(files, **options) is not None
+    assert len(os.listdir(tmp_path / "cache")) == 2
+
+
+def test_runs_train_alike_from_memory_and_streamed(tmp_path):
+    shapes = make_image_folder(tmp_path / "shapes", per_class=8, size=32)
+    histories = {}
+    for mode in ("memory", "none", "disk"):
+        config = build_run_config(tiny_config(shapes, data={"cache": mode, "cache_dir": str(tmp_path / "cache")},
+                                              head={"dropout": 0.0}))
+        run = train(config, tmp_path / mode)
+        histories[mode] = json.loads((run / "history.json").read_text())
+    for mode in ("none", "disk"):
+        for a, b in zip(histories["memory"], histories[mode]):
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+            assert a["val_accuracy"] == pytest.approx(b["val_accuracy"])
+
+
+def test_auto_picks_memory_until_the_budget(tmp_path):
+    from transferkit.registry import get_task
+
+    config = build_run_config(tiny_config("x", data={"cache_memory_mb": 1}))
+    task = get_task("image_classification")(config)
+    per_image_mb = 32 * 32 * 3 / 2**20
+    assert task.cache_mode(int(1 / per_image_mb)) == "memory"
+    assert task.cache_mode(int(1 / per_image_mb) + 1) == "disk"

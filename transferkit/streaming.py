@@ -1,0 +1,166 @@
+"""Streaming image input: files checked from their headers up front, then read and decoded by tf.data.
+
+No step holds the dataset: file names are shuffled, then read, decoded and
+resized in parallel (`map` with AUTOTUNE), batched and prefetched. The
+decode and resize are `transferkit.images`' TensorFlow ops, the same as the
+exported serving graph. A disk cache (a `tf.data` snapshot of the resized
+pixels) is keyed by the files (path, size, modification time) and the
+preprocessing, so later runs on the same data reuse it and any change makes
+a new one.
+
+Example:
+
+```python
+files = check_image_files(paths, labels, max_pixels=40_000_000)
+dataset = image_dataset(files, image_size=(224, 224), resize="crop", batch_size=32, shuffle=True, seed=0)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from transferkit.images import MAX_PIXELS
+
+# Formats TensorFlow decodes in the graph; others (TIFF, ...) go through Pillow in a py_function.
+TF_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP"})
+# Decoded images kept for shuffling after a disk cache: a bounded buffer, not the dataset.
+SHUFFLE_BUFFER = 1024
+CACHE_FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class CheckedFiles:
+    """Image files that passed the header check, with their class indices, and the ones that did not."""
+
+    paths: list[str]
+    labels: np.ndarray  # (N,) int32
+    tf_decodable: np.ndarray  # (N,) bool: decoded by TensorFlow ops, else by Pillow
+    problems: list[dict[str, str]]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _header(path: str, max_pixels: int) -> tuple[str | None, str | None]:
+    """(format, None) for a usable file, or (None, reason)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        if os.path.getsize(path) == 0:
+            return None, "unreadable image: empty file"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap below decides
+            with Image.open(path) as image:  # reads the header only
+                width, height = image.size
+                kind = image.format
+    except Exception as error:  # Pillow raises many types for bad files
+        return None, f"unreadable image: {type(error).__name__}: {error}"
+    if width * height > max_pixels:
+        return None, f"{width}x{height} pixels, more than the cap of {max_pixels:,} (data.max_pixels)"
+    return kind, None
+
+
+def check_image_files(paths: Sequence[str], labels: Sequence[int], max_pixels: int = MAX_PIXELS,
+                      workers: int = 8) -> CheckedFiles:
+    """Reads every file's header (format, size against the pixel cap); bad files become problems."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        headers = list(pool.map(lambda p: _header(p, max_pixels), paths))
+    kept, kept_labels, native, problems = [], [], [], []
+    for path, label, (kind, reason) in zip(paths, labels, headers):
+        if reason is not None:
+            problems.append({"path": path, "reason": reason})
+            continue
+        kept.append(path)
+        kept_labels.append(int(label))
+        native.append(kind in TF_FORMATS)
+    return CheckedFiles(kept, np.asarray(kept_labels, np.int32), np.asarray(native, bool), problems)
+
+
+def cache_key(files: CheckedFiles, **preprocessing) -> str:
+    """A digest of the files (path, size, modification time) and the preprocessing: a disk cache's name."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"version": CACHE_FORMAT_VERSION, **preprocessing}, sort_keys=True).encode())
+    for path, label in zip(files.paths, files.labels.tolist()):
+        stat = os.stat(path)
+        digest.update(f"{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, crop_fraction: float = 1.0,
+                   max_pixels: int = MAX_PIXELS, shuffle_files: bool = False, seed: int = 0,
+                   skip_errors: bool = True):
+    """A dataset of (uint8 image of `image_size`, label), one file at a time, decoded in parallel.
+
+    A file whose header was fine but whose body does not decode is dropped
+    with `skip_errors` (TensorFlow logs it); otherwise it stops the pass.
+    """
+    import tensorflow as tf
+
+    from transferkit.images import decode_encoded, decode_image, resize_image
+
+    size = [int(image_size[0]), int(image_size[1])]
+
+    def pillow(path):
+        return decode_image(path.numpy().decode("utf-8"), size, resize, crop_fraction, max_pixels)
+
+    def decode(path, label, native):
+        def with_tensorflow():
+            image = decode_encoded(tf.io.read_file(path), max_pixels)
+            return tf.cast(resize_image(image, size, resize, crop_fraction), tf.uint8)
+
+        def with_pillow():
+            return tf.py_function(pillow, [path], tf.uint8)
+
+        image = tf.cond(native, with_tensorflow, with_pillow)
+        image.set_shape([*size, 3])
+        return image, label
+
+    dataset = tf.data.Dataset.from_tensor_slices((files.paths, files.labels, files.tf_decodable))
+    if shuffle_files:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if skip_errors:
+        dataset = dataset.ignore_errors(log_warning=True)
+    return dataset
+
+
+def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, batch_size: int,
+                  crop_fraction: float = 1.0, max_pixels: int = MAX_PIXELS, shuffle: bool = False, seed: int = 0,
+                  cache: str = "none", cache_dir: str | os.PathLike | None = None, skip_errors: bool = True):
+    """Batches of (uint8 images, labels), streamed from the files.
+
+    cache: "none" decodes every epoch (file names shuffled, nothing held);
+    "disk" writes the resized pixels once under `cache_dir/<key>` and reads
+    them back in later epochs and later runs, shuffled through a bounded
+    buffer; "memory" keeps the resized pixels in memory after the first pass.
+    """
+    import tensorflow as tf
+
+    if cache not in ("none", "disk", "memory"):
+        raise ValueError(f"cache: expected none, disk or memory. Received: cache={cache!r}")
+    decoded = decoded_images(files, image_size, resize, crop_fraction, max_pixels,
+                             shuffle_files=shuffle and cache == "none", seed=seed, skip_errors=skip_errors)
+    if cache == "disk":
+        if cache_dir is None:
+            raise ValueError("cache: 'disk' needs a cache_dir")
+        key = cache_key(files, image_size=list(image_size), resize=resize, crop_fraction=crop_fraction,
+                        max_pixels=max_pixels)
+        folder = Path(cache_dir) / key
+        folder.mkdir(parents=True, exist_ok=True)
+        decoded = decoded.snapshot(str(folder), compression=None)
+    elif cache == "memory":
+        decoded = decoded.cache()
+    if shuffle and cache != "none":
+        decoded = decoded.shuffle(min(len(files), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+    return decoded.batch(batch_size)
