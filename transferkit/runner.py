@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 from transferkit.config import RunConfig, StageConfig, load_config, write_config
-from transferkit.errors import TransferkitError
+from transferkit.errors import ConfigError, TransferkitError
 from transferkit.fileio import atomic_path, atomic_write_text
 from transferkit.registry import get_task
 
@@ -45,9 +46,17 @@ def _setup_devices(config: RunConfig):
         keras.mixed_precision.set_global_policy("float32")
     wanted = config.training.distribute
     if wanted == "multi_worker" or (wanted == "auto" and os.environ.get("TF_CONFIG")):
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        # Refused up front: otherwise every worker would train alone and write the same run folder.
+        raise ConfigError(
+            f"training.distribute: {wanted}{' with TF_CONFIG set' if wanted == 'auto' else ''} asks for "
+            f"MultiWorkerMirroredStrategy, which Keras 3's fit does not support yet (keras-team/keras#20585: "
+            f"the first batch and the per-step logs are reduced across workers in ways that fail, verified "
+            f"with Keras 3.15 and TensorFlow 2.21). Train on one machine (distribute: none or mirrored), or "
+            f"unset TF_CONFIG")
     if wanted == "mirrored" or (wanted == "auto" and len(gpus) > 1):
-        return tf.distribute.MirroredStrategy()
+        # Every GPU; without GPUs, every logical CPU device (how the multi-GPU path is tested on CPU).
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     return tf.distribute.get_strategy()
 
 
@@ -180,18 +189,13 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     """
     import keras
 
-    from transferkit.models.backbones import load_backbone
-    from transferkit.models.checkpoints import CheckpointStore, restore_optimizer_state
-    from transferkit.models.feature_cache import FeatureCache
-    from transferkit.models.freezing import apply_freeze_plan
-    from transferkit.models.schedules import build_optimizer
+    from transferkit.models.checkpoints import CheckpointStore
 
     if time_limit is not None and not time_limit > 0:
         raise TransferkitError(f"time_limit: expected a number of seconds > 0, received {time_limit!r}")
     clock = _RunClock()
     run_dir = Path(run_dir)
-    store = CheckpointStore(run_dir)
-    latest = store.latest() if resume and run_dir.is_dir() else None
+    latest = CheckpointStore(run_dir).latest() if resume and run_dir.is_dir() else None
     if latest is not None:
         saved_config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
         if saved_config and saved_config != config.to_yaml():
@@ -207,6 +211,40 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
 
     keras.utils.set_random_seed(config.training.seed)
     strategy = _setup_devices(config)
+    # Several workers run this same code; only the chief writes the run folder. The others write to
+    # their own temporary folder, deleted at the end (saving may need every worker to take part).
+    out_dir = run_dir if is_chief(strategy) else Path(tempfile.mkdtemp(prefix="transferkit-worker-"))
+    try:
+        return _train(config, run_dir, out_dir, latest, strategy, clock, extra_callbacks, time_limit)
+    finally:
+        if out_dir != run_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the run folder: always, except on non-chief workers of a cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "cluster_spec", lambda: None)():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type is None or task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
+def _train(config: RunConfig, run_dir: Path, out_dir: Path, latest, strategy, clock: "_RunClock",
+           extra_callbacks: Sequence[Any], time_limit: float | None) -> Path:
+    """`train` after the resume point and the distribution strategy are known; writes go to `out_dir`."""
+    import keras
+
+    from transferkit.models.backbones import load_backbone
+    from transferkit.models.checkpoints import CheckpointStore, restore_optimizer_state
+    from transferkit.models.feature_cache import FeatureCache
+    from transferkit.models.freezing import apply_freeze_plan
+    from transferkit.models.schedules import build_optimizer
+
+    store = CheckpointStore(out_dir)
     task = get_task(config.task)(config)
     data = task.datasets()
     task.info = dict(data.info)
@@ -218,11 +256,11 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         full_model = task.build_model(backbone, task.info)
     # Only now that the config, the data and the backbone have been checked is
     # anything in the run folder replaced: a bad --set leaves old outputs alone.
-    run_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     if latest is None:
-        _clear_outputs(run_dir)
-    write_config(config, run_dir)
-    _write_info(run_dir, config, task, backbone, data)
+        _clear_outputs(out_dir)
+    write_config(config, out_dir)
+    _write_info(out_dir, config, task, backbone, data)
 
     state: dict[str, Any] = {"global_epoch": 0, "stage_index": 0, "stage_epoch": 0, "history": [], "best": None}
     if latest is not None:
@@ -231,7 +269,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         clock = _RunClock(before=float(state.get("elapsed", 0.0)) + clock.elapsed())
         _log(config, f"resuming {run_dir}: stage {state['stage_index'] + 1}, "
                      f"{state['stage_epoch']} epoch(s) done in it")
-    recorder = _EpochRecorder(run_dir, store, state, task.monitor(), full_model, clock)
+    recorder = _EpochRecorder(out_dir, store, state, task.monitor(), full_model, clock)
     for callback in extra_callbacks:
         if hasattr(callback, "bind_run"):
             callback.bind_run(full_model, task)
@@ -246,7 +284,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         if index < state["stage_index"] or (index == state["stage_index"] and done >= stage.epochs):
             continue
         summary = apply_freeze_plan(backbone, stage.freeze)
-        freeze_dir = run_dir / "freeze"
+        freeze_dir = out_dir / "freeze"
         atomic_write_text(freeze_dir / f"{index + 1:02d}-{stage.name}.txt", summary.as_table() + "\n")
         with strategy.scope():
             split = task.cache_split(full_model, backbone)  # depends on what this stage froze
@@ -263,7 +301,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             optimizer = build_optimizer(stage, steps, model.trainable_variables)
             task.compile(model, optimizer)
         if done:
-            folder, _ = store.latest()
+            folder, _ = latest  # only the stage a resumed run stopped in has epochs done
             # model.optimizer: under mixed precision, the loss-scale wrapper the recorder saved.
             restore_optimizer_state(model.optimizer, model.trainable_variables, folder / "optimizer.npz")
         recorder.cached = use_cache
@@ -275,7 +313,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
                                                            patience=config.training.early_stopping_patience))
         if config.training.tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs" / stage.name),
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs" / stage.name),
                                                          write_graph=False, profile_batch=0))
         callbacks.extend(extra_callbacks)
         batch_size = task.batch_size()
@@ -283,7 +321,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             if cached is None or cached[0] != split.key:  # one set of cached features in memory at a time
                 started = time.perf_counter()
                 extractor = split.extractor
-                cache_dir = (run_dir / "feature_cache" / split.key
+                cache_dir = (out_dir / "feature_cache" / split.key
                              if config.training.feature_cache == "disk" else None)
                 train_cache = FeatureCache.compute_or_load(extractor, data.train_plain, cache_dir, "train")
                 val_cache = (FeatureCache.compute_or_load(extractor, data.val, cache_dir, "val")
@@ -319,17 +357,17 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             keep = split.key if use_cache else None
             if cached is not None and cached[0] != keep:
                 cached = None
-            _remove_stale_disk_caches(run_dir, keep)
+            _remove_stale_disk_caches(out_dir, keep)
 
-    if (run_dir / "best.weights.h5").exists():
-        load_model_weights(full_model, run_dir / "best.weights.h5")
-    save_model(full_model, run_dir / "model.keras")
-    metrics = task.evaluate(full_model, data.val, data.info, run_dir / "report") if data.val is not None else {}
+    if (out_dir / "best.weights.h5").exists():
+        load_model_weights(full_model, out_dir / "best.weights.h5")
+    save_model(full_model, out_dir / "model.keras")
+    metrics = task.evaluate(full_model, data.val, data.info, out_dir / "report") if data.val is not None else {}
     metrics["problems"] = data.problems
     metrics["best_epoch"] = state.get("best_epoch")
     metrics["time_limit_reached"] = bool(state.get("time_limit_reached"))
     metrics["elapsed_seconds"] = round(clock.elapsed(), 3)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     state["complete"] = True
     state["elapsed"] = clock.elapsed()
     store.save(full_model, None, state)

@@ -145,8 +145,6 @@ def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, b
     them back in later epochs and later runs, shuffled through a bounded
     buffer; "memory" keeps the resized pixels in memory after the first pass.
     """
-    import tensorflow as tf
-
     if cache not in ("none", "disk", "memory"):
         raise ValueError(f"cache: expected none, disk or memory. Received: cache={cache!r}")
     decoded = decoded_images(files, image_size, resize, crop_fraction, max_pixels,
