@@ -233,7 +233,7 @@ def _cmd_compare(args) -> int:
         cell_budget=args.budget, total_budget=args.total_budget,
         finetune_learning_rate=args.finetune_lr, finetune_epochs=args.finetune_epochs,
         scratch_learning_rate=args.scratch_lr, scratch_epochs=args.scratch_epochs)
-    summary = run_compare(args.config, args.output, options, overrides=args.set or [])
+    summary = run_compare(args.config, args.output, options, overrides=args.set or [], report_only=args.report_only)
     print(f"compare written to {args.output}: compare.md, compare.json and 3 plots "
           f"({sum(1 for c in summary['cells'] if c.get('status') == 'finished')}/{len(summary['cells'])} cells "
           f"finished)")
@@ -366,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--scratch-lr", type=float, default=1e-3, help="scratch's learning rate (default 1e-3)")
     compare.add_argument("--scratch-epochs", type=int, help="scratch's epochs (default: 3x the schedule's total)")
     compare.add_argument("--output", "-o", default="runs/compare", help="compare folder (default: runs/compare)")
+    compare.add_argument("--report-only", action="store_true",
+                         help="train nothing: rewrite compare.json/md and the plots from the finished cells")
     compare.set_defaults(handler=_cmd_compare)
 
     lr_find = commands.add_parser("lr-find", help="learning-rate range test for one stage: loss vs rate plot and "

@@ -31,7 +31,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from transferkit.config import FreezeConfig, RunConfig, StageConfig, check, load_config
+from transferkit.config import FreezeConfig, RunConfig, StageConfig, check, load_config, same_config
 from transferkit.errors import ConfigError
 from transferkit.fileio import atomic_write_text
 
@@ -197,19 +197,31 @@ def _cell_finished(folder: Path) -> bool:
 
 
 def run_compare(config_path: str | os.PathLike | None, output: str | os.PathLike, options: CompareOptions,
-                overrides: Sequence[str] = (), base: RunConfig | None = None, log=print) -> dict[str, Any]:
-    """Runs (or resumes) every cell, then writes compare.json, compare.md and the plots into `output`."""
+                overrides: Sequence[str] = (), base: RunConfig | None = None, log=print,
+                report_only: bool = False) -> dict[str, Any]:
+    """Runs (or resumes) every cell, then writes compare.json, compare.md and the plots into `output`.
+
+    `report_only` trains nothing: the outputs are rewritten from the cells already finished (after an
+    upgrade, or to redraw the plots), and the others are reported as not run.
+    """
     from transferkit import runner
 
     base = base or load_config(config_path, overrides)
     output = Path(output)
     cells = plan_cells(base, options)
     configs = {cell: cell_config(base, cell, options) for cell in cells}  # every cell checked before any runs
+    if report_only:
+        results = {cell: {"status": "finished", "resumed": True} if _cell_finished(output / cell.folder)
+                   else {"status": "not run", "reason": "--report-only"} for cell in cells}
+        summary = summarize(output, base, options, cells, results)
+        write_outputs(output, summary, plots=True)
+        return summary
     for cell, config in configs.items():
         folder = output / cell.folder
-        if _cell_finished(folder) and (folder / "config.yaml").read_text() != config.to_yaml():
+        if _cell_finished(folder) and not same_config((folder / "config.yaml").read_text(), config):
             raise ConfigError(f"{folder}: a finished cell with a different config (the compare options or the "
-                              f"config changed); choose another --output or delete that folder")
+                              f"config changed); choose another --output, delete that folder, or pass "
+                              f"--report-only to rewrite the report from the finished cells")
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results: dict[Cell, dict[str, Any]] = {}

@@ -483,6 +483,20 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     return build_run_config(data, source=str(path) if path else "config")
 
 
+def same_config(saved_yaml: str, config: RunConfig) -> bool:
+    """Whether a run folder's saved config.yaml describes `config`.
+
+    Compared after reading the saved text with this version's schema, so a
+    field that a newer transferkit added (with its default) is not a change.
+    """
+    if saved_yaml == config.to_yaml():
+        return True
+    try:
+        return build_run_config(yaml.safe_load(saved_yaml) or {}).to_yaml() == config.to_yaml()
+    except Exception:  # a saved config this version cannot read is a different config
+        return False
+
+
 def write_config(config: RunConfig, directory: str | os.PathLike, name: str = "config.yaml") -> Path:
     """Writes the resolved config next to a run's outputs, atomically."""
     return atomic_write_text(Path(directory) / name, config.to_yaml())

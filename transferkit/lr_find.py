@@ -49,7 +49,8 @@ def _suggest(rates: list[float], smoothed: list[float]) -> tuple[float | None, f
         return None, None
     slopes = {i: (smoothed[i + 1] - smoothed[i - 1]) / (logs[i + 1] - logs[i - 1]) for i in range(skip, lowest)}
     steepest = min(slopes, key=slopes.__getitem__)
-    return rates[steepest], rates[lowest] / 10
+    # A minimum at the end of the sweep is no minimum: the loss was still falling at max_lr.
+    return rates[steepest], (rates[lowest] / 10 if lowest < len(rates) - 1 else None)
 
 
 def find_learning_rate(config: RunConfig, stage_index: int, output: str | os.PathLike, steps: int = 200,
@@ -131,7 +132,8 @@ def find_learning_rate(config: RunConfig, stage_index: int, output: str | os.Pat
     atomic_write_text(output / "lr_find.json", json.dumps(result, indent=2))
     _plot(result, output / "lr_find.png")
     log(f"stage {stage_index + 1} '{stage.name}': {count} steps from {min_lr:g} to {rates[-1]:.3g}; "
-        f"suggested learning rate {_fmt(steepest)} (steepest descent; minimum loss / 10: {_fmt(minimum)}; "
+        f"suggested learning rate {_fmt(steepest)} (steepest descent; minimum loss / 10: "
+        f"{'none, the loss still fell at --max-lr' if steepest and minimum is None else _fmt(minimum)}; "
         f"configured: {stage.learning_rate:g})")
     return result
 
@@ -155,7 +157,9 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     ax.set_xscale("log")
     finite = [v for v in result["smoothed_losses"] if math.isfinite(v)]
     if finite:
-        ax.set_ylim(min(finite) * 0.9, min(max(finite), 4 * min(finite)) * 1.1)
+        # From the lowest loss to a little above where the sweep started: the divergence is cut off.
+        start = max(finite[:max(1, len(finite) // 10)])
+        ax.set_ylim(min(finite) * 0.9, min(max(finite), start * 1.3))
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
     ax.set_title(f"Learning-rate range test, stage {result['stage_number']} '{result['stage']}'")

@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from transferkit.config import RunConfig, StageConfig, load_config, write_config
+from transferkit.config import RunConfig, StageConfig, load_config, same_config, write_config
 from transferkit.errors import ConfigError, TransferkitError
 from transferkit.fileio import atomic_path, atomic_write_text
 from transferkit.registry import get_task
@@ -198,7 +198,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     latest = CheckpointStore(run_dir).latest() if resume and run_dir.is_dir() else None
     if latest is not None:
         saved_config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
-        if saved_config and saved_config != config.to_yaml():
+        if saved_config and not same_config(saved_config, config):
             kind = "a finished" if latest[1].get("complete") else "an interrupted"
             raise TransferkitError(
                 f"{run_dir}: holds {kind} run with a different config; pass --no-resume to start over "

@@ -103,9 +103,14 @@ def test_resume_skips_finished_cells_and_reruns_the_missing_one(finished, config
     assert logged == ["[2/4] efficientnet__from_config_/frozen/fraction-0.5/seed-0"]
     assert sum(1 for c in summary["cells"] if c.get("resumed")) == 3
     # Different options on the same folder: refused before anything runs, naming the cell.
+    changed = CompareOptions(recipes=("scratch",), fractions=(1.0,), seeds=1, scratch_epochs=3)
     with pytest.raises(ConfigError, match=r"scratch/fraction-1/seed-0: a finished cell with a different config"):
-        run_compare(config_file, finished, CompareOptions(recipes=("scratch",), fractions=(1.0,), seeds=1,
-                                                          scratch_epochs=3))
+        run_compare(config_file, finished, changed)
+    # --report-only trains nothing and reports from what is finished.
+    report = run_compare(config_file, finished, CompareOptions(recipes=("frozen",), fractions=(0.5, 0.25), seeds=1),
+                         report_only=True)
+    assert [(c["fraction"], c["status"]) for c in report["cells"]] == [(0.5, "finished"), (0.25, "not run")]
+    assert kept.stat().st_mtime_ns == kept_time
 
 
 def test_total_budget_reports_unrun_cells_instead_of_dropping_them(config_file, tmp_path):
@@ -190,3 +195,15 @@ def test_every_task_compares_on_its_own_score(task, tmp_path):
     assert cell["score"] == metrics[score]
     assert cell["train_flops"] > 0 and cell["forward_flops_per_example"] > 0
     assert summary["ranking"][0]["probe_score"] == cell["score"]
+
+
+def test_a_saved_config_from_an_older_schema_is_the_same_config(shapes):
+    from transferkit.config import same_config
+
+    config = build_run_config(tiny_config(shapes))
+    saved = yaml.safe_load(config.to_yaml())
+    del saved["data"]["train_fraction"]  # written before the field existed: its default applies
+    assert same_config(yaml.safe_dump(saved, sort_keys=False), config)
+    saved["data"]["batch_size"] = 4
+    assert not same_config(yaml.safe_dump(saved, sort_keys=False), config)
+    assert not same_config("task: [unreadable", config)

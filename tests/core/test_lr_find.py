@@ -39,4 +39,6 @@ def test_suggestion_is_the_steepest_descent_before_the_minimum():
     assert steepest == pytest.approx(1e-3, rel=0.3)
     assert minimum == pytest.approx(rates[40] / 10)
     assert _suggest(rates[:5], losses[:5]) == (None, None)  # too few steps
+    falling = [2.0 - 0.02 * i for i in range(60)]
+    assert _suggest(rates, falling)[1] is None  # no minimum inside the sweep
     assert _suggest(rates, [1.0 + 0.01 * i for i in range(60)]) == (None, None)  # the loss never fell
