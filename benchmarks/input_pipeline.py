@@ -139,7 +139,7 @@ def throughput(root: Path, count: int, batch_size: int = 32) -> dict:
 
 
 CHILD = textwrap.dedent("""
-    import json, resource, sys, time
+    import json, sys, time
     started = time.perf_counter()
     import keras
     from transferkit.config import build_run_config
@@ -150,12 +150,18 @@ CHILD = textwrap.dedent("""
     class FirstStep(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             first.setdefault("seconds", time.perf_counter() - started)
+            first.setdefault("from_train", time.perf_counter() - called)
 
     config = build_run_config(spec["config"])
+    called = time.perf_counter()
     train(config, spec["run_dir"], resume=False, extra_callbacks=[FirstStep()],
           time_limit=spec.get("time_limit"))
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM: this process's own peak resident set (getrusage's maxrss survives exec, so it would
+    # report the parent's peak).
+    status = open("/proc/self/status").read()
+    peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
     print(json.dumps({"peak_rss_mb": round(peak_kib / 1024, 1), "first_step_seconds": first.get("seconds"),
+                      "first_step_seconds_from_train_call": first.get("from_train"),
                       "total_seconds": round(time.perf_counter() - started, 1)}))
 """)
 
@@ -203,16 +209,23 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--small", type=int, default=5_000)
     parser.add_argument("--root", default=None, help="where the JPEGs are generated (default: under TRANSFERKIT_HOME)")
+    parser.add_argument("--throughput-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from transferkit import paths
 
     root = Path(args.root) if args.root else paths.home() / "bench" / "jpeg_640x480"
+    if args.throughput_only:  # the anchor caches 12 GB of float32 pixels: measured in its own process
+        print(json.dumps(throughput(root, args.count)))
+        return 0
     generate(root, args.count)
     results: dict = {"images": args.count, "size": f"{WIDTH}x{HEIGHT}", "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="tk-input-") as scratch:
         scratch = Path(scratch)
         print("throughput ...", flush=True)
-        results["throughput"] = throughput(root, args.count)
+        results["throughput"] = json.loads(subprocess.run(
+            [sys.executable, __file__, "--throughput-only", "--root", str(root), "--count", str(args.count)],
+            capture_output=True, text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        ).stdout.strip().splitlines()[-1])
         val_csv = scratch / "val.csv"
         val_rows = ["path,label"] + [f"{root}/class_{i % CLASSES}/{i:06d}.jpg,class_{i % CLASSES}"
                                      for i in range(args.count - 500, args.count)]
@@ -240,8 +253,9 @@ def main(argv=None) -> int:
          f"{t['anchor_images_per_second']} (anchor)", ">= anchor"),
         (f"peak RSS, frozen epoch, {args.small} / {args.count - 500} images (MB)",
          f"{small['peak_rss_mb']} / {large['peak_rss_mb']}", "", "<= 2500, flat"),
-        (f"time to first step, {args.count - 500} images (s)", f"{results['first_step']['first_step_seconds']:.1f}",
-         "", "<= 10"),
+        (f"time to first step, {args.count - 500} images (s)",
+         f"{results['first_step']['first_step_seconds_from_train_call']:.1f}",
+         f"{results['first_step']['first_step_seconds']:.1f} from process start (imports included)", "<= 10"),
         ("disk cache: second run / first run", f"{results['disk_cache']['ratio']}",
          f"{results['disk_cache']['second_run_seconds']} s / {results['disk_cache']['first_run_seconds']} s",
          "<= 0.5"),

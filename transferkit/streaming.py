@@ -110,6 +110,7 @@ def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, 
     from transferkit.images import decode_encoded, decode_image, resize_image
 
     size = [int(image_size[0]), int(image_size[1])]
+    needs_pillow = not bool(np.all(files.tf_decodable))
 
     def pillow(path):
         return decode_image(path.numpy().decode("utf-8"), size, resize, crop_fraction, max_pixels)
@@ -122,7 +123,9 @@ def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, 
         def with_pillow():
             return tf.py_function(pillow, [path], tf.uint8)
 
-        image = tf.cond(native, with_tensorflow, with_pillow)
+        # A py_function gives the pipeline a new fingerprint each time it is built, so a disk cache
+        # (snapshot) would not be found by the next run: it is in the graph only when a file needs it.
+        image = tf.cond(native, with_tensorflow, with_pillow) if needs_pillow else with_tensorflow()
         image.set_shape([*size, 3])
         return image, label
 

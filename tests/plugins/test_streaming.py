@@ -114,3 +114,13 @@ def test_auto_picks_memory_until_the_budget(tmp_path):
     per_image_mb = 32 * 32 * 3 / 2**20
     assert task.cache_mode(int(1 / per_image_mb)) == "memory"
     assert task.cache_mode(int(1 / per_image_mb) + 1) == "disk"
+
+
+def test_a_later_run_reads_the_disk_cache_without_the_sources(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", classes=("circle", "square"), per_class=4, size=40, fmt="png")
+    _, files = _files(root)
+    options = dict(image_size=(16, 16), resize="crop", batch_size=4, cache="disk", cache_dir=tmp_path / "cache")
+    first = np.concatenate([x.numpy() for x, _ in streaming.image_dataset(files, **options)])
+    later = streaming.image_dataset(files, **options)  # another run: a new pipeline on the same files
+    shutil.rmtree(root)
+    np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _ in later]), first)
