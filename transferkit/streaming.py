@@ -3,7 +3,7 @@
 No step holds the dataset: file names are shuffled, then read, decoded and
 resized in parallel (`map` with AUTOTUNE), batched and prefetched. The
 decode and resize are `transferkit.images`' TensorFlow ops, the same as the
-exported serving graph. A disk cache (a `tf.data` snapshot of the resized
+exported serving graph. A disk cache (a `tf.data` file cache of the resized
 pixels) is keyed by the files (path, size, modification time) and the
 preprocessing, so later runs on the same data reuse it and any change makes
 a new one.
@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -123,8 +124,7 @@ def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, 
         def with_pillow():
             return tf.py_function(pillow, [path], tf.uint8)
 
-        # A py_function gives the pipeline a new fingerprint each time it is built, so a disk cache
-        # (snapshot) would not be found by the next run: it is in the graph only when a file needs it.
+        # Pillow (in a py_function, which holds the GIL) only where a file needs it.
         image = tf.cond(native, with_tensorflow, with_pillow) if needs_pillow else with_tensorflow()
         image.set_shape([*size, 3])
         return image, label
@@ -138,15 +138,46 @@ def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, 
     return dataset
 
 
+def _disk_cache_prefix(folder: Path) -> Path:
+    """The tf.data file cache to use in `folder`: a finished one, else a new one for this process.
+
+    TensorFlow names a finished cache `PREFIX.index` (+ data files) and writes
+    it only when a pass over the data completes; an iterator that stops early
+    leaves nothing. Each writer gets its own prefix, so a process killed while
+    writing (its lock file and temporary state stay behind) never blocks the
+    next run; those leftovers are removed once their process is gone.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    finished = sorted(folder.glob("data-*.index"))
+    if finished:
+        return finished[0].with_suffix("")
+    for lock in folder.glob("data-*_0.lockfile"):
+        pid = int(lock.name.split("-")[1])
+        if not _alive(pid):
+            for leftover in folder.glob(lock.name.split("_0.lockfile")[0] + "*"):
+                leftover.unlink(missing_ok=True)
+    return folder / f"data-{os.getpid()}-{time.time_ns():x}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, batch_size: int,
                   crop_fraction: float = 1.0, max_pixels: int = MAX_PIXELS, shuffle: bool = False, seed: int = 0,
                   cache: str = "none", cache_dir: str | os.PathLike | None = None, skip_errors: bool = True):
     """Batches of (uint8 images, labels), streamed from the files.
 
     cache: "none" decodes every epoch (file names shuffled, nothing held);
-    "disk" writes the resized pixels once under `cache_dir/<key>` and reads
-    them back in later epochs and later runs, shuffled through a bounded
-    buffer; "memory" keeps the resized pixels in memory after the first pass.
+    "disk" writes the resized pixels during the first full pass under
+    `cache_dir/<key>` (a tf.data file cache) and reads them back in later
+    epochs and later runs, shuffled through a bounded buffer; "memory" keeps the resized pixels in memory after the first pass.
     """
     if cache not in ("none", "disk", "memory"):
         raise ValueError(f"cache: expected none, disk or memory. Received: cache={cache!r}")
@@ -157,9 +188,7 @@ def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, b
             raise ValueError("cache: 'disk' needs a cache_dir")
         key = cache_key(files, image_size=list(image_size), resize=resize, crop_fraction=crop_fraction,
                         max_pixels=max_pixels)
-        folder = Path(cache_dir) / key
-        folder.mkdir(parents=True, exist_ok=True)
-        decoded = decoded.snapshot(str(folder), compression=None)
+        decoded = decoded.cache(str(_disk_cache_prefix(Path(cache_dir) / key)))
     elif cache == "memory":
         decoded = decoded.cache()
     if shuffle and cache != "none":

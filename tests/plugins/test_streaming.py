@@ -124,3 +124,21 @@ def test_a_later_run_reads_the_disk_cache_without_the_sources(tmp_path):
     later = streaming.image_dataset(files, **options)  # another run: a new pipeline on the same files
     shutil.rmtree(root)
     np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _ in later]), first)
+
+
+def test_a_writer_killed_midway_never_blocks_the_next_run(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", classes=("circle", "square"), per_class=4, size=40, fmt="png")
+    _, files = _files(root)
+    key = streaming.cache_key(files, image_size=[16, 16], resize="crop", crop_fraction=1.0,
+                              max_pixels=streaming.MAX_PIXELS)
+    folder = tmp_path / "cache" / key
+    folder.mkdir(parents=True)
+    # What a process killed while writing leaves: a lock file and temporary state, under a dead pid.
+    dead = 2**22 + 12345
+    (folder / f"data-{dead}-1_0.lockfile").write_text("")
+    (folder / f"data-{dead}-1_0.data-00000-of-00001.tempstate1").write_text("")
+    options = dict(image_size=(16, 16), resize="crop", batch_size=4, cache="disk", cache_dir=tmp_path / "cache")
+    assert sum(int(x.shape[0]) for x, _ in streaming.image_dataset(files, **options)) == 8
+    names = sorted(p.name for p in folder.iterdir())
+    assert not any(str(dead) in name for name in names)
+    assert len([n for n in names if n.endswith(".index")]) == 1
