@@ -213,7 +213,7 @@ def run_compare(config_path: str | os.PathLike | None, output: str | os.PathLike
     if report_only:
         results = {cell: {"status": "finished", "resumed": True} if _cell_finished(output / cell.folder)
                    else {"status": "not run", "reason": "--report-only"} for cell in cells}
-        summary = summarize(output, base, options, cells, results)
+        summary = summarize(output, base, options, cells, results, configs)
         write_outputs(output, summary, plots=True)
         return summary
     for cell, config in configs.items():
@@ -225,7 +225,6 @@ def run_compare(config_path: str | os.PathLike | None, output: str | os.PathLike
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results: dict[Cell, dict[str, Any]] = {}
-    ranking: list[str] = []
     order = list(cells)
     for position in range(len(order)):
         cell = order[position]
@@ -252,15 +251,14 @@ def run_compare(config_path: str | os.PathLike | None, output: str | os.PathLike
                 if folder.is_dir():
                     atomic_write_text(folder / "compare_error.txt", traceback.format_exc())
                 log(f"  failed: {type(error).__name__}: {error}")
+        summary = summarize(output, base, options, cells, results, configs)
         if cell.recipe == "frozen" and not any(c.recipe == "frozen" for c in order[position + 1:]):
             # All probes done: fine-tune the best-ranked backbone first.
-            probe = summarize(output, base, options, cells, results)
-            ranking = [row["backbone"] for row in probe["ranking"]]
-            rest = sorted(order[position + 1:], key=lambda c: ranking.index(c.backbone)
-                          if c.backbone in ranking else len(ranking))
-            order[position + 1:] = rest
-        write_outputs(output, summarize(output, base, options, cells, results), plots=False)
-    summary = summarize(output, base, options, cells, results)
+            ranking = [row["backbone"] for row in summary["ranking"]]
+            order[position + 1:] = sorted(order[position + 1:], key=lambda c: ranking.index(c.backbone)
+                                          if c.backbone in ranking else len(ranking))
+        write_outputs(output, summary, plots=False)
+    summary = summarize(output, base, options, cells, results, configs)
     summary["wall_seconds_this_session"] = round(time.perf_counter() - started, 1)
     write_outputs(output, summary, plots=True)
     return summary
@@ -363,7 +361,8 @@ def _time_to(curve: list[dict[str, Any]], target: float, mode: str) -> float | N
 
 
 def summarize(output: Path, base: RunConfig, options: CompareOptions, cells: list[Cell],
-              results: dict[Cell, dict[str, Any]], counter: _FlopCounter | None = None) -> dict[str, Any]:
+              results: dict[Cell, dict[str, Any]], configs: dict[Cell, RunConfig],
+              counter: _FlopCounter | None = None) -> dict[str, Any]:
     """compare.json's content: one record per cell, then mean and spread per (backbone, recipe, fraction)."""
     from transferkit.registry import get_task
 
@@ -378,8 +377,7 @@ def summarize(output: Path, base: RunConfig, options: CompareOptions, cells: lis
         record = {**dataclasses.asdict(cell), "folder": cell.folder, **result}
         folder = output / cell.folder
         if result.get("status") == "finished" or (folder / "metrics.json").exists():
-            config = cell_config(base, cell, options)
-            record.update(read_cell(folder, config, monitor, score, counter))
+            record.update(read_cell(folder, configs[cell], monitor, score, counter))
         records.append(record)
     rows = []
     groups: dict[tuple, list[dict[str, Any]]] = {}

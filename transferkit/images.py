@@ -26,24 +26,36 @@ class TooManyPixels(ValueError):
     """An image whose header declares more pixels than the cap."""
 
 
+def image_header(source) -> tuple[str | None, int, int]:
+    """(format, width, height) from an image's header alone (a path or a file object); Pillow's errors pass."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pixel cap decides
+        with Image.open(source) as image:  # reads the header only
+            return image.format, image.size[0], image.size[1]
+
+
+def check_pixel_cap(width: int, height: int, max_pixels: int) -> None:
+    """Raises TooManyPixels when a header's size exceeds the cap."""
+    if width * height > max_pixels:
+        raise TooManyPixels(f"{width}x{height} pixels, more than the cap of {max_pixels:,} (data.max_pixels)")
+
+
 def read_image(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decodes one file to an upright RGB uint8 array of its own size (at most `max_pixels`)."""
     import io
-    import warnings
 
     import tensorflow as tf
-    from PIL import Image
 
     data = Path(path).read_bytes()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap below decides
-            with Image.open(io.BytesIO(data)) as header:  # reads the header only
-                width, height = header.size
+        _, width, height = image_header(io.BytesIO(data))
     except Exception:
         width = height = 0  # not for Pillow: TensorFlow's decoder decides below
-    if width * height > max_pixels:
-        raise TooManyPixels(f"{width}x{height} pixels, more than the cap of {max_pixels:,} (data.max_pixels)")
+    check_pixel_cap(width, height, max_pixels)
     try:
         return decode_encoded(tf.constant(data), max_pixels).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:

@@ -59,25 +59,17 @@ def find_learning_rate(config: RunConfig, stage_index: int, output: str | os.Pat
     """Runs the range test for `config.stages[stage_index]`; writes lr_find.json and lr_find.png into `output`."""
     import keras
 
-    from transferkit.models.backbones import load_backbone
     from transferkit.models.feature_cache import FeatureCache
     from transferkit.models.freezing import apply_freeze_plan
     from transferkit.models.schedules import build_optimizer
-    from transferkit.registry import get_task
-    from transferkit.runner import load_model_weights
+    from transferkit.runner import load_model_weights, prepare_run, use_feature_cache
 
     check(0 <= stage_index < len(config.stages), "--stage", stage_index + 1,
           f"a stage number in 1..{len(config.stages)}")
     check(steps >= 10, "--steps", steps, "an integer >= 10")
     check(0 < min_lr < max_lr, "--min-lr/--max-lr", [min_lr, max_lr], "0 < min-lr < max-lr")
     stage = config.stages[stage_index]
-    keras.utils.set_random_seed(config.training.seed)
-    task = get_task(config.task)(config)
-    data = task.datasets()
-    task.info = dict(data.info)
-    backbone = load_backbone(config.backbone)
-    keras.utils.set_random_seed(config.training.seed)
-    model = task.build_model(backbone, task.info)
+    task, data, backbone, model = prepare_run(config)
     if weights is not None:
         path = Path(weights)
         path = path / "best.weights.h5" if path.is_dir() else path
@@ -86,7 +78,7 @@ def find_learning_rate(config: RunConfig, stage_index: int, output: str | os.Pat
         load_model_weights(model, path)
     apply_freeze_plan(backbone, stage.freeze)
     split = task.cache_split(model, backbone)
-    use_cache = split is not None and not (data.train_augmented and stage.augment) and not stage.freeze.train_batchnorm
+    use_cache, _ = use_feature_cache(config, stage, task, data, split)
     if use_cache:
         train_cache = FeatureCache.compute(split.extractor, data.train_plain)
         dataset, trained = train_cache.dataset(task.batch_size(), shuffle=True, seed=config.training.seed), split.trainable

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -140,7 +139,8 @@ def _time_limit_callback(clock: _RunClock, limit: float, state: dict[str, Any]):
     return TimeLimit()
 
 
-def _use_feature_cache(config: RunConfig, stage: StageConfig, task, data, split) -> tuple[bool, str]:
+def use_feature_cache(config: RunConfig, stage: StageConfig, task, data, split) -> tuple[bool, str]:
+    """Whether `stage` trains on cached outputs of `split`'s extractor, and why (for the log)."""
     mode = config.training.feature_cache
     if mode == "off":
         return False, "feature cache off (training.feature_cache: off)"
@@ -174,6 +174,26 @@ def check_freeze_plans(config: RunConfig) -> None:
             raise type(error)(f"stages[{stage.name}].{error}") from None
 
 
+def prepare_run(config: RunConfig, strategy=None):
+    """(task with its data info, the task's datasets, the backbone, the whole model), seeded as a run is."""
+    import keras
+    import tensorflow as tf
+
+    from transferkit.models.backbones import load_backbone
+
+    keras.utils.set_random_seed(config.training.seed)
+    task = get_task(config.task)(config)
+    data = task.datasets()
+    task.info = dict(data.info)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        backbone = load_backbone(config.backbone)
+        # Reseed: the head's initial weights must not depend on whether loading
+        # the backbone drew random numbers (a first-time preset import does).
+        keras.utils.set_random_seed(config.training.seed)
+        full_model = task.build_model(backbone, task.info)
+    return task, data, backbone, full_model
+
+
 def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
           extra_callbacks: Sequence[Any] = (), time_limit: float | None = None) -> Path:
     """Runs every stage of `config` into `run_dir` and returns it.
@@ -189,13 +209,17 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     """
     import keras
 
-    from transferkit.models.checkpoints import CheckpointStore
+    from transferkit.models.checkpoints import CheckpointStore, restore_optimizer_state
+    from transferkit.models.feature_cache import FeatureCache
+    from transferkit.models.freezing import apply_freeze_plan
+    from transferkit.models.schedules import build_optimizer
 
     if time_limit is not None and not time_limit > 0:
         raise TransferkitError(f"time_limit: expected a number of seconds > 0, received {time_limit!r}")
     clock = _RunClock()
     run_dir = Path(run_dir)
-    latest = CheckpointStore(run_dir).latest() if resume and run_dir.is_dir() else None
+    store = CheckpointStore(run_dir)
+    latest = store.latest() if resume and run_dir.is_dir() else None
     if latest is not None:
         saved_config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
         if saved_config and not same_config(saved_config, config):
@@ -209,58 +233,15 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                 f"{run_dir}: holds a finished run; pass --no-resume to train it again or choose another --output"
             )
 
-    keras.utils.set_random_seed(config.training.seed)
     strategy = _setup_devices(config)
-    # Several workers run this same code; only the chief writes the run folder. The others write to
-    # their own temporary folder, deleted at the end (saving may need every worker to take part).
-    out_dir = run_dir if is_chief(strategy) else Path(tempfile.mkdtemp(prefix="transferkit-worker-"))
-    try:
-        return _train(config, run_dir, out_dir, latest, strategy, clock, extra_callbacks, time_limit)
-    finally:
-        if out_dir != run_dir:
-            shutil.rmtree(out_dir, ignore_errors=True)
-
-
-def is_chief(strategy) -> bool:
-    """Whether this process writes the run folder: always, except on non-chief workers of a cluster."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "cluster_spec", lambda: None)():
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    if task_type is None or task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return task_type == "worker" and task_id == 0 and not has_chief
-
-
-def _train(config: RunConfig, run_dir: Path, out_dir: Path, latest, strategy, clock: "_RunClock",
-           extra_callbacks: Sequence[Any], time_limit: float | None) -> Path:
-    """`train` after the resume point and the distribution strategy are known; writes go to `out_dir`."""
-    import keras
-
-    from transferkit.models.backbones import load_backbone
-    from transferkit.models.checkpoints import CheckpointStore, restore_optimizer_state
-    from transferkit.models.feature_cache import FeatureCache
-    from transferkit.models.freezing import apply_freeze_plan
-    from transferkit.models.schedules import build_optimizer
-
-    store = CheckpointStore(out_dir)
-    task = get_task(config.task)(config)
-    data = task.datasets()
-    task.info = dict(data.info)
-    with strategy.scope():
-        backbone = load_backbone(config.backbone)
-        # Reseed: the head's initial weights must not depend on whether loading
-        # the backbone drew random numbers (a first-time preset import does).
-        keras.utils.set_random_seed(config.training.seed)
-        full_model = task.build_model(backbone, task.info)
+    task, data, backbone, full_model = prepare_run(config, strategy)
     # Only now that the config, the data and the backbone have been checked is
     # anything in the run folder replaced: a bad --set leaves old outputs alone.
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     if latest is None:
-        _clear_outputs(out_dir)
-    write_config(config, out_dir)
-    _write_info(out_dir, config, task, backbone, data)
+        _clear_outputs(run_dir)
+    write_config(config, run_dir)
+    _write_info(run_dir, config, task, backbone, data)
 
     state: dict[str, Any] = {"global_epoch": 0, "stage_index": 0, "stage_epoch": 0, "history": [], "best": None}
     if latest is not None:
@@ -269,7 +250,7 @@ def _train(config: RunConfig, run_dir: Path, out_dir: Path, latest, strategy, cl
         clock = _RunClock(before=float(state.get("elapsed", 0.0)) + clock.elapsed())
         _log(config, f"resuming {run_dir}: stage {state['stage_index'] + 1}, "
                      f"{state['stage_epoch']} epoch(s) done in it")
-    recorder = _EpochRecorder(out_dir, store, state, task.monitor(), full_model, clock)
+    recorder = _EpochRecorder(run_dir, store, state, task.monitor(), full_model, clock)
     for callback in extra_callbacks:
         if hasattr(callback, "bind_run"):
             callback.bind_run(full_model, task)
@@ -284,11 +265,11 @@ def _train(config: RunConfig, run_dir: Path, out_dir: Path, latest, strategy, cl
         if index < state["stage_index"] or (index == state["stage_index"] and done >= stage.epochs):
             continue
         summary = apply_freeze_plan(backbone, stage.freeze)
-        freeze_dir = out_dir / "freeze"
+        freeze_dir = run_dir / "freeze"
         atomic_write_text(freeze_dir / f"{index + 1:02d}-{stage.name}.txt", summary.as_table() + "\n")
         with strategy.scope():
             split = task.cache_split(full_model, backbone)  # depends on what this stage froze
-        use_cache, reason = _use_feature_cache(config, stage, task, data, split)
+        use_cache, reason = use_feature_cache(config, stage, task, data, split)
         _log(config, f"\n== stage {index + 1}/{len(config.stages)} '{stage.name}': {stage.epochs} epoch(s), "
                      f"lr {stage.learning_rate:g}; {reason}\n{summary.as_table()}")
         with strategy.scope():
@@ -313,7 +294,7 @@ def _train(config: RunConfig, run_dir: Path, out_dir: Path, latest, strategy, cl
             callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
                                                            patience=config.training.early_stopping_patience))
         if config.training.tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs" / stage.name),
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs" / stage.name),
                                                          write_graph=False, profile_batch=0))
         callbacks.extend(extra_callbacks)
         batch_size = task.batch_size()
@@ -321,7 +302,7 @@ def _train(config: RunConfig, run_dir: Path, out_dir: Path, latest, strategy, cl
             if cached is None or cached[0] != split.key:  # one set of cached features in memory at a time
                 started = time.perf_counter()
                 extractor = split.extractor
-                cache_dir = (out_dir / "feature_cache" / split.key
+                cache_dir = (run_dir / "feature_cache" / split.key
                              if config.training.feature_cache == "disk" else None)
                 train_cache = FeatureCache.compute_or_load(extractor, data.train_plain, cache_dir, "train")
                 val_cache = (FeatureCache.compute_or_load(extractor, data.val, cache_dir, "val")
@@ -357,17 +338,17 @@ def _train(config: RunConfig, run_dir: Path, out_dir: Path, latest, strategy, cl
             keep = split.key if use_cache else None
             if cached is not None and cached[0] != keep:
                 cached = None
-            _remove_stale_disk_caches(out_dir, keep)
+            _remove_stale_disk_caches(run_dir, keep)
 
-    if (out_dir / "best.weights.h5").exists():
-        load_model_weights(full_model, out_dir / "best.weights.h5")
-    save_model(full_model, out_dir / "model.keras")
-    metrics = task.evaluate(full_model, data.val, data.info, out_dir / "report") if data.val is not None else {}
+    if (run_dir / "best.weights.h5").exists():
+        load_model_weights(full_model, run_dir / "best.weights.h5")
+    save_model(full_model, run_dir / "model.keras")
+    metrics = task.evaluate(full_model, data.val, data.info, run_dir / "report") if data.val is not None else {}
     metrics["problems"] = data.problems
     metrics["best_epoch"] = state.get("best_epoch")
     metrics["time_limit_reached"] = bool(state.get("time_limit_reached"))
     metrics["elapsed_seconds"] = round(clock.elapsed(), 3)
-    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     state["complete"] = True
     state["elapsed"] = clock.elapsed()
     store.save(full_model, None, state)

@@ -29,7 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
-from transferkit.images import MAX_PIXELS
+from transferkit.fileio import process_alive
+from transferkit.images import MAX_PIXELS, TooManyPixels, check_pixel_cap, image_header
 
 # Formats TensorFlow decodes in the graph; others (TIFF, ...) go through Pillow in a py_function.
 TF_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP"})
@@ -53,22 +54,16 @@ class CheckedFiles:
 
 def _header(path: str, max_pixels: int) -> tuple[str | None, str | None]:
     """(format, None) for a usable file, or (None, reason)."""
-    import warnings
-
-    from PIL import Image
-
     try:
         if os.path.getsize(path) == 0:
             return None, "unreadable image: empty file"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap below decides
-            with Image.open(path) as image:  # reads the header only
-                width, height = image.size
-                kind = image.format
+        kind, width, height = image_header(path)
     except Exception as error:  # Pillow raises many types for bad files
         return None, f"unreadable image: {type(error).__name__}: {error}"
-    if width * height > max_pixels:
-        return None, f"{width}x{height} pixels, more than the cap of {max_pixels:,} (data.max_pixels)"
+    try:
+        check_pixel_cap(width, height, max_pixels)
+    except TooManyPixels as error:
+        return None, str(error)
     return kind, None
 
 
@@ -153,20 +148,10 @@ def _disk_cache_prefix(folder: Path) -> Path:
         return finished[0].with_suffix("")
     for lock in folder.glob("data-*_0.lockfile"):
         pid = int(lock.name.split("-")[1])
-        if not _alive(pid):
+        if not process_alive(pid):
             for leftover in folder.glob(lock.name.split("_0.lockfile")[0] + "*"):
                 leftover.unlink(missing_ok=True)
     return folder / f"data-{os.getpid()}-{time.time_ns():x}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, batch_size: int,
@@ -177,10 +162,10 @@ def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, b
     cache: "none" decodes every epoch (file names shuffled, nothing held);
     "disk" writes the resized pixels during the first full pass under
     `cache_dir/<key>` (a tf.data file cache) and reads them back in later
-    epochs and later runs, shuffled through a bounded buffer; "memory" keeps the resized pixels in memory after the first pass.
+    epochs and later runs, shuffled through a bounded buffer.
     """
-    if cache not in ("none", "disk", "memory"):
-        raise ValueError(f"cache: expected none, disk or memory. Received: cache={cache!r}")
+    if cache not in ("none", "disk"):
+        raise ValueError(f"cache: expected none or disk. Received: cache={cache!r}")
     decoded = decoded_images(files, image_size, resize, crop_fraction, max_pixels,
                              shuffle_files=shuffle and cache == "none", seed=seed, skip_errors=skip_errors)
     if cache == "disk":
@@ -189,8 +174,6 @@ def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, b
         key = cache_key(files, image_size=list(image_size), resize=resize, crop_fraction=crop_fraction,
                         max_pixels=max_pixels)
         decoded = decoded.cache(str(_disk_cache_prefix(Path(cache_dir) / key)))
-    elif cache == "memory":
-        decoded = decoded.cache()
-    if shuffle and cache != "none":
+    if shuffle and cache == "disk":
         decoded = decoded.shuffle(min(len(files), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     return decoded.batch(batch_size)

@@ -1,4 +1,4 @@
-"""Distribution: MirroredStrategy simulated on two logical CPUs; multi-worker refused; chief-only writes."""
+"""Distribution: MirroredStrategy simulated on two logical CPUs; multi-worker refused."""
 
 import json
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 
 from transferkit.config import build_run_config
 from transferkit.errors import ConfigError
-from transferkit.runner import is_chief, train
+from transferkit.runner import train
 from transferkit.testing import make_image_folder, tiny_config
 
 # Two logical CPU devices stand in for two GPUs: MirroredStrategy splits each batch between them.
@@ -55,23 +55,3 @@ def test_multi_worker_is_refused_before_anything_is_written(tmp_path, monkeypatc
     with pytest.raises(ConfigError, match=r"training.distribute: .*keras-team/keras#20585"):
         train(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
-
-
-class _Strategy:
-    def __init__(self, resolver):
-        self.cluster_resolver = resolver
-
-
-@pytest.mark.parametrize("cluster, task_type, task_id, chief", [
-    ({"worker": ["a:1", "b:2"]}, "worker", 0, True),
-    ({"worker": ["a:1", "b:2"]}, "worker", 1, False),
-    ({"chief": ["c:0"], "worker": ["a:1"]}, "worker", 0, False),
-    ({"chief": ["c:0"], "worker": ["a:1"]}, "chief", 0, True),
-])
-def test_only_the_chief_writes_the_run_folder(cluster, task_type, task_id, chief):
-    import tensorflow as tf
-
-    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
-    assert is_chief(_Strategy(resolver)) is chief
-    assert is_chief(tf.distribute.get_strategy()) is True  # one process: it writes
