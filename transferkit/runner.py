@@ -25,6 +25,7 @@ from typing import Any, Sequence
 from transferkit.config import RunConfig, StageConfig, load_config, same_config, write_config
 from transferkit.errors import ConfigError, TransferkitError
 from transferkit.fileio import atomic_path, atomic_write_text
+from transferkit.multi_worker import create_strategy, output_dir, prepare_fit, remove_output_dir, weights_digest
 from transferkit.registry import get_task
 
 
@@ -34,7 +35,7 @@ def _log(config: RunConfig, message: str) -> None:
 
 
 def _setup_devices(config: RunConfig):
-    """Mixed precision and a distribution strategy, when GPUs are present."""
+    """Mixed precision, and (strategy, worker role): several GPUs mirrored, several machines with TF_CONFIG."""
     import keras
     import tensorflow as tf
 
@@ -45,18 +46,12 @@ def _setup_devices(config: RunConfig):
         keras.mixed_precision.set_global_policy("float32")
     wanted = config.training.distribute
     if wanted == "multi_worker" or (wanted == "auto" and os.environ.get("TF_CONFIG")):
-        # Refused up front: otherwise every worker would train alone and write the same run folder.
-        raise ConfigError(
-            f"training.distribute: {wanted}{' with TF_CONFIG set' if wanted == 'auto' else ''} asks for "
-            f"MultiWorkerMirroredStrategy, which Keras 3's fit does not support yet (keras-team/keras#20585: "
-            f"the first batch and the per-step logs are reduced across workers in ways that fail, verified "
-            f"with Keras 3.15 and TensorFlow 2.21). Train on one machine (distribute: none or mirrored), or "
-            f"unset TF_CONFIG")
+        return create_strategy()
     if wanted == "mirrored" or (wanted == "auto" and len(gpus) > 1):
         # Every GPU; without GPUs, every logical CPU device (how the multi-GPU path is tested on CPU).
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
-    return tf.distribute.get_strategy()
+        return tf.distribute.MirroredStrategy([d.name for d in devices]), None
+    return tf.distribute.get_strategy(), None
 
 
 class _EpochRecorder:
@@ -233,24 +228,32 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                 f"{run_dir}: holds a finished run; pass --no-resume to train it again or choose another --output"
             )
 
-    strategy = _setup_devices(config)
+    strategy, role = _setup_devices(config)
+    if role is not None and time_limit is not None:
+        # Each worker's clock would stop it at a different batch, and the others would wait for it forever.
+        raise TransferkitError("time_limit: not available with several workers (training.distribute: multi_worker)")
     task, data, backbone, full_model = prepare_run(config, strategy)
     # Only now that the config, the data and the backbone have been checked is
     # anything in the run folder replaced: a bad --set leaves old outputs alone.
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Workers other than the chief write the same files into a temporary folder of their own.
+    out = output_dir(role, run_dir)
+    out.mkdir(parents=True, exist_ok=True)
     if latest is None:
-        _clear_outputs(run_dir)
-    write_config(config, run_dir)
-    _write_info(run_dir, config, task, backbone, data)
+        _clear_outputs(out)
+    write_config(config, out)
+    _write_info(out, config, task, backbone, data)
 
     state: dict[str, Any] = {"global_epoch": 0, "stage_index": 0, "stage_epoch": 0, "history": [], "best": None}
     if latest is not None:
         folder, state = latest
         full_model.load_weights(folder / "model.weights.h5")
+        if out != run_dir and (run_dir / "best.weights.h5").exists():
+            # Read before the first step, which the chief cannot pass alone: it has not replaced the file.
+            shutil.copyfile(run_dir / "best.weights.h5", out / "best.weights.h5")
         clock = _RunClock(before=float(state.get("elapsed", 0.0)) + clock.elapsed())
         _log(config, f"resuming {run_dir}: stage {state['stage_index'] + 1}, "
                      f"{state['stage_epoch']} epoch(s) done in it")
-    recorder = _EpochRecorder(run_dir, store, state, task.monitor(), full_model, clock)
+    recorder = _EpochRecorder(out, CheckpointStore(out), state, task.monitor(), full_model, clock)
     for callback in extra_callbacks:
         if hasattr(callback, "bind_run"):
             callback.bind_run(full_model, task)
@@ -265,7 +268,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         if index < state["stage_index"] or (index == state["stage_index"] and done >= stage.epochs):
             continue
         summary = apply_freeze_plan(backbone, stage.freeze)
-        freeze_dir = run_dir / "freeze"
+        freeze_dir = out / "freeze"
         atomic_write_text(freeze_dir / f"{index + 1:02d}-{stage.name}.txt", summary.as_table() + "\n")
         with strategy.scope():
             split = task.cache_split(full_model, backbone)  # depends on what this stage froze
@@ -284,7 +287,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         if done:
             folder, _ = latest  # only the stage a resumed run stopped in has epochs done
             # model.optimizer: under mixed precision, the loss-scale wrapper the recorder saved.
-            restore_optimizer_state(model.optimizer, model.trainable_variables, folder / "optimizer.npz")
+            with strategy.scope():  # the optimizer's slots are created here, as mirrored variables
+                restore_optimizer_state(model.optimizer, model.trainable_variables, folder / "optimizer.npz")
         recorder.cached = use_cache
         callbacks = [recorder.callback(index, stage)]
         if time_limit is not None:
@@ -294,7 +298,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
                                                            patience=config.training.early_stopping_patience))
         if config.training.tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs" / stage.name),
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "logs" / stage.name),
                                                          write_graph=False, profile_batch=0))
         callbacks.extend(extra_callbacks)
         batch_size = task.batch_size()
@@ -302,7 +306,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             if cached is None or cached[0] != split.key:  # one set of cached features in memory at a time
                 started = time.perf_counter()
                 extractor = split.extractor
-                cache_dir = (run_dir / "feature_cache" / split.key
+                cache_dir = (out / "feature_cache" / split.key
                              if config.training.feature_cache == "disk" else None)
                 train_cache = FeatureCache.compute_or_load(extractor, data.train_plain, cache_dir, "train")
                 val_cache = (FeatureCache.compute_or_load(extractor, data.val, cache_dir, "val")
@@ -322,6 +326,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                     raise TransferkitError(f"stages[{stage.name}].augment: false, but task {task.name!r} "
                                            f"provides no unaugmented training data")
                 train_ds = data.train_unaugmented
+        if role is not None:
+            prepare_fit(model, strategy, train_ds)
         with warnings.catch_warnings():
             if int(train_ds.cardinality()) < 0:
                 # Streamed data of unknown length (a disk cache, dropped undecodable files): Keras
@@ -338,20 +344,24 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             keep = split.key if use_cache else None
             if cached is not None and cached[0] != keep:
                 cached = None
-            _remove_stale_disk_caches(run_dir, keep)
+            _remove_stale_disk_caches(out, keep)
 
-    if (run_dir / "best.weights.h5").exists():
-        load_model_weights(full_model, run_dir / "best.weights.h5")
-    save_model(full_model, run_dir / "model.keras")
-    metrics = task.evaluate(full_model, data.val, data.info, run_dir / "report") if data.val is not None else {}
+    if (out / "best.weights.h5").exists():
+        load_model_weights(full_model, out / "best.weights.h5")
+    save_model(full_model, out / "model.keras")
+    metrics = task.evaluate(full_model, data.val, data.info, out / "report") if data.val is not None else {}
     metrics["problems"] = data.problems
     metrics["best_epoch"] = state.get("best_epoch")
     metrics["time_limit_reached"] = bool(state.get("time_limit_reached"))
     metrics["elapsed_seconds"] = round(clock.elapsed(), 3)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     state["complete"] = True
     state["elapsed"] = clock.elapsed()
-    store.save(full_model, None, state)
+    recorder.store.save(full_model, None, state)
+    if role is not None:
+        # Always printed: the workers' digests must agree, and this is how an operator checks it.
+        print(f"{role.describe()}: finished, weights sha256 {weights_digest(full_model)}", flush=True)
+        remove_output_dir(role, out)
     _log(config, f"\nrun complete: {run_dir}")
     return run_dir
 
