@@ -253,7 +253,7 @@ class FreezeConfig:
     unfreezes everything.
     """
 
-    backbone: bool = False
+    backbone: bool | None = None  # None: not given
     top_blocks: int | None = None
     top_layers: int | None = None
     fraction: float | None = None
@@ -272,6 +272,10 @@ class FreezeConfig:
                 f"freeze: set exactly one of backbone, top_blocks, top_layers, fraction, pattern, all; "
                 f"received {', '.join(chosen)}"
             )
+        if self.backbone is False and not chosen:
+            # Read literally, "do not freeze the backbone"; silently freezing it would be the opposite.
+            raise ConfigError("freeze.backbone: false on its own selects nothing to train; to train the whole "
+                              "backbone set all: true, or choose top_blocks, top_layers, fraction or pattern")
         if self.top_blocks is not None:
             check(self.top_blocks >= 1, "freeze.top_blocks", self.top_blocks, "an integer >= 1")
         if self.top_layers is not None:
@@ -288,7 +292,7 @@ class FreezeConfig:
 
     @property
     def freezes_whole_backbone(self) -> bool:
-        return self.backbone or not any(
+        return bool(self.backbone) or not any(
             getattr(self, n) not in (None, False)
             for n in ("top_blocks", "top_layers", "fraction", "pattern", "all")
         )

@@ -124,3 +124,16 @@ def test_yaml_booleans_become_the_word_meant_for_word_choices(tmp_path):
     assert load_config(path, ["training.feature_cache=off"]).training.feature_cache == "off"
     with pytest.raises(ConfigError, match="training.feature_cache: expected one of"):
         load_config(path, ["training.feature_cache=yes"])  # no 'on' among the choices
+
+
+@pytest.mark.parametrize("freeze, frozen", [({"backbone": True}, True), ({}, True), ({"all": True}, False),
+                                            ({"backbone": False, "top_blocks": 2}, False)])
+def test_freeze_plans_read_as_written(tmp_path, freeze, frozen):
+    config = load_config(_write(tmp_path, {**BASE, "stages": [{"name": "s", "freeze": freeze}]}))
+    assert config.stages[0].freeze.freezes_whole_backbone is frozen
+    assert load_config(write_config(config, tmp_path / "run")) == config
+
+
+def test_backbone_false_alone_is_refused_not_read_as_frozen(tmp_path):
+    with pytest.raises(ConfigError, match=r"freeze.backbone: false on its own selects nothing.*all: true"):
+        load_config(_write(tmp_path, {**BASE, "stages": [{"name": "s", "freeze": {"backbone": False}}]}))
