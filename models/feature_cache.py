@@ -11,35 +11,19 @@ classifier; a dict of pyramid levels and per-anchor targets for a detector).
 from __future__ import annotations
 
 import json
-import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from transferkit.fileio import atomic_write_text, atomic_writer
+from transferkit.models.inference import traced_forward
 
 
 def _nest():
     import tensorflow as tf
 
     return tf.nest
-
-
-_TRACED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _traced(extractor):
-    """The extractor as one traced graph, shared by every pass over it (training and validation data).
-
-    Op-by-op eager calls cost far more than the forward pass of `fit`; tracing once per extractor, not
-    per pass, keeps the extraction close to one epoch's forward work.
-    """
-    import tensorflow as tf
-
-    if extractor not in _TRACED:
-        _TRACED[extractor] = tf.function(lambda inputs: extractor(inputs, training=False), reduce_retracing=True)
-    return _TRACED[extractor]
 
 
 class FeatureCache:
@@ -67,7 +51,7 @@ class FeatureCache:
 
         nest = _nest()
         features, rest = [], []
-        extract = _traced(extractor)
+        extract = traced_forward(extractor)  # shared by the training and validation passes
         for element in dataset.prefetch(tf.data.AUTOTUNE):
             inputs, *others = element
             out = extract(inputs)

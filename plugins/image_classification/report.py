@@ -39,14 +39,23 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, class_
 
 
 def evaluate_classifier(model, dataset, info: dict[str, Any], report_dir: Path, top_k: int = 5,
-                        paths: list[str] | None = None) -> dict[str, Any]:
-    images, labels, probs = [], [], []
+                        paths: list[str] | None = None, worst_count: int = 16) -> dict[str, Any]:
+    """Metrics and the report figures, in one streamed pass: only the worst images so far are kept."""
+    from transferkit.models.inference import traced_forward
+
+    forward = traced_forward(model)
+    labels, probs = [], []
+    worst = _WorstImages(worst_count)
+    seen = 0
     for batch_images, batch_targets in dataset:
-        probs.append(np.asarray(model(batch_images, training=False)))
-        labels.append(np.asarray(batch_targets).argmax(axis=1))
-        images.append(np.asarray(batch_images).astype(np.uint8))
-    probabilities = np.concatenate(probs)
-    y_true = np.concatenate(labels)
+        batch_probs = np.asarray(forward(batch_images))
+        batch_labels = np.asarray(batch_targets).argmax(axis=1)
+        worst.add(seen, np.asarray(batch_images), batch_labels, batch_probs)
+        probs.append(batch_probs)
+        labels.append(batch_labels)
+        seen += len(batch_labels)
+    probabilities = np.concatenate(probs) if probs else np.zeros((0, len(info["class_names"])), np.float32)
+    y_true = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
     metrics = classification_metrics(y_true, probabilities, info["class_names"], top_k)
     report_dir.mkdir(parents=True, exist_ok=True)
     run_dir = report_dir.parent
@@ -55,9 +64,28 @@ def evaluate_classifier(model, dataset, info: dict[str, Any], report_dir: Path, 
     history = run_dir / "history.json"
     if history.exists():
         plot_history(json.loads(history.read_text()), report_dir / "training_curves.png", ("loss", "accuracy"))
-    plot_worst(np.concatenate(images), y_true, probabilities, info["class_names"], paths,
+    plot_worst(worst.examples(), y_true, probabilities, info["class_names"], paths,
                report_dir / "worst_classified.png")
     return metrics
+
+
+class _WorstImages:
+    """The `count` examples with the lowest probability on their true class, kept while streaming."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.kept: list[tuple[float, int, np.ndarray]] = []  # (true-class probability, index, uint8 image)
+
+    def add(self, start: int, images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray) -> None:
+        true_prob = probabilities[np.arange(len(labels)), labels]
+        for offset in np.argsort(true_prob, kind="stable")[:self.count]:
+            self.kept.append((float(true_prob[offset]), start + int(offset), images[offset].astype(np.uint8)))
+        self.kept.sort(key=lambda item: (item[0], item[1]))
+        del self.kept[self.count:]
+
+    def examples(self) -> list[tuple[int, np.ndarray]]:
+        """(index in the dataset, image), worst first."""
+        return [(index, image) for _, index, image in self.kept]
 
 
 def plot_confusion_matrix(confusion: np.ndarray, class_names: list[str], path: Path) -> None:
@@ -78,12 +106,13 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: list[str], path: P
     plt.close(fig)
 
 
-def plot_worst(images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str],
-               paths: list[str] | None, path: Path, count: int = 16) -> None:
-    """Contact sheet of the examples with the lowest probability on their true class."""
+def plot_worst(examples: list[tuple[int, np.ndarray]], y_true: np.ndarray, probabilities: np.ndarray,
+               class_names: list[str], paths: list[str] | None, path: Path) -> None:
+    """Contact sheet of `examples` ((index, image) pairs, worst first), with their true and predicted classes."""
     plt = pyplot()
     true_prob = probabilities[np.arange(len(y_true)), y_true]
-    order = np.argsort(true_prob)[:count]
+    order = [index for index, _ in examples]
+    images = dict(examples)
     cols = 4
     rows = max(1, int(np.ceil(len(order) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.3), squeeze=False)

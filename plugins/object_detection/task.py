@@ -230,8 +230,10 @@ class ObjectDetection(Task):
 
     def detect_pixels(self, model, pixels, info, score_threshold=None, iou_threshold=None, max_detections=None):
         """Model-size pixels (N, H, W, 3) -> detections in model pixels (numpy dict)."""
+        from transferkit.models.inference import traced_forward
+
         detect = self.task_config.detect
-        raw = model(pixels, training=False)
+        raw = traced_forward(model)(pixels)
         out = self.detector(info).decode(raw,
                                 score_threshold=detect.score_threshold if score_threshold is None else score_threshold,
                                 iou_threshold=detect.iou_threshold if iou_threshold is None else iou_threshold,

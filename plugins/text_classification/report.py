@@ -16,9 +16,12 @@ from transferkit.reporting import plot_history
 
 def evaluate_text_classifier(model, dataset, info: dict[str, Any], report_dir: Path, top_k: int = 5,
                              texts: Sequence[str] | None = None) -> dict[str, Any]:
+    from transferkit.models.inference import traced_forward
+
+    forward = traced_forward(model)
     labels, probs = [], []
     for inputs, targets in dataset:
-        probs.append(np.asarray(model(inputs, training=False)))
+        probs.append(np.asarray(forward(inputs)))
         labels.append(np.asarray(targets).argmax(axis=1))
     probabilities = np.concatenate(probs)
     y_true = np.concatenate(labels)

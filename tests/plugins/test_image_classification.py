@@ -47,3 +47,20 @@ def test_training_with_cutmix_and_mixup_runs(shapes, tmp_path):
                          stages=[{"name": "head", "freeze": {"backbone": True}, "epochs": 1}])
     result = run_task_test("image_classification", config, tmp_path / "run")
     assert np.isfinite(result["history"][0]["loss"])
+
+
+def test_worst_images_kept_while_streaming_equal_the_whole_set_ranking():
+    from transferkit.plugins.image_classification.report import _WorstImages
+
+    rng = np.random.default_rng(3)
+    probabilities = rng.dirichlet(np.ones(4), size=70).astype(np.float32)
+    labels = rng.integers(0, 4, size=70)
+    images = rng.integers(0, 255, size=(70, 8, 8, 3)).astype(np.float32)
+    worst = _WorstImages(16)
+    for start in range(0, 70, 32):  # batches of 32, 32, 6
+        worst.add(start, images[start:start + 32], labels[start:start + 32], probabilities[start:start + 32])
+    true_prob = probabilities[np.arange(70), labels]
+    expected = list(np.argsort(true_prob, kind="stable")[:16])
+    assert [index for index, _ in worst.examples()] == expected
+    for index, image in worst.examples():
+        np.testing.assert_array_equal(image, images[index].astype(np.uint8))
