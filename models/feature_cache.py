@@ -11,6 +11,7 @@ classifier; a dict of pyramid levels and per-anchor targets for a detector).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,69 @@ def _nest():
     return tf.nest
 
 
+def _shape_error(shapes, error) -> ValueError:
+    return ValueError(f"FeatureCache: batches differ in shape {sorted(shapes)}; the cached data must have "
+                      f"fixed shapes per example (pad variable-length targets). {error}")
+
+
+class RowStore:
+    """Equal-length arrays written row by row to raw files, read back by row index.
+
+    Rows are read with `os.pread`, not memory-mapped: the file's pages stay in
+    the page cache instead of the process's resident set, so a store larger
+    than memory costs no more than the rows of one batch.
+    """
+
+    def __init__(self, directory: Path, name: str):
+        self.directory = Path(directory)
+        self.name = name
+        self.leaves: list[tuple[Path, np.dtype, tuple[int, ...]]] = []
+        self._writers: list | None = None
+        self._readers: list[int] = []
+        self.rows = 0
+
+    def append(self, arrays: list[np.ndarray]) -> None:
+        if self._readers:
+            raise ValueError(f"RowStore {self.directory / self.name}: finished, it takes no more rows")
+        if self._writers is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.leaves = [(self.directory / f"{self.name}.{i}.rows", a.dtype, tuple(a.shape[1:]))
+                           for i, a in enumerate(arrays)]
+            self._writers = [open(path, "wb") for path, _, _ in self.leaves]
+        for (_, dtype, shape), writer, array in zip(self.leaves, self._writers, arrays):
+            if tuple(array.shape[1:]) != shape:
+                raise _shape_error({shape, tuple(array.shape[1:])}, "")
+            writer.write(np.ascontiguousarray(array, dtype=dtype).tobytes())
+        self.rows += len(arrays[0])
+
+    def finish(self) -> "RowStore":
+        for writer in self._writers or []:
+            writer.close()
+        self._writers = None
+        self._readers = [os.open(path, os.O_RDONLY) for path, _, _ in self.leaves]
+        return self
+
+    def read(self, indices: np.ndarray) -> list[np.ndarray]:
+        order = np.argsort(indices, kind="stable")  # ascending offsets, then back to the asked order
+        arrays = []
+        for (_, dtype, shape), fd in zip(self.leaves, self._readers):
+            row_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            rows = np.empty((len(indices), *shape), dtype)
+            view = rows.reshape(len(indices), -1).view(np.uint8)
+            for position in order:
+                view[position] = np.frombuffer(os.pread(fd, row_bytes, int(indices[position]) * row_bytes), np.uint8)
+            arrays.append(rows)
+        return arrays
+
+    def close(self) -> None:
+        for fd in self._readers:
+            os.close(fd)
+        self._readers = []
+
+    def __del__(self):
+        self.close()
+
+
 class FeatureCache:
     """Extractor outputs and the rest of each element (targets, weights), in memory or on disk.
 
@@ -38,43 +102,78 @@ class FeatureCache:
     ```
     """
 
-    def __init__(self, features: Any, rest: tuple):
+    def __init__(self, features: Any = None, rest: tuple = (), store: RowStore | None = None,
+                 template: Any = None):
         self.features = features
         self.rest = tuple(rest)
+        # Spilled to disk: the rows live in `store`, `template` is the (features, rest) structure.
+        self.store = store
+        self.template = template
 
     def __len__(self) -> int:
+        if self.store is not None:
+            return self.store.rows
         return int(_nest().flatten(self.features)[0].shape[0])
 
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held in memory (0 once spilled to disk)."""
+        if self.store is not None:
+            return 0
+        return sum(a.nbytes for a in _nest().flatten((self.features, self.rest)))
+
     @classmethod
-    def compute(cls, extractor, dataset) -> "FeatureCache":
+    def compute(cls, extractor, dataset, memory_budget: int | None = None,
+                spill_dir: Path | None = None, name: str = "features") -> "FeatureCache":
+        """Runs `extractor` once over `dataset`.
+
+        With `spill_dir`, once the outputs held exceed `memory_budget` bytes
+        they are written there (and every later batch with them) as a
+        `RowStore`, so memory stays bounded however long the dataset is.
+        """
         import tensorflow as tf
 
         nest = _nest()
-        features, rest = [], []
+        held: list = []  # per batch: the flat (features, rest) leaves
+        held_bytes = 0
+        store = template = None
         extract = traced_forward(extractor)  # shared by the training and validation passes
         for element in dataset.prefetch(tf.data.AUTOTUNE):
             inputs, *others = element
-            out = extract(inputs)
-            features.append(nest.map_structure(lambda t: np.asarray(t, dtype=np.float32), out))
-            rest.append(tuple(nest.map_structure(np.asarray, o) for o in others))
-        if not features:
+            out = nest.map_structure(lambda t: np.asarray(t, dtype=np.float32), extract(inputs))
+            structure = (out, tuple(nest.map_structure(np.asarray, o) for o in others))
+            template = template if template is not None else nest.map_structure(lambda _: None, structure)
+            leaves = nest.flatten(structure)
+            if store is not None:
+                store.append(leaves)
+                continue
+            held.append(leaves)
+            held_bytes += sum(a.nbytes for a in leaves)
+            if spill_dir is not None and memory_budget is not None and held_bytes > memory_budget:
+                store = RowStore(spill_dir, name)
+                for batch in held:
+                    store.append(batch)
+                held, held_bytes = [], 0
+        if store is not None:
+            return cls(store=store.finish(), template=template)
+        if not held:
             raise ValueError("FeatureCache.compute: the dataset yielded no batches")
 
         def concat(*parts):
             try:
                 return np.concatenate(parts)
             except ValueError as error:
-                shapes = sorted({p.shape[1:] for p in parts})
-                raise ValueError(f"FeatureCache: batches differ in shape {shapes}; the cached data must have "
-                                 f"fixed shapes per example (pad variable-length targets). {error}") from None
+                raise _shape_error({p.shape[1:] for p in parts}, error) from None
 
-        return cls(nest.map_structure(concat, *features), nest.map_structure(concat, *rest))
+        features, rest = nest.pack_sequence_as(template, [concat(*parts) for parts in zip(*held)])
+        return cls(features, rest)
 
     @classmethod
-    def compute_or_load(cls, extractor, dataset, directory: Path | None, name: str) -> "FeatureCache":
-        """With a directory, the cache is stored there once and reloaded (resume, reruns)."""
+    def compute_or_load(cls, extractor, dataset, directory: Path | None, name: str,
+                        memory_budget: int | None = None, spill_dir: Path | None = None) -> "FeatureCache":
+        """With a directory, the cache is stored there once and reloaded (resume, reruns); else see `compute`."""
         if directory is None:
-            return cls.compute(extractor, dataset)
+            return cls.compute(extractor, dataset, memory_budget, spill_dir, name)
         nest = _nest()
         index_path = directory / f"{name}.structure.json"
         if index_path.exists():
@@ -99,9 +198,33 @@ class FeatureCache:
         import tensorflow as tf
 
         nest = _nest()
+        if self.store is not None:
+            return self._stored_dataset(batch_size, shuffle, seed)
         features = nest.map_structure(np.asarray, self.features)
         rest = nest.map_structure(np.asarray, self.rest)
         ds = tf.data.Dataset.from_tensor_slices((features, *rest))
         if shuffle:
             ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def _stored_dataset(self, batch_size: int, shuffle: bool, seed: int):
+        """Batches read from the RowStore by index, in the order the in-memory dataset would give."""
+        import tensorflow as tf
+
+        nest = _nest()
+        store = self.store
+        # A shuffle's order depends on the seed, buffer size and length only, so shuffling the row
+        # indices gives the same batches as shuffling the in-memory rows.
+        ds = tf.data.Dataset.range(len(self))
+        if shuffle:
+            ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
+        dtypes = [tf.as_dtype(dtype) for _, dtype, _ in store.leaves]
+
+        def read(indices):
+            leaves = tf.numpy_function(store.read, [indices], dtypes, stateful=False)
+            for leaf, (_, _, shape) in zip(leaves, store.leaves):
+                leaf.set_shape((None, *shape))
+            features, rest = nest.pack_sequence_as(self.template, leaves)
+            return (features, *rest)
+
+        return ds.batch(batch_size).map(read).prefetch(tf.data.AUTOTUNE)

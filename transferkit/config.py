@@ -333,6 +333,8 @@ class TrainingConfig:
     seed: int = 0
     early_stopping_patience: int | None = None
     feature_cache: Literal["auto", "memory", "disk", "off"] = "auto"
+    # auto: cached features beyond this many MB (per run) are written to disk and read back by batch.
+    feature_cache_memory_mb: int = 1024
     mixed_precision: bool = False
     # auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy with several GPUs.
     distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
@@ -343,6 +345,8 @@ class TrainingConfig:
         if self.early_stopping_patience is not None:
             check(self.early_stopping_patience >= 1, "training.early_stopping_patience",
                   self.early_stopping_patience, "an integer >= 1 or null")
+        check(self.feature_cache_memory_mb >= 0, "training.feature_cache_memory_mb", self.feature_cache_memory_mb,
+              "an integer >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -308,13 +308,24 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                 extractor = split.extractor
                 cache_dir = (out / "feature_cache" / split.key
                              if config.training.feature_cache == "disk" else None)
-                train_cache = FeatureCache.compute_or_load(extractor, data.train_plain, cache_dir, "train")
-                val_cache = (FeatureCache.compute_or_load(extractor, data.val, cache_dir, "val")
-                             if data.val is not None else None)
+                # auto: held in memory up to the budget, the rest written to the run folder and read by batch.
+                budget = (config.training.feature_cache_memory_mb * 2**20
+                          if config.training.feature_cache == "auto" else None)
+                spill_dir = out / "feature_cache" / split.key if budget is not None else None
+                train_cache = FeatureCache.compute_or_load(extractor, data.train_plain, cache_dir, "train",
+                                                           budget, spill_dir)
+                val_cache = (FeatureCache.compute_or_load(
+                    extractor, data.val, cache_dir, "val",
+                    None if budget is None else max(0, budget - train_cache.memory_bytes), spill_dir)
+                    if data.val is not None else None)
                 cached = (split.key, train_cache, val_cache)
                 label = "" if split.key == "features" else f" ({split.key})"
+                spilled = [name for name, c in (("train", train_cache), ("val", val_cache))
+                           if c is not None and c.store is not None]
+                where = (f", {' and '.join(spilled)} beyond {config.training.feature_cache_memory_mb} MB read "
+                         f"from {spill_dir}" if spilled else "")
                 _log(config, f"feature cache{label}: {len(train_cache)} train features in "
-                             f"{time.perf_counter() - started:.1f}s")
+                             f"{time.perf_counter() - started:.1f}s{where}")
             _, train_cache, val_cache = cached
             # Same seed and size as the task's own shuffle: the same batch order.
             train_ds = train_cache.dataset(batch_size, shuffle=True, seed=config.training.seed)
@@ -346,6 +357,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                 cached = None
             _remove_stale_disk_caches(out, keep)
 
+    cached = None
+    if config.training.feature_cache != "disk":
+        shutil.rmtree(out / "feature_cache", ignore_errors=True)  # features spilled from memory: not kept
     if (out / "best.weights.h5").exists():
         load_model_weights(full_model, out / "best.weights.h5")
     save_model(full_model, out / "model.keras")

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import signal
 import subprocess
@@ -143,6 +144,20 @@ def test_disk_feature_cache_is_written_once_and_matches_memory(shapes, tmp_path)
     memory_history = json.loads((memory / "history.json").read_text())
     for a, b in zip(disk_history, memory_history):
         assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+
+
+def test_features_beyond_the_memory_budget_spill_to_disk_and_train_alike(shapes, tmp_path, capsys):
+    memory = train(_frozen_only(shapes, "memory"), tmp_path / "memory")
+    config = _frozen_only(shapes, "auto")
+    config = dataclasses.replace(config, training=dataclasses.replace(config.training, feature_cache_memory_mb=0,
+                                                                      verbose=1))
+    spilled = train(config, tmp_path / "spilled")
+    assert "train and val beyond 0 MB read from" in capsys.readouterr().out
+    assert not (spilled / "feature_cache").exists()  # spilled features are not kept after the run
+    for a, b in zip(json.loads((memory / "history.json").read_text()),
+                    json.loads((spilled / "history.json").read_text())):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], abs=1e-6)
 
 
 def test_evaluate_and_predict_commands(shapes, tmp_path, capsys):
