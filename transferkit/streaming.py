@@ -95,7 +95,7 @@ def cache_key(files: CheckedFiles, **preprocessing) -> str:
 
 def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, crop_fraction: float = 1.0,
                    max_pixels: int = MAX_PIXELS, shuffle_files: bool = False, seed: int = 0,
-                   skip_errors: bool = True):
+                   skip_errors: bool = True, interpolation: str = "bilinear"):
     """A dataset of (uint8 image of `image_size`, label), one file at a time, decoded in parallel.
 
     A file whose header was fine but whose body does not decode is dropped
@@ -109,12 +109,12 @@ def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, 
     needs_pillow = not bool(np.all(files.tf_decodable))
 
     def pillow(path):
-        return decode_image(path.numpy().decode("utf-8"), size, resize, crop_fraction, max_pixels)
+        return decode_image(path.numpy().decode("utf-8"), size, resize, crop_fraction, max_pixels, interpolation)
 
     def decode(path, label, native):
         def with_tensorflow():
             image = decode_encoded(tf.io.read_file(path), max_pixels)
-            return tf.cast(resize_image(image, size, resize, crop_fraction), tf.uint8)
+            return tf.cast(resize_image(image, size, resize, crop_fraction, interpolation), tf.uint8)
 
         def with_pillow():
             return tf.py_function(pillow, [path], tf.uint8)
@@ -156,7 +156,8 @@ def _disk_cache_prefix(folder: Path) -> Path:
 
 def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, batch_size: int,
                   crop_fraction: float = 1.0, max_pixels: int = MAX_PIXELS, shuffle: bool = False, seed: int = 0,
-                  cache: str = "none", cache_dir: str | os.PathLike | None = None, skip_errors: bool = True):
+                  cache: str = "none", cache_dir: str | os.PathLike | None = None, skip_errors: bool = True,
+                  interpolation: str = "bilinear"):
     """Batches of (uint8 images, labels), streamed from the files.
 
     cache: "none" decodes every epoch (file names shuffled, nothing held);
@@ -167,12 +168,15 @@ def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, b
     if cache not in ("none", "disk"):
         raise ValueError(f"cache: expected none or disk. Received: cache={cache!r}")
     decoded = decoded_images(files, image_size, resize, crop_fraction, max_pixels,
-                             shuffle_files=shuffle and cache == "none", seed=seed, skip_errors=skip_errors)
+                             shuffle_files=shuffle and cache == "none", seed=seed, skip_errors=skip_errors,
+                             interpolation=interpolation)
     if cache == "disk":
         if cache_dir is None:
             raise ValueError("cache: 'disk' needs a cache_dir")
+        # Bilinear keys are as before, so caches written before `interpolation` existed stay valid.
+        extra = {} if interpolation == "bilinear" else {"interpolation": interpolation}
         key = cache_key(files, image_size=list(image_size), resize=resize, crop_fraction=crop_fraction,
-                        max_pixels=max_pixels)
+                        max_pixels=max_pixels, **extra)
         decoded = decoded.cache(str(_disk_cache_prefix(Path(cache_dir) / key)))
     if shuffle and cache == "disk":
         decoded = decoded.shuffle(min(len(files), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)

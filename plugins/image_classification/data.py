@@ -119,7 +119,7 @@ def _list_csv(path: Path) -> tuple[list[Sample], list[dict[str, str]]]:
 
 def load_images(samples: list[Sample], class_names: list[str], image_size: Sequence[int], resize: str,
                 on_bad_image: str, crop_fraction: float = 1.0, workers: int = 4,
-                max_pixels: int = MAX_PIXELS) -> LoadedImages:
+                max_pixels: int = MAX_PIXELS, interpolation: str = "bilinear") -> LoadedImages:
     """Decodes every sample once; bad files are skipped (with reasons) or fatal."""
     index = {name: i for i, name in enumerate(class_names)}
     problems: list[dict[str, str]] = []
@@ -135,7 +135,7 @@ def load_images(samples: list[Sample], class_names: list[str], image_size: Seque
 
     def decode(sample: Sample):
         try:
-            return decode_image(sample.path, image_size, resize, crop_fraction, max_pixels), None
+            return decode_image(sample.path, image_size, resize, crop_fraction, max_pixels, interpolation), None
         except Exception as error:  # Pillow raises many types for bad files
             return None, f"unreadable image: {type(error).__name__}: {error}"
 

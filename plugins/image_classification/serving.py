@@ -16,17 +16,21 @@ PIXELS_INPUT = "pixels"
 OUTPUT_NAMES = ("probabilities", "scores", "class_ids", "labels")
 
 
-def decode_and_resize(encoded, image_size, resize: str, crop_fraction: float = 1.0, max_pixels: int | None = None):
+def decode_and_resize(encoded, image_size, resize: str, crop_fraction: float = 1.0, max_pixels: int | None = None,
+                      interpolation: str = "bilinear"):
     """One encoded image -> float32 (H, W, 3), like the training pipeline; refuses images over `max_pixels`."""
     from transferkit.images import MAX_PIXELS, decode_encoded, resize_image
 
-    return resize_image(decode_encoded(encoded, max_pixels or MAX_PIXELS), image_size, resize, crop_fraction)
+    return resize_image(decode_encoded(encoded, max_pixels or MAX_PIXELS), image_size, resize, crop_fraction,
+                        interpolation)
 
 
 def preprocess_encoded(encoded, info: dict[str, Any]):
     """Encoded image -> model pixels, with the run's recorded preprocessing."""
+    # Runs from before `interpolation` existed were trained on bilinear resizes.
     return decode_and_resize(encoded, info["image_size"], info.get("resize", "crop"),
-                             float(info.get("crop_fraction", 1.0)), info.get("max_pixels"))
+                             float(info.get("crop_fraction", 1.0)), info.get("max_pixels"),
+                             info.get("interpolation", "bilinear"))
 
 
 def classification_outputs(probabilities, class_names, k: int) -> dict[str, Any]:
@@ -51,6 +55,7 @@ def classification_signatures(model, info: dict[str, Any], top_k: int = 5) -> di
     resize = info.get("resize", "crop")
     crop_fraction = float(info.get("crop_fraction", 1.0))
     max_pixels = info.get("max_pixels")
+    interpolation = info.get("interpolation", "bilinear")  # runs from before the option: bilinear
     k = max(1, min(top_k, len(class_names)))
 
     def outputs(pixels):
@@ -59,7 +64,8 @@ def classification_signatures(model, info: dict[str, Any], top_k: int = 5) -> di
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
     def serve_images(images):
         # parallel_iterations: a batch (server-side batching) decodes its images concurrently.
-        pixels = tf.map_fn(lambda encoded: decode_and_resize(encoded, image_size, resize, crop_fraction, max_pixels),
+        pixels = tf.map_fn(lambda encoded: decode_and_resize(encoded, image_size, resize, crop_fraction, max_pixels,
+                                                             interpolation),
                            images,
                            parallel_iterations=16,
                            fn_output_signature=tf.TensorSpec([image_size[0], image_size[1], 3], tf.float32))

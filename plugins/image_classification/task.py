@@ -85,7 +85,8 @@ class ImageClassification(Task):
         mode = self.cache_mode(len(train_samples) + len(val_samples))
         if mode == "memory":
             load = dict(class_names=class_names, image_size=cfg.image_size, resize=cfg.resize,
-                        on_bad_image=cfg.on_bad_image, crop_fraction=cfg.crop_fraction, max_pixels=cfg.max_pixels)
+                        on_bad_image=cfg.on_bad_image, crop_fraction=cfg.crop_fraction, max_pixels=cfg.max_pixels,
+                        interpolation=cfg.interpolation)
             train = data_lib.load_images(train_samples, **load)
             val = data_lib.load_images(val_samples, **load)
             problems += train.problems + val.problems
@@ -110,7 +111,7 @@ class ImageClassification(Task):
             stream = dict(image_size=cfg.image_size, resize=cfg.resize, batch_size=cfg.batch_size,
                           crop_fraction=cfg.crop_fraction, max_pixels=cfg.max_pixels, cache=mode,
                           cache_dir=cfg.cache_dir or paths.home() / "data_cache",
-                          skip_errors=cfg.on_bad_image == "skip")
+                          skip_errors=cfg.on_bad_image == "skip", interpolation=cfg.interpolation)
 
             def batches(files, shuffle: bool):
                 return streaming.image_dataset(files, shuffle=shuffle, seed=seed, **stream)
@@ -141,6 +142,7 @@ class ImageClassification(Task):
             "image_size": list(cfg.image_size),
             "resize": cfg.resize,
             "crop_fraction": cfg.crop_fraction,
+            "interpolation": cfg.interpolation,
             "max_pixels": cfg.max_pixels,
             "num_train": int(len(train_labels)),
             "num_val": int(len(val_paths)),
@@ -286,7 +288,8 @@ class ImageClassification(Task):
             try:
                 pixels = data_lib.decode_image(path, info["image_size"], info.get("resize", "crop"),
                                                float(info.get("crop_fraction", 1.0)),
-                                               int(info.get("max_pixels", MAX_PIXELS)))
+                                               int(info.get("max_pixels", MAX_PIXELS)),
+                                               info.get("interpolation", "bilinear"))
             except Exception as error:
                 raise TransferkitError(f"{path}: unreadable image: {type(error).__name__}: {error}") from None
             probabilities = np.asarray(model(pixels[None].astype("float32"), training=False))[0]

@@ -124,3 +124,21 @@ def test_exif_parser_survives_garbage():
     for junk in (b"", b"\xff\xd8", b"\xff\xd8Exif\x00\x00", b"\xff\xd8Exif\x00\x00II*\x00\xff\xff\xff\xff",
                  b"\x89PNG" + b"Exif\x00\x00MM" * 10, bytes(range(256)) * 3):
         assert int(data_lib.exif_orientation(tf.constant(junk))) == 1
+
+
+def test_area_resize_averages_when_shrinking_and_falls_back_to_bilinear_when_enlarging():
+    from transferkit.images import resize_image
+
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, size=(8, 12, 3)).astype(np.float32)
+    area = resize_image(big, (4, 6), "stretch", interpolation="area").numpy()
+    blocks = big.reshape(4, 2, 6, 2, 3).mean(axis=(1, 3))  # each output pixel: the mean of a 2x2 block
+    np.testing.assert_array_equal(area, np.clip(np.round(blocks), 0, 255))
+    assert not np.array_equal(area, resize_image(big, (4, 6), "stretch").numpy())  # bilinear differs
+    small = big[:3, :3]
+    for resize in ("stretch", "crop", "pad"):
+        np.testing.assert_array_equal(resize_image(small, (6, 6), resize, interpolation="area").numpy(),
+                                      resize_image(small, (6, 6), resize, interpolation="bilinear").numpy())
+    with pytest.raises(ValueError, match=r"interpolation: expected one of \('area', 'bilinear'\). Received: "
+                                         r"interpolation='cubic'"):
+        resize_image(big, (4, 6), "stretch", interpolation="cubic")

@@ -200,7 +200,8 @@ def test_phone_photo_orientation_is_the_same_in_training_and_serving(trained_run
     exif[0x0112] = 6
     path = tmp_path / "phone.jpg"
     upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif.tobytes(), quality=95)
-    pixels = decode_image(str(path), info["image_size"], info["resize"], info["crop_fraction"])
+    pixels = decode_image(str(path), info["image_size"], info["resize"], info["crop_fraction"],
+                          interpolation=info["interpolation"])
     expected = np.asarray(model(pixels[None].astype("float32")))
     served = client.predict_images(MODEL, [path.read_bytes()])["probabilities"]
     np.testing.assert_allclose(served, expected, atol=1e-4)
