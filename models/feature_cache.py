@@ -137,7 +137,8 @@ class FeatureCache:
         held: list = []  # per batch: the flat (features, rest) leaves
         held_bytes = 0
         store = template = None
-        extract = traced_forward(extractor)  # shared by the training and validation passes
+        # Traced once, for any batch size, and shared by the training and validation passes.
+        extract = traced_forward(extractor, dataset.element_spec[0])
         for element in dataset.prefetch(tf.data.AUTOTUNE):
             inputs, *others = element
             out = nest.map_structure(lambda t: np.asarray(t, dtype=np.float32), extract(inputs))

@@ -12,10 +12,20 @@ import weakref
 _TRACED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def traced_forward(model):
-    """`model(inputs, training=False)` as a `tf.function`, traced once per model and input signature."""
+def traced_forward(model, input_spec=None):
+    """`model(inputs, training=False)` as a `tf.function`, traced once per model.
+
+    `input_spec` (a dataset's `element_spec` for the inputs) fixes the
+    signature with the batch dimension left open, so a short last batch does
+    not trace the model a second time; without it, shapes are relaxed after
+    the first retrace.
+    """
     import tensorflow as tf
 
     if model not in _TRACED:
-        _TRACED[model] = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+        if input_spec is not None:
+            signature = [tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), input_spec)]
+            _TRACED[model] = tf.function(lambda inputs: model(inputs, training=False), input_signature=signature)
+        else:
+            _TRACED[model] = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
     return _TRACED[model]
