@@ -71,6 +71,23 @@ def _cmd_presets_import(args) -> int:
     return 0
 
 
+def _cmd_data_pack(args) -> int:
+    from transferkit.packing import pack_images
+
+    def progress(split, done, total):
+        print(f"  {split}: shard {done}/{total}", flush=True)
+
+    pack = pack_images(args.source, args.out, val=args.val, val_split=args.val_split, shard_mb=args.shard_mb,
+                       seed=args.seed, force=args.force, on_progress=progress)
+    for name, split in pack.splits.items():
+        print(f"{name}: {split.count} images in {len(split.shards)} shard(s)")
+    if pack.problems:
+        print(f"left out {len(pack.problems)} file(s), listed in {pack.root / 'transferkit-pack.json'}; first: "
+              f"{pack.problems[0]['path']}: {pack.problems[0]['reason']}")
+    print(f"packed {len(pack.class_names)} classes into {pack.root}; train on it with data.train: {pack.root}")
+    return 0
+
+
 def _cmd_train(args) -> int:
     from transferkit.config import load_config
     from transferkit.runner import train
@@ -289,6 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
     importing.add_argument("--to", help="destination folder (default: the cache under TRANSFERKIT_HOME)")
     importing.add_argument("--force", action="store_true", help="replace an existing import")
     importing.set_defaults(handler=_cmd_presets_import)
+
+    data = commands.add_parser("data", help="prepare datasets")
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    pack = data_commands.add_parser(
+        "pack", help="pack an image folder or CSV into sharded TFRecords (data.train: OUT reads them)")
+    pack.add_argument("source", help="an image folder with one sub-folder per class, or a path,label CSV")
+    pack.add_argument("out", help="the pack folder to write")
+    pack.add_argument("--val", help="another folder or CSV: packed as the validation split")
+    pack.add_argument("--val-split", type=float, default=0.0,
+                      help="hold out this seeded, per-class share of SOURCE as the validation split")
+    pack.add_argument("--shard-mb", type=float, default=128.0, help="target shard size in MB (default 128)")
+    pack.add_argument("--seed", type=int, default=0, help="seed of the record order and of --val-split")
+    pack.add_argument("--force", action="store_true", help="replace an existing OUT")
+    pack.set_defaults(handler=_cmd_data_pack)
 
     train = commands.add_parser("train", help="fine-tune a task from a run config")
     train.add_argument("config", help="a run config YAML file")

@@ -181,3 +181,58 @@ def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, b
     if shuffle and cache == "disk":
         decoded = decoded.shuffle(min(len(files), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     return decoded.batch(batch_size)
+
+
+def pack_dataset(split, image_size: Sequence[int], resize: str, batch_size: int, crop_fraction: float = 1.0,
+                 max_pixels: int = MAX_PIXELS, shuffle: bool = False, seed: int = 0, cache: str = "none",
+                 cache_dir: str | os.PathLike | None = None, skip_errors: bool = True,
+                 interpolation: str = "bilinear", pack_digest: str = ""):
+    """Batches of (uint8 images, labels) read from a pack split's TFRecord shards (see `transferkit.packing`).
+
+    Shards are read in parallel (interleaved, in a seeded order when
+    shuffling), records decoded and resized like files. cache: "none" reads
+    the shards every epoch; "memory" keeps the decoded pixels after the first
+    pass (`Dataset.cache()`); "disk" writes them under `cache_dir`, keyed by
+    the pack's digest and the preprocessing. Several workers shard by file.
+    """
+    import tensorflow as tf
+
+    from transferkit.images import decode_encoded, resize_image
+    from transferkit.packing import parse_record
+
+    if cache not in ("none", "memory", "disk"):
+        raise ValueError(f"cache: expected none, memory or disk. Received: cache={cache!r}")
+    size = [int(image_size[0]), int(image_size[1])]
+    shards = tf.data.Dataset.from_tensor_slices(list(split.shards))
+    if shuffle:
+        shards = shards.shuffle(len(split.shards), seed=seed, reshuffle_each_iteration=True)
+    records = shards.interleave(lambda shard: tf.data.TFRecordDataset(shard, buffer_size=8 << 20),
+                                cycle_length=min(4, len(split.shards)), num_parallel_calls=tf.data.AUTOTUNE,
+                                deterministic=True)
+    buffer = min(split.count, SHUFFLE_BUFFER)
+    if shuffle and cache == "none":
+        records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+
+    def decode(serialized):
+        encoded, label, _ = parse_record(serialized)
+        image = resize_image(decode_encoded(encoded, max_pixels), size, resize, crop_fraction, interpolation)
+        image = tf.cast(image, tf.uint8)
+        image.set_shape([*size, 3])
+        return image, label
+
+    decoded = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if skip_errors:
+        decoded = decoded.ignore_errors(log_warning=True)
+    if cache == "memory":
+        decoded = decoded.cache()
+    elif cache == "disk":
+        if cache_dir is None:
+            raise ValueError("cache: 'disk' needs a cache_dir")
+        digest = hashlib.sha256(json.dumps(
+            {"version": CACHE_FORMAT_VERSION, "pack": pack_digest, "shards": list(split.shards), "size": size,
+             "resize": resize, "crop_fraction": crop_fraction, "max_pixels": max_pixels,
+             "interpolation": interpolation}, sort_keys=True).encode()).hexdigest()[:24]
+        decoded = decoded.cache(str(_disk_cache_prefix(Path(cache_dir) / f"pack-{digest}")))
+    if shuffle and cache != "none":
+        decoded = decoded.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    return decoded.batch(batch_size)

@@ -12,7 +12,7 @@ from transferkit.errors import DataError
 from transferkit.images import MAX_PIXELS
 from transferkit.plugins.image_classification import data as data_lib
 from transferkit.plugins.image_classification.config import ImageClassificationConfig
-from transferkit import paths, streaming
+from transferkit import packing, paths, streaming
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
 from transferkit.task import Task, TaskData
@@ -64,6 +64,8 @@ class ImageClassification(Task):
 
         cfg = self.task_config.data
         seed = self.config.training.seed
+        if packing.is_pack(cfg.train):
+            return self._task_data(*self._packed_batches())
         train_samples, problems = data_lib.list_samples(cfg.train)
         if cfg.val:
             val_samples, val_problems = data_lib.list_samples(cfg.val)
@@ -116,10 +118,63 @@ class ImageClassification(Task):
             def batches(files, shuffle: bool):
                 return streaming.image_dataset(files, shuffle=shuffle, seed=seed, **stream)
 
+        self.val_paths = val_paths
+        counts = np.bincount(train_labels, minlength=num_classes)
+        return self._task_data(batches, train, val, class_names, counts, len(val_paths), problems, list(val_paths))
+
+    def _packed_batches(self):
+        """`datasets()` for a pack folder (`transferkit data pack`): its train and val splits' shards."""
+        cfg = self.task_config.data
+        pack = packing.Pack.open(cfg.train)
+        class_names = list(pack.class_names)
+        if cfg.class_names and list(cfg.class_names) != class_names:
+            raise DataError(f"data.class_names: {list(cfg.class_names)} differ from the pack's {class_names} "
+                            f"({cfg.train})")
+        if cfg.train_fraction < 1.0:
+            raise DataError(f"data.train_fraction: not available for a pack ({cfg.train}); pack a subset instead")
+        val = pack.splits.get("val")
+        if cfg.val:
+            if val is not None or not packing.is_pack(cfg.val):
+                raise DataError(f"data.val: {cfg.train} is a pack" + (
+                    " with its own val split; leave data.val out" if val is not None
+                    else "; data.val must be a pack too (or pack with --val / --val-split)"))
+            val_pack = packing.Pack.open(cfg.val)
+            if list(val_pack.class_names) != class_names:
+                raise DataError(f"{cfg.val}: its classes {list(val_pack.class_names)} differ from "
+                                f"{cfg.train}'s {class_names}")
+            val = val_pack.splits["train"]
+        if val is None:
+            raise DataError(f"{cfg.train}: the pack has no val split; pack it with --val or --val-split, "
+                            f"or give data.val as another pack")
+        if cfg.on_bad_image == "error" and pack.problems:
+            raise DataError.for_bad_inputs(list(pack.problems), "data.on_bad_image")
+        train = pack.splits["train"]
+        mode = self.cache_mode(train.count + val.count)
+        stream = dict(image_size=cfg.image_size, resize=cfg.resize, batch_size=cfg.batch_size,
+                      crop_fraction=cfg.crop_fraction, max_pixels=cfg.max_pixels, cache=mode,
+                      cache_dir=cfg.cache_dir or paths.home() / "data_cache",
+                      skip_errors=cfg.on_bad_image == "skip", interpolation=cfg.interpolation,
+                      pack_digest=pack.digest)
+
+        def batches(split, shuffle: bool):
+            return streaming.pack_dataset(split, shuffle=shuffle, seed=self.config.training.seed, **stream)
+
+        self.val_paths = None  # the report names no files: the records' paths stay in the pack
+        return (batches, train, val, class_names, np.asarray(train.class_counts), val.count,
+                list(pack.problems), [])
+
+    def _task_data(self, batches, train, val, class_names, counts, num_val, problems, examples) -> TaskData:
+        """The TaskData of `batches(split, shuffle)` over the train and val splits: labels, weights, augmentation."""
+        import tensorflow as tf
+
+        cfg = self.task_config.data
+        seed = self.config.training.seed
+        num_classes = len(class_names)
+        num_train = int(np.sum(counts))
         weights = None
         if cfg.class_weights == "balanced":
-            counts = np.bincount(train_labels, minlength=num_classes).astype("float64")
-            weights = tf.constant(len(train_labels) / (num_classes * np.maximum(counts, 1)), tf.float32)
+            counts = np.asarray(counts, dtype="float64")
+            weights = tf.constant(num_train / (num_classes * np.maximum(counts, 1)), tf.float32)
 
         def one_hot(images, labels):
             return tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)
@@ -144,10 +199,9 @@ class ImageClassification(Task):
             "crop_fraction": cfg.crop_fraction,
             "interpolation": cfg.interpolation,
             "max_pixels": cfg.max_pixels,
-            "num_train": int(len(train_labels)),
-            "num_val": int(len(val_paths)),
+            "num_train": num_train,
+            "num_val": int(num_val),
         }
-        self.val_paths = val_paths
         return TaskData(
             train=train_ds.prefetch(tf.data.AUTOTUNE),
             val=plain(val).prefetch(tf.data.AUTOTUNE),
@@ -156,8 +210,8 @@ class ImageClassification(Task):
             train_augmented=augment.enabled,
             train_unaugmented=shuffled.prefetch(tf.data.AUTOTUNE),
             problems=problems,
-            steps_per_epoch=math.ceil(len(train_labels) / cfg.batch_size),
-            examples=list(val_paths),
+            steps_per_epoch=math.ceil(num_train / cfg.batch_size),
+            examples=examples,
         )
 
     def _augmenter(self, seed: int):
