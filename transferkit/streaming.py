@@ -35,7 +35,9 @@ from transferkit.images import MAX_PIXELS, TooManyPixels, check_pixel_cap, image
 # Formats TensorFlow decodes in the graph; others (TIFF, ...) go through Pillow in a py_function.
 TF_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP"})
 # Decoded images kept for shuffling after a disk cache: a bounded buffer, not the dataset.
-SHUFFLE_BUFFER = 1024
+# Shuffle buffers after a cache (and for packs): the cached order is already a seeded permutation of
+# the files, so a small buffer only reorders locally each epoch, and it fills fast on the first pass.
+SHUFFLE_BUFFER = 256
 CACHE_FORMAT_VERSION = 1
 
 
@@ -50,6 +52,16 @@ class CheckedFiles:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def digest(self) -> str:
+        """A digest of every file's path, label, size and modification time (computed once: a stat per file)."""
+        if getattr(self, "_digest", None) is None:
+            digest = hashlib.sha256()
+            for path, label in zip(self.paths, self.labels.tolist()):
+                stat = os.stat(path)
+                digest.update(f"{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            self._digest = digest.hexdigest()
+        return self._digest
 
 
 def _header(path: str, max_pixels: int) -> tuple[str | None, str | None]:
@@ -87,15 +99,13 @@ def cache_key(files: CheckedFiles, **preprocessing) -> str:
     """A digest of the files (path, size, modification time) and the preprocessing: a disk cache's name."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"version": CACHE_FORMAT_VERSION, **preprocessing}, sort_keys=True).encode())
-    for path, label in zip(files.paths, files.labels.tolist()):
-        stat = os.stat(path)
-        digest.update(f"{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    digest.update(files.digest().encode())
     return digest.hexdigest()[:24]
 
 
 def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, crop_fraction: float = 1.0,
                    max_pixels: int = MAX_PIXELS, shuffle_files: bool = False, seed: int = 0,
-                   skip_errors: bool = True, interpolation: str = "bilinear"):
+                   skip_errors: bool = True, interpolation: str = "bilinear", reshuffle: bool = True):
     """A dataset of (uint8 image of `image_size`, label), one file at a time, decoded in parallel.
 
     A file whose header was fine but whose body does not decode is dropped
@@ -126,7 +136,7 @@ def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, 
 
     dataset = tf.data.Dataset.from_tensor_slices((files.paths, files.labels, files.tf_decodable))
     if shuffle_files:
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=reshuffle)
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     if skip_errors:
         dataset = dataset.ignore_errors(log_warning=True)
@@ -168,8 +178,11 @@ def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, b
     if cache not in ("none", "disk"):
         raise ValueError(f"cache: expected none or disk. Received: cache={cache!r}")
     decoded = decoded_images(files, image_size, resize, crop_fraction, max_pixels,
-                             shuffle_files=shuffle and cache == "none", seed=seed, skip_errors=skip_errors,
-                             interpolation=interpolation)
+                             # Before a disk cache larger than the buffer: written once in a seeded random
+                             # order, not by class. A smaller one is shuffled whole after the cache, as in memory.
+                             shuffle_files=shuffle and (cache == "none" or len(files) > SHUFFLE_BUFFER),
+                             reshuffle=cache == "none", seed=seed,
+                             skip_errors=skip_errors, interpolation=interpolation)
     if cache == "disk":
         if cache_dir is None:
             raise ValueError("cache: 'disk' needs a cache_dir")

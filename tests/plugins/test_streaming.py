@@ -88,6 +88,7 @@ def test_disk_cache_is_read_back_and_keyed_by_the_files(folder, tmp_path):
     assert os.listdir(tmp_path / "cache") == [key]
     assert streaming.cache_key(files, size=16) != streaming.cache_key(files, size=24)
     os.utime(files.paths[0], ns=(1, 1))
+    _, files = _files(folder)  # a new run checks the files again (the digest is taken once per check)
     assert streaming.image_dataset(files, **options) is not None
     assert len(os.listdir(tmp_path / "cache")) == 2
 
@@ -142,3 +143,18 @@ def test_a_writer_killed_midway_never_blocks_the_next_run(tmp_path):
     names = sorted(p.name for p in folder.iterdir())
     assert not any(str(dead) in name for name in names)
     assert len([n for n in names if n.endswith(".index")]) == 1
+
+
+def test_a_disk_cache_larger_than_the_buffer_is_written_in_a_seeded_random_order(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", classes=("circle", "square", "triangle"), per_class=150, size=8)
+    samples, _ = data_lib.list_samples(root)
+    index = {"circle": 0, "square": 1, "triangle": 2}
+    files = streaming.check_image_files([s.path for s in samples], [index[s.label] for s in samples])
+    assert len(files) > streaming.SHUFFLE_BUFFER
+    options = dict(image_size=(8, 8), resize="crop", batch_size=32, cache="disk", cache_dir=tmp_path / "cache",
+                   shuffle=True, seed=0)
+    epochs = [[y.numpy() for _, y in streaming.image_dataset(files, **options)] for _ in range(2)]
+    # Files are listed class by class: a buffer of 256 over that order holds only the first 256 + 32 files
+    # while it gives the first batch, none of the third class. Written in a seeded random order, it mixes all three.
+    assert set(epochs[0][0].tolist()) == {0, 1, 2}
+    assert sorted(np.concatenate(epochs[1]).tolist()) == sorted(files.labels.tolist())  # read back, all of them
