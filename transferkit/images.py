@@ -242,6 +242,44 @@ def resize_image(image, image_size: Sequence[int], resize: str, crop_fraction: f
     return tf.clip_by_value(tf.round(out), 0.0, 255.0)
 
 
+def random_crop_boxes(count, seed, scale: Sequence[float], ratio: Sequence[float], aspect):
+    """`count` random crop boxes [y0, x0, y1, x1] as fractions of an image whose height/width is `aspect`.
+
+    Each box covers a fraction of the image's area drawn uniformly from
+    `scale` and has a pixel aspect (width/height) drawn log-uniformly from
+    `ratio`, clipped to the image; `seed` is a stateless seed (two integers).
+    """
+    import math
+
+    import tensorflow as tf
+
+    u = tf.random.stateless_uniform([count, 4], seed=seed)
+    area = scale[0] + u[:, 0] * (scale[1] - scale[0])
+    pixel_ratio = tf.exp(math.log(ratio[0]) + u[:, 1] * (math.log(ratio[1]) - math.log(ratio[0])))
+    aspect = tf.cast(aspect, tf.float32)
+    # In pixels: w*h = area*H*W and w/h = pixel_ratio; as fractions of W and H:
+    w = tf.minimum(1.0, tf.sqrt(area * pixel_ratio * aspect))
+    h = tf.minimum(1.0, tf.sqrt(area / pixel_ratio / aspect))
+    y0 = u[:, 2] * (1.0 - h)
+    x0 = u[:, 3] * (1.0 - w)
+    return tf.stack([y0, x0, y0 + h, x0 + w], axis=1)
+
+
+def random_resized_crop(image, seed, image_size: Sequence[int], scale: Sequence[float], ratio: Sequence[float],
+                        interpolation: str = "bilinear"):
+    """A random crop of one decoded photo (H, W, 3), resized to `image_size` (float32, rounded)."""
+    import tensorflow as tf
+
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    box = random_crop_boxes(1, seed, scale, ratio, height / width)[0]
+    top, left = tf.cast(box[0] * height, tf.int32), tf.cast(box[1] * width, tf.int32)
+    crop_h = tf.maximum(1, tf.minimum(shape[0] - top, tf.cast(tf.round((box[2] - box[0]) * height), tf.int32)))
+    crop_w = tf.maximum(1, tf.minimum(shape[1] - left, tf.cast(tf.round((box[3] - box[1]) * width), tf.int32)))
+    crop = tf.image.crop_to_bounding_box(image, top, left, crop_h, crop_w)
+    return resize_image(crop, image_size, "stretch", 1.0, interpolation)
+
+
 def crop_to_aspect(image, height: int, width: int, fraction: float = 1.0):
     """Central crop of `image` (H, W, C tensor) to the aspect ratio height:width."""
     import tensorflow as tf

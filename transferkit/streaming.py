@@ -105,7 +105,8 @@ def cache_key(files: CheckedFiles, **preprocessing) -> str:
 
 def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, crop_fraction: float = 1.0,
                    max_pixels: int = MAX_PIXELS, shuffle_files: bool = False, seed: int = 0,
-                   skip_errors: bool = True, interpolation: str = "bilinear", reshuffle: bool = True):
+                   skip_errors: bool = True, interpolation: str = "bilinear", reshuffle: bool = True,
+                   random_crop: tuple | None = None):
     """A dataset of (uint8 image of `image_size`, label), one file at a time, decoded in parallel.
 
     A file whose header was fine but whose body does not decode is dropped
@@ -117,6 +118,8 @@ def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, 
 
     size = [int(image_size[0]), int(image_size[1])]
     needs_pillow = not bool(np.all(files.tf_decodable))
+    if random_crop is not None:
+        return _photo_crops(files, size, random_crop, max_pixels, shuffle_files, seed, skip_errors, interpolation)
 
     def pillow(path):
         return decode_image(path.numpy().decode("utf-8"), size, resize, crop_fraction, max_pixels, interpolation)
@@ -138,6 +141,44 @@ def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, 
     if shuffle_files:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=reshuffle)
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if skip_errors:
+        dataset = dataset.ignore_errors(log_warning=True)
+    return dataset
+
+
+def _photo_crops(files: CheckedFiles, size, random_crop, max_pixels, shuffle_files, seed, skip_errors,
+                 interpolation):
+    """`decoded_images` with a random resized crop of each decoded photo (scale, ratio), new every epoch."""
+    import tensorflow as tf
+
+    from transferkit.images import decode_encoded, random_resized_crop, read_image
+
+    scale, ratio = random_crop
+    needs_pillow = not bool(np.all(files.tf_decodable))
+
+    def decode(path, label, native, draw):
+        def with_tensorflow():
+            return decode_encoded(tf.io.read_file(path), max_pixels)
+
+        def with_pillow():
+            image = tf.py_function(lambda p: read_image(p.numpy().decode("utf-8"), max_pixels), [path], tf.uint8)
+            image.set_shape([None, None, 3])
+            return image
+
+        photo = tf.cond(native, with_tensorflow, with_pillow) if needs_pillow else with_tensorflow()
+        crop = random_resized_crop(photo, tf.stack([draw, tf.constant(0, tf.int64)]), size, scale, ratio,
+                                   interpolation)
+        image = tf.cast(crop, tf.uint8)
+        image.set_shape([*size, 3])
+        return image, label
+
+    dataset = tf.data.Dataset.from_tensor_slices((files.paths, files.labels, files.tf_decodable))
+    if shuffle_files:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    # One random number per file and epoch (seeded): the crops are reproducible and new every epoch.
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    dataset = tf.data.Dataset.zip(dataset, draws).map(lambda element, draw: decode(*element, draw),
+                                                       num_parallel_calls=tf.data.AUTOTUNE)
     if skip_errors:
         dataset = dataset.ignore_errors(log_warning=True)
     return dataset
@@ -167,7 +208,7 @@ def _disk_cache_prefix(folder: Path) -> Path:
 def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, batch_size: int,
                   crop_fraction: float = 1.0, max_pixels: int = MAX_PIXELS, shuffle: bool = False, seed: int = 0,
                   cache: str = "none", cache_dir: str | os.PathLike | None = None, skip_errors: bool = True,
-                  interpolation: str = "bilinear"):
+                  interpolation: str = "bilinear", random_crop: tuple | None = None):
     """Batches of (uint8 images, labels), streamed from the files.
 
     cache: "none" decodes every epoch (file names shuffled, nothing held);
@@ -177,12 +218,14 @@ def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, b
     """
     if cache not in ("none", "disk"):
         raise ValueError(f"cache: expected none or disk. Received: cache={cache!r}")
+    if random_crop is not None and cache != "none":
+        raise ValueError("random_crop: crops of the photos need cache='none' (a cache holds model-size images)")
     decoded = decoded_images(files, image_size, resize, crop_fraction, max_pixels,
                              # Before a disk cache larger than the buffer: written once in a seeded random
                              # order, not by class. A smaller one is shuffled whole after the cache, as in memory.
                              shuffle_files=shuffle and (cache == "none" or len(files) > SHUFFLE_BUFFER),
                              reshuffle=cache == "none", seed=seed,
-                             skip_errors=skip_errors, interpolation=interpolation)
+                             skip_errors=skip_errors, interpolation=interpolation, random_crop=random_crop)
     if cache == "disk":
         if cache_dir is None:
             raise ValueError("cache: 'disk' needs a cache_dir")
@@ -199,7 +242,7 @@ def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, b
 def pack_dataset(split, image_size: Sequence[int], resize: str, batch_size: int, crop_fraction: float = 1.0,
                  max_pixels: int = MAX_PIXELS, shuffle: bool = False, seed: int = 0, cache: str = "none",
                  cache_dir: str | os.PathLike | None = None, skip_errors: bool = True,
-                 interpolation: str = "bilinear", pack_digest: str = ""):
+                 interpolation: str = "bilinear", pack_digest: str = "", random_crop: tuple | None = None):
     """Batches of (uint8 images, labels) read from a pack split's TFRecord shards (see `transferkit.packing`).
 
     Shards are read in parallel (interleaved, in a seeded order when
@@ -210,11 +253,13 @@ def pack_dataset(split, image_size: Sequence[int], resize: str, batch_size: int,
     """
     import tensorflow as tf
 
-    from transferkit.images import decode_encoded, resize_image
+    from transferkit.images import decode_encoded, random_resized_crop, resize_image
     from transferkit.packing import parse_record
 
     if cache not in ("none", "memory", "disk"):
         raise ValueError(f"cache: expected none, memory or disk. Received: cache={cache!r}")
+    if random_crop is not None and cache != "none":
+        raise ValueError("random_crop: crops of the photos need cache='none' (a cache holds model-size images)")
     size = [int(image_size[0]), int(image_size[1])]
     shards = tf.data.Dataset.from_tensor_slices(list(split.shards))
     if shuffle:
@@ -226,13 +271,20 @@ def pack_dataset(split, image_size: Sequence[int], resize: str, batch_size: int,
     if shuffle and cache == "none":
         records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
 
-    def decode(serialized):
+    def decode(serialized, draw=None):
         encoded, label, _ = parse_record(serialized)
-        image = resize_image(decode_encoded(encoded, max_pixels), size, resize, crop_fraction, interpolation)
+        photo = decode_encoded(encoded, max_pixels)
+        if draw is None:
+            image = resize_image(photo, size, resize, crop_fraction, interpolation)
+        else:
+            image = random_resized_crop(photo, tf.stack([draw, tf.constant(0, tf.int64)]), size, *random_crop,
+                                        interpolation)
         image = tf.cast(image, tf.uint8)
         image.set_shape([*size, 3])
         return image, label
 
+    if random_crop is not None:  # one seeded random number per record and epoch
+        records = tf.data.Dataset.zip(records, tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True))
     decoded = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     if skip_errors:
         decoded = decoded.ignore_errors(log_warning=True)

@@ -22,6 +22,10 @@ class AugmentConfig:
     contrast: float = 0.0
     mixup_alpha: float = 0.0  # 0 disables mixup
     cutmix_alpha: float = 0.0  # 0 disables cutmix; with mixup too, each batch gets one of them
+    # Random resized crop: [min, max] share of the image's area, pixel aspect (w/h) log-uniform in crop_ratio.
+    # Cut from the decoded photo when the data is streamed (data.cache: none), else from the cached image.
+    crop_scale: tuple[float, float] | None = None
+    crop_ratio: tuple[float, float] = (0.75, 1.3333)
 
     def __post_init__(self):
         for name in ("zoom", "rotation", "translation", "brightness", "contrast"):
@@ -29,10 +33,15 @@ class AugmentConfig:
             check(0.0 <= value < 1.0, f"augment.{name}", value, "a number in [0, 1)")
         check(self.mixup_alpha >= 0.0, "augment.mixup_alpha", self.mixup_alpha, "a number >= 0")
         check(self.cutmix_alpha >= 0.0, "augment.cutmix_alpha", self.cutmix_alpha, "a number >= 0")
+        if self.crop_scale is not None:
+            check(0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0, "augment.crop_scale",
+                  list(self.crop_scale), "[min, max] with 0 < min <= max <= 1")
+        check(0.0 < self.crop_ratio[0] <= self.crop_ratio[1], "augment.crop_ratio", list(self.crop_ratio),
+              "[min, max] with 0 < min <= max")
 
     @property
     def enabled(self) -> bool:
-        return self.flip != "none" or any(
+        return self.flip != "none" or self.crop_scale is not None or any(
             getattr(self, n) > 0
             for n in ("zoom", "rotation", "translation", "brightness", "contrast", "mixup_alpha", "cutmix_alpha")
         )

@@ -94,7 +94,7 @@ class ImageClassification(Task):
             problems += train.problems + val.problems
             train_labels, val_paths = train.labels, list(val.paths)
 
-            def batches(loaded, shuffle: bool):
+            def batches(loaded, shuffle: bool, photo_crop=None):
                 ds = tf.data.Dataset.from_tensor_slices((loaded.images, loaded.labels))
                 if shuffle:
                     ds = ds.shuffle(len(loaded.labels), seed=seed, reshuffle_each_iteration=True)
@@ -115,12 +115,13 @@ class ImageClassification(Task):
                           cache_dir=cfg.cache_dir or paths.home() / "data_cache",
                           skip_errors=cfg.on_bad_image == "skip", interpolation=cfg.interpolation)
 
-            def batches(files, shuffle: bool):
-                return streaming.image_dataset(files, shuffle=shuffle, seed=seed, **stream)
+            def batches(files, shuffle: bool, photo_crop=None):
+                return streaming.image_dataset(files, shuffle=shuffle, seed=seed, random_crop=photo_crop, **stream)
 
         self.val_paths = val_paths
         counts = np.bincount(train_labels, minlength=num_classes)
-        return self._task_data(batches, train, val, class_names, counts, len(val_paths), problems, list(val_paths))
+        return self._task_data(batches, train, val, class_names, counts, len(val_paths), problems, list(val_paths),
+                               streamed=mode == "none")
 
     def _packed_batches(self):
         """`datasets()` for a pack folder (`transferkit data pack`): its train and val splits' shards."""
@@ -156,14 +157,16 @@ class ImageClassification(Task):
                       skip_errors=cfg.on_bad_image == "skip", interpolation=cfg.interpolation,
                       pack_digest=pack.digest)
 
-        def batches(split, shuffle: bool):
-            return streaming.pack_dataset(split, shuffle=shuffle, seed=self.config.training.seed, **stream)
+        def batches(split, shuffle: bool, photo_crop=None):
+            return streaming.pack_dataset(split, shuffle=shuffle, seed=self.config.training.seed,
+                                          random_crop=photo_crop, **stream)
 
         self.val_paths = None  # the report names no files: the records' paths stay in the pack
         return (batches, train, val, class_names, np.asarray(train.class_counts), val.count,
-                list(pack.problems), [])
+                list(pack.problems), [], mode == "none")
 
-    def _task_data(self, batches, train, val, class_names, counts, num_val, problems, examples) -> TaskData:
+    def _task_data(self, batches, train, val, class_names, counts, num_val, problems, examples,
+                   streamed: bool) -> TaskData:
         """The TaskData of `batches(split, shuffle)` over the train and val splits: labels, weights, augmentation."""
         import tensorflow as tf
 
@@ -189,8 +192,15 @@ class ImageClassification(Task):
         shuffled = batches(train, shuffle=True).map(one_hot_weighted, num_parallel_calls=tf.data.AUTOTUNE)
         augment = self.task_config.augment
         train_ds = shuffled
+        crop = (augment.crop_scale, augment.crop_ratio) if augment.crop_scale is not None else None
+        if crop is not None and streamed:  # cut from the decoded photos, before the resize
+            train_ds = batches(train, shuffle=True, photo_crop=crop).map(one_hot_weighted,
+                                                                         num_parallel_calls=tf.data.AUTOTUNE)
+        elif crop is not None:  # the data holds model-size images: cut from those
+            train_ds = tf.data.Dataset.zip(train_ds, tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True))
+            train_ds = train_ds.map(_cached_crop(crop, cfg.image_size), num_parallel_calls=tf.data.AUTOTUNE)
         if augment.enabled:
-            train_ds = shuffled.map(self._augmenter(seed), num_parallel_calls=tf.data.AUTOTUNE)
+            train_ds = train_ds.map(self._augmenter(seed), num_parallel_calls=tf.data.AUTOTUNE)
 
         info = {
             "class_names": class_names,
@@ -405,3 +415,22 @@ def _cutmix(images, labels, alpha: float, seed: int | None = None):
     import keras
 
     return _mix(keras.layers.CutMix(factor=alpha, seed=seed), images, labels)
+
+
+def _cached_crop(crop, image_size):
+    """A batch map: a random resized crop of each model-size image in (batch, draw), resized back."""
+    import tensorflow as tf
+
+    from transferkit.images import random_crop_boxes
+
+    scale, ratio = crop
+    height, width = int(image_size[0]), int(image_size[1])
+
+    def apply(batch, draw):
+        images, *rest = batch
+        count = tf.shape(images)[0]
+        boxes = random_crop_boxes(count, tf.stack([draw, tf.constant(1, tf.int64)]), scale, ratio, height / width)
+        cropped = tf.image.crop_and_resize(images, boxes, tf.range(count), (height, width))
+        return (tf.clip_by_value(tf.round(cropped), 0.0, 255.0), *rest)
+
+    return apply

@@ -137,3 +137,9 @@ def test_freeze_plans_read_as_written(tmp_path, freeze, frozen):
 def test_backbone_false_alone_is_refused_not_read_as_frozen(tmp_path):
     with pytest.raises(ConfigError, match=r"freeze.backbone: false on its own selects nothing.*all: true"):
         load_config(_write(tmp_path, {**BASE, "stages": [{"name": "s", "freeze": {"backbone": False}}]}))
+
+
+@pytest.mark.parametrize("crop, message", [([0.0, 1.0], "0 < min <= max <= 1"), ([0.8, 0.5], "0 < min <= max <= 1")])
+def test_crop_scale_is_checked(tmp_path, crop, message):
+    with pytest.raises(ConfigError, match=rf"augment.crop_scale.*{message}"):
+        load_config(_write(tmp_path, {**BASE, "augment": {"crop_scale": crop}}))

@@ -108,3 +108,15 @@ def test_pack_errors_name_what_is_wrong(shapes, tmp_path):
         Pack.open(tmp_path / "pack")
     pack_images(shapes, tmp_path / "pack", val_split=0.25, force=True)  # --force replaces it whole
     assert Pack.open(tmp_path / "pack").splits["val"].count >= 3
+
+
+def test_packed_photos_take_random_resized_crops(shapes, tmp_path):
+    pack = pack_images(shapes, tmp_path / "pack", val_split=0.25)
+    whole = streaming.pack_dataset(pack.splits["train"], (16, 16), "crop", batch_size=8, interpolation="area",
+                                   random_crop=((1.0, 1.0), (1.0, 1.0)))  # the shapes are square: the whole photo
+    images = np.concatenate([b[0].numpy() for b in whole])
+    for image, (_, _, path) in zip(images, _records(pack, "train")):
+        np.testing.assert_array_equal(image, data_lib.decode_image(path, (16, 16), "stretch", interpolation="area"))
+    crops = streaming.pack_dataset(pack.splits["train"], (16, 16), "crop", batch_size=8, seed=1,
+                                   random_crop=((0.1, 0.2), (1.0, 1.0)))
+    assert not np.array_equal(np.concatenate([b[0].numpy() for b in crops]), images)

@@ -158,3 +158,47 @@ def test_a_disk_cache_larger_than_the_buffer_is_written_in_a_seeded_random_order
     # while it gives the first batch, none of the third class. Written in a seeded random order, it mixes all three.
     assert set(epochs[0][0].tolist()) == {0, 1, 2}
     assert sorted(np.concatenate(epochs[1]).tolist()) == sorted(files.labels.tolist())  # read back, all of them
+
+
+def _labels_and_images(dataset):
+    batches = list(dataset)
+    return np.concatenate([x.numpy() for x, _ in batches]), np.concatenate([y.numpy() for _, y in batches])
+
+
+def test_random_resized_crops_are_cut_from_the_photo(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", classes=("circle", "square"), per_class=3, size=48)
+    for path in root.rglob("*.png"):  # photos larger than the model and not square: 60x40
+        Image.open(path).resize((60, 40)).save(path)
+    _, files = _files(root)
+    options = dict(image_size=(16, 16), resize="crop", batch_size=8, interpolation="area")
+    # The whole photo at its own aspect (60/40): the crop is the photo, stretched as the resize does.
+    whole, labels = _labels_and_images(streaming.image_dataset(files, random_crop=((1.0, 1.0), (1.5, 1.5)),
+                                                               **options))
+    for image, label, path in zip(whole, labels, files.paths):
+        assert label == files.labels[files.paths.index(path)]
+        np.testing.assert_array_equal(image, data_lib.decode_image(path, (16, 16), "stretch", interpolation="area"))
+    # Small crops: new every epoch, the same for the same seed.
+    crops = dict(random_crop=((0.1, 0.3), (0.75, 1.33)), shuffle=True, seed=5, **options)
+    dataset = streaming.image_dataset(files, **crops)
+    first, second = _labels_and_images(dataset)[0], _labels_and_images(dataset)[0]
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(first, _labels_and_images(streaming.image_dataset(files, **crops))[0])
+    with pytest.raises(ValueError, match="need cache='none'"):
+        streaming.image_dataset(files, cache="disk", cache_dir=tmp_path / "c", random_crop=((0.5, 1.0), (1, 1)),
+                                **options)
+
+
+def test_crop_scale_trains_from_photos_when_streamed_and_from_cached_images_otherwise(tmp_path):
+    from transferkit.plugins.image_classification.task import _cached_crop
+
+    shapes = make_image_folder(tmp_path / "shapes", per_class=6, size=40)
+    for mode in ("none", "memory"):
+        config = build_run_config(tiny_config(shapes, data={"cache": mode}, augment={"crop_scale": [0.5, 1.0]},
+                                              stages=[{"name": "s", "freeze": {"all": True}, "epochs": 1}]))
+        history = json.loads((train(config, tmp_path / mode) / "history.json").read_text())
+        assert np.isfinite(history[0]["loss"])
+    # The whole-image crop of a cached batch is the batch itself.
+    images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3)).astype(np.float32)
+    out, targets = _cached_crop(((1.0, 1.0), (1.0, 1.0)), (16, 16))((images, "targets"), np.int64(7))
+    np.testing.assert_array_equal(out.numpy(), images)
+    assert targets == "targets"
