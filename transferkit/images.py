@@ -26,8 +26,12 @@ class TooManyPixels(ValueError):
     """An image whose header declares more pixels than the cap."""
 
 
-def image_header(source) -> tuple[str | None, int, int]:
-    """(format, width, height) from an image's header alone (a path or a file object); Pillow's errors pass."""
+def image_header(source, upright: bool = False) -> tuple[str | None, int, int]:
+    """(format, width, height) from an image's header alone (a path or a file object); Pillow's errors pass.
+
+    `upright`: the size once the EXIF orientation is applied (as decoding does), width and height
+    swapped for the orientations that turn the image a quarter.
+    """
     import warnings
 
     from PIL import Image
@@ -35,7 +39,10 @@ def image_header(source) -> tuple[str | None, int, int]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pixel cap decides
         with Image.open(source) as image:  # reads the header only
-            return image.format, image.size[0], image.size[1]
+            width, height = image.size
+            if upright and image.getexif().get(0x0112) in (5, 6, 7, 8):
+                width, height = height, width
+            return image.format, width, height
 
 
 def check_pixel_cap(width: int, height: int, max_pixels: int) -> None:

@@ -49,6 +49,7 @@ class CheckedFiles:
     labels: np.ndarray  # (N,) int32
     tf_decodable: np.ndarray  # (N,) bool: decoded by TensorFlow ops, else by Pillow
     problems: list[dict[str, str]]
+    sizes: np.ndarray | None = None  # (N, 2) upright (height, width), when asked for
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -64,35 +65,40 @@ class CheckedFiles:
         return self._digest
 
 
-def _header(path: str, max_pixels: int) -> tuple[str | None, str | None]:
-    """(format, None) for a usable file, or (None, reason)."""
+def _header(path: str, max_pixels: int, upright: bool = False) -> tuple[str | None, str | None, tuple[int, int]]:
+    """(format, None, (height, width)) for a usable file, or (None, reason, (0, 0))."""
     try:
         if os.path.getsize(path) == 0:
-            return None, "unreadable image: empty file"
-        kind, width, height = image_header(path)
+            return None, "unreadable image: empty file", (0, 0)
+        kind, width, height = image_header(path, upright=upright)
     except Exception as error:  # Pillow raises many types for bad files
-        return None, f"unreadable image: {type(error).__name__}: {error}"
+        return None, f"unreadable image: {type(error).__name__}: {error}", (0, 0)
     try:
         check_pixel_cap(width, height, max_pixels)
     except TooManyPixels as error:
-        return None, str(error)
-    return kind, None
+        return None, str(error), (0, 0)
+    return kind, None, (height, width)
 
 
 def check_image_files(paths: Sequence[str], labels: Sequence[int], max_pixels: int = MAX_PIXELS,
-                      workers: int = 8) -> CheckedFiles:
-    """Reads every file's header (format, size against the pixel cap); bad files become problems."""
+                      workers: int = 8, sizes: bool = False) -> CheckedFiles:
+    """Reads every file's header (format, size against the pixel cap); bad files become problems.
+
+    `sizes`: also keep each file's upright (height, width), EXIF orientation applied.
+    """
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        headers = list(pool.map(lambda p: _header(p, max_pixels), paths))
-    kept, kept_labels, native, problems = [], [], [], []
-    for path, label, (kind, reason) in zip(paths, labels, headers):
+        headers = list(pool.map(lambda p: _header(p, max_pixels, upright=sizes), paths))
+    kept, kept_labels, native, problems, kept_sizes = [], [], [], [], []
+    for path, label, (kind, reason, size) in zip(paths, labels, headers):
         if reason is not None:
             problems.append({"path": path, "reason": reason})
             continue
         kept.append(path)
         kept_labels.append(int(label))
         native.append(kind in TF_FORMATS)
-    return CheckedFiles(kept, np.asarray(kept_labels, np.int32), np.asarray(native, bool), problems)
+        kept_sizes.append(size)
+    return CheckedFiles(kept, np.asarray(kept_labels, np.int32), np.asarray(native, bool), problems,
+                        np.asarray(kept_sizes, np.int32).reshape(-1, 2) if sizes else None)
 
 
 def cache_key(files: CheckedFiles, **preprocessing) -> str:

@@ -34,6 +34,12 @@ class DetectionDataConfig:
     max_boxes: int = 0  # boxes kept per image (targets are padded to it); 0: the most any image has
     # Train on a seeded share of the training images, stratified by each image's most frequent class.
     train_fraction: float = 1.0
+    # As for image classification: memory decodes every image once; none streams them from the files each
+    # epoch (headers checked up front); disk streams once into a tf.data file cache under cache_dir; auto:
+    # memory while the decoded images fit in cache_memory_mb, else disk.
+    cache: Literal["auto", "memory", "disk", "none"] = "auto"
+    cache_dir: str | None = None  # default: $TRANSFERKIT_HOME/data_cache
+    cache_memory_mb: int = 2048
 
     def __post_init__(self):
         if not self.train:
@@ -44,6 +50,7 @@ class DetectionDataConfig:
         check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
         check(self.max_boxes >= 0, "data.max_boxes", self.max_boxes, "an integer >= 0")
         check(0.0 < self.train_fraction <= 1.0, "data.train_fraction", self.train_fraction, "a number in (0, 1]")
+        check(self.cache_memory_mb >= 0, "data.cache_memory_mb", self.cache_memory_mb, "an integer >= 0")
         if self.class_names is not None:
             check(len(set(self.class_names)) == len(self.class_names) and len(self.class_names) >= 1,
                   "data.class_names", self.class_names, "at least one distinct name")

@@ -87,8 +87,12 @@ class ObjectDetection(Task):
         max_boxes = cfg.max_boxes or max(1, max(len(a.labels) for a in [*train_annotations, *val_annotations]))
         load = dict(class_names=class_names, image_size=cfg.image_size, max_boxes=max_boxes,
                     on_bad_annotation=cfg.on_bad_annotation)
-        train = data_lib.load_detections(train_annotations, **load)
-        val = data_lib.load_detections(val_annotations, **load)
+        decoded_mb = (len(train_annotations) + len(val_annotations)) * cfg.image_size[0] * cfg.image_size[1] * 3 / 2**20
+        mode = cfg.cache if cfg.cache != "auto" else ("memory" if decoded_mb <= cfg.cache_memory_mb else "disk")
+        reader = data_lib.load_detections if mode == "memory" else data_lib.check_detections
+        self._cache_mode = mode
+        train = reader(train_annotations, **load)
+        val = reader(val_annotations, **load)
         problems += train.problems + val.problems
         info = {"class_names": class_names, "image_size": list(cfg.image_size), "resize": "stretch",
                 "max_boxes": max_boxes, "num_train": len(train), "num_val": len(val),
@@ -100,10 +104,14 @@ class ObjectDetection(Task):
             return tf.cast(images, tf.float32), detector.targets(boxes, class_ids)
 
         def batched(loaded, shuffle: bool, augment=None):
-            ds = tf.data.Dataset.from_tensor_slices((loaded.images, loaded.boxes, loaded.class_ids))
-            if shuffle:
-                ds = ds.shuffle(len(loaded), seed=seed, reshuffle_each_iteration=True)
-            ds = ds.batch(cfg.batch_size)
+            if loaded.images is None:  # streamed: the shared reader's batches carry each image's row
+                ds = self._streamed_images(loaded, shuffle, mode).map(
+                    _with_boxes(loaded), num_parallel_calls=tf.data.AUTOTUNE)
+            else:
+                ds = tf.data.Dataset.from_tensor_slices((loaded.images, loaded.boxes, loaded.class_ids))
+                if shuffle:
+                    ds = ds.shuffle(len(loaded), seed=seed, reshuffle_each_iteration=True)
+                ds = ds.batch(cfg.batch_size)
             if augment is not None:
                 ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
             return ds.map(to_model, num_parallel_calls=tf.data.AUTOTUNE)
@@ -122,6 +130,16 @@ class ObjectDetection(Task):
             steps_per_epoch=math.ceil(len(train) / cfg.batch_size),
             examples=list(val.paths),
         )
+
+    def _streamed_images(self, loaded, shuffle: bool, mode: str):
+        """Batches of (uint8 images, rows) of `loaded`'s files from the shared streaming reader."""
+        from transferkit import paths, streaming
+
+        cfg = self.task_config.data
+        return streaming.image_dataset(loaded.files, cfg.image_size, "stretch", cfg.batch_size, shuffle=shuffle,
+                                       seed=self.config.training.seed, cache=mode,
+                                       cache_dir=cfg.cache_dir or paths.home() / "data_cache",
+                                       skip_errors=cfg.on_bad_annotation == "skip")
 
     def _augmenter(self, seed: int):
         """Keras' box-aware augmentation layers on (images, boxes, class ids) batches."""
@@ -260,9 +278,19 @@ class ObjectDetection(Task):
         if val is None:
             raise RuntimeError("evaluate: call datasets() first (the ground truth comes from the validation data)")
         batch = self.task_config.data.batch_size
-        outputs = [self.detect_pixels(model, val.images[i:i + batch].astype(np.float32), info,
+
+        def detect(images):
+            return self.detect_pixels(model, np.asarray(images, np.float32), info,
                                       score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS)
-                   for i in range(0, len(val), batch)]
+
+        if val.images is None:  # streamed in file order; a file that fails to decode is left out
+            outputs, rows = [], []
+            for images, batch_rows in self._streamed_images(val, shuffle=False, mode=self._cache_mode):
+                outputs.append(detect(images))
+                rows.extend(batch_rows.numpy().tolist())
+            val = val.rows(rows)
+        else:
+            outputs = [detect(val.images[i:i + batch]) for i in range(0, len(val), batch)]
         merged = {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
         return report.evaluate_detector(merged, val, info, Path(report_dir),
                                         sheet_threshold=self.task_config.detect.score_threshold)
@@ -311,3 +339,15 @@ class ObjectDetection(Task):
         from transferkit.plugins.object_detection.serving import check_detection_parity
 
         return check_detection_parity(self, model, signatures, examples, info)
+
+
+def _with_boxes(loaded):
+    """A batch map: (images, rows) -> (images, boxes, class ids) of those rows."""
+    import tensorflow as tf
+
+    boxes, class_ids = tf.constant(loaded.boxes), tf.constant(loaded.class_ids)
+
+    def add(images, rows):
+        return images, tf.gather(boxes, rows), tf.gather(class_ids, rows)
+
+    return add

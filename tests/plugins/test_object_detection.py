@@ -243,3 +243,41 @@ def test_raccoon_smoke_reaches_map50(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["num_images"] == 40 and metrics["num_boxes"] == 44
     assert metrics["map50"] >= 0.6, metrics
+
+
+def test_streamed_detection_trains_and_evaluates_as_in_memory(shapes_csv, tmp_path):
+    results = {}
+    for cache in ("memory", "none", "disk"):
+        config = build_run_config(tiny_detection_config(
+            shapes_csv, data={"cache": cache, "cache_dir": str(tmp_path / "cache")}, stages=FROZEN_ONLY[:1]))
+        run = train(config, tmp_path / cache)
+        results[cache] = (json.loads((run / "history.json").read_text()),
+                          json.loads((run / "metrics.json").read_text()))
+    for cache in ("none", "disk"):
+        # The same decode, resize and box scaling, and the same shuffled order: the same training.
+        for a, b in zip(results["memory"][0], results[cache][0]):
+            assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+            assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+        assert results[cache][1]["map"] == pytest.approx(results["memory"][1]["map"], abs=1e-6)
+        assert results[cache][1]["num_images"] == results["memory"][1]["num_images"]
+
+
+def test_streamed_ground_truth_uses_the_upright_size(tmp_path):
+    from PIL import Image
+
+    from transferkit.plugins.object_detection.annotations import ImageAnnotation
+    from transferkit.plugins.object_detection.data import check_detections, load_detections
+
+    # Stored 40 wide and 20 high, with EXIF "rotate 90": upright it is 20 wide and 40 high.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 20), (90, 90, 90)).save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    annotation = ImageAnnotation(path=str(tmp_path / "phone.jpg"), width=20, height=40,
+                                 boxes=np.array([[2.0, 4.0, 10.0, 30.0]], np.float32), labels=["cat"])
+    streamed = check_detections([annotation], ["cat"], (32, 32), max_boxes=2)
+    loaded = load_detections([annotation], ["cat"], (32, 32), max_boxes=2)
+    np.testing.assert_array_equal(streamed.original_sizes, [[40, 20]])
+    np.testing.assert_array_equal(streamed.original_sizes, loaded.original_sizes)
+    np.testing.assert_allclose(streamed.boxes, loaded.boxes)
+    boxes, ids = streamed.ground_truth(0)
+    np.testing.assert_allclose(boxes, [[2.0, 4.0, 10.0, 30.0]], rtol=1e-6)
