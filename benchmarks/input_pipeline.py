@@ -269,7 +269,7 @@ def main(argv=None) -> int:
         (f"peak RSS, frozen epoch, {args.small} / {args.count - 500} images (MB)",
          f"{small['peak_rss_mb']} / {large['peak_rss_mb']}", "features in memory (up to 1,024 MB)",
          "<= 2500, flat"),
-        (f"peak RSS, frozen epoch, features spilled beyond 16 MB (MB)",
+        ("peak RSS, frozen epoch, features spilled beyond 16 MB (MB)",
          f"{spilled_small['peak_rss_mb']} / {spilled_large['peak_rss_mb']}", "training.feature_cache_memory_mb: 16",
          "<= 2500, flat"),
         (f"time to first step, {args.count - 500} images (s)",

@@ -23,9 +23,15 @@ def traced_forward(model, input_spec=None):
     import tensorflow as tf
 
     if model not in _TRACED:
+        # A weak reference: the cached function must not keep its model (the cache's key) alive.
+        model_ref = weakref.ref(model)
+
+        def forward(inputs):
+            return model_ref()(inputs, training=False)
+
         if input_spec is not None:
             signature = [tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), input_spec)]
-            _TRACED[model] = tf.function(lambda inputs: model(inputs, training=False), input_signature=signature)
+            _TRACED[model] = tf.function(forward, input_signature=signature)
         else:
-            _TRACED[model] = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+            _TRACED[model] = tf.function(forward, reduce_retracing=True)
     return _TRACED[model]

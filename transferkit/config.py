@@ -272,6 +272,9 @@ class FreezeConfig:
                 f"freeze: set exactly one of backbone, top_blocks, top_layers, fraction, pattern, all; "
                 f"received {', '.join(chosen)}"
             )
+        if self.backbone is False and chosen:
+            # What configs written before `backbone` could be left out said next to another selector.
+            object.__setattr__(self, "backbone", None)
         if self.backbone is False and not chosen:
             # Read literally, "do not freeze the backbone"; silently freezing it would be the opposite.
             raise ConfigError("freeze.backbone: false on its own selects nothing to train; to train the whole "
@@ -491,16 +494,70 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     return build_run_config(data, source=str(path) if path else "config")
 
 
+# A field whose default changed when it was added declares, in its metadata, the value that a config
+# saved before it existed meant: `dataclasses.field(default="area", metadata={ABSENT: "bilinear"})`.
+ABSENT = "absent"
+
+
+def _fill_absent(data: dict, cls: type) -> None:
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.name not in data:
+            if ABSENT in field.metadata:
+                data[field.name] = field.metadata[ABSENT]
+        elif dataclasses.is_dataclass(hints[field.name]) and isinstance(data[field.name], dict):
+            data[field.name] = dict(data[field.name])
+            _fill_absent(data[field.name], hints[field.name])
+
+
+def read_saved_config(text: str) -> RunConfig:
+    """A run folder's config.yaml, read with this version's schema: a field it lacks takes the value
+    that configs written before the field existed meant (its `absent` metadata), else its default."""
+    from transferkit import registry
+
+    data = dict(yaml.safe_load(text) or {})
+    if isinstance(data.get("task"), str):
+        _fill_absent(data, registry.get_task(data["task"]).config_class)
+    return build_run_config(data)
+
+
+def load_saved_config(path: str | os.PathLike) -> RunConfig:
+    """`read_saved_config` of a file, with the file named in errors."""
+    try:
+        return read_saved_config(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the run's config: {error.strerror}") from None
+
+
+def config_differences(saved_yaml: str, config: RunConfig, limit: int = 3) -> list[str]:
+    """Dotted keys whose values differ between a saved config.yaml and `config` (the first `limit`)."""
+    def flat(node, prefix=""):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from flat(value, f"{prefix}{key}.")
+        else:
+            yield prefix[:-1], node
+
+    try:
+        saved = dict(flat(yaml.safe_load(read_saved_config(saved_yaml).to_yaml())))
+    except Exception:
+        return ["(the saved config cannot be read by this version)"]
+    current = dict(flat(yaml.safe_load(config.to_yaml())))
+    keys = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    return [f"{k}: {saved.get(k)!r} saved, {current.get(k)!r} now" for k in keys[:limit]]
+
+
 def same_config(saved_yaml: str, config: RunConfig) -> bool:
     """Whether a run folder's saved config.yaml describes `config`.
 
-    Compared after reading the saved text with this version's schema, so a
-    field that a newer transferkit added (with its default) is not a change.
+    Compared after reading the saved text with this version's schema
+    (`read_saved_config`), so a field that a newer transferkit added is not a
+    change unless the run was made with another value than its default.
     """
     if saved_yaml == config.to_yaml():
         return True
     try:
-        return build_run_config(yaml.safe_load(saved_yaml) or {}).to_yaml() == config.to_yaml()
+        return read_saved_config(saved_yaml).to_yaml() == config.to_yaml()
     except Exception:  # a saved config this version cannot read is a different config
         return False
 

@@ -26,11 +26,15 @@ class TooManyPixels(ValueError):
     """An image whose header declares more pixels than the cap."""
 
 
+# Formats TensorFlow decodes in the graph; others (TIFF, ...) go through Pillow.
+TF_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP"})
+
+
 def image_header(source, upright: bool = False) -> tuple[str | None, int, int]:
     """(format, width, height) from an image's header alone (a path or a file object); Pillow's errors pass.
 
-    `upright`: the size once the EXIF orientation is applied (as decoding does), width and height
-    swapped for the orientations that turn the image a quarter.
+    `upright`: the size once decoding has applied the EXIF orientation (to JPEGs in TensorFlow, to
+    every format Pillow decodes), width and height swapped for the orientations that turn a quarter.
     """
     import warnings
 
@@ -40,7 +44,8 @@ def image_header(source, upright: bool = False) -> tuple[str | None, int, int]:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pixel cap decides
         with Image.open(source) as image:  # reads the header only
             width, height = image.size
-            if upright and image.getexif().get(0x0112) in (5, 6, 7, 8):
+            rotated_on_decode = image.format == "JPEG" or image.format not in TF_FORMATS
+            if upright and rotated_on_decode and image.getexif().get(0x0112) in (5, 6, 7, 8):
                 width, height = height, width
             return image.format, width, height
 

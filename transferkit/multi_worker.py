@@ -98,6 +98,7 @@ def output_dir(role: WorkerRole | None, run_dir: Path) -> Path:
     """Where this worker writes: the run folder for the chief (or a single machine), else a temporary folder."""
     if role is None or role.is_chief:
         return run_dir
+    # Under TMPDIR: point it at a disk (not a tmpfs) when spilled features or disk caches are large.
     path = Path(tempfile.mkdtemp(prefix=f"transferkit-{role.task_type}{role.task_id}-"))
     atexit.register(shutil.rmtree, path, True)  # also when the run fails
     return path
@@ -112,9 +113,10 @@ def prepare_fit(model, strategy, dataset) -> None:
     """Lets `model.fit` run under MultiWorkerMirroredStrategy (see the module docstring); call after compile."""
     import tensorflow as tf
 
-    batch = next(iter(dataset.take(1)))
+    # The build needs shapes and dtypes only: the dataset's spec, not a batch (iterating it would move
+    # its shuffle one epoch ahead).
     with strategy.scope():
-        model._symbolic_build(data_batch=batch)
+        model._symbolic_build(data_batch=dataset.element_spec)
     # The model is built now; the all-reduced build that fails is skipped.
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
     if getattr(model, _PREPARED, False):

@@ -43,6 +43,7 @@ class PackSplit:
 
     shards: tuple[str, ...]
     class_counts: tuple[int, ...]
+    digest: str = ""  # the pack's (names its content in cache keys)
 
     @property
     def count(self) -> int:
@@ -75,7 +76,7 @@ class Pack:
             missing = [s for s in shards if not os.path.isfile(s)]
             if missing:
                 raise DataError(f"{manifest}: shard {missing[0]} is missing; the pack is incomplete")
-            splits[name] = PackSplit(shards, tuple(int(c) for c in split["class_counts"]))
+            splits[name] = PackSplit(shards, tuple(int(c) for c in split["class_counts"]), spec["digest"])
         return cls(root, tuple(spec["class_names"]), splits, tuple(spec.get("problems", [])), spec["digest"])
 
 

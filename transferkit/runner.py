@@ -22,8 +22,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from transferkit.config import RunConfig, StageConfig, load_config, same_config, write_config
-from transferkit.errors import ConfigError, TransferkitError
+from transferkit.config import (RunConfig, StageConfig, config_differences, load_saved_config, same_config,
+                                write_config)
+from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, atomic_write_text
 from transferkit.multi_worker import create_strategy, output_dir, prepare_fit, remove_output_dir, weights_digest
 from transferkit.registry import get_task
@@ -220,8 +221,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         if saved_config and not same_config(saved_config, config):
             kind = "a finished" if latest[1].get("complete") else "an interrupted"
             raise TransferkitError(
-                f"{run_dir}: holds {kind} run with a different config; pass --no-resume to start over "
-                f"or choose another --output"
+                f"{run_dir}: holds {kind} run with a different config ({'; '.join(config_differences(saved_config, config))}); "
+                f"pass --no-resume to start over or choose another --output"
             )
         if latest[1].get("complete"):
             raise TransferkitError(
@@ -465,7 +466,7 @@ def load_run(run_dir: str | os.PathLike):
     model_path = run_dir / "model.keras"
     if not model_path.exists():
         raise TransferkitError(f"{run_dir}: no model.keras; is this a finished `transferkit train` run directory?")
-    config = load_config(run_dir / "config.yaml")
+    config = load_saved_config(run_dir / "config.yaml")
     info = json.loads((run_dir / "info.json").read_text())
     task = get_task(config.task)(config, info)
     task.register_keras_objects()

@@ -30,11 +30,8 @@ from typing import Sequence
 import numpy as np
 
 from transferkit.fileio import process_alive
-from transferkit.images import MAX_PIXELS, TooManyPixels, check_pixel_cap, image_header
+from transferkit.images import MAX_PIXELS, TF_FORMATS, TooManyPixels, check_pixel_cap, image_header
 
-# Formats TensorFlow decodes in the graph; others (TIFF, ...) go through Pillow in a py_function.
-TF_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP"})
-# Decoded images kept for shuffling after a disk cache: a bounded buffer, not the dataset.
 # Shuffle buffers after a cache (and for packs): the cached order is already a seeded permutation of
 # the files, so a small buffer only reorders locally each epoch, and it fills fast on the first pass.
 SHUFFLE_BUFFER = 256
@@ -237,6 +234,8 @@ def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, b
             raise ValueError("cache: 'disk' needs a cache_dir")
         # Bilinear keys are as before, so caches written before `interpolation` existed stay valid.
         extra = {} if interpolation == "bilinear" else {"interpolation": interpolation}
+        if shuffle and len(files) > SHUFFLE_BUFFER:  # written in this seed's order, not the files'
+            extra["order_seed"] = seed
         key = cache_key(files, image_size=list(image_size), resize=resize, crop_fraction=crop_fraction,
                         max_pixels=max_pixels, **extra)
         decoded = decoded.cache(str(_disk_cache_prefix(Path(cache_dir) / key)))
@@ -248,7 +247,7 @@ def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, b
 def pack_dataset(split, image_size: Sequence[int], resize: str, batch_size: int, crop_fraction: float = 1.0,
                  max_pixels: int = MAX_PIXELS, shuffle: bool = False, seed: int = 0, cache: str = "none",
                  cache_dir: str | os.PathLike | None = None, skip_errors: bool = True,
-                 interpolation: str = "bilinear", pack_digest: str = "", random_crop: tuple | None = None):
+                 interpolation: str = "bilinear", random_crop: tuple | None = None):
     """Batches of (uint8 images, labels) read from a pack split's TFRecord shards (see `transferkit.packing`).
 
     Shards are read in parallel (interleaved, in a seeded order when
@@ -268,7 +267,7 @@ def pack_dataset(split, image_size: Sequence[int], resize: str, batch_size: int,
         raise ValueError("random_crop: crops of the photos need cache='none' (a cache holds model-size images)")
     size = [int(image_size[0]), int(image_size[1])]
     shards = tf.data.Dataset.from_tensor_slices(list(split.shards))
-    if shuffle:
+    if shuffle and cache == "none":  # before a cache the order stays the shards' (records were shuffled when packed)
         shards = shards.shuffle(len(split.shards), seed=seed, reshuffle_each_iteration=True)
     records = shards.interleave(lambda shard: tf.data.TFRecordDataset(shard, buffer_size=8 << 20),
                                 cycle_length=min(4, len(split.shards)), num_parallel_calls=tf.data.AUTOTUNE,
@@ -300,10 +299,14 @@ def pack_dataset(split, image_size: Sequence[int], resize: str, batch_size: int,
         if cache_dir is None:
             raise ValueError("cache: 'disk' needs a cache_dir")
         digest = hashlib.sha256(json.dumps(
-            {"version": CACHE_FORMAT_VERSION, "pack": pack_digest, "shards": list(split.shards), "size": size,
+            {"version": CACHE_FORMAT_VERSION, "pack": split.digest, "shards": [Path(s).name for s in split.shards], "size": size,
              "resize": resize, "crop_fraction": crop_fraction, "max_pixels": max_pixels,
              "interpolation": interpolation}, sort_keys=True).encode()).hexdigest()[:24]
         decoded = decoded.cache(str(_disk_cache_prefix(Path(cache_dir) / f"pack-{digest}")))
     if shuffle and cache != "none":
         decoded = decoded.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    return decoded.batch(batch_size)
+    options = tf.data.Options()
+    # Several workers share out the records, not the shards: a split may have fewer shards than workers,
+    # and each worker's disk cache must hold the whole split under its shared key.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return decoded.batch(batch_size).with_options(options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from transferkit.config import check
+from transferkit.config import ABSENT, check
 from transferkit.errors import ConfigError
 from transferkit.images import MAX_PIXELS
 
@@ -67,7 +67,7 @@ class DataConfig:
     # area: a box filter when shrinking (twice as fast as bilinear on photos, see README); bilinear:
     # antialiased bilinear, what runs before this option existed used. Recorded with the run, so
     # serving and predict resize the same way.
-    interpolation: Literal["area", "bilinear"] = "area"
+    interpolation: Literal["area", "bilinear"] = dataclasses.field(default="area", metadata={ABSENT: "bilinear"})
     batch_size: int = 32
     class_names: list[str] | None = None
     class_weights: Literal["none", "balanced"] = "none"

@@ -134,11 +134,10 @@ class ImageClassification(Task):
         if cfg.train_fraction < 1.0:
             raise DataError(f"data.train_fraction: not available for a pack ({cfg.train}); pack a subset instead")
         val = pack.splits.get("val")
-        if cfg.val:
-            if val is not None or not packing.is_pack(cfg.val):
-                raise DataError(f"data.val: {cfg.train} is a pack" + (
-                    " with its own val split; leave data.val out" if val is not None
-                    else "; data.val must be a pack too (or pack with --val / --val-split)"))
+        if cfg.val:  # another pack replaces the pack's own val split (`transferkit evaluate --data`)
+            if not packing.is_pack(cfg.val):
+                raise DataError(f"data.val: {cfg.train} is a pack, so data.val must be one too "
+                                f"(`transferkit data pack {cfg.val} OUT`); received {cfg.val}")
             val_pack = packing.Pack.open(cfg.val)
             if list(val_pack.class_names) != class_names:
                 raise DataError(f"{cfg.val}: its classes {list(val_pack.class_names)} differ from "
@@ -154,12 +153,20 @@ class ImageClassification(Task):
         stream = dict(image_size=cfg.image_size, resize=cfg.resize, batch_size=cfg.batch_size,
                       crop_fraction=cfg.crop_fraction, max_pixels=cfg.max_pixels, cache=mode,
                       cache_dir=cfg.cache_dir or paths.home() / "data_cache",
-                      skip_errors=cfg.on_bad_image == "skip", interpolation=cfg.interpolation,
-                      pack_digest=pack.digest)
+                      skip_errors=cfg.on_bad_image == "skip", interpolation=cfg.interpolation)
+        in_memory: set[int] = set()
 
         def batches(split, shuffle: bool, photo_crop=None):
+            options = dict(stream)
+            if mode == "memory":
+                # One copy per split in memory: a second pipeline over it (the unshuffled pass of a
+                # frozen stage's feature cache) decodes again instead of caching its own.
+                options["cache"] = "memory" if id(split) not in in_memory else "none"
+                in_memory.add(id(split))
+            if photo_crop is not None:
+                options["cache"] = "none"
             return streaming.pack_dataset(split, shuffle=shuffle, seed=self.config.training.seed,
-                                          random_crop=photo_crop, **stream)
+                                          random_crop=photo_crop, **options)
 
         self.val_paths = None  # the report names no files: the records' paths stay in the pack
         return (batches, train, val, class_names, np.asarray(train.class_counts), val.count,

@@ -288,6 +288,9 @@ class ObjectDetection(Task):
             for images, batch_rows in self._streamed_images(val, shuffle=False, mode=self._cache_mode):
                 outputs.append(detect(images))
                 rows.extend(batch_rows.numpy().tolist())
+            if not rows:
+                raise DataError(f"no validation image could be decoded (of {len(val)}); see the problems listed "
+                                f"for data.val")
             val = val.rows(rows)
         else:
             outputs = [detect(val.images[i:i + batch]) for i in range(0, len(val), batch)]

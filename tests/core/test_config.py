@@ -143,3 +143,21 @@ def test_backbone_false_alone_is_refused_not_read_as_frozen(tmp_path):
 def test_crop_scale_is_checked(tmp_path, crop, message):
     with pytest.raises(ConfigError, match=rf"augment.crop_scale.*{message}"):
         load_config(_write(tmp_path, {**BASE, "augment": {"crop_scale": crop}}))
+
+
+def test_a_saved_config_reads_fields_added_later_as_they_were_meant(tmp_path):
+    from transferkit.config import read_saved_config, same_config
+
+    current = load_config(_write(tmp_path, {**BASE, "stages": [{"name": "s", "freeze": {"top_blocks": 2}}]}))
+    assert current.task_config.data.interpolation == "area"
+    # A config.yaml written before `interpolation` existed: its run resized with bilinear.
+    old = yaml.safe_load(current.to_yaml())
+    del old["data"]["interpolation"]
+    old["stages"][0]["freeze"]["backbone"] = False  # how older versions wrote an unset selector
+    old_text = yaml.safe_dump(old)
+    assert read_saved_config(old_text).task_config.data.interpolation == "bilinear"
+    assert read_saved_config(old_text).stages[0].freeze == current.stages[0].freeze
+    assert not same_config(old_text, current)
+    bilinear = load_config(_write(tmp_path, {**BASE, "data": {**BASE["data"], "interpolation": "bilinear"},
+                                             "stages": [{"name": "s", "freeze": {"top_blocks": 2}}]}))
+    assert same_config(old_text, bilinear)

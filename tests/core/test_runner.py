@@ -128,7 +128,8 @@ def test_resume_refuses_a_different_config(shapes, tmp_path):
     subprocess.run([sys.executable, str(script), json.dumps(data), str(run_dir), "1"], capture_output=True,
                    timeout=600)
     changed = build_run_config({**data, "data": {**data["data"], "batch_size": 4}})
-    with pytest.raises(TransferkitError, match="different config; pass --no-resume"):
+    with pytest.raises(TransferkitError,
+                       match=r"different config \(data.batch_size: 8 saved, 4 now\); pass --no-resume"):
         train(changed, run_dir)
     train(changed, run_dir, resume=False)  # starting over is allowed
     assert len(json.loads((run_dir / "history.json").read_text())) == 2

@@ -120,3 +120,18 @@ def test_packed_photos_take_random_resized_crops(shapes, tmp_path):
     crops = streaming.pack_dataset(pack.splits["train"], (16, 16), "crop", batch_size=8, seed=1,
                                    random_crop=((0.1, 0.2), (1.0, 1.0)))
     assert not np.array_equal(np.concatenate([b[0].numpy() for b in crops]), images)
+
+
+def test_another_pack_replaces_the_val_split_and_workers_share_records(shapes, tmp_path):
+    pack_images(shapes, tmp_path / "pack", val_split=0.25)
+    other = make_image_folder(tmp_path / "other", per_class=2, size=32, seed=4)
+    pack_images(other, tmp_path / "other_pack")
+    config = build_run_config(tiny_config(str(tmp_path / "pack"), data={"val": str(tmp_path / "other_pack")},
+                                          stages=[{"name": "s", "freeze": {"backbone": True}, "epochs": 1}]))
+    run = train(config, tmp_path / "run")
+    assert json.loads((run / "metrics.json").read_text())["num_examples"] == 6  # the other pack's images
+    dataset = streaming.pack_dataset(Pack.open(tmp_path / "pack").splits["val"], (16, 16), "crop", batch_size=4)
+    assert dataset.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+    with pytest.raises(DataError, match="so data.val must be one too"):
+        bad = build_run_config(tiny_config(str(tmp_path / "pack"), data={"val": str(other)}))
+        train(bad, tmp_path / "bad")
