@@ -279,7 +279,7 @@ def main(argv=None) -> int:
          f"{results['disk_cache']['second_run_seconds']} s / {results['disk_cache']['first_run_seconds']} s",
          "<= 0.5"),
     ]
-    print(f"\n| figure | transferkit | detail | bar |\n| --- | --- | --- | --- |")
+    print("\n| figure | transferkit | detail | bar |\n| --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print(f"\nresults in {RESULTS}")

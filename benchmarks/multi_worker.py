@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,18 +28,10 @@ from pathlib import Path
 import yaml
 
 
-def _ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("localhost", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def run_cluster(workers: int, config_path: Path, run_dir: Path) -> dict:
-    ports = _ports(workers)
+    from transferkit.testing import free_ports
+
+    ports = free_ports(workers)
     processes = []
     started = time.perf_counter()
     for index in range(workers):

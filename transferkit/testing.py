@@ -332,3 +332,16 @@ def tiny_text_config(root: str | os.PathLike, sequence_length: int = 16, **secti
     for key, value in sections.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     return config
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` TCP ports free on localhost now (for local worker clusters in tests and benchmarks)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports

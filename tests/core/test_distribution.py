@@ -4,7 +4,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import yaml
 from transferkit.config import build_run_config
 from transferkit.errors import ConfigError
 from transferkit.runner import train
-from transferkit.testing import make_image_folder, tiny_config
+from transferkit.testing import free_ports, make_image_folder, tiny_config
 
 # Two logical CPU devices stand in for two GPUs: MirroredStrategy splits each batch between them.
 MIRRORED = textwrap.dedent("""
@@ -52,19 +51,9 @@ def test_mirrored_strategy_on_two_devices_matches_one_device(tmp_path):
         assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4, abs=1e-6)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("localhost", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def _start_workers(commands, tmp_path):
     """Starts one process per command, each a worker of one cluster on loopback ports."""
-    ports = _free_ports(len(commands))
+    ports = free_ports(len(commands))
     processes = []
     for index, command in enumerate(commands):
         env = dict(os.environ, TMPDIR=str(tmp_path / f"tmp{index}"), TF_CPP_MIN_LOG_LEVEL="2",
