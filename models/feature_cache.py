@@ -90,6 +90,42 @@ class RowStore:
         self.close()
 
 
+class _GrowingRows:
+    """Arrays of rows filled batch by batch in place: no per-batch list to concatenate (which would hold
+    the features twice). Capacity starts at `expected` rows (untouched pages cost no memory) and doubles."""
+
+    def __init__(self, expected: int | None):
+        self.expected = expected or 0
+        self.arrays: list[np.ndarray] | None = None
+        self.rows = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.rows * (a.nbytes // max(len(a), 1)) for a in self.arrays or [])
+
+    def append(self, leaves: list[np.ndarray]) -> None:
+        count = len(leaves[0])
+        if self.arrays is None:
+            self.arrays = [np.empty((max(self.expected, count), *leaf.shape[1:]), leaf.dtype) for leaf in leaves]
+        for array, leaf in zip(self.arrays, leaves):
+            if leaf.shape[1:] != array.shape[1:]:
+                raise _shape_error({leaf.shape[1:], array.shape[1:]}, "")
+        if self.rows + count > len(self.arrays[0]):
+            capacity = max(2 * len(self.arrays[0]), self.rows + count)
+            grown = []
+            for array in self.arrays:
+                bigger = np.empty((capacity, *array.shape[1:]), array.dtype)
+                bigger[:self.rows] = array[:self.rows]
+                grown.append(bigger)
+            self.arrays = grown
+        for array, leaf in zip(self.arrays, leaves):
+            array[self.rows:self.rows + count] = leaf
+        self.rows += count
+
+    def result(self) -> list[np.ndarray]:
+        return [array[:self.rows] for array in self.arrays or []]
+
+
 class FeatureCache:
     """Extractor outputs and the rest of each element (targets, weights), in memory or on disk.
 
@@ -124,18 +160,20 @@ class FeatureCache:
 
     @classmethod
     def compute(cls, extractor, dataset, memory_budget: int | None = None,
-                spill_dir: Path | None = None, name: str = "features") -> "FeatureCache":
+                spill_dir: Path | None = None, name: str = "features",
+                expected_rows: int | None = None) -> "FeatureCache":
         """Runs `extractor` once over `dataset`.
 
         With `spill_dir`, once the outputs held exceed `memory_budget` bytes
         they are written there (and every later batch with them) as a
         `RowStore`, so memory stays bounded however long the dataset is.
+        `expected_rows` (the number of examples, if known) sizes the arrays
+        filled in memory up front.
         """
         import tensorflow as tf
 
         nest = _nest()
-        held: list = []  # per batch: the flat (features, rest) leaves
-        held_bytes = 0
+        held = _GrowingRows(expected_rows)  # the flat (features, rest) leaves, row by row
         store = template = None
         # Traced once, for any batch size, and shared by the training and validation passes.
         extract = traced_forward(extractor, dataset.element_spec[0])
@@ -149,32 +187,24 @@ class FeatureCache:
                 store.append(leaves)
                 continue
             held.append(leaves)
-            held_bytes += sum(a.nbytes for a in leaves)
-            if spill_dir is not None and memory_budget is not None and held_bytes > memory_budget:
+            if spill_dir is not None and memory_budget is not None and held.nbytes > memory_budget:
                 store = RowStore(spill_dir, name)
-                for batch in held:
-                    store.append(batch)
-                held, held_bytes = [], 0
+                store.append(held.result())
+                held = _GrowingRows(None)
         if store is not None:
             return cls(store=store.finish(), template=template)
-        if not held:
+        if not held.rows:
             raise ValueError("FeatureCache.compute: the dataset yielded no batches")
-
-        def concat(*parts):
-            try:
-                return np.concatenate(parts)
-            except ValueError as error:
-                raise _shape_error({p.shape[1:] for p in parts}, error) from None
-
-        features, rest = nest.pack_sequence_as(template, [concat(*parts) for parts in zip(*held)])
+        features, rest = nest.pack_sequence_as(template, held.result())
         return cls(features, rest)
 
     @classmethod
     def compute_or_load(cls, extractor, dataset, directory: Path | None, name: str,
-                        memory_budget: int | None = None, spill_dir: Path | None = None) -> "FeatureCache":
+                        memory_budget: int | None = None, spill_dir: Path | None = None,
+                        expected_rows: int | None = None) -> "FeatureCache":
         """With a directory, the cache is stored there once and reloaded (resume, reruns); else see `compute`."""
         if directory is None:
-            return cls.compute(extractor, dataset, memory_budget, spill_dir, name)
+            return cls.compute(extractor, dataset, memory_budget, spill_dir, name, expected_rows)
         nest = _nest()
         index_path = directory / f"{name}.structure.json"
         if index_path.exists():
@@ -183,7 +213,7 @@ class FeatureCache:
                       for i in range(len(nest.flatten(template)))]
             features, rest = nest.pack_sequence_as(template, arrays)
             return cls(features, rest)
-        cache = cls.compute(extractor, dataset)
+        cache = cls.compute(extractor, dataset, expected_rows=expected_rows)
         directory.mkdir(parents=True, exist_ok=True)
         structure = (cache.features, cache.rest)
         for i, array in enumerate(nest.flatten(structure)):
@@ -196,36 +226,38 @@ class FeatureCache:
         return cache
 
     def dataset(self, batch_size: int, shuffle: bool = False, seed: int = 0):
+        """Batches of (features, *rest), gathered by row index from memory or from the RowStore.
+
+        Rows are gathered rather than sliced from tensors (`from_tensor_slices` would copy every
+        feature into TensorFlow's memory a second time). A shuffle's order depends on the seed,
+        buffer size and length only, so shuffling the indices gives the batches that shuffling the
+        rows would, in memory and on disk alike.
+        """
         import tensorflow as tf
 
         nest = _nest()
         if self.store is not None:
-            return self._stored_dataset(batch_size, shuffle, seed)
-        features = nest.map_structure(np.asarray, self.features)
-        rest = nest.map_structure(np.asarray, self.rest)
-        ds = tf.data.Dataset.from_tensor_slices((features, *rest))
-        if shuffle:
-            ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+            store = self.store
+            specs = [(dtype, shape) for _, dtype, shape in store.leaves]
+            template, gather = self.template, store.read
+        else:
+            arrays = [np.asarray(a) for a in nest.flatten((self.features, self.rest))]
+            specs = [(a.dtype, a.shape[1:]) for a in arrays]
+            template = nest.map_structure(lambda _: None, (self.features, self.rest))
 
-    def _stored_dataset(self, batch_size: int, shuffle: bool, seed: int):
-        """Batches read from the RowStore by index, in the order the in-memory dataset would give."""
-        import tensorflow as tf
+            def gather(indices):
+                return [a[indices] for a in arrays]
 
-        nest = _nest()
-        store = self.store
-        # A shuffle's order depends on the seed, buffer size and length only, so shuffling the row
-        # indices gives the same batches as shuffling the in-memory rows.
         ds = tf.data.Dataset.range(len(self))
         if shuffle:
             ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
-        dtypes = [tf.as_dtype(dtype) for _, dtype, _ in store.leaves]
+        dtypes = [tf.as_dtype(dtype) for dtype, _ in specs]
 
         def read(indices):
-            leaves = tf.numpy_function(store.read, [indices], dtypes, stateful=False)
-            for leaf, (_, _, shape) in zip(leaves, store.leaves):
+            leaves = tf.numpy_function(gather, [indices], dtypes, stateful=False)
+            for leaf, (_, shape) in zip(leaves, specs):
                 leaf.set_shape((None, *shape))
-            features, rest = nest.pack_sequence_as(self.template, leaves)
+            features, rest = nest.pack_sequence_as(template, leaves)
             return (features, *rest)
 
         return ds.batch(batch_size).map(read).prefetch(tf.data.AUTOTUNE)

@@ -314,10 +314,11 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                           if config.training.feature_cache == "auto" else None)
                 spill_dir = out / "feature_cache" / split.key if budget is not None else None
                 train_cache = FeatureCache.compute_or_load(extractor, data.train_plain, cache_dir, "train",
-                                                           budget, spill_dir)
+                                                           budget, spill_dir, data.info.get("num_train"))
                 val_cache = (FeatureCache.compute_or_load(
                     extractor, data.val, cache_dir, "val",
-                    None if budget is None else max(0, budget - train_cache.memory_bytes), spill_dir)
+                    None if budget is None else max(0, budget - train_cache.memory_bytes), spill_dir,
+                    data.info.get("num_val"))
                     if data.val is not None else None)
                 cached = (split.key, train_cache, val_cache)
                 label = "" if split.key == "features" else f" ({split.key})"

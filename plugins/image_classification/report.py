@@ -56,6 +56,8 @@ def evaluate_classifier(model, dataset, info: dict[str, Any], report_dir: Path, 
         seen += len(batch_labels)
     probabilities = np.concatenate(probs) if probs else np.zeros((0, len(info["class_names"])), np.float32)
     y_true = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
+    if paths is not None and len(paths) != len(y_true):
+        paths = None  # a streamed file failed to decode and was left out: names would no longer line up
     metrics = classification_metrics(y_true, probabilities, info["class_names"], top_k)
     report_dir.mkdir(parents=True, exist_ok=True)
     run_dir = report_dir.parent

@@ -66,3 +66,14 @@ def test_row_store_reads_rows_in_the_order_asked(tmp_path):
         other.append([np.zeros((1, 4))])
     with pytest.raises(ValueError, match="finished"):
         store.append([np.zeros((1, 3)), np.zeros(1, dtype=np.int64)])
+
+
+@pytest.mark.parametrize("expected", [None, 5, 50, 500])
+def test_rows_are_filled_in_place_whatever_the_expected_count(expected):
+    extractor, data = _extractor_and_data()
+    reference = FeatureCache.compute(extractor, data)
+    cache = FeatureCache.compute(extractor, data, expected_rows=expected)
+    assert len(cache) == 50
+    for a, b in zip(tf.nest.flatten((reference.features, reference.rest)), tf.nest.flatten((cache.features,
+                                                                                          cache.rest))):
+        np.testing.assert_array_equal(a, b)
