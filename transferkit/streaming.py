@@ -98,6 +98,14 @@ def check_image_files(paths: Sequence[str], labels: Sequence[int], max_pixels: i
                         np.asarray(kept_sizes, np.int32).reshape(-1, 2) if sizes else None)
 
 
+def resolve_cache(cache: str, count: int, image_size: Sequence[int], memory_mb: float) -> str:
+    """`data.cache` with auto resolved: memory while `count` decoded images fit in `memory_mb`, else disk."""
+    if cache != "auto":
+        return cache
+    decoded_mb = count * int(image_size[0]) * int(image_size[1]) * 3 / 2**20
+    return "memory" if decoded_mb <= memory_mb else "disk"
+
+
 def cache_key(files: CheckedFiles, **preprocessing) -> str:
     """A digest of the files (path, size, modification time) and the preprocessing: a disk cache's name."""
     digest = hashlib.sha256()
@@ -112,76 +120,48 @@ def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, 
                    random_crop: tuple | None = None):
     """A dataset of (uint8 image of `image_size`, label), one file at a time, decoded in parallel.
 
-    A file whose header was fine but whose body does not decode is dropped
-    with `skip_errors` (TensorFlow logs it); otherwise it stops the pass.
+    With `random_crop` (scale, ratio), each decoded photo gives a random
+    resized crop instead of the resize, new every epoch and seeded. A file
+    whose header was fine but whose body does not decode is dropped with
+    `skip_errors` (TensorFlow logs it); otherwise it stops the pass.
     """
     import tensorflow as tf
 
-    from transferkit.images import decode_encoded, decode_image, resize_image
+    from transferkit.images import decode_encoded, random_resized_crop, read_image, resize_image
 
     size = [int(image_size[0]), int(image_size[1])]
     needs_pillow = not bool(np.all(files.tf_decodable))
-    if random_crop is not None:
-        return _photo_crops(files, size, random_crop, max_pixels, shuffle_files, seed, skip_errors, interpolation)
 
-    def pillow(path):
-        return decode_image(path.numpy().decode("utf-8"), size, resize, crop_fraction, max_pixels, interpolation)
-
-    def decode(path, label, native):
+    def decode(path, label, native, draw=None):
         def with_tensorflow():
-            image = decode_encoded(tf.io.read_file(path), max_pixels)
-            return tf.cast(resize_image(image, size, resize, crop_fraction, interpolation), tf.uint8)
+            return decode_encoded(tf.io.read_file(path), max_pixels)
 
         def with_pillow():
-            return tf.py_function(pillow, [path], tf.uint8)
+            photo = tf.py_function(lambda p: read_image(p.numpy().decode("utf-8"), max_pixels), [path], tf.uint8)
+            photo.set_shape([None, None, 3])
+            return photo
 
         # Pillow (in a py_function, which holds the GIL) only where a file needs it.
-        image = tf.cond(native, with_tensorflow, with_pillow) if needs_pillow else with_tensorflow()
+        photo = tf.cond(native, with_tensorflow, with_pillow) if needs_pillow else with_tensorflow()
+        if draw is None:
+            image = resize_image(photo, size, resize, crop_fraction, interpolation)
+        else:
+            image = random_resized_crop(photo, tf.stack([draw, tf.constant(0, tf.int64)]), size, *random_crop,
+                                        interpolation)
+        image = tf.cast(image, tf.uint8)
         image.set_shape([*size, 3])
         return image, label
 
     dataset = tf.data.Dataset.from_tensor_slices((files.paths, files.labels, files.tf_decodable))
     if shuffle_files:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=reshuffle)
-    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    if skip_errors:
-        dataset = dataset.ignore_errors(log_warning=True)
-    return dataset
-
-
-def _photo_crops(files: CheckedFiles, size, random_crop, max_pixels, shuffle_files, seed, skip_errors,
-                 interpolation):
-    """`decoded_images` with a random resized crop of each decoded photo (scale, ratio), new every epoch."""
-    import tensorflow as tf
-
-    from transferkit.images import decode_encoded, random_resized_crop, read_image
-
-    scale, ratio = random_crop
-    needs_pillow = not bool(np.all(files.tf_decodable))
-
-    def decode(path, label, native, draw):
-        def with_tensorflow():
-            return decode_encoded(tf.io.read_file(path), max_pixels)
-
-        def with_pillow():
-            image = tf.py_function(lambda p: read_image(p.numpy().decode("utf-8"), max_pixels), [path], tf.uint8)
-            image.set_shape([None, None, 3])
-            return image
-
-        photo = tf.cond(native, with_tensorflow, with_pillow) if needs_pillow else with_tensorflow()
-        crop = random_resized_crop(photo, tf.stack([draw, tf.constant(0, tf.int64)]), size, scale, ratio,
-                                   interpolation)
-        image = tf.cast(crop, tf.uint8)
-        image.set_shape([*size, 3])
-        return image, label
-
-    dataset = tf.data.Dataset.from_tensor_slices((files.paths, files.labels, files.tf_decodable))
-    if shuffle_files:
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    # One random number per file and epoch (seeded): the crops are reproducible and new every epoch.
-    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    dataset = tf.data.Dataset.zip(dataset, draws).map(lambda element, draw: decode(*element, draw),
-                                                       num_parallel_calls=tf.data.AUTOTUNE)
+    if random_crop is not None:
+        # One random number per file and epoch (seeded): the crops are reproducible and new every epoch.
+        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(dataset, draws).map(lambda element, draw: decode(*element, draw),
+                                                           num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     if skip_errors:
         dataset = dataset.ignore_errors(log_warning=True)
     return dataset
@@ -254,7 +234,7 @@ def pack_dataset(split, image_size: Sequence[int], resize: str, batch_size: int,
     shuffling), records decoded and resized like files. cache: "none" reads
     the shards every epoch; "memory" keeps the decoded pixels after the first
     pass (`Dataset.cache()`); "disk" writes them under `cache_dir`, keyed by
-    the pack's digest and the preprocessing. Several workers shard by file.
+    the pack's digest and the preprocessing. Several workers share out the records (sharding by data).
     """
     import tensorflow as tf
 

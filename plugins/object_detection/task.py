@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from transferkit import streaming
 from transferkit.errors import DataError
 from transferkit.plugins.object_detection import annotations as annotations_lib
 from transferkit.plugins.object_detection import data as data_lib
@@ -87,8 +88,8 @@ class ObjectDetection(Task):
         max_boxes = cfg.max_boxes or max(1, max(len(a.labels) for a in [*train_annotations, *val_annotations]))
         load = dict(class_names=class_names, image_size=cfg.image_size, max_boxes=max_boxes,
                     on_bad_annotation=cfg.on_bad_annotation)
-        decoded_mb = (len(train_annotations) + len(val_annotations)) * cfg.image_size[0] * cfg.image_size[1] * 3 / 2**20
-        mode = cfg.cache if cfg.cache != "auto" else ("memory" if decoded_mb <= cfg.cache_memory_mb else "disk")
+        mode = streaming.resolve_cache(cfg.cache, len(train_annotations) + len(val_annotations), cfg.image_size,
+                                       cfg.cache_memory_mb)
         reader = data_lib.load_detections if mode == "memory" else data_lib.check_detections
         self._cache_mode = mode
         train = reader(train_annotations, **load)
@@ -133,7 +134,7 @@ class ObjectDetection(Task):
 
     def _streamed_images(self, loaded, shuffle: bool, mode: str):
         """Batches of (uint8 images, rows) of `loaded`'s files from the shared streaming reader."""
-        from transferkit import paths, streaming
+        from transferkit import paths
 
         cfg = self.task_config.data
         return streaming.image_dataset(loaded.files, cfg.image_size, "stretch", cfg.batch_size, shuffle=shuffle,
