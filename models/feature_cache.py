@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from transferkit.fileio import atomic_write_text, atomic_writer
-from transferkit.models.inference import traced_forward
+from transferkit.models.inference import frozen_forward
 
 
 def _nest():
@@ -176,7 +176,7 @@ class FeatureCache:
         held = _GrowingRows(expected_rows)  # the flat (features, rest) leaves, row by row
         store = template = None
         # Traced once, for any batch size, and shared by the training and validation passes.
-        extract = traced_forward(extractor, dataset.element_spec[0])
+        extract = frozen_forward(extractor, dataset.element_spec[0])
         for element in dataset.prefetch(tf.data.AUTOTUNE):
             inputs, *others = element
             out = nest.map_structure(lambda t: np.asarray(t, dtype=np.float32), extract(inputs))

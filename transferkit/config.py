@@ -341,6 +341,9 @@ class TrainingConfig:
     mixed_precision: bool = False
     # auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy with several GPUs.
     distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    # tf.data's autotuner runs on a thread of its own; null: off with 4 CPUs or fewer, where that
+    # thread takes time from the model's ops (see streaming.pipeline_options), on otherwise.
+    data_autotune: bool | None = None
     tensorboard: bool = True
     verbose: int = 1
 

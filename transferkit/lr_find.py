@@ -28,6 +28,7 @@ from typing import Any
 from transferkit.config import RunConfig, check
 from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, atomic_write_text
+from transferkit.streaming import pipeline_options
 
 SMOOTHING = 0.9  # exponential moving average of the loss, bias-corrected
 DIVERGENCE = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum
@@ -81,7 +82,8 @@ def find_learning_rate(config: RunConfig, stage_index: int, output: str | os.Pat
     use_cache, _ = use_feature_cache(config, stage, task, data, split)
     if use_cache:
         train_cache = FeatureCache.compute(split.extractor, data.train_plain)
-        dataset, trained = train_cache.dataset(task.batch_size(), shuffle=True, seed=config.training.seed), split.trainable
+        dataset = train_cache.dataset(task.batch_size(), shuffle=True, seed=config.training.seed)
+        dataset, trained = dataset.with_options(pipeline_options(config.training.data_autotune)), split.trainable
     else:
         dataset, trained = data.train, model
     factor = (max_lr / min_lr) ** (1.0 / (steps - 1))

@@ -28,6 +28,7 @@ from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, atomic_write_text
 from transferkit.multi_worker import create_strategy, output_dir, prepare_fit, remove_output_dir, weights_digest
 from transferkit.registry import get_task
+from transferkit.streaming import pipeline_options
 
 
 def _log(config: RunConfig, message: str) -> None:
@@ -179,7 +180,7 @@ def prepare_run(config: RunConfig, strategy=None):
 
     keras.utils.set_random_seed(config.training.seed)
     task = get_task(config.task)(config)
-    data = task.datasets()
+    data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
     task.info = dict(data.info)
     with (strategy or tf.distribute.get_strategy()).scope():
         backbone = load_backbone(config.backbone)
@@ -330,8 +331,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                              f"{time.perf_counter() - started:.1f}s{where}")
             _, train_cache, val_cache = cached
             # Same seed and size as the task's own shuffle: the same batch order.
-            train_ds = train_cache.dataset(batch_size, shuffle=True, seed=config.training.seed)
-            val_ds = val_cache.dataset(batch_size) if val_cache is not None else None
+            options = pipeline_options(config.training.data_autotune)
+            train_ds = train_cache.dataset(batch_size, shuffle=True, seed=config.training.seed).with_options(options)
+            val_ds = val_cache.dataset(batch_size).with_options(options) if val_cache is not None else None
         else:
             train_ds, val_ds = data.train, data.val
             if data.train_augmented and not stage.augment:
@@ -485,7 +487,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | None = None) -> dict[st
     config, task, model, info = load_run(run_dir)
     config = task.config_for_evaluation(info, data)
     task = get_task(config.task)(config, info)
-    task_data = task.datasets()
+    task_data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
     task.info = {**info, **{k: v for k, v in task_data.info.items() if k not in info}}
     run_dir = Path(run_dir)
     metrics = task.evaluate(model, task_data.val, task.info, run_dir / "report")

@@ -52,6 +52,15 @@ class TaskData:
     steps_per_epoch: int | None = None
     examples: list[str] = dataclasses.field(default_factory=list)
 
+    def with_options(self, options: "tf.data.Options") -> "TaskData":
+        """The same data with `options` applied to every pipeline."""
+        def apply(dataset):
+            return None if dataset is None else dataset.with_options(options)
+
+        return dataclasses.replace(self, train=apply(self.train), val=apply(self.val),
+                                   train_plain=apply(self.train_plain),
+                                   train_unaugmented=apply(self.train_unaugmented))
+
 
 @dataclasses.dataclass
 class CacheSplit:

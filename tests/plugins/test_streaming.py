@@ -202,3 +202,24 @@ def test_crop_scale_trains_from_photos_when_streamed_and_from_cached_images_othe
     out, targets = _cached_crop(((1.0, 1.0), (1.0, 1.0)), (16, 16))((images, "targets"), np.int64(7))
     np.testing.assert_array_equal(out.numpy(), images)
     assert targets == "targets"
+
+
+def test_autotune_is_off_by_default_on_few_cpus_and_can_be_set(monkeypatch):
+    monkeypatch.setattr(streaming, "usable_cpus", lambda: 2)
+    assert streaming.pipeline_options(None).autotune.enabled is False
+    monkeypatch.setattr(streaming, "usable_cpus", lambda: 16)
+    assert streaming.pipeline_options(None).autotune.enabled is True
+    assert streaming.pipeline_options(False).autotune.enabled is False
+    monkeypatch.setattr(streaming, "usable_cpus", lambda: 2)
+    assert streaming.pipeline_options(True).autotune.enabled is True
+
+
+@pytest.mark.parametrize("autotune", [False, True])
+def test_a_run_sets_its_pipeline_options_on_every_dataset(folder, autotune):
+    from transferkit.runner import prepare_run
+
+    config = build_run_config(tiny_config(folder, augment={"flip": "horizontal"},
+                                          training={"data_autotune": autotune, "verbose": 0}))
+    _, data, _, _ = prepare_run(config)
+    for name in ("train", "val", "train_plain", "train_unaugmented"):
+        assert getattr(data, name).options().autotune.enabled is autotune, name
