@@ -125,12 +125,20 @@ def pipeline_options(autotune: bool | None) -> "tf.data.Options":
     return options
 
 
-def resolve_cache(cache: str, count: int, image_size: Sequence[int], memory_mb: float) -> str:
-    """`data.cache` with auto resolved: memory while `count` decoded images fit in `memory_mb`, else disk."""
+def resolve_cache(cache: str, count: int, example_bytes: int, memory_mb: float, beyond: str = "disk") -> str:
+    """`data.cache` with auto resolved: memory while `count` examples of `example_bytes` fit in `memory_mb`.
+
+    Beyond that, `beyond`: images are cached on disk (decoding costs more than reading), while
+    tokenising a text costs less than reading it back, so texts are streamed (`none`).
+    """
     if cache != "auto":
         return cache
-    decoded_mb = count * int(image_size[0]) * int(image_size[1]) * 3 / 2**20
-    return "memory" if decoded_mb <= memory_mb else "disk"
+    return "memory" if count * example_bytes / 2**20 <= memory_mb else beyond
+
+
+def image_bytes(image_size: Sequence[int]) -> int:
+    """Bytes of one decoded uint8 RGB image at `image_size`."""
+    return int(image_size[0]) * int(image_size[1]) * 3
 
 
 def cache_key(files: CheckedFiles, **preprocessing) -> str:

@@ -44,7 +44,7 @@ class ImageClassification(Task):
     def cache_mode(self, count: int) -> str:
         """`data.cache`, with auto resolved: memory when `count` decoded images fit the memory budget."""
         cfg = self.task_config.data
-        return streaming.resolve_cache(cfg.cache, count, cfg.image_size, cfg.cache_memory_mb)
+        return streaming.resolve_cache(cfg.cache, count, streaming.image_bytes(cfg.image_size), cfg.cache_memory_mb)
 
     def _checked_files(self, samples, class_names):
         """Streaming: samples with a known label whose header passes, and the problems of the rest."""

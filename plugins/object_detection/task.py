@@ -88,8 +88,8 @@ class ObjectDetection(Task):
         max_boxes = cfg.max_boxes or max(1, max(len(a.labels) for a in [*train_annotations, *val_annotations]))
         load = dict(class_names=class_names, image_size=cfg.image_size, max_boxes=max_boxes,
                     on_bad_annotation=cfg.on_bad_annotation)
-        mode = streaming.resolve_cache(cfg.cache, len(train_annotations) + len(val_annotations), cfg.image_size,
-                                       cfg.cache_memory_mb)
+        mode = streaming.resolve_cache(cfg.cache, len(train_annotations) + len(val_annotations),
+                                       streaming.image_bytes(cfg.image_size), cfg.cache_memory_mb)
         reader = data_lib.load_detections if mode == "memory" else data_lib.check_detections
         self._cache_mode = mode
         train = reader(train_annotations, **load)

@@ -42,6 +42,10 @@ class DataConfig:
     # Then train on a seeded, stratified share of them (learning curves); validation is unchanged.
     train_fraction: float = 1.0
     on_bad_input: Literal["skip", "error"] = "skip"
+    # Texts are read from their files and tokenised in the input pipeline. memory: token ids kept after
+    # the first pass; none: tokenised every epoch; auto: memory while they fit in cache_memory_mb.
+    cache: Literal["auto", "memory", "none"] = "auto"
+    cache_memory_mb: int = 1024
 
     def __post_init__(self):
         if not self.train:
@@ -52,6 +56,7 @@ class DataConfig:
               "an integer in [8, 8192]")
         check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
         check(self.val_count >= 0, "data.val_count", self.val_count, "an integer >= 0 (0: use val_split)")
+        check(self.cache_memory_mb >= 0, "data.cache_memory_mb", self.cache_memory_mb, "an integer >= 0")
         check(self.max_train >= 0, "data.max_train", self.max_train, "an integer >= 0 (0: all)")
         check(0.0 < self.train_fraction <= 1.0, "data.train_fraction", self.train_fraction, "a number in (0, 1]")
         check((self.filter_column is None) == (self.filter_value is None), "data.filter_value",

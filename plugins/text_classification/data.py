@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import sys
 from collections import defaultdict
@@ -27,11 +28,90 @@ TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
-@dataclasses.dataclass
-class TextExample:
+@dataclasses.dataclass(frozen=True)
+class TextSource:
+    """One file of texts, and how one text is read back from its bytes.
+
+    `kind` is "table" (a CSV/TSV row; `field` is the text column's index),
+    "jsonl" (a JSON Lines line; `field` is the text key) or "file" (the whole
+    file is the text). Table and JSON Lines lines are decoded one by one,
+    each falling back to `fallback_encoding` on its own; a whole file as one.
+    """
+
+    path: str
+    kind: str
+    encoding: str
+    fallback_encoding: str | None
+    delimiter: str = ","
+    field: int | str = 0
+
+    def parse(self, raw: bytes) -> str:
+        """The text in `raw`, the bytes of one row, line or file as the reading pass found them."""
+        if self.kind == "file":
+            return _decode_strict(raw, self)
+        # Split where the reading pass's readline did (at b"\n" only), so each line decodes as it did then.
+        lines = [_decode_strict(line, self) for line in raw.split(b"\n")]
+        lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+        if self.kind == "table":
+            return next(csv.reader(lines, delimiter=self.delimiter))[self.field]
+        return str(json.loads("".join(lines))[self.field])
+
+    def read(self, offset: int, length: int) -> str:
+        with open(self.path, "rb") as handle:
+            handle.seek(offset)
+            return self.parse(handle.read(length))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileSpan:
+    """Where a text is: bytes `[offset, offset + length)` of a source, from line `line` (0: the whole file)."""
+
+    source: TextSource
+    offset: int
+    length: int
+    line: int
+
+    def read(self) -> str:
+        return self.source.read(self.offset, self.length)
+
+    @property
+    def origin(self) -> str:
+        return f"{self.source.path}:{self.line}" if self.line else self.source.path
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InlineText:
+    """A text held in memory (texts given directly, and tests)."""
+
     text: str
+    origin: str
+
+    def read(self) -> str:
+        return self.text
+
+
+@dataclasses.dataclass(slots=True)
+class TextExample:
+    """One labelled text. The reading pass keeps where it is, not the text: `text` reads it back.
+
+    `key` is a digest of the normalised text, so duplicates are found without holding the texts.
+    """
+
     label: str
-    origin: str  # "file:line" or a file path, for reports
+    where: FileSpan | InlineText
+    key: bytes
+
+    @classmethod
+    def of(cls, text: str, label: str, origin: str) -> "TextExample":
+        return cls(label, InlineText(text, origin), text_key(text))
+
+    @property
+    def text(self) -> str:
+        return self.where.read()
+
+    @property
+    def origin(self) -> str:
+        return self.where.origin
 
 
 @dataclasses.dataclass
@@ -41,8 +121,23 @@ class ReadResult:
     notes: list[dict[str, str]]  # reported, never fatal (fallback decoding, duplicates)
 
 
+class TextColumn(Sequence[str]):
+    """The texts of `examples`, read from their files when indexed (reports read only the few they show)."""
+
+    def __init__(self, examples: Sequence[TextExample]):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [example.text for example in self.examples[index]]
+        return self.examples[index].text
+
+
 def read_examples(source: str, cfg) -> ReadResult:
-    """All usable examples of one file or folder, with what was skipped and why."""
+    """Every usable example of one file or folder (as locations, not texts), with what was skipped and why."""
     path = data_path(source)
     if path.is_dir():
         result = _read_folder(path, cfg)
@@ -72,6 +167,15 @@ def read_examples(source: str, cfg) -> ReadResult:
     return result
 
 
+def _decode_strict(raw: bytes, source: TextSource) -> str:
+    try:
+        return raw.decode(source.encoding)
+    except UnicodeDecodeError:
+        if source.fallback_encoding is None:
+            raise
+        return raw.decode(source.fallback_encoding, errors="replace")
+
+
 def _decode(raw: bytes, cfg, where: str, notes: list) -> str | None:
     try:
         return raw.decode(cfg.encoding)
@@ -83,31 +187,76 @@ def _decode(raw: bytes, cfg, where: str, notes: list) -> str | None:
         return raw.decode(cfg.fallback_encoding, errors="replace")
 
 
+class _Lines:
+    """A binary file's lines, decoded, with the byte offset and number of the next line (for csv.reader)."""
+
+    def __init__(self, handle, cfg, path: Path, notes: list):
+        self.handle, self.cfg, self.path, self.notes = handle, cfg, path, notes
+        self.offset = 0
+        self.number = 0
+        self.noted = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        raw = self.handle.readline()
+        if not raw:
+            raise StopIteration
+        self.number += 1
+        self.offset += len(raw)
+        # One note per file: which line first needed the fallback.
+        line = _decode(raw, self.cfg, f"{self.path}:{self.number}", [] if self.noted else self.notes)
+        if line is None:
+            raise DataError(f"{self.path}:{self.number}: not valid {self.cfg.encoding} and "
+                            f"data.fallback_encoding is unset")
+        self.noted = self.noted or bool(self.notes)
+        return line
+
+
+def _source(path: Path, cfg, kind: str, **fields) -> TextSource:
+    return TextSource(str(path), kind, cfg.encoding, cfg.fallback_encoding, **fields)
+
+
 def _read_table(path: Path, cfg, delimiter: str) -> ReadResult:
-    problems, notes = [], []
-    text = _decode(path.read_bytes(), cfg, str(path), notes)
-    if text is None:
-        raise DataError(f"{path}: not valid {cfg.encoding} and data.fallback_encoding is unset")
+    problems, notes, examples = [], [], []
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # reviews and articles exceed the 128 KB default
-    reader = csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter)
-    columns = reader.fieldnames or []
-    for needed in (cfg.text_column, cfg.label_column, cfg.filter_column):
-        if needed is not None and needed not in columns:
-            raise DataError(f"{path}: no column {needed!r} (data.text_column / label_column / filter_column); "
-                            f"columns are {columns}")
-    examples = []
-    for row in reader:
-        where = f"{path}:{reader.line_num}"
-        if cfg.filter_column is not None and (row.get(cfg.filter_column) or "") != cfg.filter_value:
-            continue
-        _add(examples, problems, row.get(cfg.text_column), row.get(cfg.label_column), where)
+    with path.open("rb") as handle:
+        lines = _Lines(handle, cfg, path, notes)
+        reader = csv.reader(lines, delimiter=delimiter)
+        columns = next(reader, [])
+        for needed in (cfg.text_column, cfg.label_column, cfg.filter_column):
+            if needed is not None and needed not in columns:
+                raise DataError(f"{path}: no column {needed!r} (data.text_column / label_column / filter_column); "
+                                f"columns are {columns}")
+        text_index, label_index = columns.index(cfg.text_column), columns.index(cfg.label_column)
+        filter_index = columns.index(cfg.filter_column) if cfg.filter_column is not None else None
+        source = _source(path, cfg, "table", delimiter=delimiter, field=text_index)
+
+        def field(row, index):
+            return row[index] if index < len(row) else None
+
+        while True:
+            start, first_line = lines.offset, lines.number + 1
+            row = next(reader, None)
+            if row is None:
+                break
+            if not row:  # a blank line, as csv.DictReader skips them
+                continue
+            if filter_index is not None and (field(row, filter_index) or "") != cfg.filter_value:
+                continue
+            span = FileSpan(source, start, lines.offset - start, first_line)
+            _add(examples, problems, field(row, text_index), field(row, label_index), span)
     return ReadResult(examples, problems, notes)
 
 
 def _read_jsonl(path: Path, cfg) -> ReadResult:
     problems, notes, examples = [], [], []
+    source = _source(path, cfg, "jsonl", field=cfg.text_column)
+    offset = 0
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            start, offset = offset, offset + len(raw)
             where = f"{path}:{number}"
             if not raw.strip():
                 continue
@@ -123,7 +272,8 @@ def _read_jsonl(path: Path, cfg) -> ReadResult:
             if cfg.filter_column is not None and str(row.get(cfg.filter_column, "")) != cfg.filter_value:
                 continue
             label = row.get(cfg.label_column)
-            _add(examples, problems, row.get(cfg.text_column), None if label is None else str(label), where)
+            _add(examples, problems, row.get(cfg.text_column), None if label is None else str(label),
+                 FileSpan(source, start, len(raw), number))
     return ReadResult(examples, problems, notes)
 
 
@@ -137,21 +287,27 @@ def _read_folder(root: Path, cfg) -> ReadResult:
         if not files:
             problems.append({"path": str(class_dir), "reason": "class folder with no .txt files; class skipped"})
         for file in files:
-            text = _decode(file.read_bytes(), cfg, str(file), notes)
+            raw = file.read_bytes()
+            text = _decode(raw, cfg, str(file), notes)
             if text is None:
                 problems.append({"path": str(file), "reason": f"not valid {cfg.encoding} (no fallback encoding)"})
                 continue
-            _add(examples, problems, text, class_dir.name, str(file))
+            _add(examples, problems, text, class_dir.name, FileSpan(_source(file, cfg, "file"), 0, len(raw), 0))
     return ReadResult(examples, problems, notes)
 
 
-def _add(examples: list, problems: list, text, label, where: str) -> None:
+def _add(examples: list, problems: list, text, label, span: FileSpan) -> None:
     if text is None or not str(text).strip():
-        problems.append({"path": where, "reason": "empty text"})
+        problems.append({"path": span.origin, "reason": "empty text"})
     elif label is None or not str(label).strip():
-        problems.append({"path": where, "reason": "missing label"})
+        problems.append({"path": span.origin, "reason": "missing label"})
     else:
-        examples.append(TextExample(str(text), str(label).strip(), where))
+        examples.append(TextExample(str(label).strip(), span, text_key(str(text))))
+
+
+def text_key(text: str) -> bytes:
+    """A 16-byte digest of the normalised text: equal for texts that differ only in case and spacing."""
+    return hashlib.blake2b(normalised(text).encode("utf-8"), digest_size=16).digest()
 
 
 def normalised(text: str) -> str:
@@ -162,17 +318,18 @@ def normalised(text: str) -> str:
 def drop_duplicates(train: list[TextExample], val: list[TextExample]) -> tuple[list[TextExample], list[dict]]:
     """Training examples without repeats and without texts that are also in `val`; what was dropped, reported."""
     notes = []
-    in_val = {normalised(e.text): e.origin for e in val}
-    seen: dict[str, str] = {}
+    in_val = {e.key: e for e in val}
+    seen: dict[bytes, TextExample] = {}
     kept = []
     for example in train:
-        key = normalised(example.text)
-        if key in in_val:
-            notes.append({"path": example.origin, "reason": f"duplicate of validation text {in_val[key]}; dropped"})
-        elif key in seen:
-            notes.append({"path": example.origin, "reason": f"duplicate of training text {seen[key]}; dropped"})
+        if example.key in in_val:
+            notes.append({"path": example.origin,
+                          "reason": f"duplicate of validation text {in_val[example.key].origin}; dropped"})
+        elif example.key in seen:
+            notes.append({"path": example.origin,
+                          "reason": f"duplicate of training text {seen[example.key].origin}; dropped"})
         else:
-            seen[key] = example.origin
+            seen[example.key] = example
             kept.append(example)
     return kept, notes
 
@@ -196,3 +353,43 @@ def stratified_split(examples: Sequence[TextExample], held_out: int | float, see
     rest = [e for i, e in enumerate(examples) if i not in chosen]
     out = [e for i, e in enumerate(examples) if i in chosen]
     return rest, out
+
+
+# Texts tokenised per map call when the token ids are cached: larger calls amortise the tokenizer's overhead.
+ENCODE_CHUNK = 256
+
+
+def text_dataset(examples: Sequence[TextExample], labels: np.ndarray, encoder, batch_size: int, shuffle: bool,
+                 seed: int, cache: str):
+    """Batches of ({"token_ids", "padding_mask"}, labels), read from the texts' files and tokenised in the graph.
+
+    cache: "none" reads and tokenises every epoch, holding only the row
+    indices; "memory" keeps the token ids after the first pass. The shuffle
+    runs over row indices with the same seed and buffer either way, so both
+    give the same batches.
+    """
+    import tensorflow as tf
+
+    if cache not in ("none", "memory"):
+        raise ValueError(f"cache: expected none or memory. Received: cache={cache!r}")
+    count = len(examples)
+    label_table = tf.constant(np.asarray(labels, np.int32))
+
+    def read(indices):
+        return np.asarray([examples[i].text.encode("utf-8") for i in indices], dtype=object)
+
+    def tokenised(indices):
+        texts = tf.numpy_function(read, [indices], tf.string, stateful=False)
+        texts.set_shape([None])
+        return encoder(texts), tf.gather(label_table, indices)
+
+    rows = tf.data.Dataset.range(count)
+    if cache == "memory":
+        rows = rows.batch(ENCODE_CHUNK).map(tokenised, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+        # Known again after unbatch: Keras then runs epochs over it exactly as over the index stream.
+        rows = rows.apply(tf.data.experimental.assert_cardinality(count)).cache()
+    if shuffle:
+        rows = rows.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    if cache == "memory":
+        return rows.batch(batch_size)
+    return rows.batch(batch_size).map(tokenised, num_parallel_calls=tf.data.AUTOTUNE)

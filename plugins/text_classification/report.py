@@ -34,13 +34,16 @@ def evaluate_text_classifier(model, dataset, info: dict[str, Any], report_dir: P
         plot_history(json.loads(history.read_text()), report_dir / "training_curves.png", ("loss", "accuracy"))
     if texts is not None and len(texts) == len(y_true):
         atomic_write_text(report_dir / "worst_classified.md",
-                          worst_classified(list(texts), y_true, probabilities, class_names))
+                          worst_classified(texts, y_true, probabilities, class_names))
     return metrics
 
 
-def worst_classified(texts: list[str], y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str],
+def worst_classified(texts: Sequence[str], y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str],
                      count: int = 20, chars: int = 600) -> str:
-    """A readable Markdown file of the texts with the lowest probability on their true class."""
+    """A readable Markdown file of the texts with the lowest probability on their true class.
+
+    Only the texts shown are indexed: `texts` may read them from their files (`data.TextColumn`).
+    """
     true_prob = probabilities[np.arange(len(y_true)), y_true]
     lines = ["# Worst-classified validation texts", "",
              f"The {min(count, len(texts))} texts whose true class got the lowest probability.", ""]

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from transferkit import streaming
 from transferkit.errors import ConfigError, DataError, TransferkitError
 from transferkit.plugins.text_classification import data as data_lib
 from transferkit.plugins.text_classification.config import TextClassificationConfig
@@ -97,7 +98,7 @@ class TextClassification(Task):
         return self._encoder
 
     def encode(self, texts: list[str], batch: int = 512) -> dict[str, np.ndarray]:
-        """Token ids and masks of `texts`, computed once (the dataset keeps them in memory)."""
+        """Token ids and masks of `texts`, as arrays."""
         encoder = self.encoder()
         parts = [encoder(texts[i:i + batch]) for i in range(0, len(texts), batch)]
         length = encoder.sequence_length
@@ -106,6 +107,13 @@ class TextClassification(Task):
         return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in ("token_ids", "padding_mask")}
 
     # -- data ----------------------------------------------------------------
+
+    def cache_mode(self, count: int) -> str:
+        """`data.cache`, with auto resolved: memory while the token ids of `count` texts fit the budget."""
+        cfg = self.task_config.data
+        # Token ids and a padding mask, int32 each, per text.
+        return streaming.resolve_cache(cfg.cache, count, cfg.sequence_length * 8, cfg.cache_memory_mb,
+                                       beyond="none")
 
     def datasets(self) -> TaskData:
         import tensorflow as tf
@@ -153,7 +161,8 @@ class TextClassification(Task):
             vocabulary_path = self.vocabulary_path()
             vocabulary = read_vocabulary(vocabulary_path)
             vocabulary_source = str(vocabulary_path.resolve())
-        self.val_texts = [e.text for e in val_examples]
+        # The report reads only the texts it shows, from their files.
+        self.val_texts = data_lib.TextColumn(val_examples)
         info = {
             "class_names": class_names,
             "sequence_length": cfg.sequence_length,
@@ -166,29 +175,33 @@ class TextClassification(Task):
             "vocabulary_tokens": vocabulary,
         }
         self.info = info  # the encoder reads the tokenizer settings from it
-        train_inputs = self.encode([e.text for e in train_examples])
-        val_inputs = self.encode(self.val_texts)
+        info["truncated_fraction"] = self._truncated_fraction(train_examples, seed)
         train_labels = np.asarray([index[e.label] for e in train_examples], np.int32)
         val_labels = np.asarray([index[e.label] for e in val_examples], np.int32)
         num_classes = len(class_names)
-        info["truncated_fraction"] = round(float(np.mean(train_inputs["padding_mask"][:, -1] == 1)), 4)
+        mode = self.cache_mode(len(train_examples) + len(val_examples))
 
-        def batches(inputs, labels, shuffle: bool):
-            ds = tf.data.Dataset.from_tensor_slices((inputs, labels))
-            if shuffle:
-                ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-            ds = ds.batch(cfg.batch_size).map(lambda x, y: (x, tf.one_hot(y, num_classes)),
-                                              num_parallel_calls=tf.data.AUTOTUNE)
+        def batches(examples, labels, shuffle: bool):
+            ds = data_lib.text_dataset(examples, labels, self.encoder(), cfg.batch_size, shuffle, seed, mode)
+            ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
             return ds.prefetch(tf.data.AUTOTUNE)
 
         return TaskData(
-            train=batches(train_inputs, train_labels, shuffle=True),
-            val=batches(val_inputs, val_labels, shuffle=False),
-            train_plain=batches(train_inputs, train_labels, shuffle=False),
+            train=batches(train_examples, train_labels, shuffle=True),
+            val=batches(val_examples, val_labels, shuffle=False),
+            train_plain=batches(train_examples, train_labels, shuffle=False),
             info=info,
             problems=problems,
             steps_per_epoch=math.ceil(len(train_labels) / cfg.batch_size),
         )
+
+    def _truncated_fraction(self, examples, seed: int, sample: int = 4096) -> float:
+        """The share of training texts longer than the sequence, from a seeded sample of up to `sample` texts."""
+        if len(examples) > sample:
+            chosen = np.random.default_rng(seed).choice(len(examples), sample, replace=False)
+            examples = [examples[i] for i in np.sort(chosen)]
+        masks = self.encode([e.text for e in examples])["padding_mask"]
+        return round(float(np.mean(masks[:, -1] == 1)), 4) if len(masks) else 0.0
 
     # -- model ---------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from transferkit.config import build_run_config
 from transferkit.errors import ConfigError, DataError
@@ -327,16 +328,62 @@ def test_fallback_encoding_is_reported_and_undecodable_files_follow_on_bad_input
         _read_config(folder, encoding="utf-9")
 
 
+def test_texts_are_kept_as_file_locations_and_read_back_exactly(tmp_path):
+    from transferkit.plugins.text_classification.data import FileSpan, TextColumn, read_examples
+
+    path = tmp_path / "mixed.csv"
+    # A quoted text over three lines, a Latin-1 line among UTF-8 ones, a form feed and a blank line.
+    path.write_bytes("text,label\n".encode() + '"Line one,\n line two\r\n line three",pos\n'.encode()
+                     + "caf\xe9 au lait,neg\n".encode("latin-1") + "\n".encode()
+                     + "na\u00efve \x0c film,pos\n".encode("utf-8"))
+    result = read_examples(str(path), _read_config(path))
+    assert all(isinstance(e.where, FileSpan) for e in result.examples)
+    assert [e.text for e in result.examples] == ["Line one,\n line two\r\n line three", "café au lait",
+                                                 "na\u00efve \x0c film"]
+    assert [e.origin for e in result.examples] == [f"{path}:2", f"{path}:5", f"{path}:7"]
+    assert result.notes == [{"path": f"{path}:5", "reason": "not valid utf-8 (invalid continuation byte at byte 3); "
+                                                            "read as latin-1"}]
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_text('{"text": 12345, "label": "a"}\n{"text": "\\u00e9t\u00e9", "label": "b"}\n', encoding="utf-8")
+    assert [e.text for e in read_examples(str(jsonl), _read_config(jsonl)).examples] == ["12345", "été"]
+    column = TextColumn(result.examples)
+    assert len(column) == 3 and column[1] == "café au lait" and column[:1] == ["Line one,\n line two\r\n line three"]
+
+
+def test_streamed_and_memory_token_batches_are_the_same(text_root):
+    import keras
+
+    from transferkit.registry import get_task
+
+    batches = {}
+    for cache in ("none", "memory"):
+        keras.utils.set_random_seed(0)
+        config = build_run_config(tiny_text_config(text_root, data={"cache": cache}))
+        data = get_task("text_classification")(config).datasets()
+        batches[cache] = [[tf.nest.map_structure(np.asarray, batch) for batch in dataset]
+                          for dataset in (data.train, data.train, data.val, data.train_plain)]
+    for streamed, held in zip(batches["none"], batches["memory"]):
+        assert len(streamed) == len(held) > 1
+        for a, b in zip(streamed, held):
+            tf.nest.map_structure(np.testing.assert_array_equal, a, b)
+    first_epoch, second_epoch = batches["none"][0], batches["none"][1]
+    assert not np.array_equal(first_epoch[0][0]["token_ids"], second_epoch[0][0]["token_ids"])  # reshuffled
+    # auto: token ids held while they fit the budget, else streamed.
+    task = get_task("text_classification")
+    assert task(build_run_config(tiny_text_config(text_root, data={"cache_memory_mb": 0}))).cache_mode(48) == "none"
+    assert task(build_run_config(tiny_text_config(text_root))).cache_mode(48) == "memory"
+
+
 def test_duplicates_are_dropped_and_the_split_is_stratified_and_seeded(tmp_path):
     from transferkit.plugins.text_classification.data import TextExample, drop_duplicates, stratified_split
 
-    train = [TextExample("Good  film", "pos", "t:1"), TextExample("good film", "pos", "t:2"),
-             TextExample("in val", "neg", "t:3"), TextExample("other", "neg", "t:4")]
-    kept, notes = drop_duplicates(train, [TextExample("IN VAL", "neg", "v:1")])
+    train = [TextExample.of("Good  film", "pos", "t:1"), TextExample.of("good film", "pos", "t:2"),
+             TextExample.of("in val", "neg", "t:3"), TextExample.of("other", "neg", "t:4")]
+    kept, notes = drop_duplicates(train, [TextExample.of("IN VAL", "neg", "v:1")])
     assert [e.origin for e in kept] == ["t:1", "t:4"]
     assert [n["reason"] for n in notes] == ["duplicate of training text t:1; dropped",
                                            "duplicate of validation text v:1; dropped"]
-    examples = [TextExample(f"t{i}", "a" if i < 80 else "b", str(i)) for i in range(100)]
+    examples = [TextExample.of(f"t{i}", "a" if i < 80 else "b", str(i)) for i in range(100)]
     rest, held = stratified_split(examples, 0.25, seed=3)
     assert sorted(e.label for e in held).count("a") == 20 and len(held) == 25 and len(rest) == 75
     assert [e.origin for e in stratified_split(examples, 0.25, seed=3)[1]] == [e.origin for e in held]
