@@ -99,6 +99,7 @@ def throughput(root: Path, count: int, batch_size: int = 32) -> dict:
 
     from transferkit.config import build_run_config
     from transferkit.registry import get_task
+    from transferkit.streaming import pipeline_options
 
     config = build_run_config({"task": "image_classification",
                                "data": {"train": str(root), "val_split": 0.01, "image_size": [224, 224],
@@ -109,7 +110,7 @@ def throughput(root: Path, count: int, batch_size: int = 32) -> dict:
     for path in sorted(root.rglob("*.jpg")):
         path.read_bytes()
     started = time.perf_counter()
-    data = task.datasets()
+    data = task.datasets().with_options(pipeline_options(config.training.data_autotune))  # as a run sets them
     listing = time.perf_counter() - started
     images = 0
     started = time.perf_counter()
