@@ -6,6 +6,10 @@ with `on_bad_input: error`. Texts decoded with the fallback encoding are
 listed too, but kept. Duplicates are dropped and reported: within the
 training set, and training texts that also appear in the validation set
 (they would inflate validation accuracy).
+
+The reading pass keeps where each text is (file, byte offset and length),
+not the text: `text_dataset` reads the texts back by row and tokenises them
+in the input pipeline, so no step holds the dataset.
 """
 
 from __future__ import annotations

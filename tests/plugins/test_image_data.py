@@ -142,3 +142,42 @@ def test_area_resize_averages_when_shrinking_and_falls_back_to_bilinear_when_enl
     with pytest.raises(ValueError, match=r"interpolation: expected one of \('area', 'bilinear'\). Received: "
                                          r"interpolation='cubic'"):
         resize_image(big, (4, 6), "stretch", interpolation="cubic")
+
+
+def test_jpeg_frame_size_reads_what_pillow_reads_and_leaves_the_rest_to_it(tmp_path):
+    import io
+
+    from transferkit import images
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "maker"  # orientation: a quarter turn
+    cases = {}
+    for name, save in {
+        "baseline": dict(quality=90),
+        "progressive": dict(quality=80, progressive=True),
+        "exif_and_icc": dict(exif=exif, icc_profile=b"\0" * 5000),
+    }.items():
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", **save)
+        cases[name] = buffer.getvalue()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0]).save(buffer, "JPEG")
+    cases["grayscale"] = buffer.getvalue()
+    for name, data in cases.items():
+        assert images.jpeg_frame_size(data) == (53, 37), name
+        path = tmp_path / f"{name}.jpg"
+        path.write_bytes(data)
+        assert images.image_header(str(path)) == ("JPEG", 53, 37), name
+    # The EXIF orientation turns a quarter: the upright size comes from Pillow's reading of it.
+    assert images.image_header(str(tmp_path / "exif_and_icc.jpg"), upright=True) == ("JPEG", 37, 53)
+    baseline = cases["baseline"]
+    sof = baseline.index(b"\xff\xc0")
+    zero_height = baseline[:sof + 5] + b"\0\0" + baseline[sof + 7:]
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, "PNG")
+    for name, data in {"truncated before the scan": baseline[:sof + 6], "zero height": zero_height,
+                       "a broken segment": baseline[:4] + b"\x00\x01" + baseline[6:],
+                       "png": png.getvalue(), "empty": b""}.items():
+        assert images.jpeg_frame_size(data) is None, name
