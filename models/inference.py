@@ -38,8 +38,8 @@ def traced_forward(model, input_spec=None):
 
 
 # Weights up to this size are traced into the extraction graph as constants (see `frozen_forward`).
-# Above it the constants would cost too much memory as a second copy (and a graph holds at most 2 GB).
-FOLD_WEIGHTS_MAX_BYTES = 128 * 2**20
+# Above it their copies would cost too much memory (and a graph holds at most 2 GB).
+FOLD_WEIGHTS_MAX_BYTES = 64 * 2**20
 _FROZEN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -62,9 +62,11 @@ def frozen_forward(model, input_spec):
     optimizer folds inference-mode batch normalisation into the convolution
     before it: a frozen EfficientNet-Lite0 ran 1.4x faster (174 -> 247
     images/s at 224 px on 2 cores), its features within 1e-5 of the
-    variables' graph. The trace is reused while the weights' fingerprint is
-    unchanged (a later stage may have trained them). Models with more than
-    `FOLD_WEIGHTS_MAX_BYTES` of weights get `traced_forward`.
+    variables' graph. The trace is reused while the weights' fingerprint and
+    the input signature are unchanged (a later stage may have trained the
+    weights). The graph and its optimised form hold several copies of the
+    weights (60 to 120 MB of peak memory for Lite0's 14 MB), so models with
+    more than `FOLD_WEIGHTS_MAX_BYTES` of weights get `traced_forward`.
     """
     import numpy as np
     import tensorflow as tf
@@ -72,11 +74,12 @@ def frozen_forward(model, input_spec):
     size = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
     if size > FOLD_WEIGHTS_MAX_BYTES:
         return traced_forward(model, input_spec)
-    fingerprint = weights_fingerprint(model)
+    signature = [tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), input_spec)]
+    key = (weights_fingerprint(model), repr(signature))
     cached = _FROZEN.get(model)
-    if cached is not None and cached[0] == fingerprint:
+    if cached is not None and cached[0] == key:
         return cached[1]
-    # Read once and dropped after tracing: the graph's constants are then the only copy.
+    # Read once and dropped after tracing: no third copy beside the variables and the graph's constants.
     values = {"trainable": [np.asarray(v) for v in model.trainable_variables],
               "non_trainable": [np.asarray(v) for v in model.non_trainable_variables]}
     model_ref = weakref.ref(model)
@@ -87,8 +90,7 @@ def frozen_forward(model, input_spec):
                                                 inputs, training=False)
         return outputs
 
-    signature = [tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), input_spec)]
     traced = tf.function(forward, input_signature=signature).get_concrete_function()
     values.clear()
-    _FROZEN[model] = (fingerprint, traced)
+    _FROZEN[model] = (key, traced)
     return traced

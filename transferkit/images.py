@@ -55,19 +55,21 @@ def jpeg_frame_size(head: bytes) -> tuple[int, int] | None:
             continue
         if marker == 0xDA:  # start of scan: the header is complete
             return size
-        if marker == 0x01 or 0xD0 <= marker <= 0xD9:  # markers without a length
-            if marker == 0xD9:
-                return None
+        if 0xD0 <= marker <= 0xD7:  # restart markers carry no length
             i += 2
             continue
+        if marker in (0x01, 0xD8, 0xD9):  # unusual before a scan: Pillow decides
+            return None
         length = int.from_bytes(head[i + 2:i + 4], "big")
         if length < 2:
             return None
         if marker in _SOF_MARKERS:
-            if size is not None or i + 9 > len(head):
+            if size is not None or i + 10 > len(head):
                 return None
+            precision, components = head[i + 4], head[i + 9]
             height, width = int.from_bytes(head[i + 5:i + 7], "big"), int.from_bytes(head[i + 7:i + 9], "big")
-            if not width or not height:
+            # 8-bit samples in 1, 3 or 4 components, as Pillow and TensorFlow's decoder require.
+            if precision != 8 or components not in (1, 3, 4) or length < 8 + 3 * components or not width or not height:
                 return None
             size = (width, height)
         i += 2 + length

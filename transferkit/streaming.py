@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -102,11 +103,18 @@ FEW_CPUS = 4
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the system has one)."""
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (`docker --cpus`)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota readable: the mask decides
+    return cpus
 
 
 def pipeline_options(autotune: bool | None) -> "tf.data.Options":

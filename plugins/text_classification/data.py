@@ -18,10 +18,12 @@ import csv
 import dataclasses
 import hashlib
 import json
+import os
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -40,30 +42,42 @@ class TextSource:
     "jsonl" (a JSON Lines line; `field` is the text key) or "file" (the whole
     file is the text). Table and JSON Lines lines are decoded one by one,
     each falling back to `fallback_encoding` on its own; a whole file as one.
+    `size` and `mtime_ns` are the file's when it was read: texts are read
+    back only from the same file.
     """
 
     path: str
-    kind: str
+    kind: Literal["table", "jsonl", "file"]
     encoding: str
     fallback_encoding: str | None
+    size: int
+    mtime_ns: int
     delimiter: str = ","
     field: int | str = 0
 
     def parse(self, raw: bytes) -> str:
         """The text in `raw`, the bytes of one row, line or file as the reading pass found them."""
         if self.kind == "file":
-            return _decode_strict(raw, self)
-        # Split where the reading pass's readline did (at b"\n" only), so each line decodes as it did then.
-        lines = [_decode_strict(line, self) for line in raw.split(b"\n")]
-        lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
-        if self.kind == "table":
-            return next(csv.reader(lines, delimiter=self.delimiter))[self.field]
-        return str(json.loads("".join(lines))[self.field])
+            return _decode_as_read(raw, self)
+        if self.kind == "jsonl":
+            return str(json.loads(_decode_as_read(raw, self))[self.field])
+        # The lines the reading pass gave csv.reader, each decoded as it was then.
+        lines = [_decode_as_read(line, self) for line in split_lines(raw)]
+        return next(csv.reader(lines, delimiter=self.delimiter))[self.field]
 
-    def read(self, offset: int, length: int) -> str:
-        with open(self.path, "rb") as handle:
-            handle.seek(offset)
-            return self.parse(handle.read(length))
+    def read(self, offset: int, length: int, origin: str) -> str:
+        try:
+            with open(self.path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                if (stat.st_size, stat.st_mtime_ns) != (self.size, self.mtime_ns):
+                    raise DataError(f"{origin}: the file changed after it was read (size {self.size} -> "
+                                    f"{stat.st_size}); its texts are no longer where they were. Start the run again")
+                handle.seek(offset)
+                return self.parse(handle.read(length))
+        except DataError:
+            raise
+        except Exception as error:  # a text the reading pass parsed must parse again; say which
+            raise DataError(f"{origin}: cannot read the text back: {type(error).__name__}: {error}") from None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -76,7 +90,7 @@ class FileSpan:
     line: int
 
     def read(self) -> str:
-        return self.source.read(self.offset, self.length)
+        return self.source.read(self.offset, self.length, self.origin)
 
     @property
     def origin(self) -> str:
@@ -85,7 +99,7 @@ class FileSpan:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class InlineText:
-    """A text held in memory (texts given directly, and tests)."""
+    """A text held in memory (examples built in code rather than read from a file)."""
 
     text: str
     origin: str
@@ -171,7 +185,8 @@ def read_examples(source: str, cfg) -> ReadResult:
     return result
 
 
-def _decode_strict(raw: bytes, source: TextSource) -> str:
+def _decode_as_read(raw: bytes, source: TextSource) -> str:
+    """Decodes as the reading pass did: `encoding`, else `fallback_encoding` (which it reported)."""
     try:
         return raw.decode(source.encoding)
     except UnicodeDecodeError:
@@ -191,6 +206,14 @@ def _decode(raw: bytes, cfg, where: str, notes: list) -> str | None:
         return raw.decode(cfg.fallback_encoding, errors="replace")
 
 
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+
+
+def split_lines(raw: bytes) -> list[bytes]:
+    """`raw`'s lines with their ends, split after each \\n, \\r\\n or lone \\r (as text mode reads them)."""
+    return _LINE.findall(raw)
+
+
 class _Lines:
     """A binary file's lines, decoded, with the byte offset and number of the next line (for csv.reader)."""
 
@@ -199,16 +222,22 @@ class _Lines:
         self.offset = 0
         self.number = 0
         self.noted = False
+        self.pending: list[bytes] = []
 
     def __iter__(self):
         return self
 
     def __next__(self) -> str:
-        raw = self.handle.readline()
-        if not raw:
+        if not self.pending:
+            # readline splits at \n only; a lone \r (old Mac files) ends a line too.
+            self.pending = split_lines(self.handle.readline())[::-1]
+        if not self.pending:
             raise StopIteration
+        raw = self.pending.pop()
         self.number += 1
         self.offset += len(raw)
+        if self.number == 1 and raw.startswith(UTF8_BOM):  # the header of an Excel "CSV UTF-8" file
+            raw = raw[len(UTF8_BOM):]
         # One note per file: which line first needed the fallback.
         line = _decode(raw, self.cfg, f"{self.path}:{self.number}", [] if self.noted else self.notes)
         if line is None:
@@ -219,22 +248,48 @@ class _Lines:
 
 
 def _source(path: Path, cfg, kind: str, **fields) -> TextSource:
-    return TextSource(str(path), kind, cfg.encoding, cfg.fallback_encoding, **fields)
+    stat = path.stat()
+    return TextSource(str(path), kind, cfg.encoding, cfg.fallback_encoding, stat.st_size, stat.st_mtime_ns, **fields)
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _check_line_encoding(path: Path, cfg) -> None:
+    """Tables and JSON Lines are split into lines as bytes: the encoding must write a newline as b"\\n"."""
+    for field in ("encoding", "fallback_encoding"):
+        name = getattr(cfg, field)
+        if name is not None and "\n".encode(name) != b"\n":
+            raise DataError(f"{path}: data.{field} {name!r} does not write a newline as one byte, which CSV, TSV "
+                            f"and JSON Lines files are read by; convert the file to UTF-8")
 
 
 def _read_table(path: Path, cfg, delimiter: str) -> ReadResult:
     problems, notes, examples = [], [], []
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # reviews and articles exceed the 128 KB default
+    _check_line_encoding(path, cfg)
     with path.open("rb") as handle:
         lines = _Lines(handle, cfg, path, notes)
         reader = csv.reader(lines, delimiter=delimiter)
-        columns = next(reader, [])
+        kind = "TSV" if delimiter == "\t" else "CSV"
+
+        def next_row():
+            try:
+                return next(reader, None)
+            except csv.Error as error:
+                raise DataError(f"{path}:{lines.number}: not a readable {kind} row: {error}") from None
+
+        columns = next_row() or []
         for needed in (cfg.text_column, cfg.label_column, cfg.filter_column):
             if needed is not None and needed not in columns:
                 raise DataError(f"{path}: no column {needed!r} (data.text_column / label_column / filter_column); "
                                 f"columns are {columns}")
-        text_index, label_index = columns.index(cfg.text_column), columns.index(cfg.label_column)
-        filter_index = columns.index(cfg.filter_column) if cfg.filter_column is not None else None
+
+        def column(name):  # the last of repeated names, as csv.DictReader reads them
+            return len(columns) - 1 - columns[::-1].index(name)
+
+        text_index, label_index = column(cfg.text_column), column(cfg.label_column)
+        filter_index = column(cfg.filter_column) if cfg.filter_column is not None else None
         source = _source(path, cfg, "table", delimiter=delimiter, field=text_index)
 
         def field(row, index):
@@ -242,7 +297,7 @@ def _read_table(path: Path, cfg, delimiter: str) -> ReadResult:
 
         while True:
             start, first_line = lines.offset, lines.number + 1
-            row = next(reader, None)
+            row = next_row()
             if row is None:
                 break
             if not row:  # a blank line, as csv.DictReader skips them
@@ -256,11 +311,14 @@ def _read_table(path: Path, cfg, delimiter: str) -> ReadResult:
 
 def _read_jsonl(path: Path, cfg) -> ReadResult:
     problems, notes, examples = [], [], []
+    _check_line_encoding(path, cfg)
     source = _source(path, cfg, "jsonl", field=cfg.text_column)
     offset = 0
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             start, offset = offset, offset + len(raw)
+            if number == 1 and raw.startswith(UTF8_BOM):  # a byte-order mark is not part of the first object
+                raw, start = raw[len(UTF8_BOM):], start + len(UTF8_BOM)
             where = f"{path}:{number}"
             if not raw.strip():
                 continue
@@ -363,37 +421,55 @@ def stratified_split(examples: Sequence[TextExample], held_out: int | float, see
 ENCODE_CHUNK = 256
 
 
-def text_dataset(examples: Sequence[TextExample], labels: np.ndarray, encoder, batch_size: int, shuffle: bool,
-                 seed: int, cache: str):
-    """Batches of ({"token_ids", "padding_mask"}, labels), read from the texts' files and tokenised in the graph.
+class TextRows:
+    """One split's texts as a tf.data source, read back from their files and tokenised in the graph.
 
-    cache: "none" reads and tokenises every epoch, holding only the row
-    indices; "memory" keeps the token ids after the first pass. The shuffle
-    runs over row indices with the same seed and buffer either way, so both
-    give the same batches.
+    cache: "none" holds only the row indices, and each batch is read and
+    tokenised when it is needed; "memory" keeps the token ids after the first
+    pass, once for every pipeline that `batches` builds from this object.
+    Either way the shuffle has the same seed and buffer over the same rows,
+    so both give the same batches.
+
+    Example:
+
+    ```python
+    rows = TextRows(examples, labels, encoder, cache="none")
+    train = rows.batches(32, shuffle=True, seed=0)   # ({"token_ids", "padding_mask"}, labels)
+    ```
     """
-    import tensorflow as tf
 
-    if cache not in ("none", "memory"):
-        raise ValueError(f"cache: expected none or memory. Received: cache={cache!r}")
-    count = len(examples)
-    label_table = tf.constant(np.asarray(labels, np.int32))
+    def __init__(self, examples: Sequence[TextExample], labels: np.ndarray, encoder, cache: str):
+        import tensorflow as tf
 
-    def read(indices):
-        return np.asarray([examples[i].text.encode("utf-8") for i in indices], dtype=object)
+        if cache not in ("none", "memory"):
+            raise ValueError(f"cache: expected none or memory. Received: cache={cache!r}")
+        self.examples, self.encoder, self.cache = examples, encoder, cache
+        self.labels = tf.constant(np.asarray(labels, np.int32))
+        self.count = len(examples)
+        rows = tf.data.Dataset.range(self.count)
+        if cache == "memory":
+            rows = rows.batch(ENCODE_CHUNK).map(self._tokenised, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+            # Known again after unbatch: Keras then runs epochs over it exactly as over the index stream.
+            rows = rows.apply(tf.data.experimental.assert_cardinality(self.count)).cache()
+        self.rows = rows
 
-    def tokenised(indices):
-        texts = tf.numpy_function(read, [indices], tf.string, stateful=False)
+    def _read(self, indices) -> np.ndarray:
+        return np.asarray([self.examples[i].text.encode("utf-8") for i in indices], dtype=object)
+
+    def _tokenised(self, indices):
+        import tensorflow as tf
+
+        texts = tf.numpy_function(self._read, [indices], tf.string, stateful=False)
         texts.set_shape([None])
-        return encoder(texts), tf.gather(label_table, indices)
+        return self.encoder(texts), tf.gather(self.labels, indices)
 
-    rows = tf.data.Dataset.range(count)
-    if cache == "memory":
-        rows = rows.batch(ENCODE_CHUNK).map(tokenised, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-        # Known again after unbatch: Keras then runs epochs over it exactly as over the index stream.
-        rows = rows.apply(tf.data.experimental.assert_cardinality(count)).cache()
-    if shuffle:
-        rows = rows.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    if cache == "memory":
-        return rows.batch(batch_size)
-    return rows.batch(batch_size).map(tokenised, num_parallel_calls=tf.data.AUTOTUNE)
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0):
+        """Batches of ({"token_ids", "padding_mask"}, labels), reshuffled each epoch if `shuffle`."""
+        import tensorflow as tf
+
+        rows = self.rows
+        if shuffle:
+            rows = rows.shuffle(self.count, seed=seed, reshuffle_each_iteration=True)
+        if self.cache == "memory":
+            return rows.batch(batch_size)
+        return rows.batch(batch_size).map(self._tokenised, num_parallel_calls=tf.data.AUTOTUNE)

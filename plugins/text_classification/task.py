@@ -181,15 +181,18 @@ class TextClassification(Task):
         num_classes = len(class_names)
         mode = self.cache_mode(len(train_examples) + len(val_examples))
 
-        def batches(examples, labels, shuffle: bool):
-            ds = data_lib.text_dataset(examples, labels, self.encoder(), cfg.batch_size, shuffle, seed, mode)
+        train_rows = data_lib.TextRows(train_examples, train_labels, self.encoder(), mode)
+        val_rows = data_lib.TextRows(val_examples, val_labels, self.encoder(), mode)
+
+        def batches(rows, shuffle: bool):
+            ds = rows.batches(cfg.batch_size, shuffle, seed)
             ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
             return ds.prefetch(tf.data.AUTOTUNE)
 
         return TaskData(
-            train=batches(train_examples, train_labels, shuffle=True),
-            val=batches(val_examples, val_labels, shuffle=False),
-            train_plain=batches(train_examples, train_labels, shuffle=False),
+            train=batches(train_rows, shuffle=True),
+            val=batches(val_rows, shuffle=False),
+            train_plain=batches(train_rows, shuffle=False),
             info=info,
             problems=problems,
             steps_per_epoch=math.ceil(len(train_labels) / cfg.batch_size),

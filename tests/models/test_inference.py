@@ -51,6 +51,17 @@ def test_frozen_forward_is_reused_until_the_weights_change():
     np.testing.assert_allclose(after, np.asarray(model(x, training=False)["pooled"]), atol=1e-5)
 
 
+def test_frozen_forward_takes_dict_inputs_and_follows_the_signature():
+    inputs = {"a": keras.Input((3,), name="a"), "b": keras.Input((3,), name="b")}
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Concatenate()([inputs["a"], inputs["b"]])))
+    spec = {"a": tf.TensorSpec([4, 3], tf.float32), "b": tf.TensorSpec([4, 3], tf.float32)}
+    x = {"a": np.ones((2, 3), "float32"), "b": np.arange(6, dtype="float32").reshape(2, 3)}
+    np.testing.assert_allclose(np.asarray(inference.frozen_forward(model, spec)(x)),
+                               np.asarray(model(x, training=False)), atol=1e-6)
+    wider = {"a": tf.TensorSpec([4, 3], tf.float64), "b": tf.TensorSpec([4, 3], tf.float64)}
+    assert inference.frozen_forward(model, wider) is not inference.frozen_forward(model, spec)
+
+
 def test_large_models_keep_their_variables(monkeypatch):
     model = _conv_bn_model()
     monkeypatch.setattr(inference, "FOLD_WEIGHTS_MAX_BYTES", 16)

@@ -177,7 +177,10 @@ def test_jpeg_frame_size_reads_what_pillow_reads_and_leaves_the_rest_to_it(tmp_p
     zero_height = baseline[:sof + 5] + b"\0\0" + baseline[sof + 7:]
     png = io.BytesIO()
     Image.fromarray(pixels).save(png, "PNG")
+    twelve_bit = baseline[:sof + 4] + b"\x0c" + baseline[sof + 5:]
+    two_components = baseline[:sof + 9] + b"\x02" + baseline[sof + 10:]
     for name, data in {"truncated before the scan": baseline[:sof + 6], "zero height": zero_height,
+                       "12-bit samples": twelve_bit, "two components": two_components,
                        "a broken segment": baseline[:4] + b"\x00\x01" + baseline[6:],
                        "png": png.getvalue(), "empty": b""}.items():
         assert images.jpeg_frame_size(data) is None, name

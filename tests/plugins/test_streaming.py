@@ -204,6 +204,22 @@ def test_crop_scale_trains_from_photos_when_streamed_and_from_cached_images_othe
     assert targets == "targets"
 
 
+def test_usable_cpus_follow_a_cgroup_quota(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    real_read = Path.read_text
+    quota = {"text": "150000 100000\n"}
+
+    def read_text(self, *args, **kwargs):
+        return quota["text"] if str(self) == "/sys/fs/cgroup/cpu.max" else real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(streaming.os, "sched_getaffinity", lambda _: set(range(16)))
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert streaming.usable_cpus() == 2  # 1.5 CPUs of quota
+    quota["text"] = "max 100000\n"
+    assert streaming.usable_cpus() == 16
+
+
 def test_autotune_is_off_by_default_on_few_cpus_and_can_be_set(monkeypatch):
     monkeypatch.setattr(streaming, "usable_cpus", lambda: 2)
     assert streaming.pipeline_options(None).autotune.enabled is False

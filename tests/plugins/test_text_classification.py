@@ -350,6 +350,48 @@ def test_texts_are_kept_as_file_locations_and_read_back_exactly(tmp_path):
     assert len(column) == 3 and column[1] == "café au lait" and column[:1] == ["Line one,\n line two\r\n line three"]
 
 
+def test_line_endings_byte_order_marks_and_odd_encodings(tmp_path):
+    from transferkit.plugins.text_classification.data import read_examples
+
+    old_mac = tmp_path / "mac.csv"  # lines ended by a lone \r, one quoted text spanning two
+    old_mac.write_bytes(b'text,label\r"two\rlines",pos\rlast,neg')  # and no newline at the end
+    result = read_examples(str(old_mac), _read_config(old_mac))
+    assert [(e.text, e.label, e.origin) for e in result.examples] == [
+        ("two\rlines", "pos", f"{old_mac}:2"), ("last", "neg", f"{old_mac}:4")]
+    excel = tmp_path / "excel.csv"  # Excel's "CSV UTF-8" starts with a byte-order mark
+    excel.write_bytes(b"\xef\xbb\xbftext,label,text\nignored,pos,kept\n")
+    # A repeated column name means its last column, as csv.DictReader read it.
+    assert [e.text for e in read_examples(str(excel), _read_config(excel)).examples] == ["kept"]
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes(b'\xef\xbb\xbf{"text": "first", "label": "a"}\n')
+    assert [e.text for e in read_examples(str(jsonl), _read_config(jsonl)).examples] == ["first"]
+    long_field = tmp_path / "long.tsv"
+    long_field.write_bytes(b"text\tlabel\nok\tpos\n" + b"x" * 50 + b"\tneg\n")
+    real_limit = csv.field_size_limit
+    try:  # the reader raises csv.Error for a field over its limit: the error names file and line
+        csv.field_size_limit = lambda _limit: real_limit(10)
+        with pytest.raises(DataError, match=r"long.tsv:3: not a readable TSV row: field larger than field limit"):
+            read_examples(str(long_field), _read_config(long_field))
+    finally:
+        csv.field_size_limit = real_limit
+        real_limit(131072)
+    utf16 = tmp_path / "utf16.tsv"
+    utf16.write_bytes("text\tlabel\nok\tpos\n".encode("utf-16"))
+    with pytest.raises(DataError, match=r"utf16.tsv: data.encoding 'utf-16' does not write a newline as one byte"):
+        read_examples(str(utf16), _read_config(utf16, encoding="utf-16"))
+
+
+def test_a_file_changed_after_reading_is_refused_by_name(tmp_path):
+    from transferkit.plugins.text_classification.data import read_examples
+
+    path = _write_csv(tmp_path / "a.csv", [["good film", "pos"], ["bad film", "neg"]])
+    examples = read_examples(str(path), _read_config(path)).examples
+    assert examples[1].text == "bad film"
+    _write_csv(path, [["an inserted row", "pos"], ["good film", "pos"], ["bad film", "neg"]])
+    with pytest.raises(DataError, match=r"a.csv:3: the file changed after it was read"):
+        examples[1].text
+
+
 def test_streamed_and_memory_token_batches_are_the_same(text_root):
     import keras
 
