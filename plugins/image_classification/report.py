@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from transferkit.images import MAX_PIXELS
 from transferkit.reporting import plot_history, pyplot
 
 
@@ -56,9 +57,16 @@ def evaluate_classifier(model, dataset, info: dict[str, Any], report_dir: Path, 
         seen += len(batch_labels)
     probabilities = np.concatenate(probs) if probs else np.zeros((0, len(info["class_names"])), np.float32)
     y_true = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
+    skipped = []
     if paths is not None and len(paths) != len(y_true):
-        paths = None  # a streamed file failed to decode and was left out: names would no longer line up
+        # A streamed file whose header passed did not decode, and the stream left it out. Which one is
+        # found again with the same decoder, so that the names still line up and the file is reported.
+        paths, skipped = _without_undecodable(paths, int(info.get("max_pixels", MAX_PIXELS)))
+        if len(paths) != len(y_true):
+            paths = None
     metrics = classification_metrics(y_true, probabilities, info["class_names"], top_k)
+    if skipped:
+        metrics["skipped_in_evaluation"] = skipped
     report_dir.mkdir(parents=True, exist_ok=True)
     run_dir = report_dir.parent
     plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), info["class_names"],
@@ -69,6 +77,20 @@ def evaluate_classifier(model, dataset, info: dict[str, Any], report_dir: Path, 
     plot_worst(worst.examples(), y_true, probabilities, info["class_names"], paths,
                report_dir / "worst_classified.png")
     return metrics
+
+
+def _without_undecodable(paths: list[str], max_pixels: int) -> tuple[list[str], list[dict[str, str]]]:
+    """(the paths that decode, [{"path", "reason"}] of those that do not), with the decoder training uses."""
+    from transferkit.images import read_image
+
+    kept, skipped = [], []
+    for path in paths:
+        try:
+            read_image(path, max_pixels)
+            kept.append(path)
+        except Exception as error:  # TensorFlow and Pillow raise many types for a bad body
+            skipped.append({"path": path, "reason": f"did not decode: {type(error).__name__}: {str(error)[:200]}"})
+    return kept, skipped
 
 
 class _WorstImages:

@@ -239,3 +239,26 @@ def test_a_run_sets_its_pipeline_options_on_every_dataset(folder, autotune):
     _, data, _, _ = prepare_run(config)
     for name in ("train", "val", "train_plain", "train_unaugmented"):
         assert getattr(data, name).options().autotune.enabled is autotune, name
+
+
+def test_evaluation_names_and_reports_a_streamed_file_that_did_not_decode(folder, tmp_path, monkeypatch):
+    import keras
+    import tensorflow as tf
+
+    from transferkit.plugins.image_classification import report
+
+    png = (folder / "circle" / "circle_001.png").read_bytes()
+    (folder / "circle" / "circle_0015.png").write_bytes(png[:60])  # a valid header, no pixels; sorts mid-list
+    _, files = _files(folder)
+    dataset = streaming.image_dataset(files, (16, 16), "crop", 4).map(
+        lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, 2)))
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs)))
+    shown = {}
+    monkeypatch.setattr(report, "plot_worst", lambda examples, y, p, names, paths, path: shown.update(paths=paths))
+    metrics = report.evaluate_classifier(model, dataset, {"class_names": ["circle", "square"]}, tmp_path / "report",
+                                         top_k=1, paths=list(files.paths))
+    broken = str(folder / "circle" / "circle_0015.png")
+    assert metrics["num_examples"] == len(files.paths) - 1
+    assert [item["path"] for item in metrics["skipped_in_evaluation"]] == [broken]
+    assert shown["paths"] == [p for p in files.paths if p != broken]  # the names still line up
