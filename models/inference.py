@@ -12,6 +12,13 @@ import weakref
 _TRACED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+def _open_batch_signature(input_spec) -> list:
+    """`input_spec` (a dataset's element_spec for the inputs) with the batch dimension left open."""
+    import tensorflow as tf
+
+    return [tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), input_spec)]
+
+
 def traced_forward(model, input_spec=None):
     """`model(inputs, training=False)` as a `tf.function`, traced once per model.
 
@@ -30,8 +37,7 @@ def traced_forward(model, input_spec=None):
             return model_ref()(inputs, training=False)
 
         if input_spec is not None:
-            signature = [tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), input_spec)]
-            _TRACED[model] = tf.function(forward, input_signature=signature)
+            _TRACED[model] = tf.function(forward, input_signature=_open_batch_signature(input_spec))
         else:
             _TRACED[model] = tf.function(forward, reduce_retracing=True)
     return _TRACED[model]
@@ -74,7 +80,7 @@ def frozen_forward(model, input_spec):
     size = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
     if size > FOLD_WEIGHTS_MAX_BYTES:
         return traced_forward(model, input_spec)
-    signature = [tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), input_spec)]
+    signature = _open_batch_signature(input_spec)
     key = (weights_fingerprint(model), repr(signature))
     cached = _FROZEN.get(model)
     if cached is not None and cached[0] == key:

@@ -157,6 +157,23 @@ def cache_key(files: CheckedFiles, **preprocessing) -> str:
     return digest.hexdigest()[:24]
 
 
+def _model_image(photo, draw, size: Sequence[int], resize: str, crop_fraction: float, interpolation: str,
+                 random_crop: tuple | None):
+    """A decoded photo at the model's size: resized, or with `draw` (a seeded number) a random resized crop."""
+    import tensorflow as tf
+
+    from transferkit.images import random_resized_crop, resize_image
+
+    if draw is None:
+        image = resize_image(photo, size, resize, crop_fraction, interpolation)
+    else:
+        image = random_resized_crop(photo, tf.stack([draw, tf.constant(0, tf.int64)]), size, *random_crop,
+                                    interpolation)
+    image = tf.cast(image, tf.uint8)
+    image.set_shape([*size, 3])
+    return image
+
+
 def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, crop_fraction: float = 1.0,
                    max_pixels: int = MAX_PIXELS, shuffle_files: bool = False, seed: int = 0,
                    skip_errors: bool = True, interpolation: str = "bilinear", reshuffle: bool = True,
@@ -170,7 +187,7 @@ def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, 
     """
     import tensorflow as tf
 
-    from transferkit.images import decode_encoded, random_resized_crop, read_image, resize_image
+    from transferkit.images import decode_encoded, read_image
 
     size = [int(image_size[0]), int(image_size[1])]
     needs_pillow = not bool(np.all(files.tf_decodable))
@@ -186,14 +203,7 @@ def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, 
 
         # Pillow (in a py_function, which holds the GIL) only where a file needs it.
         photo = tf.cond(native, with_tensorflow, with_pillow) if needs_pillow else with_tensorflow()
-        if draw is None:
-            image = resize_image(photo, size, resize, crop_fraction, interpolation)
-        else:
-            image = random_resized_crop(photo, tf.stack([draw, tf.constant(0, tf.int64)]), size, *random_crop,
-                                        interpolation)
-        image = tf.cast(image, tf.uint8)
-        image.set_shape([*size, 3])
-        return image, label
+        return _model_image(photo, draw, size, resize, crop_fraction, interpolation, random_crop), label
 
     dataset = tf.data.Dataset.from_tensor_slices((files.paths, files.labels, files.tf_decodable))
     if shuffle_files:
@@ -281,7 +291,7 @@ def pack_dataset(split, image_size: Sequence[int], resize: str, batch_size: int,
     """
     import tensorflow as tf
 
-    from transferkit.images import decode_encoded, random_resized_crop, resize_image
+    from transferkit.images import decode_encoded
     from transferkit.packing import parse_record
 
     if cache not in ("none", "memory", "disk"):
@@ -302,14 +312,7 @@ def pack_dataset(split, image_size: Sequence[int], resize: str, batch_size: int,
     def decode(serialized, draw=None):
         encoded, label, _ = parse_record(serialized)
         photo = decode_encoded(encoded, max_pixels)
-        if draw is None:
-            image = resize_image(photo, size, resize, crop_fraction, interpolation)
-        else:
-            image = random_resized_crop(photo, tf.stack([draw, tf.constant(0, tf.int64)]), size, *random_crop,
-                                        interpolation)
-        image = tf.cast(image, tf.uint8)
-        image.set_shape([*size, 3])
-        return image, label
+        return _model_image(photo, draw, size, resize, crop_fraction, interpolation, random_crop), label
 
     if random_crop is not None:  # one seeded random number per record and epoch
         records = tf.data.Dataset.zip(records, tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True))
