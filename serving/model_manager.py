@@ -96,7 +96,16 @@ class Signature:
         return lambda **kwargs: call(*[kwargs[n] for n in names])
 
     def __call__(self, **inputs):
-        return (self.batched or self.function)(**inputs)
+        if self.batched is None:
+            return self.function(**inputs)
+        import tensorflow as tf
+
+        try:
+            return self.batched(**inputs)
+        except tf.errors.InvalidArgumentError:
+            # One bad request fails the whole batch it joined: run this request alone, so that
+            # only a request whose own input is bad fails.
+            return self.function(**inputs)
 
 
 class LoadedVersion:
@@ -375,6 +384,41 @@ def check_inputs(signature: Signature, inputs: dict[str, np.ndarray],
     return tensors
 
 
+# The longest a dimension that the signature leaves open past the batch (a text's token count) may be.
+MAX_VARIABLE_DIM = 8192
+
+
+def check_declared_shape(key: str, dims: list[int], spec_shape, max_batch: int | None) -> None:
+    """Checks a request tensor's declared shape against the signature before anything is allocated.
+
+    A TensorProto may declare a huge shape with a single value that broadcasts to it (a few bytes
+    on the wire, gigabytes in memory), so the rank, the fixed sizes, the batch and every open size
+    are checked on the declaration alone.
+    """
+    expected = spec_shape.as_list() if spec_shape.rank is not None else None
+
+    def refuse(reason: str):
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input {key} has shape {dims}, the signature expects {expected}: {reason}")
+
+    if any(d < 0 for d in dims):
+        refuse("sizes must be >= 0")
+    if expected is not None:
+        if len(dims) != len(expected):
+            refuse(f"rank {len(dims)} instead of {len(expected)}")
+        for axis, (size, want) in enumerate(zip(dims, expected)):
+            if want is not None and size != want:
+                refuse(f"dimension {axis} is {size}, expected {want}")
+            if want is None and axis > 0 and size > MAX_VARIABLE_DIM:
+                refuse(f"dimension {axis} is {size}, more than this server's limit of {MAX_VARIABLE_DIM}")
+    elif int(np.prod(dims, dtype=np.float64)) > MAX_VARIABLE_DIM * (max_batch or 1):
+        refuse("more elements than this server accepts for an input of open shape")
+    if max_batch is not None and dims and dims[0] > max_batch:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input {key!r} has a batch of {dims[0]}, more than this server's maximum "
+                           f"request batch of {max_batch} (transferkit serve --max-request-batch)")
+
+
 def op_error_message(error) -> str:
     """The user-facing line of a TensorFlow op error (no graph-execution preamble)."""
     text = getattr(error, "message", None) or str(error)
@@ -414,11 +458,11 @@ def run_predict(loaded: LoadedVersion, request, max_batch: int | None = None):
     signature = select_signature(loaded, request.model_spec.signature_name)
     inputs = {}
     for key, proto in request.inputs.items():
-        dims = proto.tensor_shape.dim
-        if max_batch is not None and dims and dims[0].size > max_batch:  # before any array is made
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"input {key!r} has a batch of {dims[0].size}, more than this server's maximum "
-                               f"request batch of {max_batch} (transferkit serve --max-request-batch)")
+        spec = signature.input_specs.get(key)
+        if spec is None:  # named in the error check_inputs raises; never parsed
+            inputs[key] = np.empty((0,), np.float32)
+            continue
+        check_declared_shape(key, [d.size for d in proto.tensor_shape.dim], spec.shape, max_batch)
         try:
             inputs[key] = to_ndarray(proto)
         except Exception:

@@ -140,7 +140,11 @@ def decode_image(path: str, image_size: Sequence[int], resize: str, crop_fractio
 
 
 def header_pixels(encoded):
-    """Pixels an encoded JPEG, PNG, GIF or BMP declares in its header (0 for other formats), in TensorFlow ops."""
+    """Pixels an encoded JPEG, PNG, GIF, BMP or WebP declares in its header, in TensorFlow ops.
+
+    0 for other formats, which TensorFlow's decoder refuses anyway. A GIF's size is its canvas:
+    `decode_encoded` keeps only its first frame before decoding.
+    """
     import tensorflow as tf
 
     def unsigned(offset, size, big_endian):
@@ -159,18 +163,74 @@ def header_pixels(encoded):
         return unsigned(6, 2, False) * unsigned(8, 2, False)
 
     def bmp():
-        height = unsigned(22, 4, False)
+        core = unsigned(14, 4, False) == 12  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+        height = tf.where(core, unsigned(20, 2, False), unsigned(22, 4, False))
         height = tf.where(height >= 2**31, 2**32 - height, height)  # negative: a top-down bitmap
-        return unsigned(18, 4, False) * height
+        return tf.where(core, unsigned(18, 2, False), unsigned(18, 4, False)) * height
+
+    def webp():
+        chunk = tf.strings.substr(encoded, 12, 4)
+        lossy = (unsigned(26, 2, False) % 16384) * (unsigned(28, 2, False) % 16384)
+        bits = unsigned(21, 4, False)  # VP8L: 14 bits width - 1, 14 bits height - 1
+        lossless = (bits % 16384 + 1) * ((bits // 16384) % 16384 + 1)
+        extended = (unsigned(24, 3, False) + 1) * (unsigned(27, 3, False) + 1)  # VP8X canvas
+        # An unknown chunk gets a size over any cap: refused rather than decoded blind.
+        return tf.case([(chunk == b"VP8 ", lambda: lossy), (chunk == b"VP8L", lambda: lossless),
+                        (chunk == b"VP8X", lambda: extended)], default=lambda: tf.constant(2**62, tf.int64))
 
     length = tf.strings.length(encoded)
-    head = tf.strings.substr(encoded, 0, 8)
+    head = tf.strings.substr(tf.strings.join([encoded, b"\0" * 12]), 0, 12)  # padded: short inputs have a head
     return tf.case([
         (tf.logical_and(tf.strings.substr(head, 0, 3) == b"\xff\xd8\xff", length > 3), jpeg),
-        (tf.logical_and(head == b"\x89PNG\r\n\x1a\n", length >= 24), png),
+        (tf.logical_and(tf.strings.substr(head, 0, 8) == b"\x89PNG\r\n\x1a\n", length >= 24), png),
         (tf.logical_and(tf.strings.substr(head, 0, 3) == b"GIF", length >= 10), gif),
         (tf.logical_and(tf.strings.substr(head, 0, 2) == b"BM", length >= 26), bmp),
+        (tf.logical_and(tf.logical_and(tf.strings.substr(head, 0, 4) == b"RIFF",
+                                       tf.strings.substr(head, 8, 4) == b"WEBP"), length >= 30), webp),
     ], default=lambda: tf.constant(0, tf.int64), exclusive=False)
+
+
+def gif_first_frame(encoded):
+    """A GIF cut after its first image, with a trailer; other bytes as they are (TensorFlow ops).
+
+    TensorFlow decodes every frame of a GIF at the canvas size even when only the first is
+    kept, so a few kilobytes of one-pixel frames would cost gigabytes. Walking the blocks to
+    the end of the first image costs one step per 255-byte sub-block of that image.
+    """
+    import tensorflow as tf
+
+    length = tf.strings.length(encoded)
+    pad = 1100  # past the longest block header (descriptor + colour table) and sub-block
+    raw = tf.concat([tf.cast(tf.io.decode_raw(encoded, tf.uint8), tf.int32), tf.zeros([pad], tf.int32)], 0)
+
+    def at(position):
+        return tf.gather(raw, tf.minimum(position, length + pad - 1))
+
+    def table(flags):  # bytes of the colour table that a packed-flags byte announces
+        return tf.where(tf.bitwise.bitwise_and(flags, 0x80) > 0,
+                        3 * tf.bitwise.left_shift(2, tf.bitwise.bitwise_and(flags, 7)), 0)
+
+    block, extension, image, done = 0, 1, 2, 3
+
+    def step(position, mode, cut):
+        byte = at(position)
+        next_block = tf.where(byte == 0x21, position + 2,
+                              tf.where(byte == 0x2C, position + 11 + table(at(position + 9)), position))
+        next_mode = tf.where(byte == 0x21, extension, tf.where(byte == 0x2C, image, done))
+        in_blocks = position + byte + 1
+        blocks_mode = tf.where(byte == 0, tf.where(mode == extension, block, done), mode)
+        new_cut = tf.where(tf.logical_and(mode == image, byte == 0), in_blocks, cut)
+        return (tf.where(mode == block, next_block, in_blocks),
+                tf.where(mode == block, next_mode, blocks_mode),
+                new_cut)
+
+    start = 13 + table(at(10))
+    _, _, cut = tf.while_loop(lambda position, mode, cut: tf.logical_and(mode != done, position < length),
+                              step, (start, tf.constant(block), tf.constant(-1)))
+    is_gif = tf.strings.substr(encoded, 0, 3) == b"GIF"
+    return tf.cond(tf.logical_and(is_gif, cut > 0),
+                   lambda: tf.strings.join([tf.strings.substr(encoded, 0, cut), b";"]),
+                   lambda: encoded)
 
 
 def decode_encoded(encoded, max_pixels: int = MAX_PIXELS):
@@ -187,7 +247,8 @@ def decode_encoded(encoded, max_pixels: int = MAX_PIXELS):
         header_pixels(encoded), tf.constant(max_pixels, tf.int64),
         message=f"{PIXEL_CAP_MESSAGE} {max_pixels}")
     with tf.control_dependencies([check]):
-        encoded = tf.identity(encoded)
+        encoded = tf.cond(tf.strings.substr(encoded, 0, 3) == b"GIF", lambda: gif_first_frame(encoded),
+                          lambda: tf.identity(encoded))
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return apply_orientation(image, exif_orientation(encoded))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -31,6 +32,7 @@ from transferkit.fileio import temporary_sibling
 MANIFEST = "transferkit-pack.json"
 FORMAT = 1
 SPLITS = ("train", "val")
+MIN_SHARD_MB = 0.001  # 1 KB: smaller shards only multiply files
 
 
 def is_pack(path: str | os.PathLike) -> bool:
@@ -102,11 +104,13 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
         raise DataError(f"--val-split: expected a number in [0, 1). Received: {val_split}")
     if val is not None and val_split:
         raise DataError("give --val or --val-split, not both")
-    if not shard_mb > 0:
-        raise DataError(f"--shard-mb: expected a number > 0. Received: {shard_mb}")
-    if out.exists() and not force:
-        raise DataError(f"{out}: already exists; pass --force to replace it")
+    if not (math.isfinite(shard_mb) and shard_mb >= MIN_SHARD_MB):
+        raise DataError(f"--shard-mb: expected a number >= {MIN_SHARD_MB}. Received: {shard_mb}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"--seed: expected an integer >= 0. Received: {seed}")
+    _check_output_folder(out, [source, *([val] if val is not None else [])], force)
     samples, problems = list_samples(source)
+    _check_no_sample_inside(out, [s.path for s in samples])
     class_names = sorted({s.label for s in samples})
     if len(class_names) < 2:
         raise DataError(f"{source}: found {len(class_names)} class(es) {class_names}; expected at least 2")
@@ -115,6 +119,7 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
     splits: dict[str, list] = {"train": samples}
     if val is not None:
         val_samples, val_problems = list_samples(val)
+        _check_no_sample_inside(out, [s.path for s in val_samples])
         problems += val_problems
         problems += [{"path": s.path, "reason": f"label {s.label!r} is not one of the classes {class_names}"}
                      for s in val_samples if s.label not in index]
@@ -138,7 +143,7 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
                 raise DataError(f"{source if name == 'train' else val}: no usable images for the {name} split")
             order = rng.permutation(len(checked))
             sizes = np.array([os.path.getsize(checked.paths[i]) for i in order], dtype=np.int64)
-            shard_count = max(1, int(np.ceil(sizes.sum() / (shard_mb * 2**20))))
+            shard_count = min(len(order), max(1, int(np.ceil(sizes.sum() / (shard_mb * 2**20)))))  # no empty shard
             groups = np.array_split(order, shard_count)
             shards = []
             for number, group in enumerate(groups):
@@ -169,6 +174,42 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Pack.open(out)
+
+
+def _check_output_folder(out: Path, sources: Sequence[str | os.PathLike], force: bool) -> None:
+    """Refuses an output that would overwrite, or sit inside, a source; `--force` replaces only a pack.
+
+    A pack replaces its folder whole, so an output that is, contains or lies inside a source
+    folder would delete (or pollute) the images being packed.
+    """
+    resolved_out = out.resolve()
+    for source in sources:
+        resolved = Path(source).resolve()
+        if resolved == resolved_out:
+            relation = "is"
+        elif resolved_out in resolved.parents:
+            relation = "contains"
+        elif resolved.is_dir() and resolved in resolved_out.parents:
+            relation = "is inside"
+        else:
+            continue
+        raise DataError(f"{out}: the output folder {relation} the source {source} ({resolved}); "
+                        f"write the pack to a folder outside the data")
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise DataError(f"{out}: already exists; pass --force to replace it")
+        if out.is_symlink() or not out.is_dir() or not is_pack(out):
+            raise DataError(f"{out}: exists and is not a pack (no {MANIFEST}); --force only replaces a pack "
+                            f"folder: remove it yourself or choose another output")
+
+
+def _check_no_sample_inside(out: Path, paths: Sequence[str]) -> None:
+    """A CSV may list images anywhere: none of them may lie in the folder that the pack replaces."""
+    prefix = os.path.join(os.path.realpath(out), "")
+    for path in paths:
+        if os.path.realpath(path).startswith(prefix):
+            raise DataError(f"{out}: the output folder holds {path}, an image listed for packing; "
+                            f"write the pack to a folder outside the data")
 
 
 def _servable_bytes(path: str, tf_decodable: bool) -> bytes:

@@ -9,6 +9,9 @@ from transferkit.config import check
 from transferkit.errors import ConfigError
 
 
+DEFAULT_MAX_BOXES = 100  # COCO's most crowded image has 93 boxes
+
+
 @dataclasses.dataclass(frozen=True)
 class DetectionDataConfig:
     """Where the annotated images are and how they are read.
@@ -31,7 +34,10 @@ class DetectionDataConfig:
     batch_size: int = 8
     class_names: list[str] | None = None
     on_bad_annotation: Literal["skip", "error"] = "skip"
-    max_boxes: int = 0  # boxes kept per image (targets are padded to it); 0: the most any image has
+    # The most boxes kept per image; targets are padded to the most any image has, up to this cap, so one
+    # image with thousands of boxes cannot multiply every batch's memory (the cut is listed in the problems).
+    # 0, written by configs before the cap existed, means the default.
+    max_boxes: int = DEFAULT_MAX_BOXES
     # Train on a seeded share of the training images, stratified by each image's most frequent class.
     train_fraction: float = 1.0
     # As for image classification: memory decodes every image once; none streams them from the files each

@@ -13,7 +13,7 @@ from transferkit import streaming
 from transferkit.errors import DataError
 from transferkit.plugins.object_detection import annotations as annotations_lib
 from transferkit.plugins.object_detection import data as data_lib
-from transferkit.plugins.object_detection.config import ObjectDetectionConfig
+from transferkit.plugins.object_detection.config import DEFAULT_MAX_BOXES, ObjectDetectionConfig
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
 from transferkit.task import CacheSplit, Task, TaskData
@@ -85,7 +85,8 @@ class ObjectDetection(Task):
             strata = [Counter(a.labels).most_common(1)[0][0] if len(a.labels) else "" for a in train_annotations]
             keep = stratified_subset(strata, cfg.train_fraction, seed + SUBSET_SEED_OFFSET)
             train_annotations = [train_annotations[i] for i in keep]
-        max_boxes = cfg.max_boxes or max(1, max(len(a.labels) for a in [*train_annotations, *val_annotations]))
+        most = max(1, max(len(a.labels) for a in [*train_annotations, *val_annotations]))
+        max_boxes = min(most, cfg.max_boxes or DEFAULT_MAX_BOXES)
         load = dict(class_names=class_names, image_size=cfg.image_size, max_boxes=max_boxes,
                     on_bad_annotation=cfg.on_bad_annotation)
         mode = streaming.resolve_cache(cfg.cache, len(train_annotations) + len(val_annotations),

@@ -1,0 +1,237 @@
+"""Fault injection, round 2 (issue 24): each test is named after the fault it guards and fails without its fix."""
+
+import io
+import threading
+import tracemalloc
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from transferkit.cli import main
+from transferkit.config import build_run_config
+from transferkit.runner import train
+from transferkit.serving.errors import ServingError
+from transferkit.serving.export import export_run
+from transferkit.testing import make_detection_dataset, make_image_folder, tiny_config, tiny_detection_config
+
+
+@pytest.fixture(scope="module")
+def served_version(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults2")
+    images = make_image_folder(root / "images", per_class=4, size=32)
+    run_dir = train(build_run_config(tiny_config(images, stages=[
+        {"name": "head", "freeze": {"backbone": True}, "epochs": 1}])), root / "run")
+    export_run(run_dir, root / "models", "m", version=1)
+    good = [p.read_bytes() for p in sorted(Path(images).rglob("*.png"))[:2]]
+    return root / "models", good
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# -- 1: `data pack` never replaces or sits in its sources -----------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["out_is_source", "out_contains_source", "out_inside_source"])
+def test_fault_24_01_pack_never_deletes_its_sources(tmp_path, layout, capsys):
+    data = tmp_path / "d"
+    make_image_folder(data / "train", per_class=3, size=16)
+    before = _snapshot(data)
+    out = {"out_is_source": data / "train", "out_contains_source": data,
+           "out_inside_source": data / "train" / "packed"}[layout]
+    assert main(["data", "pack", str(data / "train"), str(out), "--force"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "source" in error and len(error.splitlines()) == 1
+    assert _snapshot(data) == before
+
+
+def test_fault_24_01_pack_force_replaces_only_a_pack(tmp_path, capsys):
+    source = make_image_folder(tmp_path / "src", per_class=3, size=16)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    assert main(["data", "pack", str(source), str(other), "--force"]) == 2
+    assert "not a pack" in capsys.readouterr().err
+    assert (other / "keep.txt").read_text() == "mine"
+    out = tmp_path / "pack"
+    assert main(["data", "pack", str(source), str(out)]) == 0
+    assert main(["data", "pack", str(source), str(out), "--force"]) == 0  # a pack may be replaced
+    assert (out / "transferkit-pack.json").is_file()
+
+
+def test_fault_24_01_pack_from_a_csv_refuses_an_output_holding_its_images(tmp_path, capsys):
+    source = make_image_folder(tmp_path / "d" / "imgs", per_class=3, size=16)
+    rows = ["path,label"] + [f"{p},{p.parent.name}" for p in sorted(Path(source).rglob("*.png"))]
+    csv = tmp_path / "list.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    (tmp_path / "d" / "transferkit-pack.json").write_text("{}")  # looks like a pack, yet holds the images
+    before = _snapshot(tmp_path / "d")
+    assert main(["data", "pack", str(csv), str(tmp_path / "d"), "--force"]) == 2
+    assert "holds" in capsys.readouterr().err
+    assert _snapshot(tmp_path / "d") == before
+
+
+# -- 2: declared shapes are checked before anything is allocated ------------------------------------------
+
+
+def _request(key, proto, signature=""):
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "m"
+    request.model_spec.signature_name = signature
+    request.inputs[key].CopyFrom(proto)
+    return request
+
+
+@pytest.mark.parametrize("case", ["string", "float"])
+def test_fault_24_02_a_tiny_request_declaring_a_huge_shape_allocates_nothing(served_version, case):
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    from transferkit.serving.model_manager import LoadedVersion, run_predict
+
+    base, _ = served_version
+    loaded = LoadedVersion("m", 1, base / "m" / "1", batching=None)
+    dims = [1, 50_000_000] if case == "string" else [1, 250_000_000]
+    proto = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING if case == "string" else types_pb2.DT_FLOAT,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d)
+                                                            for d in dims]))
+    if case == "string":
+        proto.string_val.append(b"x")
+        request = _request("images", proto)
+    else:
+        proto.float_val.append(0.5)
+        request = _request("pixels", proto, "serving_pixels")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ServingError) as caught:
+            run_predict(loaded, request, max_batch=256)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "shape" in caught.value.message
+    assert peak < 20 * 2**20, f"allocated {peak / 2**20:.0f} MB before refusing"
+
+
+def test_fault_24_02_open_dimensions_are_bounded():
+    import tensorflow as tf
+
+    from transferkit.serving.model_manager import MAX_VARIABLE_DIM, check_declared_shape
+
+    token_ids = tf.TensorShape([None, None])
+    check_declared_shape("token_ids", [4, 128], token_ids, max_batch=256)  # an ordinary request passes
+    for dims in ([1, MAX_VARIABLE_DIM + 1], [300, 8], [1, -1], [1, 2, 3]):
+        with pytest.raises(ServingError) as caught:
+            check_declared_shape("token_ids", dims, token_ids, max_batch=256)
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- 3: the pixel cap holds for every format the decoder reads ---------------------------------------------
+
+
+def _encoded(image, fmt, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def test_fault_24_03_pixel_cap_holds_for_webp_bmp_and_gif(tmp_path):
+    import tensorflow as tf
+    from PIL import Image
+
+    from transferkit.images import decode_encoded, header_pixels
+
+    big_webp = _encoded(Image.new("RGB", (12000, 12000)), "WEBP", lossless=True)
+    assert len(big_webp) < 10_000
+    assert int(header_pixels(tf.constant(big_webp))) == 144_000_000
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more pixels than the cap"):
+        decode_encoded(tf.constant(big_webp))
+    lossy = _encoded(Image.new("RGB", (300, 100)), "WEBP", quality=50)
+    assert int(header_pixels(tf.constant(lossy))) == 30_000
+    assert decode_encoded(tf.constant(lossy)).shape == (100, 300, 3)
+    extended = _encoded(Image.new("RGBA", (123, 45)), "WEBP", lossless=True, exif=b"Exif\x00\x00II*\x00")
+    assert extended[12:16] == b"VP8X" and int(header_pixels(tf.constant(extended))) == 123 * 45
+    assert int(header_pixels(tf.constant(_encoded(Image.new("RGB", (70, 30)), "BMP")))) == 2100
+    # A GIF decodes every frame at the canvas size: only its first frame may be decoded.
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 255, (1500, 1500, 3), dtype=np.uint8)).quantize(8) for _ in range(3)]
+    frames += [Image.new("RGB", (1500, 1500), (i, 0, 0)).quantize(2) for i in range(40)]
+    gif = _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    first = decode_encoded(tf.constant(gif), max_pixels=3_000_000).numpy()
+    expected = tf.io.decode_image(gif, channels=3, expand_animations=True)[0].numpy()
+    np.testing.assert_array_equal(first, expected)
+
+
+def test_fault_24_03_served_webp_bomb_is_invalid_argument(served_version):
+    from PIL import Image
+
+    from transferkit.serving.model_manager import LoadedVersion, run_predict
+    from transferkit.serving.tensors import string_tensor
+
+    base, _ = served_version
+    loaded = LoadedVersion("m", 1, base / "m" / "1", batching=None)
+    bomb = _encoded(Image.new("RGB", (12000, 12000)), "WEBP", lossless=True)
+    with pytest.raises(ServingError) as caught:
+        run_predict(loaded, _request("images", string_tensor([bomb])), max_batch=256)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "pixels" in caught.value.message
+
+
+# -- 4: with batching, a bad input fails only its own request ---------------------------------------------
+
+
+def test_fault_24_04_a_bad_input_fails_only_its_own_batched_request(served_version):
+    from transferkit.serving.client import GrpcClient
+    from transferkit.serving.model_manager import BatchingOptions
+    from transferkit.serving.server import EmbeddedServer
+
+    base, good = served_version
+    server = EmbeddedServer(base, grpc_port=0, rest_port=None,
+                            batching=BatchingOptions(max_batch_size=8, batch_timeout_micros=50_000)).start()
+    outcomes: dict[tuple[str, int], str] = {}
+    try:
+        server.manager.wait_until_available("m", 1, timeout=60)
+        with GrpcClient(server.grpc_address, timeout=60, retries=0) as client:
+            def send(kind: str, i: int):
+                image = good[i % len(good)] if kind == "good" else b"not an image at all"
+                try:
+                    client.predict_images("m", [image])
+                    outcomes[kind, i] = "ok"
+                except ServingError as error:
+                    outcomes[kind, i] = error.code.name
+
+            threads = [threading.Thread(target=send, args=(kind, i))
+                       for i in range(6) for kind in ("good", "good", "bad")]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        server.stop()
+    assert {v for (kind, _), v in outcomes.items() if kind == "good"} == {"ok"}
+    assert {v for (kind, _), v in outcomes.items() if kind == "bad"} == {"INVALID_ARGUMENT"}
+
+
+# -- 5: one image with thousands of boxes does not set every image's padding --------------------------------
+
+
+def test_fault_24_05_boxes_per_image_are_capped_and_the_cut_is_listed(tmp_path):
+    from transferkit.registry import get_task
+
+    labels = make_detection_dataset(tmp_path / "det", count=8, size=64)
+    lines = labels.read_text().splitlines()
+    first = lines[1].split(",")
+    crowded = [",".join(first[:4] + [str(x), str(x), str(x + 2), str(x + 2)]) for x in range(40) for _ in range(25)]
+    labels.write_text("\n".join(lines + crowded) + "\n")
+    config = build_run_config(tiny_detection_config(labels, data={"val_split": 0.25}))
+    assert config.task_config.data.max_boxes == 100
+    task = get_task(config.task)(config)
+    data = task.datasets()
+    assert data.info["max_boxes"] == 100
+    cut = [p for p in data.problems if "more than data.max_boxes=100" in p["reason"]]
+    assert len(cut) == 1 and cut[0]["path"].endswith(first[0].split("/")[-1])
