@@ -1,0 +1,200 @@
+"""The audio task's preprocessor: WAV -> waveform -> log-mel spectrogram -> image for an ImageNet backbone."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+from transferkit.config import check
+
+# Taps on each side of the windowed-sinc resampling filter: enough to keep speech bands clean.
+RESAMPLE_HALF_TAPS = 16
+# Decibels below the clip's loudest bin that the image's darkest value stands for.
+DYNAMIC_RANGE_DB = 80.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioPreprocessor:
+    """Everything that turns a clip into the model's input, typed and saved with the run.
+
+    Clips are mixed to mono, resampled to `sample_rate` (windowed sinc, the same
+    TensorFlow ops in training, `predict` and the serving graph), cut or
+    zero-padded to `clip_seconds` around their centre, turned into a log-mel
+    spectrogram (`tf.signal`) scaled to 0..255 against the clip's loudest bin
+    (so gain does not matter), and resized to `image_size` with three equal
+    channels: an image that ImageNet backbones take as it is.
+
+    Example:
+
+    ```python
+    pre = AudioPreprocessor(sample_rate=16000, clip_seconds=1.0, image_size=(96, 96))
+    image = pre.image(pre.fit_length(pre.resample(waveform, 22050)))   # (96, 96, 3) float32
+    AudioPreprocessor.from_config(pre.get_config()) == pre             # True: saved in info.json
+    ```
+    """
+
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0
+    frame_ms: float = 25.0
+    hop_ms: float = 10.0
+    num_mels: int = 64
+    min_hz: float = 20.0
+    max_hz: float | None = None  # None: half the sample rate
+    image_size: tuple[int, int] = (96, 96)
+
+    def __post_init__(self):
+        check(8000 <= self.sample_rate <= 96000, "data.sample_rate", self.sample_rate, "an integer in [8000, 96000]")
+        check(math.isfinite(self.clip_seconds) and 0.1 <= self.clip_seconds <= 60, "data.clip_seconds",
+              self.clip_seconds, "a number of seconds in [0.1, 60]")
+        check(math.isfinite(self.frame_ms) and 5 <= self.frame_ms <= 200, "data.frame_ms", self.frame_ms,
+              "a number in [5, 200]")
+        check(math.isfinite(self.hop_ms) and 1 <= self.hop_ms <= self.frame_ms, "data.hop_ms", self.hop_ms,
+              "a number in [1, data.frame_ms]")
+        check(8 <= self.num_mels <= 256, "data.num_mels", self.num_mels, "an integer in [8, 256]")
+        top = self.max_hz if self.max_hz is not None else self.sample_rate / 2
+        check(math.isfinite(self.min_hz) and 0 <= self.min_hz < top <= self.sample_rate / 2, "data.min_hz",
+              [self.min_hz, self.max_hz], "0 <= min_hz < max_hz <= sample_rate / 2")
+        check(len(self.image_size) == 2 and all(32 <= int(s) <= 1024 for s in self.image_size), "data.image_size",
+              list(self.image_size), "two integers in [32, 1024], [height, width]")
+        check(self.frames >= 2, "data.clip_seconds", self.clip_seconds, "a clip of at least two frames")
+
+    # -- serialisation ---------------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        config = dataclasses.asdict(self)
+        config["image_size"] = list(self.image_size)
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "AudioPreprocessor":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - fields)
+        if unknown:
+            raise ValueError(f"AudioPreprocessor: unknown settings {unknown}; expected some of {sorted(fields)}")
+        values = dict(config)
+        if "image_size" in values:
+            values["image_size"] = tuple(int(s) for s in values["image_size"])
+        return cls(**values)
+
+    # -- sizes -------------------------------------------------------------------------
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.sample_rate * self.clip_seconds))
+
+    @property
+    def frame_length(self) -> int:
+        return int(round(self.sample_rate * self.frame_ms / 1000))
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.sample_rate * self.hop_ms / 1000))
+
+    @property
+    def frames(self) -> int:
+        return 1 + max(0, (self.clip_samples - self.frame_length) // self.hop_length)
+
+    # -- TensorFlow ops ----------------------------------------------------------------
+
+    def decode_wav(self, encoded):
+        """WAV bytes (16-bit PCM, any channels and rate) -> (mono float32 waveform, its sample rate)."""
+        import tensorflow as tf
+
+        audio, rate = tf.audio.decode_wav(encoded)
+        return tf.reduce_mean(audio, axis=-1), rate
+
+    def resample(self, waveform, rate):
+        """A mono waveform at `rate` Hz -> the same sound at `sample_rate` (windowed-sinc interpolation).
+
+        When shrinking the rate, the filter's cut-off falls to the new Nyquist frequency, so nothing
+        above it folds back into the band the spectrogram reads.
+        """
+        import tensorflow as tf
+
+        waveform = tf.convert_to_tensor(waveform, tf.float32)
+        rate = tf.cast(rate, tf.float64)
+        target = tf.constant(float(self.sample_rate), tf.float64)
+
+        def convert():
+            # Rates are whole numbers, so the filter's phases repeat every `period` outputs
+            # (target / gcd): weights are computed for one period and tiled.
+            source_rate = tf.cast(tf.round(rate), tf.int64)
+            target_rate = tf.constant(self.sample_rate, tf.int64)
+            divisor = tf.while_loop(lambda a, b: b > 0, lambda a, b: (b, a % b), (source_rate, target_rate))[0]
+            period = target_rate // divisor
+            length = tf.shape(waveform, out_type=tf.int64)[0]
+            count = tf.maximum((length * target_rate + source_rate - 1) // source_rate, 1)
+            offsets = tf.range(-RESAMPLE_HALF_TAPS + 1, RESAMPLE_HALF_TAPS + 1, dtype=tf.int64)
+            phase = tf.range(tf.minimum(period, count))
+            exact = tf.cast(phase * source_rate, tf.float64) / tf.cast(target_rate, tf.float64)
+            distance = (exact - tf.floor(exact))[:, None] - tf.cast(offsets, tf.float64)[None, :]
+            cutoff = tf.minimum(tf.constant(1.0, tf.float64), target / rate)
+            window = 0.5 + 0.5 * tf.cos(math.pi * distance / RESAMPLE_HALF_TAPS)  # Hann
+            argument = math.pi * cutoff * distance
+            sinc = tf.where(tf.abs(argument) < 1e-9, tf.ones_like(argument), tf.sin(argument) / argument)
+            table = tf.cast(cutoff * sinc * window, tf.float32)
+            outputs = tf.range(count)
+            weights = tf.gather(table, outputs % tf.shape(table, out_type=tf.int64)[0])
+            taps = ((outputs * source_rate) // target_rate)[:, None] + offsets[None, :]
+            inside = tf.logical_and(taps >= 0, taps < length)
+            values = tf.where(inside, tf.gather(waveform, tf.clip_by_value(taps, 0, length - 1)), 0.0)
+            return tf.reduce_sum(values * weights, axis=1)
+
+        return tf.cond(tf.equal(rate, target), lambda: tf.identity(waveform), convert)
+
+    def fit_length(self, waveform, offset=None):
+        """Exactly `clip_samples` samples: a longer clip cut around its centre (or at `offset`), a shorter one padded.
+
+        Padding puts the clip in the middle, so a short word sits where a centred cut of a long one would.
+        """
+        import tensorflow as tf
+
+        size = self.clip_samples
+        length = tf.shape(waveform)[0]
+        start = (length - size) // 2 if offset is None else tf.clip_by_value(offset, 0, tf.maximum(length - size, 0))
+        cut = waveform[tf.maximum(start, 0):tf.maximum(start, 0) + size]
+        missing = size - tf.shape(cut)[0]
+        padded = tf.pad(cut, [[missing // 2, missing - missing // 2]])
+        return tf.ensure_shape(padded, [size])
+
+    def log_mel(self, waveforms):
+        """(batch, clip_samples) -> (batch, frames, num_mels) log-mel power, in decibels."""
+        import tensorflow as tf
+
+        stft = tf.signal.stft(waveforms, self.frame_length, self.hop_length,
+                              fft_length=_next_power_of_two(self.frame_length), pad_end=False)
+        power = tf.square(tf.abs(stft))
+        matrix = tf.signal.linear_to_mel_weight_matrix(
+            self.num_mels, power.shape[-1], self.sample_rate, self.min_hz,
+            self.max_hz if self.max_hz is not None else self.sample_rate / 2)
+        mel = tf.tensordot(power, matrix, 1)
+        return 10.0 * tf.math.log(mel + 1e-10) / math.log(10.0)
+
+    def images(self, waveforms):
+        """(batch, clip_samples) waveforms -> (batch, height, width, 3) float32 images in 0..255.
+
+        Height is frequency (low at the bottom), width is time; each clip is scaled against its own
+        loudest bin over `DYNAMIC_RANGE_DB`, so a quiet and a loud recording of a word look alike.
+        """
+        import tensorflow as tf
+
+        decibels = self.log_mel(waveforms)
+        loudest = tf.reduce_max(decibels, axis=[1, 2], keepdims=True)
+        scaled = tf.clip_by_value((decibels - loudest + DYNAMIC_RANGE_DB) / DYNAMIC_RANGE_DB, 0.0, 1.0) * 255.0
+        picture = tf.reverse(tf.transpose(scaled, [0, 2, 1]), axis=[1])[..., None]  # (batch, mels, frames, 1)
+        resized = tf.image.resize(picture, self.image_size, method="bilinear")
+        return tf.tile(tf.clip_by_value(resized, 0.0, 255.0), [1, 1, 1, 3])
+
+    def image(self, waveform):
+        """One (clip_samples,) waveform -> its (height, width, 3) image."""
+        return self.images(waveform[None])[0]
+
+    def encoded_to_image(self, encoded):
+        """WAV bytes -> the model's input image, as the serving graph computes it."""
+        waveform, rate = self.decode_wav(encoded)
+        return self.image(self.fit_length(self.resample(waveform, rate)))
+
+
+def _next_power_of_two(value: int) -> int:
+    return 1 << max(0, int(value - 1).bit_length())

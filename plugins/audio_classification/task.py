@@ -1,0 +1,276 @@
+"""The audio-classification task: spoken words or sounds, on an ImageNet backbone that reads spectrograms."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from transferkit.errors import DataError, TransferkitError
+from transferkit.plugins.audio_classification import data as data_lib
+from transferkit.plugins.audio_classification.config import AudioClassificationConfig
+from transferkit.plugins.audio_classification.preprocessor import AudioPreprocessor
+from transferkit.plugins.image_classification.task import ImageClassification
+from transferkit.registry import register_task
+from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
+from transferkit.task import ParityCheck, TaskData
+
+AUDIO_INPUT = "audio"
+
+
+@register_task("audio_classification")
+class AudioClassification(ImageClassification):
+    """Fine-tunes an image backbone on log-mel spectrograms to label clips from class folders of WAV files.
+
+    ImageNet pretraining carries over to spectrograms (Palanisamy et al. 2020,
+    ESC-50 and UrbanSound8K; Gong et al. 2021, AST), so the image backbones,
+    freeze plans, stages, feature cache and `compare` serve audio unchanged:
+    the preprocessor (`AudioPreprocessor`, saved in `info.json`) turns each clip
+    into an image, in `tf.data`, in `predict` and inside the SavedModel.
+
+    Example:
+
+    ```python
+    from transferkit import load_config
+    from transferkit.runner import train
+
+    config = load_config("benchmarks/configs/spoken_words.yaml")   # task: audio_classification
+    run_dir = train(config, "runs/spoken_words")
+    ```
+    """
+
+    config_class = AudioClassificationConfig
+
+    # -- data ----------------------------------------------------------------
+
+    def preprocessor(self, info: Mapping[str, Any] | None = None) -> AudioPreprocessor:
+        """The run's preprocessor: from `info` when the run was recorded, else from the config."""
+        info = self.info if info is None else info
+        if "preprocessor" in info:
+            return AudioPreprocessor.from_config(info["preprocessor"])
+        return self.task_config.data.preprocessor()
+
+    def datasets(self) -> TaskData:
+        import tensorflow as tf
+
+        cfg = self.task_config.data
+        seed = self.config.training.seed
+        preprocessor = cfg.preprocessor()
+        train_clips, problems = data_lib.list_clips(cfg.train)
+        if cfg.val:
+            val_clips, val_problems = data_lib.list_clips(cfg.val)
+            problems += val_problems
+        if cfg.on_bad_clip == "error" and problems:
+            raise DataError.for_bad_inputs(problems, "data.on_bad_clip")
+        class_names = list(cfg.class_names) if cfg.class_names else sorted({c.label for c in train_clips})
+        if len(class_names) < 2:
+            raise DataError(f"{cfg.train}: found {len(class_names)} class(es) {class_names}; expected at least 2")
+        if not cfg.val:
+            order = np.random.default_rng(seed).permutation(len(train_clips))
+            n_val = max(1, int(round(len(train_clips) * cfg.val_split)))
+            val_clips = [train_clips[i] for i in order[:n_val]]
+            train_clips = [train_clips[i] for i in order[n_val:]]
+        if cfg.train_fraction < 1.0:
+            keep = stratified_subset([c.label for c in train_clips], cfg.train_fraction, seed + SUBSET_SEED_OFFSET)
+            train_clips = [train_clips[i] for i in keep]
+        train = data_lib.load_clips(train_clips, class_names, preprocessor, cfg.on_bad_clip)
+        val = data_lib.load_clips(val_clips, class_names, preprocessor, cfg.on_bad_clip)
+        problems += train.problems + val.problems
+        for split, name in ((train, "training"), (val, "validation")):
+            if not len(split):
+                raise DataError(f"no usable {name} clips: " + "; ".join(
+                    f"{p['path']}: {p['reason']}" for p in problems[:5]))
+        num_classes = len(class_names)
+        augment = self.task_config.augment
+        waveform_augment = _waveform_augmenter(augment, preprocessor, seed)
+        spec_augment = _spec_augmenter(augment, preprocessor, seed)
+
+        def batches(loaded, shuffle: bool, augmented: bool = False):
+            ds = tf.data.Dataset.from_tensor_slices((loaded.waveforms, loaded.labels))
+            if shuffle:
+                ds = ds.shuffle(len(loaded), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.batch(cfg.batch_size)
+            if augmented and waveform_augment is not None:
+                ds = ds.map(waveform_augment, num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(lambda w, y: (preprocessor.images(w), tf.one_hot(y, num_classes)),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+            if augmented and spec_augment is not None:
+                ds = ds.map(spec_augment, num_parallel_calls=tf.data.AUTOTUNE)
+            return ds
+
+        self.val_paths = list(val.paths)
+        unaugmented = batches(train, shuffle=True)
+        info = {
+            "class_names": class_names,
+            "image_size": list(preprocessor.image_size),
+            "preprocessor": preprocessor.get_config(),
+            "num_train": len(train),
+            "num_val": len(val),
+        }
+        return TaskData(
+            train=(batches(train, True, True) if augment.enabled else unaugmented).prefetch(tf.data.AUTOTUNE),
+            val=batches(val, shuffle=False).prefetch(tf.data.AUTOTUNE),
+            train_plain=batches(train, shuffle=False),
+            info=info,
+            train_augmented=augment.enabled,
+            train_unaugmented=unaugmented.prefetch(tf.data.AUTOTUNE),
+            problems=problems,
+            steps_per_epoch=math.ceil(len(train) / cfg.batch_size),
+            examples=list(val.paths),
+        )
+
+    # -- evaluation and prediction -------------------------------------------
+
+    def clip_image(self, path: str, info: Mapping[str, Any]) -> np.ndarray:
+        """One WAV file -> the model's input image, as training prepared it."""
+        import tensorflow as tf
+
+        preprocessor = self.preprocessor(info)
+        try:
+            samples, rate = data_lib.read_wav(path)
+            if not len(samples):
+                raise ValueError("the clip holds no samples")
+        except Exception as error:
+            raise TransferkitError(f"{path}: unreadable WAV: {type(error).__name__}: {error}") from None
+        waveform = preprocessor.fit_length(preprocessor.resample(tf.constant(samples), rate))
+        return preprocessor.image(waveform).numpy()
+
+    def predict(self, model, paths, info, save_dir=None, top_k: int = 3, **options):
+        """Yields (path, [(label, score), ...]) with the `top_k` best labels of each clip."""
+        names = info["class_names"]
+        k = max(1, min(int(top_k), len(names)))
+        for path in paths:
+            image = self.clip_image(path, info)
+            probabilities = np.asarray(model(image[None].astype("float32"), training=False))[0]
+            order = np.argsort(-probabilities)[:k]
+            yield path, [(names[i], float(probabilities[i])) for i in order]
+
+    # -- serving ---------------------------------------------------------------
+
+    def serving_signatures(self, model, info: dict[str, Any]) -> dict[str, Any]:
+        """`serving_default` takes WAV bytes (`audio`, 16-bit PCM); `serving_pixels` the spectrogram images."""
+        import tensorflow as tf
+
+        from transferkit.plugins.image_classification.serving import classification_outputs
+
+        preprocessor = self.preprocessor(info)
+        class_names = list(info["class_names"])
+        height, width = preprocessor.image_size
+        k = max(1, min(self.task_config.head.top_k, len(class_names)))
+
+        def outputs(images):
+            return classification_outputs(model(images, training=False), class_names, k)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=AUDIO_INPUT)])
+        def serve_audio(audio):
+            images = tf.map_fn(preprocessor.encoded_to_image, audio, parallel_iterations=16,
+                               fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
+            return outputs(images)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="pixels")])
+        def serve_pixels(pixels):
+            return outputs(pixels)
+
+        return {"serving_default": serve_audio, "serving_pixels": serve_pixels}
+
+    def serving_examples(self, info, count):
+        """Recorded validation clips as 16-bit PCM WAV bytes (what the signature decodes); tones if they are gone."""
+        encoded = []
+        for path in info.get("examples", []):
+            if len(encoded) >= count:
+                break
+            try:
+                encoded.append(data_lib.pcm16_wav(*data_lib.read_wav(path)))
+            except Exception:
+                continue
+        if not encoded and count:
+            preprocessor = self.preprocessor(info)
+            time = np.arange(preprocessor.clip_samples) / preprocessor.sample_rate
+            for pitch in (220.0, 440.0, 880.0, 1760.0)[:count]:
+                encoded.append(data_lib.pcm16_wav(0.5 * np.sin(2 * np.pi * pitch * time), preprocessor.sample_rate))
+        return [{AUDIO_INPUT: clip} for clip in encoded]
+
+    def check_serving(self, model, signatures, examples, info):
+        import tensorflow as tf
+
+        preprocessor = self.preprocessor(info)
+        encoded = [example[AUDIO_INPUT] for example in examples]
+        # The Keras side reads the clips as training did (scipy, then the preprocessor's ops).
+        images = tf.stack([preprocessor.image(preprocessor.fit_length(preprocessor.resample(
+            tf.constant(samples), rate))) for samples, rate in (data_lib.read_wav(e) for e in encoded)])
+        expected = np.asarray(model(images, training=False), dtype=np.float32)
+        from_audio = signatures["serving_default"](audio=tf.constant(encoded))
+        from_pixels = signatures["serving_pixels"](pixels=images)
+        return [
+            ParityCheck("serving_default", float(np.abs(from_audio["probabilities"].numpy() - expected).max())),
+            ParityCheck("serving_pixels", float(np.abs(from_pixels["probabilities"].numpy() - expected).max())),
+        ]
+
+    def evaluate(self, model, data, info: dict[str, Any], report_dir: Path) -> dict[str, Any]:
+        """Accuracy, per-class scores and the confusion matrix; the worst clips are drawn as their spectrograms."""
+        from transferkit.plugins.image_classification import report
+
+        return report.evaluate_classifier(model, data, info, Path(report_dir), top_k=self.task_config.head.top_k,
+                                          paths=getattr(self, "val_paths", None))
+
+
+def _waveform_augmenter(augment, preprocessor: AudioPreprocessor, seed: int):
+    """A batch map over (waveforms, labels): a random time shift, then white noise at a random SNR."""
+    if not (augment.time_shift or augment.noise_snr_db is not None):
+        return None
+    import tensorflow as tf
+
+    size = preprocessor.clip_samples
+    max_shift = int(augment.time_shift * size)
+    generator = tf.random.Generator.from_seed(seed)
+
+    def apply(waveforms, labels):
+        count = tf.shape(waveforms)[0]
+        if max_shift:
+            shifts = generator.uniform([count], -max_shift, max_shift + 1, dtype=tf.int32)
+            positions = tf.range(size)[None, :] - shifts[:, None]
+            inside = tf.logical_and(positions >= 0, positions < size)
+            moved = tf.gather(waveforms, tf.clip_by_value(positions, 0, size - 1), batch_dims=1)
+            waveforms = tf.where(inside, moved, 0.0)  # the sound moves; what it leaves is silence
+        if augment.noise_snr_db is not None:
+            low, high = augment.noise_snr_db
+            snr = generator.uniform([count, 1], low, high)
+            power = tf.reduce_mean(tf.square(waveforms), axis=1, keepdims=True) + 1e-12
+            scale = tf.sqrt(power / tf.pow(10.0, snr / 10.0))
+            waveforms = waveforms + scale * generator.normal(tf.shape(waveforms))
+        return waveforms, labels
+
+    return apply
+
+
+def _spec_augmenter(augment, preprocessor: AudioPreprocessor, seed: int):
+    """A batch map over (images, labels): SpecAugment's time and frequency masks (Park et al. 2019)."""
+    if not (augment.time_masks or augment.freq_masks):
+        return None
+    import tensorflow as tf
+
+    height, width = preprocessor.image_size
+    generator = tf.random.Generator.from_seed(seed + 1)
+
+    def masks(count, length, number, fraction, axis):
+        keep = tf.ones([count, length], tf.bool)
+        widest = max(1, int(fraction * length))
+        for _ in range(number):
+            sizes = generator.uniform([count, 1], 0, widest + 1, dtype=tf.int32)
+            starts = generator.uniform([count, 1], 0, length, dtype=tf.int32)
+            index = tf.range(length)[None, :]
+            keep = tf.logical_and(keep, tf.logical_not(tf.logical_and(index >= starts, index < starts + sizes)))
+        shape = [count, length, 1, 1] if axis == 1 else [count, 1, length, 1]
+        return tf.reshape(tf.cast(keep, tf.float32), shape)
+
+    def apply(images, labels):
+        count = tf.shape(images)[0]
+        if augment.freq_masks:
+            images = images * masks(count, height, augment.freq_masks, augment.freq_mask_width, 1)
+        if augment.time_masks:
+            images = images * masks(count, width, augment.time_masks, augment.time_mask_width, 2)
+        return images, labels
+
+    return apply
