@@ -110,7 +110,7 @@ def test_every_wav_form_reads_to_the_same_sound(tmp_path):
         wavfile.write(tmp_path / f"{name}.wav", rate, data)
         samples, read_rate = data_lib.read_wav(tmp_path / f"{name}.wav")
         assert read_rate == rate and samples.shape == clip.shape
-        np.testing.assert_allclose(samples, clip, atol=0.01, err_msg=name)
+        np.testing.assert_allclose(samples, clip, atol=0.02, err_msg=name)  # 8-bit: steps of 1/128
 
 
 def test_bad_clips_are_listed_or_stop_the_run(clips, tmp_path):
