@@ -68,6 +68,7 @@ class GrpcClient:
         if retries < 0:
             raise ValueError(f"GrpcClient: retries must be >= 0. Received: retries={retries}")
         self.address, self.timeout, self.retries, self.backoff = address, timeout, retries, backoff
+        self._encoded_inputs: dict[tuple[str, str], str] = {}  # (model, signature) -> its string input
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
         if server_name:
@@ -127,6 +128,27 @@ class GrpcClient:
     def predict_images(self, model: str, images: Sequence[bytes], **kwargs) -> dict[str, Any]:
         """Encoded images (JPEG/PNG/BMP/GIF bytes) through `serving_default`."""
         return _decode_labels(self.predict(model, {"images": string_tensor(images)}, **kwargs))
+
+    def predict_encoded(self, model: str, files: Sequence[bytes], signature: str | None = None,
+                        **kwargs) -> dict[str, Any]:
+        """Encoded files (images, WAV clips) through the one string input of a signature, whatever its name.
+
+        The input's name is read once per model and signature from the server's metadata, so one
+        call serves every task that takes encoded files.
+        """
+        key = (model, signature or "serving_default")
+        name = self._encoded_inputs.get(key)
+        if name is None:
+            from tensorflow.core.framework import types_pb2
+
+            definition = self.metadata(model).signature_def.get(key[1])
+            strings = [k for k, v in (definition.inputs.items() if definition else []) if v.dtype == types_pb2.DT_STRING]
+            if len(strings) != 1:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"signature {key[1]!r} of model {model!r} has no single string input to send "
+                                   f"encoded files to (inputs: {sorted(definition.inputs) if definition else []})")
+            name = self._encoded_inputs[key] = strings[0]
+        return _decode_labels(self.predict(model, {name: string_tensor(files)}, signature=signature, **kwargs))
 
     def detect(self, model: str, images: Sequence[bytes], extra_inputs: dict[str, Any] | None = None,
                **kwargs) -> list[list[Detection]]:

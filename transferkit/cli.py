@@ -157,12 +157,12 @@ def _predict_remote(args) -> int:
     else:
         # RUN_DIR is optional with a server: a first positional that is an image is an image.
         names = ([args.run_dir] if args.run_dir else []) + list(args.images)
-        inputs, method = [], "predict_images"
+        inputs, method = [], "predict_images" if args.rest else "predict_encoded"  # images, WAV clips, ...
         for path in names:
             try:
                 inputs.append(Path(path).read_bytes())
             except OSError as error:
-                raise TransferkitError(f"{path}: cannot read image: {error.strerror}") from None
+                raise TransferkitError(f"{path}: cannot read file: {error.strerror}") from None
     tls = dict(root_cert=args.root_cert, client_cert=args.client_cert, client_key=args.client_key)
     if args.server:
         with GrpcClient(args.server, timeout=args.timeout, **tls) as client:

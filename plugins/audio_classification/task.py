@@ -237,7 +237,11 @@ def _waveform_augmenter(augment, preprocessor: AudioPreprocessor, seed: int):
         if augment.noise_snr_db is not None:
             low, high = augment.noise_snr_db
             snr = generator.uniform([count, 1], low, high)
-            power = tf.reduce_mean(tf.square(waveforms), axis=1, keepdims=True) + 1e-12
+            # The signal's power where it sounds: padding and pauses would otherwise make the noise louder.
+            peak = tf.reduce_max(tf.abs(waveforms), axis=1, keepdims=True)
+            active = tf.cast(tf.abs(waveforms) > 0.01 * peak, tf.float32)
+            power = tf.reduce_sum(tf.square(waveforms) * active, axis=1, keepdims=True) / tf.maximum(
+                tf.reduce_sum(active, axis=1, keepdims=True), 1.0) + 1e-12
             scale = tf.sqrt(power / tf.pow(10.0, snr / 10.0))
             waveforms = waveforms + scale * generator.normal(tf.shape(waveforms))
         return waveforms, labels

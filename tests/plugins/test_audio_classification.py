@@ -167,3 +167,28 @@ def test_spoken_words_are_split_by_voice(tmp_path):
     assert len(train_files) == voices["train_clips"] and {p.parent.name for p in val_files} == {"yes", "no"}
     samples, rate = data_lib.read_wav(val_files[0])
     assert rate == 22050 and 0.1 < len(samples) / rate < 3
+
+
+def test_cli_predicts_wav_files_through_grpc_and_rest(trained, clips, capsys):
+    from transferkit.serving.server import EmbeddedServer
+
+    wavs = sorted((Path(clips) / "low").glob("*.wav"))[:1] + sorted((Path(clips) / "chirp").glob("*.wav"))[:1]
+    base = Path(trained["export_dir"]).parent.parent
+    server = EmbeddedServer(base, grpc_port=0, rest_port=0, poll_seconds=0.5).start()
+    try:
+        server.manager.wait_until_available("audio-classification", timeout=60)
+        assert main(["predict", "--server", server.grpc_address, "--model", "audio-classification",
+                     *map(str, wavs)]) == 0
+        over_grpc = capsys.readouterr().out
+        assert main(["predict", "--rest", server.rest_address, "--model",
+                     "audio-classification", *map(str, wavs)]) == 0
+        over_rest = capsys.readouterr().out
+    finally:
+        server.stop()
+    assert main(["predict", str(trained["run_dir"]), *map(str, wavs)]) == 0
+    local = capsys.readouterr().out
+    # The same top labels for every clip, whichever way it was asked.
+    def tops(text):
+        lines = text.splitlines()
+        return [lines[i + 1].split()[-1] for i, line in enumerate(lines) if line.endswith(".wav")]
+    assert tops(over_grpc) == tops(over_rest) == tops(local) and len(tops(local)) == 2
