@@ -204,6 +204,7 @@ def _cmd_serve(args) -> int:
     from transferkit.serving.model_manager import BatchingOptions
     from transferkit.serving.server import EmbeddedServer, TlsFiles
 
+    _check_serve_options(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     batching = None
     if args.batching:
@@ -225,6 +226,22 @@ def _cmd_serve(args) -> int:
           flush=True)
     server.wait()
     return 0
+
+
+def _check_serve_options(args) -> None:
+    """Every numeric `serve` option in its range, before anything starts (an idle loop, a wrapped port)."""
+    import math
+
+    checks = [("--port", args.port, 0 <= args.port <= 65535, "a port in [0, 65535] (0 picks a free one)"),
+              ("--rest-port", args.rest_port, -1 <= args.rest_port <= 65535, "a port in [0, 65535], or -1 for no REST"),
+              ("--poll-seconds", args.poll_seconds, math.isfinite(args.poll_seconds) and 0.05 <= args.poll_seconds
+               <= 3600, "seconds in [0.05, 3600]"),
+              ("--max-batch-size", args.max_batch_size, args.max_batch_size >= 1, "an integer >= 1"),
+              ("--batch-timeout-micros", args.batch_timeout_micros, args.batch_timeout_micros >= 0,
+               "an integer >= 0")]
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise TransferkitError(f"serve {name}: expected {expected}. Received: {value}")
 
 
 def _fraction_list(text: str) -> tuple[float, ...]:

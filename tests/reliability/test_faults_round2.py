@@ -235,3 +235,15 @@ def test_fault_24_05_boxes_per_image_are_capped_and_the_cut_is_listed(tmp_path):
     assert data.info["max_boxes"] == 100
     cut = [p for p in data.problems if "more than data.max_boxes=100" in p["reason"]]
     assert len(cut) == 1 and cut[0]["path"].endswith(first[0].split("/")[-1])
+
+
+# -- 19: every serve option is checked before anything starts --------------------------------------------
+
+
+@pytest.mark.parametrize("option", [["--poll-seconds", "0"], ["--poll-seconds", "-1"], ["--port", "99999"],
+                                    ["--max-batch-size", "0"], ["--batch-timeout-micros", "-5"],
+                                    ["--rest-port", "70000"], ["--poll-seconds", "nan"]])
+def test_fault_24_19_serve_options_out_of_range_are_one_line_errors(tmp_path, option, capsys):
+    assert main(["serve", "--model-base", str(tmp_path), "--batching", *option]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and option[0] in error and option[1] in error
