@@ -11,6 +11,7 @@ was expected, before anything runs.
 from __future__ import annotations
 
 import dataclasses
+import math
 import difflib
 import enum
 import os
@@ -135,15 +136,20 @@ def convert(value: Any, tp: Any, key: str = "") -> Any:
             return value
         raise _fail(key, value, tp)
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             # YAML 1.1 reads `1e-4` (no dot) as a string; accept what float() accepts.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise _fail(key, value, tp)
+        if number is None:
+            raise _fail(key, value, tp)
+        if not math.isfinite(number):  # .inf and .nan pass YAML and float(), and train to NaN
+            raise ConfigError(f"{key}: expected a finite number. Received: {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

@@ -107,3 +107,20 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
             candidate.unlink(missing_ok=True)
         removed.append(candidate)
     return removed
+
+
+def unique_names(paths, suffix: str) -> list[str]:
+    """One output file name per input path, `stem + suffix`, numbered where stems repeat.
+
+    `a/x.png` and `b/x.png` become `x.png` and `x-2.png`, so no output overwrites another.
+    """
+    names, used = [], set()
+    for path in paths:
+        stem = Path(path).stem or "output"
+        name, number = f"{stem}{suffix}", 1
+        while name in used:
+            number += 1
+            name = f"{stem}-{number}{suffix}"
+        used.add(name)
+        names.append(name)
+    return names

@@ -68,7 +68,8 @@ def find_learning_rate(config: RunConfig, stage_index: int, output: str | os.Pat
     check(0 <= stage_index < len(config.stages), "--stage", stage_index + 1,
           f"a stage number in 1..{len(config.stages)}")
     check(steps >= 10, "--steps", steps, "an integer >= 10")
-    check(0 < min_lr < max_lr, "--min-lr/--max-lr", [min_lr, max_lr], "0 < min-lr < max-lr")
+    check(math.isfinite(max_lr) and 0 < min_lr < max_lr <= 100, "--min-lr/--max-lr", [min_lr, max_lr],
+          "finite rates with 0 < min-lr < max-lr <= 100")
     stage = config.stages[stage_index]
     task, data, backbone, model = prepare_run(config)
     if weights is not None:

@@ -15,6 +15,7 @@ A run directory holds:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -292,7 +293,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             with strategy.scope():  # the optimizer's slots are created here, as mirrored variables
                 restore_optimizer_state(model.optimizer, model.trainable_variables, folder / "optimizer.npz")
         recorder.cached = use_cache
-        callbacks = [recorder.callback(index, stage)]
+        # First: a non-finite loss stops the run before any later callback saves its weights.
+        callbacks = [_stop_on_non_finite_loss(index, stage), recorder.callback(index, stage)]
         if time_limit is not None:
             callbacks.append(_time_limit_callback(clock, time_limit, state))
         monitor, mode = task.monitor()
@@ -494,6 +496,25 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | None = None) -> dict[st
     metrics["problems"] = task_data.problems
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
+
+
+def _stop_on_non_finite_loss(index: int, stage):
+    """Keras' TerminateOnNaN, raising a one-line error that names the stage instead of ending the fit quietly.
+
+    Raising inside the batch hook ends `fit` at once: no epoch-end checkpoint keeps NaN weights.
+    """
+    import keras
+
+    class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
+        def on_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise TransferkitError(
+                    f"stages[{index}] ({stage.name!r}): the training loss became {float(loss)} at batch {batch}; "
+                    f"the run stopped (learning_rate {stage.learning_rate:g} may be too high). Checkpoints "
+                    f"before this batch are kept")
+
+    return StopOnNonFiniteLoss()
 
 
 def predict_files(run_dir: str | os.PathLike, paths: Sequence[str], save_dir: str | os.PathLike | None = None,

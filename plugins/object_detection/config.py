@@ -113,7 +113,8 @@ class DetectionModelConfig:
         check(self.anchor_scales >= 1, "model.anchor_scales", self.anchor_scales, "an integer >= 1")
         check(len(self.aspect_ratios) >= 1 and all(r > 0 for r in self.aspect_ratios), "model.aspect_ratios",
               list(self.aspect_ratios), "positive numbers")
-        check(self.anchor_size > 0, "model.anchor_size", self.anchor_size, "a number > 0")
+        check(0 < self.anchor_size <= 64, "model.anchor_size", self.anchor_size, "a number in (0, 64]")
+        check(0 < self.box_loss_weight <= 1000, "model.box_loss_weight", self.box_loss_weight, "a number in (0, 1000]")
         if self.architecture == "yolo_v8":
             check((self.min_level, self.max_level) == (3, 5), "model.min_level", [self.min_level, self.max_level],
                   "min_level: 3 and max_level: 5 with architecture: yolo_v8 (it reads P3-P5)")

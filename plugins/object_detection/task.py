@@ -306,8 +306,10 @@ class ObjectDetection(Task):
         from transferkit.images import read_image, resize_array
         from transferkit.plugins.object_detection import report
 
+        from transferkit.fileio import unique_names
+
         height, width = info["image_size"]
-        for path in paths:
+        for path, saved_name in zip(paths, unique_names(paths, ".png")):
             try:
                 original = read_image(path)
             except Exception as error:
@@ -317,7 +319,7 @@ class ObjectDetection(Task):
             scale = np.array([original.shape[1] / width, original.shape[0] / height] * 2, np.float32)
             found = self._records(out, 0, scale, info["class_names"])
             if save_dir is not None:
-                report.save_annotated(original, found, Path(save_dir) / (Path(path).stem + ".png"))
+                report.save_annotated(original, found, Path(save_dir) / saved_name)
             yield path, found
 
     def describe_prediction(self, prediction) -> str:

@@ -33,6 +33,10 @@ def text_signatures(model, encoder, info: dict[str, Any], top_k: int = 5) -> dic
     @tf.function(input_signature=[tf.TensorSpec([None, length], tf.int32, name="token_ids"),
                                   tf.TensorSpec([None, length], tf.int32, name="padding_mask")])
     def serve_token_ids(token_ids, padding_mask):
+        # A negative id would index the embedding table from its end; ids past it already fail.
+        check = tf.debugging.assert_non_negative(token_ids, message="token_ids must be >= 0")
+        with tf.control_dependencies([check]):
+            token_ids = tf.identity(token_ids)
         return outputs({"token_ids": token_ids, "padding_mask": padding_mask})
 
     return {"serving_default": serve_text, "serving_token_ids": serve_token_ids}

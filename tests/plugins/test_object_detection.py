@@ -169,6 +169,23 @@ def test_predict_prints_detections_and_saves_annotated_copies(trained, shapes_cs
     assert (out_dir / f"{image.stem}.png").stat().st_size > 200
 
 
+def test_fault_24_13_predict_save_gives_files_of_the_same_name_their_own_copies(trained, shapes_csv, tmp_path):
+    import shutil
+
+    from transferkit.cli import main
+
+    images = sorted((shapes_csv.parent / "images").glob("*.png"))[:2]
+    for folder, image in zip("ab", images):
+        (tmp_path / folder).mkdir()
+        shutil.copy(image, tmp_path / folder / "x.png")
+    out_dir = tmp_path / "annotated"
+    assert main(["predict", str(trained["run_dir"]), str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"),
+                 "--save", str(out_dir)]) == 0
+    saved = sorted(p.name for p in out_dir.iterdir())
+    assert saved == ["x-2.png", "x.png"]
+    assert (out_dir / "x.png").read_bytes() != (out_dir / "x-2.png").read_bytes()
+
+
 def test_a_fresh_process_evaluates_and_predicts_a_saved_detector(trained, shapes_csv):
     """The CLI in a new process must find the task's custom Keras objects before loading model.keras."""
     import subprocess

@@ -505,3 +505,22 @@ def test_evaluate_and_export_need_only_the_run_folder(tmp_path, capsys):
     assert main(["evaluate", str(run_dir)]) == 0
     assert '"accuracy"' in capsys.readouterr().out
     assert export_run(run_dir, tmp_path / "models", "t").is_dir()
+
+
+def test_fault_24_12_negative_token_ids_are_invalid_argument(trained):
+    import grpc
+
+    from transferkit.serving.errors import ServingError
+    from transferkit.serving.model_manager import LoadedVersion, run_signature, select_signature
+
+    version = Path(trained["export_dir"])
+    loaded = LoadedVersion("m", 1, version, batching=None)
+    signature = select_signature(loaded, "serving_token_ids")
+    length = signature.input_specs["token_ids"].shape[1]
+    ids = np.full((1, length), 2, np.int32)
+    mask = np.ones((1, length), np.int32)
+    assert np.isfinite(run_signature(signature, {"token_ids": ids, "padding_mask": mask})["probabilities"]).all()
+    ids[0, 1] = -5
+    with pytest.raises(ServingError) as caught:
+        run_signature(signature, {"token_ids": ids, "padding_mask": mask})
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and "token_ids must be >= 0" in caught.value.message

@@ -247,3 +247,44 @@ def test_fault_24_19_serve_options_out_of_range_are_one_line_errors(tmp_path, op
     assert main(["serve", "--model-base", str(tmp_path), "--batching", *option]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and option[0] in error and option[1] in error
+
+
+# -- 9: non-finite and out-of-range numbers are config errors; a diverging loss stops the run ------------------
+
+
+@pytest.mark.parametrize("key, value", [("stages.0.learning_rate", ".inf"), ("stages.0.learning_rate", ".nan"),
+                                        ("model.box_loss_weight", "-1"), ("model.box_loss_weight", ".nan"),
+                                        ("model.anchor_size", ".inf")])
+def test_fault_24_09_non_finite_and_out_of_range_numbers_are_config_errors(tmp_path, key, value, capsys):
+    import yaml
+
+    labels = make_detection_dataset(tmp_path / "det", count=4, size=32)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(tiny_detection_config(labels)))
+    assert main(["config", "check", str(path), "--set", f"{key}={value}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and key.split(".")[-1] in error
+
+
+def test_fault_24_09_lr_find_refuses_an_infinite_rate(tmp_path, capsys):
+    import yaml
+
+    images = make_image_folder(tmp_path / "images", per_class=3, size=16)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(images)))
+    assert main(["lr-find", str(path), "--max-lr", "inf", "--steps", "10"]) == 2
+    assert "--max-lr" in capsys.readouterr().err
+
+
+def test_fault_24_09_a_diverging_loss_stops_the_run_with_a_message(tmp_path, capsys):
+    import yaml
+
+    images = make_image_folder(tmp_path / "images", per_class=4, size=16)
+    config = tiny_config(images, image_size=16, stages=[
+        {"name": "head", "freeze": {"backbone": True}, "epochs": 3, "learning_rate": 1e38}])
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path), "--output", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "training loss became" in error and "'head'" in error
+    assert not (tmp_path / "run" / "metrics.json").exists()
