@@ -25,6 +25,7 @@ import yaml
 
 from transferkit.errors import ConfigError
 from transferkit.fileio import atomic_write_text  # noqa: F401  (re-exported)
+from transferkit.fileio import load_yaml
 from transferkit.registry import COMMON_SECTIONS  # the run config's own sections, checked when plugins register
 
 # --------------------------------------------------------------------------
@@ -403,10 +404,7 @@ def apply_override(data: dict, assignment: str) -> None:
     keys = dotted.strip().split(".")
     if not all(keys):
         raise ConfigError(f"--set {assignment!r}: empty key segment in {dotted!r}")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--set {assignment!r}: value is not valid YAML: {error}") from None
+    value = load_yaml(raw, f"--set {assignment!r}")
     node = data
     for i, key in enumerate(keys[:-1]):
         if isinstance(node, list):
@@ -442,10 +440,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {error.start}); expected a YAML config") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the config: {error.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    data = load_yaml(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -519,12 +514,15 @@ def _fill_absent(data: dict, cls: type) -> None:
             _fill_absent(data[field.name], hints[field.name])
 
 
-def read_saved_config(text: str) -> RunConfig:
+def read_saved_config(text: str, source: str = "config.yaml") -> RunConfig:
     """A run folder's config.yaml, read with this version's schema: a field it lacks takes the value
     that configs written before the field existed meant (its `absent` metadata), else its default."""
     from transferkit import registry
 
-    data = dict(yaml.safe_load(text) or {})
+    data = load_yaml(text, source) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections; found {type(data).__name__}")
+    data = dict(data)
     if isinstance(data.get("task"), str):
         _fill_absent(data, registry.get_task(data["task"]).config_class)
     return build_run_config(data)
@@ -533,7 +531,9 @@ def read_saved_config(text: str) -> RunConfig:
 def load_saved_config(path: str | os.PathLike) -> RunConfig:
     """`read_saved_config` of a file, with the file named in errors."""
     try:
-        return read_saved_config(Path(path).read_text(encoding="utf-8"))
+        return read_saved_config(Path(path).read_text(encoding="utf-8"), str(path))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); the run's config is damaged") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the run's config: {error.strerror}") from None
 

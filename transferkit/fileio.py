@@ -124,3 +124,52 @@ def unique_names(paths, suffix: str) -> list[str]:
         used.add(name)
         names.append(name)
     return names
+
+
+# -- bounded readers of YAML and JSON --------------------------------------------------------------------------
+
+
+def load_yaml(text: str, source: str, error: type[Exception] | None = None):
+    """YAML text -> plain data with the safe loader, refusing aliases (`*name`).
+
+    An alias repeats a node, so a few nested aliases expand to billions of nodes (a "billion
+    laughs" bomb): no config or data file of ours needs them. Raises `error` (ConfigError by
+    default) naming `source`, the line and what was found.
+    """
+    import yaml
+
+    from transferkit.errors import ConfigError
+
+    error = error or ConfigError
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.events.AliasEvent):
+                event = self.peek_event()
+                raise error(f"{source}: line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
+                            f"accepted; write the value out")
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506  (a SafeLoader subclass)
+    except yaml.YAMLError as problem:
+        raise error(f"{source}: not valid YAML: {' '.join(str(problem).split())}") from None
+    except RecursionError:
+        raise error(f"{source}: YAML nested too deeply") from None
+
+
+def load_json(text: str | bytes, source: str, error: type[Exception] | None = None):
+    """JSON text -> plain data; malformed or absurdly nested JSON raises `error` (DataError by default)."""
+    import json
+
+    from transferkit.errors import DataError
+
+    error = error or DataError
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as problem:
+        raise error(f"{source}: not valid JSON: {problem}") from None
+    except RecursionError:
+        raise error(f"{source}: JSON nested too deeply") from None
+    except UnicodeDecodeError as problem:
+        raise error(f"{source}: JSON is not UTF-8 (byte {problem.start})") from None

@@ -472,7 +472,7 @@ def load_run(run_dir: str | os.PathLike):
     if not model_path.exists():
         raise TransferkitError(f"{run_dir}: no model.keras; is this a finished `transferkit train` run directory?")
     config = load_saved_config(run_dir / "config.yaml")
-    info = json.loads((run_dir / "info.json").read_text())
+    info = _read_info(run_dir)
     task = get_task(config.task)(config, info)
     task.register_keras_objects()
     try:
@@ -496,6 +496,20 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | None = None) -> dict[st
     metrics["problems"] = task_data.problems
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
+
+
+def _read_info(run_dir: Path) -> dict[str, Any]:
+    """A run's info.json, or a one-line error naming it when it is missing or damaged."""
+    from transferkit.fileio import load_json
+
+    path = run_dir / "info.json"
+    try:
+        info = load_json(path.read_bytes(), str(path), TransferkitError)
+    except OSError as error:
+        raise TransferkitError(f"{path}: cannot read the run's info: {error.strerror}") from None
+    if not isinstance(info, dict):
+        raise TransferkitError(f"{path}: expected a JSON object; the run folder is damaged")
+    return info
 
 
 def _stop_on_non_finite_loss(index: int, stage):

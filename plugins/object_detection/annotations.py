@@ -284,6 +284,9 @@ def _read_coco(source: Path, image_dir: Path | None, problems: _Problems) -> lis
     except json.JSONDecodeError as error:
         problems.add(source, f"line {error.lineno}: not valid JSON ({error.msg}); file skipped")
         return []
+    except RecursionError:
+        problems.add(source, "JSON nested too deeply; file skipped")
+        return []
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         if text is not None:
             problems.add(source, "expected a COCO object with an 'images' list; file skipped")
@@ -400,17 +403,20 @@ def _yolo_names(yaml_file: Path | None, root: Path) -> dict[int, str] | None:
     candidates = [yaml_file] if yaml_file else [folder / name for folder in (root, root.parent)
                                                 for name in YOLO_NAME_FILES]
     for path in (path for path in candidates if path.is_file()):
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: not UTF-8 text (byte {error.start}); save the class names as UTF-8") from None
         if path.suffix in (".txt", ".names"):
             return dict(enumerate(line.strip() for line in text.splitlines() if line.strip()))
-        import yaml  # only YOLO needs it
+        from transferkit.fileio import load_yaml
 
         try:
-            names = (yaml.safe_load(text) or {}).get("names")
+            names = (load_yaml(text, str(path), DataError) or {}).get("names")
             if isinstance(names, list):
                 return dict(enumerate(str(name) for name in names))
             return {int(key): str(name) for key, name in names.items()}
-        except (yaml.YAMLError, AttributeError, TypeError, ValueError) as error:
+        except (AttributeError, TypeError, ValueError) as error:
             raise DataError(f"{path}: expected 'names:' as a list or an {{id: name}} mapping ({error})") from None
     return None
 

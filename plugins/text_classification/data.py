@@ -328,6 +328,9 @@ def _read_jsonl(path: Path, cfg) -> ReadResult:
             except json.JSONDecodeError as error:
                 problems.append({"path": where, "reason": f"not a JSON object: {error.msg}"})
                 continue
+            except RecursionError:
+                problems.append({"path": where, "reason": "JSON nested too deeply"})
+                continue
             if not isinstance(row, dict):
                 problems.append({"path": where, "reason": "expected a JSON object per line"})
                 continue

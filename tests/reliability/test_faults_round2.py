@@ -306,3 +306,62 @@ def test_fault_24_10_compare_refuses_an_unknown_backbone_before_any_cell(tmp_pat
     assert len(error.splitlines()) == 1 and "'efficientnet-lit1'" in error and "efficientnet-lite1" in error
     assert not out.exists()
 
+
+
+# -- 16, 23, 24, 32: bounded readers; damaged files are one-line errors ------------------------------------------
+
+
+def _alias_bomb(levels: int, width: int = 10) -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_fault_24_16_yaml_aliases_are_refused_in_configs_and_yolo_names(tmp_path, capsys):
+    import yaml
+
+    images = make_image_folder(tmp_path / "images", per_class=3, size=16)
+    config = yaml.safe_dump(tiny_config(images))
+    path = tmp_path / "bomb.yaml"
+    path.write_text(config + "extra:\n" + "".join("  " + line + "\n" for line in _alias_bomb(8).splitlines()))
+    assert main(["config", "check", str(path)]) == 2
+    assert "aliases" in capsys.readouterr().err
+    assert main(["config", "check", str(tmp_path / "bomb.yaml"), "--set", "data.batch_size=*a"]) == 2
+
+    from transferkit.errors import DataError
+    from transferkit.plugins.object_detection.annotations import read_annotations
+
+    labels = make_detection_dataset(tmp_path / "det", count=4, size=32, fmt="yolo")
+    (labels / "data.yaml").write_text(_alias_bomb(7) + "names: [circle, square]\n")
+    with pytest.raises(DataError, match="aliases"):
+        read_annotations(str(labels), "yolo", None, None, "skip")
+
+
+def test_fault_24_24_a_latin1_yolo_names_file_is_a_one_line_error(tmp_path):
+    from transferkit.errors import DataError
+    from transferkit.plugins.object_detection.annotations import read_annotations
+
+    labels = make_detection_dataset(tmp_path / "det", count=4, size=32, fmt="yolo")
+    (labels / "data.yaml").write_bytes("names: [caf\xe9, square]\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        read_annotations(str(labels), "yolo", None, None, "skip")
+
+
+def test_fault_24_32_a_damaged_run_folder_is_a_one_line_error(tmp_path, capsys):
+    import shutil
+
+    images = make_image_folder(tmp_path / "images", per_class=3, size=16)
+    run_dir = train(build_run_config(tiny_config(images, image_size=16, stages=[
+        {"name": "head", "freeze": {"backbone": True}, "epochs": 1}])), tmp_path / "run")
+    image = str(sorted(Path(images).rglob("*.png"))[0])
+    for name, damage in (("info.json", b"{not json"), ("config.yaml", b"task: [unclosed"),
+                         ("config.yaml", b"\xff\xfe\x00garbage")):
+        broken = tmp_path / f"broken-{name}"
+        shutil.copytree(run_dir, broken, dirs_exist_ok=True)
+        (broken / name).write_bytes(damage)
+        for command in (["predict", str(broken), image], ["evaluate", str(broken)],
+                        ["export", str(broken), "--model-base", str(tmp_path / "m"), "--name", "m"]):
+            assert main(command) == 2, (name, command)
+            error = capsys.readouterr().err.strip()
+            assert len(error.splitlines()) == 1 and name in error, (name, command, error)
