@@ -101,9 +101,12 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from transferkit.runner import evaluate_run
 
+    from transferkit.runner import evaluation_dir
+
     metrics = evaluate_run(args.run_dir, data=args.data)
     summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     print(json.dumps(summary, indent=2))
+    print(f"metrics and report written to {evaluation_dir(args.run_dir, args.data)}")
     return 0
 
 

@@ -484,17 +484,47 @@ def load_run(run_dir: str | os.PathLike):
     return config, task, model, info
 
 
+# What training recorded in metrics.json that an evaluation cannot know, kept when the run is re-evaluated.
+TRAINING_FACTS = ("best_epoch", "time_limit_reached", "elapsed_seconds")
+
+
+def evaluation_dir(run_dir: str | os.PathLike, data: str | None) -> Path:
+    """Where an evaluation writes: the run folder itself for its own data, else evaluations/<data>-<digest>/."""
+    import hashlib
+
+    run_dir = Path(run_dir)
+    if data is None:
+        return run_dir
+    resolved = str(Path(data).resolve())
+    name = Path(resolved).name or "data"
+    return run_dir / "evaluations" / f"{name}-{hashlib.blake2b(resolved.encode(), digest_size=4).hexdigest()}"
+
+
 def evaluate_run(run_dir: str | os.PathLike, data: str | None = None) -> dict[str, Any]:
-    """Re-evaluates a run on its validation data or on `data`; writes metrics.json and report/."""
+    """Re-evaluates a run on its validation data, or on `data`.
+
+    On its own data it rewrites metrics.json and report/, keeping what training recorded
+    (`TRAINING_FACTS`); other data gets its own folder (`evaluation_dir`), so the run's
+    record is never replaced by a score on something else.
+    """
     config, task, model, info = load_run(run_dir)
     config = task.config_for_evaluation(info, data)
     task = get_task(config.task)(config, info)
     task_data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
     task.info = {**info, **{k: v for k, v in task_data.info.items() if k not in info}}
-    run_dir = Path(run_dir)
-    metrics = task.evaluate(model, task_data.val, task.info, run_dir / "report")
+    out = evaluation_dir(run_dir, data)
+    metrics = task.evaluate(model, task_data.val, task.info, out / "report")
     metrics["problems"] = task_data.problems
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    if data is None:
+        previous = Path(run_dir) / "metrics.json"
+        try:
+            recorded = json.loads(previous.read_text())
+        except (OSError, ValueError):
+            recorded = {}
+        metrics.update({k: recorded[k] for k in TRAINING_FACTS if isinstance(recorded, dict) and k in recorded})
+    else:
+        metrics["data"] = str(Path(data).resolve())
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -165,14 +166,25 @@ def test_evaluate_and_predict_commands(shapes, tmp_path, capsys):
     from transferkit.cli import main
 
     run_dir = train(_frozen_only(shapes, "memory"), tmp_path / "run")
-    (run_dir / "metrics.json").unlink()
+    trained = json.loads((run_dir / "metrics.json").read_text())
     assert main(["evaluate", str(run_dir)]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[:printed.rindex("}") + 1])
+    assert printed.splitlines()[-1] == f"metrics and report written to {run_dir}"
     assert 0.0 <= summary["accuracy"] <= 1.0 and summary["num_examples"] == 6
     assert (run_dir / "metrics.json").exists() and (run_dir / "report" / "confusion_matrix.png").exists()
-    # --data: evaluate on another folder (here: the training images, 30 of them).
+    # Issue 24 fault 14: re-evaluating keeps what training recorded.
+    again = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("best_epoch", "elapsed_seconds", "time_limit_reached"):
+        assert again[key] == trained[key]
+    # --data: evaluate on another folder (here: the training images, 30 of them), into its own folder.
     assert main(["evaluate", str(run_dir), "--data", str(shapes)]) == 0
-    assert json.loads(capsys.readouterr().out)["num_examples"] == 30
+    printed = capsys.readouterr().out
+    assert json.loads(printed[:printed.rindex("}") + 1])["num_examples"] == 30
+    other = Path(printed.splitlines()[-1].split(" written to ")[1])
+    assert other.parent == run_dir / "evaluations" and json.loads((other / "metrics.json").read_text())[
+        "num_examples"] == 30 and (other / "report" / "confusion_matrix.png").exists()
+    assert json.loads((run_dir / "metrics.json").read_text()) == again  # the run's own record is untouched
     image = sorted((shapes / "circle").iterdir())[0]
     assert main(["predict", str(run_dir), str(image), "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
