@@ -173,3 +173,20 @@ def load_json(text: str | bytes, source: str, error: type[Exception] | None = No
         raise error(f"{source}: JSON nested too deeply") from None
     except UnicodeDecodeError as problem:
         raise error(f"{source}: JSON is not UTF-8 (byte {problem.start})") from None
+
+
+def checked_rows(reader, source: str):
+    """Rows of a `csv` reader; a row the module refuses (a field over its size limit, a NUL byte)
+    becomes a DataError naming the file and line instead of a `_csv.Error` traceback."""
+    import csv
+
+    from transferkit.errors import DataError
+
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise DataError(f"{source}: line {reader.line_num}: not a readable CSV row: {error}") from None
+        yield row

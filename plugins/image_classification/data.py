@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from transferkit.errors import DataError
+from transferkit.fileio import checked_rows
 # The one decoder and resize of the project, shared with the serving graph and other tasks.
 from transferkit.images import (  # noqa: F401  (re-exported)
     MAX_PIXELS,
@@ -99,10 +100,13 @@ def _list_csv(path: Path) -> tuple[list[Sample], list[dict[str, str]]]:
     if "\x00" in text:
         raise DataError(f"{path}: contains NUL bytes; expected a text CSV with path,label rows")
     reader = csv.DictReader(text.splitlines())
-    fields = reader.fieldnames or []
+    try:
+        fields = reader.fieldnames or []
+    except csv.Error as error:
+        raise DataError(f"{path}: line 1: not a readable CSV header: {error}") from None
     if "path" not in fields or "label" not in fields:
         raise DataError(f"{path}: expected a header with columns 'path' and 'label', received {fields}")
-    for line, row in enumerate(reader, start=2):
+    for line, row in enumerate(checked_rows(reader, str(path)), start=2):
         rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
         if not rel or not label:
             problems.append({"path": f"{path}:{line}", "reason": "row with an empty path or label"})

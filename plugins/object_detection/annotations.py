@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from transferkit.errors import ConfigError, DataError
-from transferkit.fileio import atomic_path, atomic_writer
+from transferkit.fileio import atomic_path, atomic_writer, checked_rows
 
 FORMATS = ("voc", "coco", "yolo", "csv")
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
@@ -322,7 +322,8 @@ def _read_coco(source: Path, image_dir: Path | None, problems: _Problems) -> lis
 def _read_csv(source: Path, image_dir: Path | None, problems: _Problems) -> list[_RawImage]:
     text = _read_text(source, problems, encoding="utf-8-sig")  # utf-8-sig: Excel starts with a BOM
     reader = csv.reader(io.StringIO(text or "", newline=""))
-    header = [column.strip().lower() for column in next(reader, [])]
+    rows = checked_rows(reader, str(source))
+    header = [column.strip().lower() for column in next(rows, [])]
     missing = [column for column in CSV_COLUMNS if column not in header]
     if text is None or missing:
         if text is not None:
@@ -331,7 +332,7 @@ def _read_csv(source: Path, image_dir: Path | None, problems: _Problems) -> list
         return []
     folders = [image_dir] if image_dir else [source.parent, source.parent / "images"]
     by_name: dict[str, _RawImage] = {}
-    for row in reader:
+    for row in rows:
         where = f"line {reader.line_num}"
         if len(row) != len(header):
             if any(cell.strip() for cell in row):

@@ -365,3 +365,35 @@ def test_fault_24_32_a_damaged_run_folder_is_a_one_line_error(tmp_path, capsys):
             assert main(command) == 2, (name, command)
             error = capsys.readouterr().err.strip()
             assert len(error.splitlines()) == 1 and name in error, (name, command, error)
+
+
+# -- 22: a CSV field over the csv module's limit is a one-line error ---------------------------------------------
+
+
+@pytest.fixture
+def default_csv_field_limit():
+    import csv
+
+    previous = csv.field_size_limit(131072)  # the module's default; the text task raises it process-wide
+    yield
+    csv.field_size_limit(previous)
+
+
+def test_fault_24_22_a_huge_csv_field_is_a_one_line_error(tmp_path, capsys, default_csv_field_limit):
+    from transferkit.errors import DataError
+    from transferkit.plugins.object_detection.annotations import read_annotations
+
+    labels = make_detection_dataset(tmp_path / "det", count=4, size=32)
+    lines = labels.read_text().splitlines()
+    first = lines[1].split(",")
+    lines.append(",".join(first[:3] + ["c" * 200_000] + first[4:]))
+    labels.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"labels.csv: line 6: not a readable CSV row"):
+        read_annotations(str(labels), "csv", None, None, "skip")
+    images = make_image_folder(tmp_path / "images", per_class=3, size=16)
+    listing = tmp_path / "list.csv"
+    rows = [f"{p},{p.parent.name}" for p in sorted(Path(images).rglob("*.png"))]
+    listing.write_text("path,label\n" + "\n".join(rows) + f"\n{rows[0].split(',')[0]},{'x' * 200_000}\n")
+    assert main(["data", "pack", str(listing), str(tmp_path / "pack")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "list.csv: line" in error
