@@ -68,10 +68,13 @@ class DataConfig:
             import codecs
 
             try:
-                codecs.lookup(value)
+                # rot13, hex, zlib... are codecs too, but not between bytes and text.
+                text_codec = getattr(codecs.lookup(value), "_is_text_encoding", True)
             except LookupError:
-                raise ConfigError(f"data.{field}: expected a Python codec name such as 'utf-8' or 'latin-1', "
-                                  f"received {value!r}") from None
+                text_codec = False
+            if not text_codec:
+                raise ConfigError(f"data.{field}: expected a text encoding such as 'utf-8' or 'latin-1', "
+                                  f"received {value!r}")
         if self.class_names is not None:
             check(len(set(self.class_names)) == len(self.class_names) and len(self.class_names) >= 2,
                   "data.class_names", self.class_names, "at least two distinct names")

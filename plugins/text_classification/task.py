@@ -67,6 +67,14 @@ class TextClassification(Task):
                         learning_rate=5e-5, decay="cosine"),
         ]
 
+    @classmethod
+    def validate_config(cls, config) -> None:
+        """data.sequence_length fits the backbone's position embeddings, checked before anything is written."""
+        limit = _backbone_max_length(config.backbone)
+        length = config.task_config.data.sequence_length
+        if limit is not None and length > limit:
+            raise ConfigError(f"data.sequence_length: the backbone takes at most {limit} tokens. Received: {length}")
+
     # -- tokenisation ----------------------------------------------------------
 
     def vocabulary_path(self) -> Path:
@@ -390,3 +398,30 @@ class TextClassification(Task):
             ParityCheck("serving_default", float(np.abs(served["probabilities"].numpy() - expected).max())),
             ParityCheck("serving_token_ids", float(np.abs(from_ids["probabilities"].numpy() - expected).max())),
         ]
+
+
+def _backbone_max_length(backbone) -> int | None:
+    """The longest sequence a backbone config or local preset folder declares, or None when it is not known
+    without loading it (a named preset, resolved only online)."""
+    import json
+    import os
+
+    if backbone.config is not None:
+        value = backbone.config.get("max_sequence_length")
+        return int(value) if isinstance(value, int) else None
+    from transferkit.models.presets import resolve_preset
+
+    try:
+        folder = resolve_preset(backbone.preset)
+    except TransferkitError:
+        return None  # the load reports it, with its own message
+    if not os.path.isdir(folder):
+        return None
+    try:
+        spec = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for value in (spec.get("max_position_embeddings"), (spec.get("config") or {}).get("max_sequence_length")):
+        if isinstance(value, int):
+            return value
+    return None

@@ -397,3 +397,25 @@ def test_fault_24_22_a_huge_csv_field_is_a_one_line_error(tmp_path, capsys, defa
     assert main(["data", "pack", str(listing), str(tmp_path / "pack")]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "list.csv: line" in error
+
+
+# -- 25, 26: text settings that fail at training time are config errors -----------------------------------------
+
+
+@pytest.mark.parametrize("key, value, expected", [("data.encoding", "rot13", "text encoding"),
+                                                  ("data.fallback_encoding", "hex", "text encoding"),
+                                                  ("data.sequence_length", "4096", "at most")])
+def test_fault_24_25_26_text_settings_are_checked_by_config_check(tmp_path, key, value, expected, capsys):
+    import yaml
+
+    from transferkit.testing import make_text_dataset, tiny_text_config
+
+    root = tmp_path / "text"
+    make_text_dataset(root, count=12)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(tiny_text_config(root)))
+    assert main(["config", "check", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["config", "check", str(path), "--set", f"{key}={value}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and key in error and expected in error
