@@ -91,13 +91,18 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Removes the `temporary_sibling`s in `folder` whose writer is gone; returns what it removed."""
+def remove_stale_temporaries(folder: str | os.PathLike, of: str | None = None) -> list[Path]:
+    """Removes the `temporary_sibling`s in `folder` whose writer is gone; returns what it removed.
+
+    `of`: only the temporaries of that name (in a folder the project does not own, such as a pack's parent).
+    """
     folder = Path(folder)
     removed = []
     if not folder.is_dir():
         return removed
     for candidate in folder.glob(f"{TEMP_PREFIX}*"):
+        if of is not None and not candidate.name.endswith(f"-{of}"):
+            continue
         pid_text = candidate.name[len(TEMP_PREFIX):].split("-", 1)[0]
         if not pid_text.isdigit() or int(pid_text) == os.getpid() or process_alive(int(pid_text)):
             continue

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from transferkit.errors import DataError
-from transferkit.fileio import temporary_sibling
+from transferkit.fileio import remove_stale_temporaries, temporary_sibling
 
 MANIFEST = "transferkit-pack.json"
 FORMAT = 1
@@ -68,18 +68,31 @@ class Pack:
         manifest = root / MANIFEST
         try:
             spec = json.loads(manifest.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+        except (OSError, ValueError, RecursionError) as error:
             raise DataError(f"{manifest}: unreadable pack manifest: {error}") from None
+        if not isinstance(spec, dict):
+            raise DataError(f"{manifest}: unreadable pack manifest: expected a JSON object")
         if spec.get("format") != FORMAT:
             raise DataError(f"{manifest}: pack format {spec.get('format')!r}; this version reads format {FORMAT}")
-        splits = {}
-        for name, split in spec["splits"].items():
-            shards = tuple(str(root / shard) for shard in split["shards"])
-            missing = [s for s in shards if not os.path.isfile(s)]
-            if missing:
-                raise DataError(f"{manifest}: shard {missing[0]} is missing; the pack is incomplete")
-            splits[name] = PackSplit(shards, tuple(int(c) for c in split["class_counts"]), spec["digest"])
-        return cls(root, tuple(spec["class_names"]), splits, tuple(spec.get("problems", [])), spec["digest"])
+        try:
+            splits = {}
+            for name, split in spec["splits"].items():
+                shards = tuple(str(root / shard) for shard in split["shards"] if isinstance(shard, str))
+                if len(shards) != len(split["shards"]) or not isinstance(split["class_counts"], list):
+                    raise TypeError(f"split {name!r}: expected lists of shard names and class counts")
+                missing = [s for s in shards if not os.path.isfile(s)]
+                if missing:
+                    raise DataError(f"{manifest}: shard {missing[0]} is missing; the pack is incomplete")
+                splits[name] = PackSplit(shards, tuple(int(c) for c in split["class_counts"]), str(spec["digest"]))
+            class_names = spec["class_names"]
+            if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
+                raise TypeError("class_names: expected a list of names")
+            problems = spec.get("problems", [])
+            if not isinstance(problems, list):
+                raise TypeError("problems: expected a list")
+            return cls(root, tuple(class_names), splits, tuple(problems), str(spec["digest"]))
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            raise DataError(f"{manifest}: unreadable pack manifest: {type(error).__name__}: {error}") from None
 
 
 def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os.PathLike | None = None,
@@ -131,6 +144,7 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
         splits = {"train": [s for i, s in enumerate(samples) if i not in held],
                   "val": [s for i, s in enumerate(samples) if i in held]}
 
+    remove_stale_temporaries(out.parent, of=out.name)  # a killed pack's half-written folders
     staging = temporary_sibling(out)
     staging.mkdir(parents=True)
     try:

@@ -419,3 +419,44 @@ def test_fault_24_25_26_text_settings_are_checked_by_config_check(tmp_path, key,
     assert main(["config", "check", str(path), "--set", f"{key}={value}"]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and key in error and expected in error
+
+
+# -- 21, 31: packs -----------------------------------------------------------------------------------------------
+
+
+def test_fault_24_21_a_killed_packs_temporaries_are_removed_by_the_next_pack(tmp_path):
+    import os
+
+    source = make_image_folder(tmp_path / "src", per_class=3, size=16)
+    dead = tmp_path / ".tmp-4000000-deadbeef-pack"  # pid 4,000,000 exceeds Linux's pid_max: never alive
+    dead.mkdir()
+    (dead / "train-00000-of-00001.tfrecord").write_bytes(b"x" * 1000)
+    alive = tmp_path / f".tmp-{os.getppid()}-cafebabe-pack"  # a live writer's: kept
+    alive.mkdir()
+    unrelated = tmp_path / ".tmp-4000000-deadbeef-other"  # another output's: kept
+    unrelated.mkdir()
+    assert main(["data", "pack", str(source), str(tmp_path / "pack")]) == 0
+    assert not dead.exists() and alive.exists() and unrelated.exists()
+
+
+@pytest.mark.parametrize("damage", [{"class_counts": {"a": 1}}, {"shards": "train-0.tfrecord"},
+                                    {"class_names": "abc"}, "a list"])
+def test_fault_24_31_a_pack_manifest_of_wrong_types_is_a_one_line_error(tmp_path, damage, capsys):
+    import json
+
+    from transferkit.errors import DataError
+    from transferkit.packing import MANIFEST, Pack
+
+    source = make_image_folder(tmp_path / "src", per_class=3, size=16)
+    assert main(["data", "pack", str(source), str(tmp_path / "pack")]) == 0
+    manifest = tmp_path / "pack" / MANIFEST
+    spec = json.loads(manifest.read_text())
+    if damage == "a list":
+        spec = [spec]
+    elif "class_names" in damage:
+        spec.update(damage)
+    else:
+        spec["splits"]["train"].update(damage)
+    manifest.write_text(json.dumps(spec))
+    with pytest.raises(DataError, match="unreadable pack manifest"):
+        Pack.open(tmp_path / "pack")
