@@ -63,6 +63,8 @@ def read_tf_config() -> dict[str, Any]:
                           '"task": {"type": "worker", "index": 0}}')
     try:
         spec = json.loads(raw)
+    except RecursionError:
+        raise ConfigError("TF_CONFIG: JSON nested too deeply") from None
     except json.JSONDecodeError as error:
         raise ConfigError(f"TF_CONFIG: not valid JSON ({error.msg} at character {error.pos}). "
                           f"Received: {raw[:200]!r}") from None
@@ -71,6 +73,17 @@ def read_tf_config() -> dict[str, Any]:
     if not isinstance(cluster, dict) or not any(isinstance(v, list) and v for v in cluster.values()):
         raise ConfigError(f"TF_CONFIG.cluster: expected a mapping of job names to lists of host:port, "
                           f"e.g. {{\"worker\": [\"host0:12345\", \"host1:12345\"]}}. Received: {cluster!r}")
+    # MultiWorkerMirroredStrategy runs workers (and a chief); a parameter-server job belongs to another strategy.
+    unsupported = sorted(set(cluster) - {"worker", "chief"})
+    if unsupported:
+        raise ConfigError(f"TF_CONFIG.cluster: job(s) {unsupported} are not supported; MultiWorkerMirroredStrategy "
+                          f"takes 'worker' (and 'chief') jobs only")
+    for job, addresses in cluster.items():
+        for address in addresses if isinstance(addresses, list) else [addresses]:
+            host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"TF_CONFIG.cluster.{job}: expected host:port addresses (a port in 1-65535). "
+                                  f"Received: {address!r}")
     if not isinstance(task, dict) or task.get("type") not in cluster or not isinstance(task.get("index"), int):
         raise ConfigError(f"TF_CONFIG.task: expected {{\"type\": one of {sorted(cluster)}, \"index\": a number}}. "
                           f"Received: {task!r}")

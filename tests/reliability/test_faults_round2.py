@@ -460,3 +460,21 @@ def test_fault_24_31_a_pack_manifest_of_wrong_types_is_a_one_line_error(tmp_path
     manifest.write_text(json.dumps(spec))
     with pytest.raises(DataError, match="unreadable pack manifest"):
         Pack.open(tmp_path / "pack")
+
+
+# -- 30: TF_CONFIG -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cluster, named", [({"worker": ["localhost"]}, "host:port"),
+                                            ({"worker": [12345]}, "host:port"),
+                                            ({"worker": ["a:1"], "ps": ["b:2"]}, "'ps'")])
+def test_fault_24_30_bad_tf_config_addresses_and_jobs_are_named(monkeypatch, cluster, named):
+    import json
+
+    from transferkit.errors import ConfigError
+    from transferkit.multi_worker import read_tf_config
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(ConfigError, match="TF_CONFIG.cluster") as caught:
+        read_tf_config()
+    assert named in str(caught.value)
