@@ -292,15 +292,26 @@ def _read_coco(source: Path, image_dir: Path | None, problems: _Problems) -> lis
             problems.add(source, "expected a COCO object with an 'images' list; file skipped")
         return []
     folders = [image_dir] if image_dir else [source.parent, source.parent / "images"]
-    categories = {c.get("id"): str(c.get("name")) for c in data.get("categories") or [] if isinstance(c, dict)}
+    categories = {c.get("id"): str(c.get("name")) for c in data.get("categories") or []
+                  if isinstance(c, dict) and _is_id(c.get("id"))}
     by_id: dict[object, _RawImage] = {}
+    duplicated: dict[object, list[str]] = {}
     for index, entry in enumerate(data["images"]):
         name = entry.get("file_name") if isinstance(entry, dict) else None
-        if not isinstance(name, str) or "id" not in entry:
-            problems.add(source, f"images[{index}]: expected 'id' and 'file_name'; entry skipped")
+        if not isinstance(name, str) or not _is_id(entry.get("id")):
+            problems.add(source, f"images[{index}]: expected an 'id' (a number or string) and a 'file_name'; "
+                                 f"entry skipped")
+            continue
+        if entry["id"] in by_id or entry["id"] in duplicated:
+            # Which image its boxes belong to cannot be told: both are left out.
+            first = by_id.pop(entry["id"], None)
+            duplicated.setdefault(entry["id"], [first.image_name] if first else []).append(name)
             continue
         by_id[entry["id"]] = _RawImage(source, name, [folder / name for folder in folders],
                                        _size(entry.get("width"), entry.get("height")))
+    for image_id, names in duplicated.items():
+        problems.add(source, f"images: id {image_id!r} is shared by {len(names)} images ({', '.join(names)}); "
+                             f"their boxes cannot be told apart, so all of them are skipped")
     for index, box in enumerate(data.get("annotations") or []):
         box = box if isinstance(box, dict) else {}
         where = f"annotations[{index}] (id {box.get('id')})"
@@ -308,15 +319,22 @@ def _read_coco(source: Path, image_dir: Path | None, problems: _Problems) -> lis
         values = [_number(value) for value in bbox] if isinstance(bbox, list) else []
         if len(values) != 4 or None in values:
             problems.add(source, f"{where}: bbox {bbox!r} is not [x, y, width, height] numbers; box skipped")
-        elif box.get("image_id") not in by_id:
+        elif _is_id(box.get("image_id")) and box["image_id"] in duplicated:
+            continue  # its image was left out above
+        elif not _is_id(box.get("image_id")) or box.get("image_id") not in by_id:
             problems.add(source, f"{where}: image_id {box.get('image_id')!r} is not in 'images'; box skipped")
-        elif box.get("category_id") not in categories:
+        elif not _is_id(box.get("category_id")) or box.get("category_id") not in categories:
             problems.add(source, f"{where}: category_id {box.get('category_id')!r} is not in 'categories'; "
                                  "box skipped")
         else:
             x, y, w, h = values
             by_id[box["image_id"]].boxes.append(_RawBox(categories[box["category_id"]], (x, y, x + w, y + h), where))
     return list(by_id.values())
+
+
+def _is_id(value) -> bool:
+    """A COCO id: a number or a string (a list or an object cannot key anything)."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def _read_csv(source: Path, image_dir: Path | None, problems: _Problems) -> list[_RawImage]:

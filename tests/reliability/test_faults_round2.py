@@ -478,3 +478,48 @@ def test_fault_24_30_bad_tf_config_addresses_and_jobs_are_named(monkeypatch, clu
     with pytest.raises(ConfigError, match="TF_CONFIG.cluster") as caught:
         read_tf_config()
     assert named in str(caught.value)
+
+
+# -- 6, 23: COCO ids ---------------------------------------------------------------------------------------------
+
+
+def test_fault_24_06_coco_images_sharing_an_id_are_reported_and_skipped(tmp_path):
+    import json
+
+    from transferkit.plugins.object_detection.annotations import read_annotations
+
+    path = make_detection_dataset(tmp_path / "det", count=4, size=32, fmt="coco")
+    spec = json.loads(path.read_text())
+    shared, second = spec["images"][0]["id"], spec["images"][1]["id"]
+    spec["images"][1]["id"] = shared
+    for box in spec["annotations"]:  # the second image's boxes name the shared id too
+        box["image_id"] = shared if box["image_id"] == second else box["image_id"]
+    names = {spec["images"][0]["file_name"], spec["images"][1]["file_name"]}
+    path.write_text(json.dumps(spec))
+    annotations, problems = read_annotations(str(path), "coco", None, None, "skip")
+    kept = {Path(a.path).name for a in annotations}
+    assert len(annotations) == 2 and not kept & {Path(n).name for n in names}
+    reasons = [p["reason"] for p in problems]
+    assert any(f"id {shared!r} is shared by 2 images" in r for r in reasons)
+    assert not any("is not in 'images'" in r for r in reasons)
+
+
+def test_fault_24_23_unhashable_coco_ids_and_deep_nesting_are_listed(tmp_path):
+    import json
+
+    from transferkit.plugins.object_detection.annotations import read_annotations
+
+    path = make_detection_dataset(tmp_path / "det", count=4, size=32, fmt="coco")
+    spec = json.loads(path.read_text())
+    spec["images"][0]["id"] = [1]
+    spec["categories"][0]["id"] = [0]
+    spec["annotations"][-1]["image_id"] = {"a": 1}
+    path.write_text(json.dumps(spec))
+    annotations, problems = read_annotations(str(path), "coco", None, None, "skip")
+    assert len(annotations) == 3 and problems
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    from transferkit.errors import DataError
+
+    with pytest.raises(DataError, match="nested too deeply"):
+        read_annotations(str(deep), "coco", None, None, "skip")
