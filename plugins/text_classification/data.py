@@ -336,8 +336,16 @@ def _read_jsonl(path: Path, cfg) -> ReadResult:
                 continue
             if cfg.filter_column is not None and str(row.get(cfg.filter_column, "")) != cfg.filter_value:
                 continue
-            label = row.get(cfg.label_column)
-            _add(examples, problems, row.get(cfg.text_column), None if label is None else str(label),
+            text, label = row.get(cfg.text_column), row.get(cfg.label_column)
+            if text is not None and not isinstance(text, str):
+                problems.append({"path": where, "reason": f"{cfg.text_column!r} is a {_json_kind(text)}; "
+                                                          f"expected a string"})
+                continue
+            if label is not None and (isinstance(label, bool) or not isinstance(label, (str, int))):
+                problems.append({"path": where, "reason": f"{cfg.label_column!r} is a {_json_kind(label)}; "
+                                                          f"expected a string or an integer"})
+                continue
+            _add(examples, problems, text, None if label is None else str(label),
                  FileSpan(source, start, len(raw), number))
     return ReadResult(examples, problems, notes)
 
@@ -359,6 +367,10 @@ def _read_folder(root: Path, cfg) -> ReadResult:
                 continue
             _add(examples, problems, text, class_dir.name, FileSpan(_source(file, cfg, "file"), 0, len(raw), 0))
     return ReadResult(examples, problems, notes)
+
+
+def _json_kind(value) -> str:
+    return {dict: "JSON object", list: "JSON array", bool: "boolean", float: "number"}.get(type(value), "value")
 
 
 def _add(examples: list, problems: list, text, label, span: FileSpan) -> None:

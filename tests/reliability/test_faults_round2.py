@@ -523,3 +523,24 @@ def test_fault_24_23_unhashable_coco_ids_and_deep_nesting_are_listed(tmp_path):
 
     with pytest.raises(DataError, match="nested too deeply"):
         read_annotations(str(deep), "coco", None, None, "skip")
+
+
+# -- 11: JSON Lines values that are not strings ------------------------------------------------------------------
+
+
+def test_fault_24_11_jsonl_objects_and_lists_are_problems_not_strings(tmp_path):
+    import json
+
+    from transferkit.plugins.text_classification.config import DataConfig
+    from transferkit.plugins.text_classification.data import read_examples
+
+    rows = [{"text": f"a fine film number {i}", "label": "pos" if i % 2 else "neg"} for i in range(6)]
+    rows += [{"text": {"a": 1}, "label": "pos"}, {"text": "a list label", "label": ["pos"]},
+             {"text": "true label", "label": True}, {"text": "numbered label", "label": 1}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    result = read_examples(str(path), DataConfig(train=str(path)))
+    labels = sorted({e.label for e in result.examples})
+    assert labels == ["1", "neg", "pos"] and len(result.examples) == 7
+    reasons = {p["path"].rsplit(":", 1)[1]: p["reason"] for p in result.problems}
+    assert "JSON object" in reasons["7"] and "JSON array" in reasons["8"] and "boolean" in reasons["9"]
