@@ -544,3 +544,36 @@ def test_fault_24_11_jsonl_objects_and_lists_are_problems_not_strings(tmp_path):
     assert labels == ["1", "neg", "pos"] and len(result.examples) == 7
     reasons = {p["path"].rsplit(":", 1)[1]: p["reason"] for p in result.problems}
     assert "JSON object" in reasons["7"] and "JSON array" in reasons["8"] and "boolean" in reasons["9"]
+
+
+# -- 28: REST bodies that numpy cannot take are 400s, not 500s ----------------------------------------------------
+
+
+def test_fault_24_28_ragged_extra_inputs_and_huge_numbers_are_400(served_version):
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+
+    import tensorflow as tf
+
+    from transferkit.serving.rest_server import parse_predict_body
+    from transferkit.serving.server import EmbeddedServer
+
+    specs = {"max_detections": tf.TensorSpec([], tf.int32), "images": tf.TensorSpec([None], tf.string)}
+    with pytest.raises(ServingError) as caught:
+        parse_predict_body({"inputs": {"max_detections": 10**30, "images": ["x"]}}, specs)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    base, good = served_version
+    server = EmbeddedServer(base, grpc_port=0, rest_port=0, poll_seconds=0.5).start()
+    try:
+        server.manager.wait_until_available("m", 1, timeout=60)
+        body = {"inputs": {"images": [{"b64": base64.b64encode(good[0]).decode()}], "bogus": [[1], [1, 2]]}}
+        request = urllib.request.Request(f"{server.rest_address}/v1/models/m:predict",
+                                         data=json.dumps(body).encode(), method="POST")
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(request, timeout=30)
+        assert error.value.code == 400
+        assert "bogus" in json.loads(error.value.read())["error"]
+    finally:
+        server.stop()
