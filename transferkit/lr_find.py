@@ -77,7 +77,12 @@ def find_learning_rate(config: RunConfig, stage_index: int, output: str | os.Pat
         path = path / "best.weights.h5" if path.is_dir() else path
         if not path.is_file():
             raise TransferkitError(f"{weights}: no best.weights.h5; expected a finished run folder or a .weights.h5")
-        load_model_weights(model, path)
+        try:
+            load_model_weights(model, path)
+        except (ValueError, OSError) as error:  # Keras: "N objects could not be loaded"; h5py: not an HDF5 file
+            first = " ".join(str(error).split())[:200]
+            raise TransferkitError(f"{weights}: these weights do not fit this config's model (a run of another "
+                                   f"task, backbone or class list?): {first}") from None
     apply_freeze_plan(backbone, stage.freeze)
     split = task.cache_split(model, backbone)
     use_cache, _ = use_feature_cache(config, stage, task, data, split)

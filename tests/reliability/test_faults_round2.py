@@ -577,3 +577,20 @@ def test_fault_24_28_ragged_extra_inputs_and_huge_numbers_are_400(served_version
         assert "bogus" in json.loads(error.value.read())["error"]
     finally:
         server.stop()
+
+
+# -- 29: lr-find with another task's weights ---------------------------------------------------------------------
+
+
+def test_fault_24_29_lr_find_with_weights_of_another_model_is_a_one_line_error(tmp_path, capsys):
+    import yaml
+
+    labels = make_detection_dataset(tmp_path / "det", count=6, size=32)
+    detector = train(build_run_config(tiny_detection_config(labels, image_size=32, stages=[
+        {"name": "head", "freeze": {"backbone": True}, "epochs": 1}])), tmp_path / "det_run")
+    images = make_image_folder(tmp_path / "images", per_class=3, size=16)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(images, image_size=32)))
+    assert main(["lr-find", str(path), "--weights", str(detector), "--steps", "10"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "do not fit this config's model" in error
