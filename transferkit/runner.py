@@ -236,6 +236,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         # Each worker's clock would stop it at a different batch, and the others would wait for it forever.
         raise TransferkitError("time_limit: not available with several workers (training.distribute: multi_worker)")
     task, data, backbone, full_model = prepare_run(config, strategy)
+    if latest is not None:
+        _check_same_data_facts(run_dir, task.info)
     # Only now that the config, the data and the backbone have been checked is
     # anything in the run folder replaced: a bad --set leaves old outputs alone.
     # Workers other than the chief write the same files into a temporary folder of their own.
@@ -422,6 +424,31 @@ def _steps_per_epoch(data) -> int:
     if steps < 1:
         raise TransferkitError("the training data has no batches; check data.train")
     return steps
+
+
+def _check_same_data_facts(run_dir: Path, info: dict[str, Any]) -> None:
+    """Refuses to resume when the data now gives the model another shape (a class folder added, ...).
+
+    The checkpoints hold weights for the recorded classes and input size; counts of examples may change.
+    """
+    path = run_dir / "info.json"
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # nothing recorded to compare with: the weights' own load decides
+    ignored = {"examples", "task", "backbone", "architecture"}
+    changed = [key for key in recorded if key in info and key not in ignored and not key.startswith("num_")
+               and recorded[key] != info[key]]
+    if changed:
+        key = changed[0]
+        raise TransferkitError(
+            f"{run_dir}: the data changed since the checkpoint ({key} was {_short(recorded[key])}, now "
+            f"{_short(info[key])}); restore the data, pass --no-resume to start over, or choose another --output")
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _write_info(run_dir: Path, config: RunConfig, task, backbone, data) -> None:

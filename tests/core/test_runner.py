@@ -223,3 +223,20 @@ def test_a_run_that_fails_validation_leaves_old_outputs_untouched(shapes, tmp_pa
         train(bad, run_dir, resume=False)
     after = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
     assert after == before  # labels.txt, report/, logs/ ... all still there, none rewritten
+
+
+def test_fault_24_17_resume_refuses_data_whose_classes_changed(tmp_path):
+    import shutil
+
+    images = make_image_folder(tmp_path / "images", per_class=4, size=32)
+    data = tiny_config(images, stages=[{"name": "head", "freeze": {"backbone": True}, "epochs": 2}])
+    run_dir = tmp_path / "run"
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    subprocess.run([sys.executable, str(script), json.dumps(data), str(run_dir), "1"], capture_output=True,
+                   timeout=600)
+    before = {name: (run_dir / name).read_bytes() for name in ("info.json", "labels.txt", "config.yaml")}
+    shutil.copytree(images / "circle", images / "star")  # a fourth class appears
+    with pytest.raises(TransferkitError, match=r"the data changed since the checkpoint \(class_names was"):
+        train(build_run_config(data), run_dir)
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
