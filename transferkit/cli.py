@@ -460,6 +460,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("transferkit: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        from transferkit.errors import raised_inside_tensorflow
+
+        message = raised_inside_tensorflow(error)  # our error, raised in a tf.data function: one line, not a traceback
+        if message is None:
+            raise
+        print(f"transferkit: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -34,3 +34,20 @@ class DataError(TransferkitError, ValueError):
 
 class FreezePlanError(TransferkitError, ValueError):
     """A freeze plan cannot be applied to this backbone."""
+
+
+def raised_inside_tensorflow(error: BaseException) -> str | None:
+    """The message of a project error raised inside a `tf.data` Python function, or None.
+
+    TensorFlow wraps such an exception in an op error whose text starts with its own preamble and
+    carries the Python traceback; the user needs the one line that names the file.
+    """
+    if not type(error).__module__.startswith("tensorflow"):
+        return None
+    text = str(error)
+    for name in ("DataError", "ConfigError", "PresetError", "TransferkitError"):
+        marker = f"{name}: "
+        start = text.find(marker)
+        if start >= 0:
+            return text[start + len(marker):].split("\n", 1)[0].strip()
+    return None

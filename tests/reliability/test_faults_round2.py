@@ -594,3 +594,41 @@ def test_fault_24_29_lr_find_with_weights_of_another_model_is_a_one_line_error(t
     assert main(["lr-find", str(path), "--weights", str(detector), "--steps", "10"]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "do not fit this config's model" in error
+
+
+# -- 27: an error of ours raised inside a tf.data function reaches the user as its one line ------------------------
+
+
+def test_fault_24_27_an_error_raised_in_a_tf_data_function_is_one_line(tmp_path, monkeypatch, capsys):
+    import csv
+
+    import numpy as np
+    import tensorflow as tf
+
+    from transferkit import cli
+    from transferkit.plugins.text_classification.config import DataConfig
+    from transferkit.plugins.text_classification.data import read_examples
+
+    path = tmp_path / "texts.csv"
+
+    def write(rows):
+        with open(path, "w", newline="") as handle:
+            csv.writer(handle).writerows([["text", "label"], *rows])
+
+    write([["good film", "pos"], ["bad film", "neg"]])
+    examples = read_examples(str(path), DataConfig(train=str(path))).examples
+    write([["an inserted row", "pos"], ["good film", "pos"], ["bad film", "neg"]])  # changed after reading
+
+    def streamed_epoch(args):  # what a streamed text epoch does: read each text back inside tf.data
+        texts = tf.data.Dataset.range(len(examples)).map(
+            lambda i: tf.numpy_function(lambda j: np.bytes_(examples[int(j)].text.encode()), [i], tf.string))
+        list(texts)
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_evaluate", streamed_epoch)
+    assert main(["evaluate", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        f"transferkit: error: {path}:2: the file changed after it was read (size 41 -> 62); its texts are no "
+        f"longer where they were. Start the run again"]
+    assert "Traceback" not in captured.err
