@@ -19,7 +19,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from transferkit.fileio import atomic_write_text, remove_stale_temporaries, temporary_sibling
+from transferkit.fileio import (atomic_write_text, ensure_room, remove_stale_temporaries, temporary_sibling,
+                                weights_bytes)
 
 
 def save_optimizer_state(optimizer: keras.optimizers.Optimizer, path: Path) -> None:
@@ -70,6 +71,7 @@ class CheckpointStore:
         # A fresh name each time: the folder latest.json points at is never touched.
         name = f"epoch-{state['global_epoch']:04d}-{time.time_ns():x}"
         tmp = temporary_sibling(self.root / name)
+        ensure_room(tmp / "model.weights.h5", weights_bytes(model))  # before h5py, which may crash on a failed write
         tmp.mkdir()
         model.save_weights(tmp / "model.weights.h5")
         if optimizer is not None:

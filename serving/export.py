@@ -114,7 +114,13 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
                 assets.append(tf.saved_model.Asset(str(asset_file)))
             module.assets = assets
             concrete = {key: fn.get_concrete_function() for key, fn in signatures.items()}
-            tf.saved_model.save(module, str(tmp), signatures=concrete)
+            try:
+                tf.saved_model.save(module, str(tmp), signatures=concrete)
+            except (tf.errors.OutOfRangeError, tf.errors.ResourceExhaustedError, tf.errors.InternalError,
+                    tf.errors.UnknownError) as error:  # disk full, file size limit: the writer's own words
+                first = " ".join(getattr(error, "message", str(error)).split())[:300]
+                raise ExportError(f"{final}: the SavedModel could not be written ({first}); nothing was "
+                                  f"half-written, free some space and export again") from None
         examples = task.serving_examples(info, max(warmup_records, 8))
         write_warmup_file(tmp, name, examples[:warmup_records] if warmup_records else [])
         report = verify_export(tmp, model, task, info, examples[:8], expected=set(signatures))

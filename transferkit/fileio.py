@@ -195,3 +195,43 @@ def checked_rows(reader, source: str):
         except csv.Error as error:
             raise DataError(f"{source}: line {reader.line_num}: not a readable CSV row: {error}") from None
         yield row
+
+
+def ensure_room(path: str | os.PathLike, nbytes: int) -> None:
+    """Raises TransferkitError unless `nbytes` more fit next to `path` (free space and the file size limit).
+
+    HDF5 files (Keras weights) are written by h5py, which can crash the process when a write fails
+    half-way: a file that cannot fit is refused before it is started, with the numbers.
+    """
+    import resource
+
+    from transferkit.errors import TransferkitError
+
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:  # the disk it will be on: nothing is created
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if nbytes > free:
+        raise TransferkitError(f"{path}: needs about {nbytes / 2**20:.1f} MB, {folder} has "
+                               f"{free / 2**20:.1f} MB free; free some space (nothing was half-written)")
+    if limit != resource.RLIM_INFINITY and nbytes > limit:
+        raise TransferkitError(f"{path}: needs about {nbytes / 2**20:.1f} MB, more than this process may write "
+                               f"to one file ({limit / 2**20:.1f} MB, ulimit -f); nothing was half-written")
+
+
+def weights_bytes(*models) -> int:
+    """A generous estimate of the bytes of a Keras weights file for `models` (their variables and optimizers)."""
+    total = 0
+    for model in models:
+        variables = list(model.weights)
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None:
+            variables += list(getattr(optimizer, "variables", []))
+        for variable in variables:
+            shape = tuple(int(d) for d in variable.shape)
+            count = 1
+            for d in shape:
+                count *= d
+            total += count * 4 + 512  # float32 data and HDF5 object headers
+    return int(total * 1.1) + (1 << 20)

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from transferkit.config import (RunConfig, StageConfig, config_differences, load_saved_config, same_config,
                                 write_config)
 from transferkit.errors import TransferkitError
-from transferkit.fileio import atomic_path, atomic_write_text
+from transferkit.fileio import atomic_path, atomic_write_text, ensure_room, weights_bytes
 from transferkit.multi_worker import create_strategy, output_dir, prepare_fit, remove_output_dir, weights_digest
 from transferkit.registry import get_task
 from transferkit.streaming import pipeline_options
@@ -108,6 +108,7 @@ class _EpochRecorder:
             if improved:
                 state["best"] = float(value)
                 state["best_epoch"] = state["global_epoch"]
+                ensure_room(self.run_dir / "best.weights.h5", weights_bytes(self.full_model))
                 with atomic_path(self.run_dir / "best.weights.h5", suffix=".weights.h5") as tmp:
                     self.full_model.save_weights(tmp)
         atomic_write_text(self.run_dir / "history.json", json.dumps(state["history"], indent=2))
@@ -481,6 +482,7 @@ def load_model_weights(model, path: Path) -> None:
 
 def save_model(model, path: Path) -> Path:
     """Saves a Keras model through a temporary file and a rename."""
+    ensure_room(path, weights_bytes(model))
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
     return Path(path)

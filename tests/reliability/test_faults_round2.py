@@ -632,3 +632,31 @@ def test_fault_24_27_an_error_raised_in_a_tf_data_function_is_one_line(tmp_path,
         f"transferkit: error: {path}:2: the file changed after it was read (size 41 -> 62); its texts are no "
         f"longer where they were. Start the run again"]
     assert "Traceback" not in captured.err
+
+
+# -- 18: a file that cannot be written is a one-line error, never a crash ------------------------------------------
+
+
+def test_fault_24_18_a_full_disk_during_train_and_export_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    images = make_image_folder(tmp_path / "images", per_class=4, size=16)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(images, image_size=16)))
+    command = f"ulimit -f 100; exec {sys.executable} -m transferkit train {path} --output {tmp_path / 'run'}"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "ulimit -f" in last and "best.weights.h5" in last and "Traceback" not in result.stderr
+    assert not list((tmp_path / "run").glob(".*.h5"))  # no temporary left behind
+    run_dir = train(build_run_config(tiny_config(images, image_size=16, stages=[
+        {"name": "head", "freeze": {"backbone": True}, "epochs": 1}])), tmp_path / "good_run")
+    command = (f"ulimit -f 200; exec {sys.executable} -m transferkit export {run_dir} --model-base "
+               f"{tmp_path / 'models'} --name m")
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "could not be written" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "models" / "m" / "1").exists()
