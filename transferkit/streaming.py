@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -30,13 +31,15 @@ from typing import Sequence
 
 import numpy as np
 
-from transferkit.fileio import process_alive
+from transferkit.fileio import atomic_write_text, process_alive
 from transferkit.images import MAX_PIXELS, TF_FORMATS, TooManyPixels, check_pixel_cap, image_header
 
 # Shuffle buffers after a cache (and for packs): the cached order is already a seeded permutation of
 # the files, so a small buffer only reorders locally each epoch, and it fills fast on the first pass.
 SHUFFLE_BUFFER = 256
 CACHE_FORMAT_VERSION = 1
+SUMS_SUFFIX = ".sums.json"  # sizes and digests of a finished disk cache
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -220,6 +223,40 @@ def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, 
     return dataset
 
 
+def _cache_files(prefix: Path) -> list[Path]:
+    return sorted(p for p in prefix.parent.glob(prefix.name + "*")
+                  if not p.name.endswith((".lockfile", SUMS_SUFFIX)) and p.is_file())
+
+
+def _cache_intact(prefix: Path) -> bool:
+    """Whether a finished tf.data file cache is as it was first found complete.
+
+    The first run that finds it records each file's size and digest (`PREFIX.sums.json`); later
+    runs compare, so a truncated, deleted or bit-flipped cache is rebuilt instead of failing every
+    run with DataLossError. Hashing reads the cache once, at disk speed.
+    """
+    sums_path = prefix.parent / (prefix.name + SUMS_SUFFIX)
+    files = _cache_files(prefix)
+    data = [f for f in files if ".data-" in f.name]
+    if not data:
+        return False
+    current = {f.name: [f.stat().st_size, _file_digest(f)] for f in files}
+    try:
+        recorded = json.loads(sums_path.read_text())
+    except (OSError, ValueError):
+        atomic_write_text(sums_path, json.dumps(current))
+        return True
+    return recorded == current
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _disk_cache_prefix(folder: Path) -> Path:
     """The tf.data file cache to use in `folder`: a finished one, else a new one for this process.
 
@@ -230,9 +267,14 @@ def _disk_cache_prefix(folder: Path) -> Path:
     next run; those leftovers are removed once their process is gone.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    finished = sorted(folder.glob("data-*.index"))
-    if finished:
-        return finished[0].with_suffix("")
+    for index in sorted(folder.glob("data-*.index")):
+        prefix = index.with_suffix("")
+        if _cache_intact(prefix):
+            return prefix
+        for damaged in folder.glob(prefix.name + "*"):
+            damaged.unlink(missing_ok=True)
+        logger.warning("%s: the disk cache was damaged (files changed, missing or truncated); it is removed "
+                       "and written again during this run", prefix)
     for lock in folder.glob("data-*_0.lockfile"):
         pid = int(lock.name.split("-")[1])
         if not process_alive(pid):
