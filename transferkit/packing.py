@@ -46,6 +46,28 @@ class PackSplit:
     shards: tuple[str, ...]
     class_counts: tuple[int, ...]
     digest: str = ""  # the pack's (names its content in cache keys)
+    # Per shard, as written (packs made before these were recorded have none): bytes, sha256 and
+    # records per class, so a damaged shard is found, named and counted.
+    shard_facts: tuple[dict, ...] = ()
+
+    def verified(self) -> tuple["PackSplit", list[dict[str, str]]]:
+        """This split without its damaged shards (size or digest changed), and a problem for each."""
+        if not self.shard_facts:
+            return self, []
+        kept, counts, problems = [], np.zeros(len(self.class_counts), np.int64), []
+        for shard, facts in zip(self.shards, self.shard_facts):
+            reason = _shard_damage(Path(shard), facts)
+            if reason is None:
+                kept.append(shard)
+                counts += np.asarray(facts["class_counts"], np.int64)
+            else:
+                problems.append({"path": shard, "reason": f"{reason}; its {sum(facts['class_counts'])} "
+                                                          f"record(s) are left out"})
+        if not problems:
+            return self, []
+        facts = tuple(f for s, f in zip(self.shards, self.shard_facts) if s in kept)
+        return dataclasses.replace(self, shards=tuple(kept), class_counts=tuple(int(c) for c in counts),
+                                   shard_facts=facts), problems
 
     @property
     def count(self) -> int:
@@ -83,7 +105,13 @@ class Pack:
                 missing = [s for s in shards if not os.path.isfile(s)]
                 if missing:
                     raise DataError(f"{manifest}: shard {missing[0]} is missing; the pack is incomplete")
-                splits[name] = PackSplit(shards, tuple(int(c) for c in split["class_counts"]), str(spec["digest"]))
+                facts = split.get("shard_facts") or []
+                if not isinstance(facts, list) or (facts and len(facts) != len(shards)):
+                    raise TypeError(f"split {name!r}: shard_facts must list one entry per shard")
+                splits[name] = PackSplit(shards, tuple(int(c) for c in split["class_counts"]), str(spec["digest"]),
+                                         tuple(dict(bytes=int(f["bytes"]), sha256=str(f["sha256"]),
+                                                    class_counts=[int(c) for c in f["class_counts"]])
+                                               for f in facts))
             class_names = spec["class_names"]
             if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
                 raise TypeError("class_names: expected a list of names")
@@ -159,7 +187,7 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
             sizes = np.array([os.path.getsize(checked.paths[i]) for i in order], dtype=np.int64)
             shard_count = min(len(order), max(1, int(np.ceil(sizes.sum() / (shard_mb * 2**20)))))  # no empty shard
             groups = np.array_split(order, shard_count)
-            shards = []
+            shards, shard_facts = [], []
             for number, group in enumerate(groups):
                 shard = f"{name}-{number:05d}-of-{shard_count:05d}.tfrecord"
                 with tf.io.TFRecordWriter(str(staging / shard)) as writer:
@@ -167,11 +195,19 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
                         writer.write(_record(_servable_bytes(checked.paths[i], bool(checked.tf_decodable[i])),
                                              int(checked.labels[i]), checked.paths[i]))
                 shards.append(shard)
+                group_labels = np.asarray([checked.labels[i] for i in group], dtype=np.int64)
+                shard_facts.append({"bytes": (staging / shard).stat().st_size,
+                                    "sha256": _file_sha256(staging / shard),
+                                    "class_counts": np.bincount(group_labels, minlength=len(class_names)).tolist()})
                 if on_progress:
                     on_progress(name, number + 1, shard_count)
             counts = np.bincount(np.asarray(checked.labels, dtype=np.int64), minlength=len(class_names))
-            manifest_splits[name] = {"shards": shards, "class_counts": counts.tolist()}
-        digest = _digest(staging, [s for split in manifest_splits.values() for s in split["shards"]])
+            manifest_splits[name] = {"shards": shards, "class_counts": counts.tolist(), "shard_facts": shard_facts}
+        # Names the content for cache keys: the shards' own digests, in order (each shard is read once).
+        import hashlib
+
+        digest = hashlib.sha256("".join(f["sha256"] for split in manifest_splits.values()
+                                        for f in split["shard_facts"]).encode()).hexdigest()[:16]
         manifest = {"format": FORMAT, "class_names": class_names, "splits": manifest_splits,
                     "problems": problems, "source": str(Path(source).resolve()),
                     "val_source": str(Path(val).resolve()) if val is not None else None,
@@ -226,6 +262,45 @@ def _check_no_sample_inside(out: Path, paths: Sequence[str]) -> None:
                             f"write the pack to a folder outside the data")
 
 
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _shard_damage(path: Path, facts: dict) -> str | None:
+    """Why a shard is not as it was written, or None. A shard checked before is not hashed again while
+    its size and modification time stay the same (recorded under $TRANSFERKIT_HOME/pack_checks)."""
+    from transferkit import paths
+
+    try:
+        stat = path.stat()
+    except OSError:
+        return "the shard is missing"
+    if stat.st_size != facts["bytes"]:
+        return f"the shard has {stat.st_size} bytes, {facts['bytes']} were written (truncated or changed)"
+    stamp = paths.home() / "pack_checks" / f"{facts['sha256']}.json"
+    seen = [stat.st_size, stat.st_mtime_ns, str(path.resolve())]
+    try:
+        if json.loads(stamp.read_text()) == seen:
+            return None
+    except (OSError, ValueError):
+        pass
+    if _file_sha256(path) != facts["sha256"]:
+        return "the shard's bytes changed since it was written (its digest differs)"
+    try:
+        from transferkit.fileio import atomic_write_text
+
+        atomic_write_text(stamp, json.dumps(seen))
+    except OSError:
+        pass  # the check is only repeated next time
+    return None
+
+
 def _servable_bytes(path: str, tf_decodable: bool) -> bytes:
     """The file's bytes; a format TensorFlow cannot decode (TIFF, WebP) becomes a lossless PNG of its upright pixels."""
     if tf_decodable:
@@ -250,17 +325,6 @@ def _record(encoded: bytes, label: int, path: str) -> bytes:
         "path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[path.encode("utf-8")])),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def _digest(folder: Path, shards: Sequence[str]) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for shard in shards:
-        with open(folder / shard, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def parse_record(serialized) -> tuple[Any, Any, Any]:

@@ -143,9 +143,15 @@ class ImageClassification(Task):
         if val is None:
             raise DataError(f"{cfg.train}: the pack has no val split; pack it with --val or --val-split, "
                             f"or give data.val as another pack")
-        if cfg.on_bad_image == "error" and pack.problems:
-            raise DataError.for_bad_inputs(list(pack.problems), "data.on_bad_image")
-        train = pack.splits["train"]
+        train, damaged = pack.splits["train"].verified()
+        val, val_damaged = val.verified()
+        problems = list(pack.problems) + damaged + val_damaged
+        if cfg.on_bad_image == "error" and problems:
+            raise DataError.for_bad_inputs(problems, "data.on_bad_image")
+        for split, name in ((train, "training"), (val, "validation")):
+            if not split.shards:
+                raise DataError(f"{cfg.train}: no intact {name} shard: " + "; ".join(
+                    f"{p['path']}: {p['reason']}" for p in problems[:3]))
         mode = self.cache_mode(train.count + val.count)
         stream = dict(image_size=cfg.image_size, resize=cfg.resize, batch_size=cfg.batch_size,
                       crop_fraction=cfg.crop_fraction, max_pixels=cfg.max_pixels, cache=mode,
@@ -167,7 +173,7 @@ class ImageClassification(Task):
 
         self.val_paths = None  # the report names no files: the records' paths stay in the pack
         return (batches, train, val, class_names, np.asarray(train.class_counts), val.count,
-                list(pack.problems), [], mode == "none")
+                problems, [], mode == "none")
 
     def _task_data(self, batches, train, val, class_names, counts, num_val, problems, examples,
                    streamed: bool) -> TaskData:

@@ -692,3 +692,38 @@ def test_fault_24_15_a_damaged_disk_cache_is_rebuilt(tmp_path, damage):
     rebuilt = _disk_cache_prefix(folder)
     assert rebuilt != first and not list(folder.glob(first.name + "*"))
     assert values(rebuilt) == list(range(0, 150, 3))
+
+
+# -- 7: a damaged shard of a pack is named, counted and handled as on_bad_image says ------------------------------
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_fault_24_07_a_damaged_shard_is_named_and_counted(tmp_path, damage, monkeypatch):
+    from transferkit.errors import DataError
+    from transferkit.registry import get_task
+
+    monkeypatch.setenv("TRANSFERKIT_HOME", str(tmp_path / "home"))
+    source = make_image_folder(tmp_path / "src", per_class=6, size=16)
+    assert main(["data", "pack", str(source), str(tmp_path / "pack"), "--val-split", "0.25",
+                 "--shard-mb", "0.002"]) == 0
+    shards = sorted((tmp_path / "pack").glob("train-*.tfrecord"))
+    assert len(shards) >= 3
+    config = build_run_config(tiny_config(tmp_path / "pack", image_size=16, data={"cache": "none"}))
+    whole = get_task("image_classification")(config).datasets()
+    assert not whole.problems and whole.info["num_train"] == 12
+    raw = bytearray(shards[1].read_bytes())
+    if damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    else:
+        raw[len(raw) // 2] ^= 0xFF
+    shards[1].write_bytes(bytes(raw))
+    data = get_task("image_classification")(config).datasets()
+    named = [p for p in data.problems if p["path"].endswith(shards[1].name)]
+    assert len(named) == 1 and "left out" in named[0]["reason"]
+    lost = int(named[0]["reason"].split("; its ")[1].split(" record")[0])
+    assert lost >= 1 and data.info["num_train"] == 12 - lost
+    assert sum(int(y.shape[0]) for _, y in data.train_plain) == 12 - lost
+    strict = build_run_config(tiny_config(tmp_path / "pack", image_size=16,
+                                          data={"cache": "none", "on_bad_image": "error"}))
+    with pytest.raises(DataError, match=shards[1].name):
+        get_task("image_classification")(strict).datasets()
