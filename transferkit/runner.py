@@ -265,6 +265,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             callback.bind_run(full_model, task)
     steps = _steps_per_epoch(data)
     cached: tuple | None = None  # (split key, train FeatureCache, val FeatureCache or None)
+    dropped = _DroppedCounter(int(data.info.get("num_train") or 0))
 
     for index, stage in enumerate(config.stages):
         if state.get("time_limit_reached"):
@@ -346,6 +347,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                     raise TransferkitError(f"stages[{stage.name}].augment: false, but task {task.name!r} "
                                            f"provides no unaugmented training data")
                 train_ds = data.train_unaugmented
+        if not use_cache and role is None and data.find_dropped is not None and data.info.get("num_train"):
+            train_ds = dropped.counted(train_ds)
+            callbacks.append(dropped.callback())
         if role is not None:
             prepare_fit(model, strategy, train_ds)
         with warnings.catch_warnings():
@@ -366,6 +370,12 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
                 cached = None
             _remove_stale_disk_caches(out, keep)
 
+    if dropped.short and data.find_dropped is not None:
+        found = data.find_dropped()
+        _log(config, f"{len(found)} training input(s) did not decode and were left out of every epoch "
+                     f"(listed in problems.json)")
+        data.problems.extend(found)
+        atomic_write_text(out / "problems.json", json.dumps(data.problems, indent=2))
     cached = None
     if config.training.feature_cache != "disk":
         shutil.rmtree(out / "feature_cache", ignore_errors=True)  # features spilled from memory: not kept
@@ -425,6 +435,44 @@ def _steps_per_epoch(data) -> int:
     if steps < 1:
         raise TransferkitError("the training data has no batches; check data.train")
     return steps
+
+
+class _DroppedCounter:
+    """Counts the examples each streamed training epoch yields, to notice inputs tf.data skipped."""
+
+    def __init__(self, expected: int):
+        self.expected, self.seen, self.short = expected, 0, False
+
+    def counted(self, dataset):
+        import numpy as np
+        import tensorflow as tf
+
+        def add(count):
+            self.seen += int(count)
+            return np.int32(0)
+
+        def count(*batch):
+            targets = tf.nest.flatten(batch[1] if len(batch) > 1 else batch[0])[0]
+            tick = tf.numpy_function(add, [tf.shape(targets)[0]], tf.int32, stateful=True)
+            with tf.control_dependencies([tick]):  # on the data path, so it is never pruned
+                return tf.nest.map_structure(tf.identity, batch)
+
+        return dataset.map(count)
+
+    def callback(self):
+        import keras
+
+        counter = self
+
+        class Count(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                counter.seen = 0
+
+            def on_epoch_end(self, epoch, logs=None):
+                if not self.model.stop_training and 0 < counter.seen < counter.expected:
+                    counter.short = True
+
+        return Count()
 
 
 def _check_same_data_facts(run_dir: Path, info: dict[str, Any]) -> None:

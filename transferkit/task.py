@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 if TYPE_CHECKING:
     import keras
@@ -51,6 +51,10 @@ class TaskData:
     problems: list[dict[str, str]] = dataclasses.field(default_factory=list)
     steps_per_epoch: int | None = None
     examples: list[str] = dataclasses.field(default_factory=list)
+    # Streamed data may drop an input whose header passed but whose body did not decode (tf.data
+    # skips it). When an epoch of `train` yields fewer examples than info["num_train"], the runner
+    # calls this to find which, and lists what it returns in the run's problems.
+    find_dropped: "Callable[[], list[dict[str, str]]] | None" = None
 
     def with_options(self, options: "tf.data.Options") -> "TaskData":
         """The same data with `options` applied to every pipeline."""

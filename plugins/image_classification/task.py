@@ -117,8 +117,14 @@ class ImageClassification(Task):
 
         self.val_paths = val_paths
         counts = np.bincount(train_labels, minlength=num_classes)
+        find_dropped = None
+        if mode != "memory":  # streamed: a file whose header passed but whose body does not decode is skipped
+            def find_dropped(paths=list(train.paths), max_pixels=cfg.max_pixels):
+                from transferkit.plugins.image_classification.report import _without_undecodable
+
+                return _without_undecodable(paths, max_pixels)[1]
         return self._task_data(batches, train, val, class_names, counts, len(val_paths), problems, list(val_paths),
-                               streamed=mode == "none")
+                               streamed=mode == "none", find_dropped=find_dropped)
 
     def _packed_batches(self):
         """`datasets()` for a pack folder (`transferkit data pack`): its train and val splits' shards."""
@@ -176,7 +182,7 @@ class ImageClassification(Task):
                 problems, [], mode == "none")
 
     def _task_data(self, batches, train, val, class_names, counts, num_val, problems, examples,
-                   streamed: bool) -> TaskData:
+                   streamed: bool, find_dropped=None) -> TaskData:
         """The TaskData of `batches(split, shuffle)` over the train and val splits: labels, weights, augmentation."""
         import tensorflow as tf
 
@@ -232,6 +238,7 @@ class ImageClassification(Task):
             problems=problems,
             steps_per_epoch=math.ceil(num_train / cfg.batch_size),
             examples=examples,
+            find_dropped=find_dropped,
         )
 
     def _augmenter(self, seed: int):

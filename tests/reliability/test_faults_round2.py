@@ -727,3 +727,23 @@ def test_fault_24_07_a_damaged_shard_is_named_and_counted(tmp_path, damage, monk
                                           data={"cache": "none", "on_bad_image": "error"}))
     with pytest.raises(DataError, match=shards[1].name):
         get_task("image_classification")(strict).datasets()
+
+
+# -- 8: with data.cache none, a file whose body does not decode is listed as it is with memory ----------------------
+
+
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_fault_24_08_an_undecodable_body_is_listed_whatever_the_cache(tmp_path, cache):
+    import json
+
+    images = make_image_folder(tmp_path / "images", per_class=6, size=32)
+    png = (images / "circle" / "circle_001.png").read_bytes()
+    (images / "circle" / "truncated.png").write_bytes(png[:60])  # a valid header, no pixels
+    val = make_image_folder(tmp_path / "val", per_class=2, size=32, seed=1)
+    # Augmented: no feature cache, so every epoch streams the files (the case that dropped it silently).
+    config = build_run_config(tiny_config(images, data={"cache": cache, "val": str(val)}, stages=[
+        {"name": "head", "freeze": {"backbone": True}, "epochs": 2}], augment={"flip": "horizontal"}))
+    run_dir = train(config, tmp_path / "run")
+    for listing in (json.loads((run_dir / "problems.json").read_text()),
+                    json.loads((run_dir / "metrics.json").read_text())["problems"]):
+        assert [p["path"] for p in listing if p["path"].endswith("truncated.png")], listing
