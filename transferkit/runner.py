@@ -625,13 +625,18 @@ def _stop_on_non_finite_loss(index: int, stage):
     Raising inside the batch hook ends `fit` at once: no epoch-end checkpoint keeps NaN weights.
     """
     import keras
+    import numpy as np
 
     class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
         def on_batch_end(self, batch, logs=None):
             loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
+            if loss is None:
+                return
+            values = np.asarray(loss, dtype=np.float64).reshape(-1)  # one value per replica when distributed
+            if not np.isfinite(values).all():
+                bad = float(values[~np.isfinite(values)][0])
                 raise TransferkitError(
-                    f"stages[{index}] ({stage.name!r}): the training loss became {float(loss)} at batch {batch}; "
+                    f"stages[{index}] ({stage.name!r}): the training loss became {bad} at batch {batch}; "
                     f"the run stopped (learning_rate {stage.learning_rate:g} may be too high). Checkpoints "
                     f"before this batch are kept")
 

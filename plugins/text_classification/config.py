@@ -73,8 +73,8 @@ class DataConfig:
             except LookupError:
                 text_codec = False
             if not text_codec:
-                raise ConfigError(f"data.{field}: expected a text encoding such as 'utf-8' or 'latin-1', "
-                                  f"received {value!r}")
+                raise ConfigError(f"data.{field}: expected a Python codec name for text, such as 'utf-8' or "
+                                  f"'latin-1', received {value!r}")
         if self.class_names is not None:
             check(len(set(self.class_names)) == len(self.class_names) and len(self.class_names) >= 2,
                   "data.class_names", self.class_names, "at least two distinct names")

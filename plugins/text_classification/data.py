@@ -337,9 +337,9 @@ def _read_jsonl(path: Path, cfg) -> ReadResult:
             if cfg.filter_column is not None and str(row.get(cfg.filter_column, "")) != cfg.filter_value:
                 continue
             text, label = row.get(cfg.text_column), row.get(cfg.label_column)
-            if text is not None and not isinstance(text, str):
+            if text is not None and (isinstance(text, bool) or not isinstance(text, (str, int, float))):
                 problems.append({"path": where, "reason": f"{cfg.text_column!r} is a {_json_kind(text)}; "
-                                                          f"expected a string"})
+                                                          f"expected a string (or a number)"})
                 continue
             if label is not None and (isinstance(label, bool) or not isinstance(label, (str, int))):
                 problems.append({"path": where, "reason": f"{cfg.label_column!r} is a {_json_kind(label)}; "

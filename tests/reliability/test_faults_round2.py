@@ -402,8 +402,8 @@ def test_fault_24_22_a_huge_csv_field_is_a_one_line_error(tmp_path, capsys, defa
 # -- 25, 26: text settings that fail at training time are config errors -----------------------------------------
 
 
-@pytest.mark.parametrize("key, value, expected", [("data.encoding", "rot13", "text encoding"),
-                                                  ("data.fallback_encoding", "hex", "text encoding"),
+@pytest.mark.parametrize("key, value, expected", [("data.encoding", "rot13", "codec name for text"),
+                                                  ("data.fallback_encoding", "hex", "codec name for text"),
                                                   ("data.sequence_length", "4096", "at most")])
 def test_fault_24_25_26_text_settings_are_checked_by_config_check(tmp_path, key, value, expected, capsys):
     import yaml
@@ -536,7 +536,7 @@ def test_fault_24_11_jsonl_objects_and_lists_are_problems_not_strings(tmp_path):
 
     rows = [{"text": f"a fine film number {i}", "label": "pos" if i % 2 else "neg"} for i in range(6)]
     rows += [{"text": {"a": 1}, "label": "pos"}, {"text": "a list label", "label": ["pos"]},
-             {"text": "true label", "label": True}, {"text": "numbered label", "label": 1}]
+             {"text": "true label", "label": True}, {"text": 12345, "label": 1}]  # numbers are read as text
     path = tmp_path / "rows.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     result = read_examples(str(path), DataConfig(train=str(path)))
