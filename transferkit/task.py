@@ -171,6 +171,16 @@ class Task(abc.ABC):
     def validate_config(cls, config: "RunConfig") -> None:
         """Cross-section checks; raise ConfigError naming the key."""
 
+    @classmethod
+    def example_config(cls, root: Path) -> dict[str, Any] | None:
+        """A tiny run config of this task on data it generates under `root`, or None.
+
+        The shared test kit runs `transferkit.testing.run_task_test` on it for every registered
+        task (build, fit each stage, reload, feature-cache parity, export, serving parity), so a
+        task that provides one is checked by the suite without a test of its own.
+        """
+        return None
+
     def batch_size(self) -> int:
         """The global batch size of the task's datasets (the feature cache batches the same way)."""
         data = getattr(self.task_config, "data", None)

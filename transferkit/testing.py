@@ -185,14 +185,16 @@ def run_task_test(task: str, config: Mapping[str, Any], run_dir: str | os.PathLi
     for name in task_obj.artifacts(info):
         assert (run_dir / name).exists(), f"run_task_test: artifact {name} missing from {run_dir}"
     batch = next(iter(task_obj.datasets().val))[0]
-    rebuilt = task_obj.build_model(load_backbone(run_config.backbone), info)
+    backbone = load_backbone(run_config.backbone)
+    rebuilt = task_obj.build_model(backbone, info)
     load_model_weights(rebuilt, run_dir / "best.weights.h5")
     first = tf.nest.map_structure(np.asarray, rebuilt(batch, training=False))
     second = tf.nest.map_structure(np.asarray, reloaded(batch, training=False))
     tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(a, b, atol=atol), first, second)
     for array in tf.nest.flatten(first):
         assert np.all(np.isfinite(array)), "run_task_test: non-finite predictions"
-    result = {"run_dir": run_dir, "history": history, "predictions": first, "info": info}
+    result = {"run_dir": run_dir, "history": history, "predictions": first, "info": info,
+              "cache_checked": check_cache_split(task_obj, rebuilt, backbone, batch, atol)}
     if export:
         from transferkit.serving.export import export_run
         from transferkit.serving.warmup import read_warmup_requests
@@ -205,6 +207,29 @@ def run_task_test(task: str, config: Mapping[str, Any], run_dir: str | os.PathLi
             assert (version_dir / "assets" / name).exists(), f"run_task_test: asset {name} missing"
         result.update(export_dir=version_dir, export_report=report)
     return result
+
+
+def check_cache_split(task_obj, model, backbone, batch, atol: float = 1e-5) -> bool:
+    """Asserts that the task's feature-cache split gives the full model's outputs; False when it has none.
+
+    With the whole backbone frozen, `cache_split(...).trainable` applied to the extractor's outputs
+    must equal the full forward pass: the frozen stage trains on exactly what the model computes.
+    """
+    import tensorflow as tf
+
+    from transferkit.config import FreezeConfig
+    from transferkit.models.freezing import apply_freeze_plan
+
+    apply_freeze_plan(backbone, FreezeConfig(backbone=True))
+    split = task_obj.cache_split(model, backbone)
+    if split is None:
+        return False
+    full = tf.nest.map_structure(np.asarray, model(batch, training=False))
+    cached = tf.nest.map_structure(np.asarray, split.trainable(split.extractor(batch, training=False), training=False))
+    tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(
+        a, b, atol=atol, err_msg="run_task_test: the cached features do not give the full model's outputs"),
+        full, cached)
+    return True
 
 
 def make_detection_dataset(root: str | os.PathLike, count: int = 24, size: int = 64, classes=SHAPES[:2],

@@ -43,6 +43,12 @@ class AudioClassification(ImageClassification):
 
     config_class = AudioClassificationConfig
 
+    @classmethod
+    def example_config(cls, root):
+        from transferkit.plugins.audio_classification.testing import make_clip_folder, tiny_audio_config
+
+        return tiny_audio_config(make_clip_folder(Path(root) / "clips", per_class=6))
+
     # -- data ----------------------------------------------------------------
 
     def preprocessor(self, info: Mapping[str, Any] | None = None) -> AudioPreprocessor:

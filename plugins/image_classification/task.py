@@ -35,6 +35,12 @@ class ImageClassification(Task):
 
     config_class = ImageClassificationConfig
 
+    @classmethod
+    def example_config(cls, root):
+        from transferkit.testing import make_image_folder, tiny_config
+
+        return tiny_config(make_image_folder(Path(root) / "images", per_class=6, size=32))
+
     # -- data ----------------------------------------------------------------
 
     def class_names(self, train_samples) -> list[str]:

@@ -48,6 +48,12 @@ class ObjectDetection(Task):
 
     config_class = ObjectDetectionConfig
 
+    @classmethod
+    def example_config(cls, root):
+        from transferkit.testing import make_detection_dataset, tiny_detection_config
+
+        return tiny_detection_config(make_detection_dataset(Path(root) / "shapes", count=16, size=64))
+
     # -- data ----------------------------------------------------------------
 
     def detector(self, info: Mapping[str, Any] | None = None):

@@ -75,6 +75,13 @@ class TextClassification(Task):
         if limit is not None and length > limit:
             raise ConfigError(f"data.sequence_length: the backbone takes at most {limit} tokens. Received: {length}")
 
+    @classmethod
+    def example_config(cls, root):
+        from transferkit.testing import make_text_dataset, tiny_text_config
+
+        make_text_dataset(Path(root), count=32)
+        return tiny_text_config(root)
+
     # -- tokenisation ----------------------------------------------------------
 
     def vocabulary_path(self) -> Path:
