@@ -150,6 +150,10 @@ class GrpcClient:
             name = self._encoded_inputs[key] = strings[0]
         return _decode_labels(self.predict(model, {name: string_tensor(files)}, signature=signature, **kwargs))
 
+    def predict_records(self, model: str, files: Sequence[bytes], top_k: int | None = None, **kwargs) -> list[Any]:
+        """Encoded files through `serving_default`, decoded by their task: one record per file."""
+        return decode_records(self.predict_encoded(model, files, **kwargs), top_k)
+
     def detect(self, model: str, images: Sequence[bytes], extra_inputs: dict[str, Any] | None = None,
                **kwargs) -> list[list[Detection]]:
         """Encoded images through a detector: the detections of each image, as typed records.
@@ -224,6 +228,14 @@ def detections_from_outputs(outputs: dict[str, Any]) -> list[list[Detection]]:
                       score=float(outputs["scores"][i][j]), box=tuple(float(v) for v in boxes[i, j]))
             for j in range(int(count))])
     return result
+
+
+def decode_records(outputs: dict[str, Any], top_k: int | None = None) -> list[Any]:
+    """A served answer as the records of the task that produced it (`Task.decode`): the same records
+    `transferkit predict` prints for a run folder, whatever the task."""
+    from transferkit.task import task_for_outputs
+
+    return task_for_outputs(outputs).decode(outputs, top_k=top_k)
 
 
 def batch_rows(rows: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -316,6 +328,10 @@ class RestClient:
         if signature:
             body["signature_name"] = signature
         return self.predict(model, body, **kwargs)["predictions"]
+
+    def predict_records(self, model: str, files: Sequence[bytes], top_k: int | None = None, **kwargs) -> list[Any]:
+        """Encoded files through `serving_default`, decoded by their task: one record per file."""
+        return decode_records(batch_rows(self.predict_images(model, files, **kwargs)), top_k)
 
     def detect(self, model: str, images: Sequence[bytes], **kwargs) -> list[list[Detection]]:
         """Encoded images through a detector's `serving_default`: the detections of each image, as typed records."""

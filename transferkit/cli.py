@@ -150,7 +150,7 @@ def _excerpt(text: str, width: int = 78) -> str:
 
 
 def _predict_remote(args) -> int:
-    from transferkit.serving.client import GrpcClient, RestClient, batch_rows, detections_from_outputs
+    from transferkit.serving.client import GrpcClient, RestClient, batch_rows
 
     if not args.model:
         raise TransferkitError("predict --server/--rest: --model NAME is required")
@@ -176,16 +176,12 @@ def _predict_remote(args) -> int:
         result = batch_rows(getattr(client, method)(args.model, inputs, version=args.model_version))
         where = f"REST {args.rest}, {args.model}"
     print(f"# {where}")
-    if "boxes" in result:  # a detector: typed detections per image
-        for name, found in zip(names, detections_from_outputs(result)):
-            print(name)
-            for det in found:
-                print(f"  {det}")
-        return 0
-    for i, name in enumerate(names):
+    from transferkit.task import task_for_outputs
+
+    task_class = task_for_outputs(result)  # the task whose outputs these are: it decodes and describes them
+    for name, record in zip(names, task_class.decode(result, top_k=args.top_k)):
         print(name)
-        for label, score in list(zip(result["labels"][i], result["scores"][i]))[: args.top_k]:
-            print(f"  {float(score):7.4f}  {label}")
+        print(task_class.describe(record))
     return 0
 
 

@@ -276,7 +276,37 @@ class Task(abc.ABC):
 
     def describe_prediction(self, prediction: Any) -> str:
         """One prediction as indented lines, for the terminal."""
-        return f"  {prediction}"
+        return self.describe(prediction)
+
+    # The named outputs of `serving_default` that `decode` reads: how a served answer finds its task.
+    output_keys: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def decode(cls, outputs: Mapping[str, Any], top_k: int | None = None) -> list[Any]:
+        """A batch of `serving_default` outputs (gRPC arrays, or REST rows batched) -> one record per example.
+
+        The records are those `predict` yields, so the CLI and both clients print local and served
+        predictions alike, with no branch per task.
+        """
+        raise NotImplementedError(f"task {cls.name!r} does not decode served outputs")
+
+    @classmethod
+    def describe(cls, record: Any) -> str:
+        """One record (from `predict` or `decode`) as indented lines, for the terminal."""
+        return f"  {record}"
+
+
+def task_for_outputs(outputs: Mapping[str, Any]) -> type[Task]:
+    """The registered task whose `output_keys` a served answer has (the most specific when several do)."""
+    from transferkit.errors import TransferkitError
+    from transferkit.registry import available_tasks
+
+    keys = set(outputs)
+    matches = [entry.task_class for entry in available_tasks().values()
+               if entry.task_class.output_keys and entry.task_class.output_keys <= keys]
+    if not matches:
+        raise TransferkitError(f"no registered task reads a served answer with outputs {sorted(keys)}")
+    return max(matches, key=lambda cls: len(cls.output_keys))
 
     # -- what travels with the model -----------------------------------------
 

@@ -47,6 +47,18 @@ def classification_outputs(probabilities, class_names, k: int) -> dict[str, Any]
     }
 
 
+def classification_records(outputs, top_k: int | None = None) -> list[list[tuple[str, float]]]:
+    """Served classification outputs (`labels`, `scores`: batch x k) as [(label, score), ...] per example."""
+    import numpy as np
+
+    labels, scores = np.asarray(outputs["labels"], dtype=object), np.asarray(outputs["scores"], dtype=np.float32)
+    records = []
+    for row_labels, row_scores in zip(labels, scores):
+        names = [b.decode("utf-8") if isinstance(b, bytes) else str(b) for b in row_labels]
+        records.append(list(zip(names, (float(v) for v in row_scores)))[:top_k])
+    return records
+
+
 def classification_signatures(model, info: dict[str, Any], top_k: int = 5) -> dict[str, Any]:
     import tensorflow as tf
 

@@ -383,8 +383,18 @@ class ImageClassification(Task):
             order = np.argsort(-probabilities)[:k]
             yield path, [(names[i], float(probabilities[i])) for i in order]
 
-    def describe_prediction(self, prediction) -> str:
-        return "\n".join(f"  {score:7.4f}  {label}" for label, score in prediction)
+    output_keys = frozenset({"labels", "scores", "probabilities"})
+
+    @classmethod
+    def decode(cls, outputs, top_k=None):
+        """[(label, score), ...] per example, best first, from the served top-k outputs."""
+        from transferkit.plugins.image_classification.serving import classification_records
+
+        return classification_records(outputs, top_k)
+
+    @classmethod
+    def describe(cls, record) -> str:
+        return "\n".join(f"  {score:7.4f}  {label}" for label, score in record)
 
     def artifacts(self, info) -> dict[str, str]:
         return {"labels.txt": "\n".join(info["class_names"]) + "\n"}

@@ -328,10 +328,20 @@ class ObjectDetection(Task):
                 report.save_annotated(original, found, Path(save_dir) / saved_name)
             yield path, found
 
-    def describe_prediction(self, prediction) -> str:
-        if not prediction:
+    output_keys = frozenset({"boxes", "scores", "class_ids", "labels", "num_detections"})
+
+    @classmethod
+    def decode(cls, outputs, top_k=None):
+        """[Detection, ...] per image, from the served boxes, scores, classes and counts."""
+        from transferkit.serving.client import detections_from_outputs
+
+        return detections_from_outputs(outputs)
+
+    @classmethod
+    def describe(cls, record) -> str:
+        if not record:
             return "  (no detections)"
-        return "\n".join(f"  {detection}" for detection in prediction)
+        return "\n".join(f"  {detection}" for detection in record)
 
     def artifacts(self, info) -> dict[str, str]:
         return {"labels.txt": "\n".join(info["class_names"]) + "\n"}

@@ -373,8 +373,18 @@ class TextClassification(Task):
                 raise TransferkitError(f"{path}: unreadable text file: {type(error).__name__}: {error}") from None
             yield path, self.predict_texts(model, [text], info, top_k)[0]
 
-    def describe_prediction(self, prediction) -> str:
-        return "\n".join(f"  {score:7.4f}  {label}" for label, score in prediction)
+    output_keys = frozenset({"labels", "scores", "probabilities"})
+
+    @classmethod
+    def decode(cls, outputs, top_k=None):
+        """[(label, score), ...] per example, best first, from the served top-k outputs."""
+        from transferkit.plugins.image_classification.serving import classification_records
+
+        return classification_records(outputs, top_k)
+
+    @classmethod
+    def describe(cls, record) -> str:
+        return "\n".join(f"  {score:7.4f}  {label}" for label, score in record)
 
     def artifacts(self, info) -> dict[str, str]:
         return {"labels.txt": "\n".join(info["class_names"]) + "\n",

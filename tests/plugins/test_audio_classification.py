@@ -192,3 +192,26 @@ def test_cli_predicts_wav_files_through_grpc_and_rest(trained, clips, capsys):
         lines = text.splitlines()
         return [lines[i + 1].split()[-1] for i, line in enumerate(lines) if line.endswith(".wav")]
     assert tops(over_grpc) == tops(over_rest) == tops(local) and len(tops(local)) == 2
+
+
+def test_both_clients_decode_served_clips_into_the_records_predict_gives(trained, clips):
+    from transferkit.runner import predict_files
+    from transferkit.serving.client import GrpcClient, RestClient
+    from transferkit.serving.server import EmbeddedServer
+
+    wavs = sorted((Path(clips) / "low").glob("*.wav"))[:1] + sorted((Path(clips) / "high").glob("*.wav"))[:1]
+    local = [record for _, record, _ in predict_files(trained["run_dir"], [str(w) for w in wavs], top_k=2)]
+    base = Path(trained["export_dir"]).parent.parent
+    server = EmbeddedServer(base, grpc_port=0, rest_port=0, poll_seconds=0.5).start()
+    try:
+        server.manager.wait_until_available("audio-classification", timeout=60)
+        files = [w.read_bytes() for w in wavs]
+        with GrpcClient(server.grpc_address) as client:
+            over_grpc = client.predict_records("audio-classification", files, top_k=2)
+        over_rest = RestClient(server.rest_address).predict_records("audio-classification", files, top_k=2)
+    finally:
+        server.stop()
+    for served in (over_grpc, over_rest):
+        assert [[label for label, _ in r] for r in served] == [[label for label, _ in r] for r in local]
+        np.testing.assert_allclose([[s for _, s in r] for r in served], [[s for _, s in r] for r in local],
+                                   atol=1e-4)
