@@ -116,14 +116,21 @@ class FeatureBackbone:
     ```
     """
 
-    def __init__(self, model: keras.Model, normalization: Normalization | None, source: str):
+    def __init__(self, model: keras.Model, normalization: Normalization | None, source: str,
+                 unused_layers: Sequence[str] = ()):
         self.model = model
         self._normalization = normalization
         self.source = source
         self._pyramid_models: dict[tuple[str, ...], keras.Model] = {}
         # Layers the task's model does not use (BERT's pooler under a pooling head): not blocks,
-        # never unfrozen, not counted.
-        self.unused_layers: set[str] = set()
+        # never unfrozen, not counted. Fixed when the backbone is loaded (`Task.load_backbone`).
+        self.unused_layers: frozenset[str] = frozenset(unused_layers)
+
+    def without_layers(self, names: Sequence[str]) -> "FeatureBackbone":
+        """The same backbone (same model and weights) with `names` also left out of its blocks."""
+        twin = FeatureBackbone(self.model, self._normalization, self.source, self.unused_layers | set(names))
+        twin._pyramid_models = self._pyramid_models
+        return twin
 
     @property
     def normalization(self) -> Normalization:
@@ -248,8 +255,14 @@ def _keras_hub_backbone_class(architecture: str) -> type:
     )
 
 
-def load_backbone(config: BackboneConfig, image_size: Sequence[int] = (224, 224)) -> FeatureBackbone:
-    """Builds the backbone a config names (see BackboneConfig)."""
+def load_backbone(config: BackboneConfig, image_size: Sequence[int] = (224, 224),
+                  unused_layers: Sequence[str] = ()) -> FeatureBackbone:
+    """Builds the backbone a config names (see BackboneConfig); `unused_layers` stay out of its blocks."""
+    backbone = _load(config)
+    return backbone.without_layers(unused_layers) if unused_layers else backbone
+
+
+def _load(config: BackboneConfig) -> FeatureBackbone:
     if config.config is not None:
         cls = _keras_hub_backbone_class(config.architecture)
         kwargs = dict(config.config)

@@ -37,16 +37,13 @@ class ExportError(TransferkitError):
 
 def _float32_model(config, task, model, info):
     """The model with float32 compute, rebuilt if it was trained in mixed precision."""
-    import dataclasses
-
     import keras
 
     if model.dtype_policy.name == "float32":
         return model
-    from transferkit.models.backbones import load_backbone
 
     keras.mixed_precision.set_global_policy("float32")
-    backbone = load_backbone(dataclasses.replace(config.backbone, load_weights=False))
+    backbone = task.load_backbone(config.backbone, load_weights=False)
     rebuilt = task.build_model(backbone, info)
     rebuilt.set_weights(model.get_weights())  # the saved model's own weights, float32 compute
     return rebuilt

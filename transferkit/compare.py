@@ -281,7 +281,6 @@ class _FlopCounter:
         self._built: dict[tuple, tuple] = {}
 
     def stage_costs(self, config: RunConfig, info: dict[str, Any]) -> dict[str, Any]:
-        from transferkit.models.backbones import load_backbone
         from transferkit.models.flops import count_forward_flops, stage_cost
         from transferkit.models.freezing import apply_freeze_plan
         from transferkit.registry import get_task
@@ -291,8 +290,7 @@ class _FlopCounter:
                json.dumps(info.get("sequence_length")))
         if key not in self._built:
             task = get_task(config.task)(config, info)
-            backbone = load_backbone(dataclasses.replace(config.backbone, load_weights=False))
-            backbone.unused_layers = set(task.unused_backbone_layers)
+            backbone = task.load_backbone(config.backbone, load_weights=False)
             model = task.build_model(backbone, info)
             self._built[key] = (backbone, count_forward_flops(model, backbone))
         backbone, flops = self._built[key]

@@ -15,7 +15,6 @@ A run directory holds:
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -159,13 +158,9 @@ def use_feature_cache(config: RunConfig, stage: StageConfig, task, data, split) 
 
 def check_freeze_plans(config: RunConfig) -> None:
     """Checks every stage's freeze plan against the backbone's blocks (built without weights); raises on a bad one."""
-    import dataclasses
-
-    from transferkit.models.backbones import load_backbone
     from transferkit.models.freezing import selected_layers
 
-    backbone = load_backbone(dataclasses.replace(config.backbone, load_weights=False))
-    backbone.unused_layers = set(get_task(config.task).unused_backbone_layers)
+    backbone = get_task(config.task).load_backbone(config.backbone, load_weights=False)
     for stage in config.stages:
         try:
             selected_layers(backbone, stage.freeze)
@@ -178,14 +173,13 @@ def prepare_run(config: RunConfig, strategy=None):
     import keras
     import tensorflow as tf
 
-    from transferkit.models.backbones import load_backbone
 
     keras.utils.set_random_seed(config.training.seed)
     task = get_task(config.task)(config)
     data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
     task.info = dict(data.info)
     with (strategy or tf.distribute.get_strategy()).scope():
-        backbone = load_backbone(config.backbone)
+        backbone = task.load_backbone(config.backbone)
         # Reseed: the head's initial weights must not depend on whether loading
         # the backbone drew random numbers (a first-time preset import does).
         keras.utils.set_random_seed(config.training.seed)

@@ -172,6 +172,17 @@ class Task(abc.ABC):
         """Cross-section checks; raise ConfigError naming the key."""
 
     @classmethod
+    def load_backbone(cls, backbone_config, load_weights: bool | None = None) -> "FeatureBackbone":
+        """The backbone a config names, with the layers this task never uses left out of its blocks."""
+        import dataclasses as _dataclasses
+
+        from transferkit.models.backbones import load_backbone
+
+        if load_weights is not None:
+            backbone_config = _dataclasses.replace(backbone_config, load_weights=load_weights)
+        return load_backbone(backbone_config, unused_layers=cls.unused_backbone_layers)
+
+    @classmethod
     def example_config(cls, root: Path) -> dict[str, Any] | None:
         """A tiny run config of this task on data it generates under `root`, or None.
 

@@ -162,7 +162,6 @@ def run_task_test(task: str, config: Mapping[str, Any], run_dir: str | os.PathLi
     import tensorflow as tf
 
     from transferkit.config import build_run_config
-    from transferkit.models.backbones import load_backbone
     from transferkit.runner import load_model_weights, load_run, train
 
     data = dict(config)
@@ -185,7 +184,7 @@ def run_task_test(task: str, config: Mapping[str, Any], run_dir: str | os.PathLi
     for name in task_obj.artifacts(info):
         assert (run_dir / name).exists(), f"run_task_test: artifact {name} missing from {run_dir}"
     batch = next(iter(task_obj.datasets().val))[0]
-    backbone = load_backbone(run_config.backbone)
+    backbone = task_obj.load_backbone(run_config.backbone)
     rebuilt = task_obj.build_model(backbone, info)
     load_model_weights(rebuilt, run_dir / "best.weights.h5")
     first = tf.nest.map_structure(np.asarray, rebuilt(batch, training=False))

@@ -123,12 +123,8 @@ class ImageClassification(Task):
 
         self.val_paths = val_paths
         counts = np.bincount(train_labels, minlength=num_classes)
-        find_dropped = None
-        if mode != "memory":  # streamed: a file whose header passed but whose body does not decode is skipped
-            def find_dropped(paths=list(train.paths), max_pixels=cfg.max_pixels):
-                from transferkit.plugins.image_classification.report import _without_undecodable
-
-                return _without_undecodable(paths, max_pixels)[1]
+        # Streamed: a file whose header passed but whose body does not decode is skipped by tf.data.
+        find_dropped = None if mode == "memory" else _undecodable_finder(list(train.paths), cfg.max_pixels)
         return self._task_data(batches, train, val, class_names, counts, len(val_paths), problems, list(val_paths),
                                streamed=mode == "none", find_dropped=find_dropped)
 
@@ -429,6 +425,16 @@ class ImageClassification(Task):
             ParityCheck("serving_default", float(np.abs(from_bytes["probabilities"].numpy() - expected).max())),
             ParityCheck("serving_pixels", float(np.abs(from_pixels["probabilities"].numpy() - expected).max())),
         ]
+
+
+def _undecodable_finder(paths: list[str], max_pixels: int):
+    """For TaskData.find_dropped: the files among `paths` that do not decode, as problems."""
+    def find():
+        from transferkit.plugins.image_classification.report import _without_undecodable
+
+        return _without_undecodable(paths, max_pixels)[1]
+
+    return find
 
 
 def _mix(layer, images, labels):

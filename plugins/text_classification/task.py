@@ -259,7 +259,9 @@ class TextClassification(Task):
         if "token_ids" not in {t.name for t in backbone.model.inputs}:
             raise ConfigError(f"backbone: {backbone.architecture} does not take token ids; text_classification "
                               f"needs a KerasHub text backbone such as BertBackbone")
-        backbone.unused_layers = set(self.unused_backbone_layers)
+        if not set(self.unused_backbone_layers) <= backbone.unused_layers:
+            raise ConfigError(f"backbone: load it with {type(self).__name__}.load_backbone, which leaves out the "
+                              f"layers this task never uses ({', '.join(self.unused_backbone_layers)})")
         length = int(info["sequence_length"])
         token_ids = keras.Input((length,), dtype="int32", name="token_ids")
         padding_mask = keras.Input((length,), dtype="int32", name="padding_mask")
