@@ -47,7 +47,6 @@ def run_one(mode: str, dataset: Path, args) -> dict:
     """Trains the frozen stage one way; returns per-epoch times and accuracies."""
     import keras
 
-    from transferkit.models.backbones import load_backbone
     from transferkit.models.feature_cache import FeatureCache
     from transferkit.models.freezing import apply_freeze_plan
     from transferkit.registry import get_task
@@ -59,7 +58,7 @@ def run_one(mode: str, dataset: Path, args) -> dict:
     options = pipeline_options(config.training.data_autotune)  # as the runner sets them, for both ways
     data = task.datasets().with_options(options)
     task.info = dict(data.info)
-    backbone = load_backbone(config.backbone)
+    backbone = task.load_backbone(config.backbone)
     full_model = task.build_model(backbone, task.info)
     apply_freeze_plan(backbone, config.stages[0].freeze)
     split = task.cache_split(full_model, backbone)  # after the freeze plan: the contract since issue 10
