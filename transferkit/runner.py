@@ -377,11 +377,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         load_model_weights(full_model, out / "best.weights.h5")
     save_model(full_model, out / "model.keras")
     metrics = task.evaluate(full_model, data.val, data.info, out / "report") if data.val is not None else {}
-    metrics["problems"] = data.problems
-    metrics["best_epoch"] = state.get("best_epoch")
-    metrics["time_limit_reached"] = bool(state.get("time_limit_reached"))
-    metrics["elapsed_seconds"] = round(clock.elapsed(), 3)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_metrics(out, metrics, data.problems, {"best_epoch": state.get("best_epoch"),
+                                                "time_limit_reached": bool(state.get("time_limit_reached")),
+                                                "elapsed_seconds": round(clock.elapsed(), 3)})
     state["complete"] = True
     state["elapsed"] = clock.elapsed()
     recorder.store.save(full_model, None, state)
@@ -585,17 +583,23 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | None = None) -> dict[st
     task.info = {**info, **{k: v for k, v in task_data.info.items() if k not in info}}
     out = evaluation_dir(run_dir, data)
     metrics = task.evaluate(model, task_data.val, task.info, out / "report")
-    metrics["problems"] = task_data.problems
+    facts: dict[str, Any] = {}
     if data is None:
-        previous = Path(run_dir) / "metrics.json"
         try:
-            recorded = json.loads(previous.read_text())
+            recorded = json.loads((Path(run_dir) / "metrics.json").read_text())
         except (OSError, ValueError):
             recorded = {}
-        metrics.update({k: recorded[k] for k in TRAINING_FACTS if isinstance(recorded, dict) and k in recorded})
+        facts = {k: recorded[k] for k in TRAINING_FACTS if isinstance(recorded, dict) and k in recorded}
     else:
-        metrics["data"] = str(Path(data).resolve())
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        facts = {"data": str(Path(data).resolve())}
+    return write_metrics(out, metrics, task_data.problems, facts)
+
+
+def write_metrics(folder: Path, metrics: dict[str, Any], problems: list, facts: dict[str, Any]) -> dict[str, Any]:
+    """The one writer of metrics.json: the task's evaluation, the inputs' problems, and the run's facts
+    (`TRAINING_FACTS` from training, or the data an evaluation read)."""
+    metrics = {**metrics, "problems": problems, **facts}
+    atomic_write_text(Path(folder) / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 
