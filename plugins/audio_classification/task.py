@@ -97,7 +97,8 @@ class AudioClassification(ImageClassification):
             ds = tf.data.Dataset.from_tensor_slices((loaded.waveforms, loaded.labels))
             if shuffle:
                 ds = ds.shuffle(len(loaded), seed=seed, reshuffle_each_iteration=True)
-            ds = ds.batch(cfg.batch_size)
+            ds = ds.batch(cfg.batch_size).map(lambda w, y: (tf.cast(w, tf.float32) / 32767.0, y),
+                                              num_parallel_calls=tf.data.AUTOTUNE)
             if augmented and waveform_augment is not None:
                 ds = ds.map(waveform_augment, num_parallel_calls=tf.data.AUTOTUNE)
             ds = ds.map(lambda w, y: (preprocessor.images(w), tf.one_hot(y, num_classes)),
