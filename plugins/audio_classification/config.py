@@ -50,9 +50,9 @@ class AudioDataConfig:
         self.preprocessor()  # validates the spectrogram settings, naming the key
 
     def preprocessor(self) -> AudioPreprocessor:
-        return AudioPreprocessor(sample_rate=self.sample_rate, clip_seconds=self.clip_seconds,
-                                 frame_ms=self.frame_ms, hop_ms=self.hop_ms, num_mels=self.num_mels,
-                                 min_hz=self.min_hz, max_hz=self.max_hz, image_size=tuple(self.image_size))
+        """The preprocessor these settings describe (its fields are the data section's keys of the same names)."""
+        return AudioPreprocessor(**{field.name: getattr(self, field.name)
+                                    for field in dataclasses.fields(AudioPreprocessor)})
 
 
 @dataclasses.dataclass(frozen=True)

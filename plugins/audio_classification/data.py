@@ -118,7 +118,7 @@ def load_clips(clips: Sequence[Clip], class_names: Sequence[str], preprocessor, 
 
     index = {name: i for i, name in enumerate(class_names)}
     # One graph for every clip: eager ops would cost milliseconds a clip.
-    prepare = tf.function(lambda samples, rate: preprocessor.fit_length(preprocessor.resample(samples, rate)),
+    prepare = tf.function(preprocessor.prepare,
                           input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int32)])
     waveforms = np.zeros((len(clips), preprocessor.clip_samples), np.int16)
     labels, paths, problems = [], [], []

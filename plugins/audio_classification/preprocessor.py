@@ -158,6 +158,10 @@ class AudioPreprocessor:
         padded = tf.pad(cut, [[missing // 2, missing - missing // 2]])
         return tf.ensure_shape(padded, [size])
 
+    def prepare(self, samples, rate):
+        """A decoded clip (mono samples at `rate` Hz) -> the model's waveform: resampled, cut or padded."""
+        return self.fit_length(self.resample(samples, rate))
+
     def log_mel(self, waveforms):
         """(batch, clip_samples) -> (batch, frames, num_mels) log-mel power, in decibels."""
         import tensorflow as tf
@@ -192,8 +196,7 @@ class AudioPreprocessor:
 
     def encoded_to_image(self, encoded):
         """WAV bytes -> the model's input image, as the serving graph computes it."""
-        waveform, rate = self.decode_wav(encoded)
-        return self.image(self.fit_length(self.resample(waveform, rate)))
+        return self.image(self.prepare(*self.decode_wav(encoded)))
 
 
 def _next_power_of_two(value: int) -> int:

@@ -141,8 +141,7 @@ class AudioClassification(ImageClassification):
                 raise ValueError("the clip holds no samples")
         except Exception as error:
             raise TransferkitError(f"{path}: unreadable WAV: {type(error).__name__}: {error}") from None
-        waveform = preprocessor.fit_length(preprocessor.resample(tf.constant(samples), rate))
-        return preprocessor.image(waveform).numpy()
+        return preprocessor.image(preprocessor.prepare(tf.constant(samples), rate)).numpy()
 
     def predict(self, model, paths, info, save_dir=None, top_k: int = 3, **options):
         """Yields (path, [(label, score), ...]) with the `top_k` best labels of each clip."""
@@ -205,8 +204,8 @@ class AudioClassification(ImageClassification):
         preprocessor = self.preprocessor(info)
         encoded = [example[AUDIO_INPUT] for example in examples]
         # The Keras side reads the clips as training did (scipy, then the preprocessor's ops).
-        images = tf.stack([preprocessor.image(preprocessor.fit_length(preprocessor.resample(
-            tf.constant(samples), rate))) for samples, rate in (data_lib.read_wav(e) for e in encoded)])
+        images = tf.stack([preprocessor.image(preprocessor.prepare(tf.constant(samples), rate))
+                           for samples, rate in (data_lib.read_wav(e) for e in encoded)])
         expected = np.asarray(model(images, training=False), dtype=np.float32)
         from_audio = signatures["serving_default"](audio=tf.constant(encoded))
         from_pixels = signatures["serving_pixels"](pixels=images)
@@ -214,13 +213,6 @@ class AudioClassification(ImageClassification):
             ParityCheck("serving_default", float(np.abs(from_audio["probabilities"].numpy() - expected).max())),
             ParityCheck("serving_pixels", float(np.abs(from_pixels["probabilities"].numpy() - expected).max())),
         ]
-
-    def evaluate(self, model, data, info: dict[str, Any], report_dir: Path) -> dict[str, Any]:
-        """Accuracy, per-class scores and the confusion matrix; the worst clips are drawn as their spectrograms."""
-        from transferkit.plugins.image_classification import report
-
-        return report.evaluate_classifier(model, data, info, Path(report_dir), top_k=self.task_config.head.top_k,
-                                          paths=getattr(self, "val_paths", None))
 
 
 def _waveform_augmenter(augment, preprocessor: AudioPreprocessor, seed: int):
