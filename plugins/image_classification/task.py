@@ -13,13 +13,14 @@ from transferkit.images import MAX_PIXELS
 from transferkit.plugins.image_classification import data as data_lib
 from transferkit.plugins.image_classification.config import ImageClassificationConfig
 from transferkit import packing, paths, streaming
+from transferkit.plugins.image_classification.records import ClassifierRecords
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
 from transferkit.task import Task, TaskData
 
 
 @register_task("image_classification")
-class ImageClassification(Task):
+class ImageClassification(ClassifierRecords, Task):
     """Fine-tunes a backbone to label images from class folders or a CSV.
 
     Example:
@@ -379,18 +380,6 @@ class ImageClassification(Task):
             order = np.argsort(-probabilities)[:k]
             yield path, [(names[i], float(probabilities[i])) for i in order]
 
-    output_keys = frozenset({"labels", "scores", "probabilities"})
-
-    @classmethod
-    def decode(cls, outputs, top_k=None):
-        """[(label, score), ...] per example, best first, from the served top-k outputs."""
-        from transferkit.plugins.image_classification.serving import classification_records
-
-        return classification_records(outputs, top_k)
-
-    @classmethod
-    def describe(cls, record) -> str:
-        return "\n".join(f"  {score:7.4f}  {label}" for label, score in record)
 
     def artifacts(self, info) -> dict[str, str]:
         return {"labels.txt": "\n".join(info["class_names"]) + "\n"}

@@ -12,6 +12,7 @@ from transferkit import streaming
 from transferkit.errors import ConfigError, DataError, TransferkitError
 from transferkit.plugins.text_classification import data as data_lib
 from transferkit.plugins.text_classification.config import TextClassificationConfig
+from transferkit.plugins.image_classification.records import ClassifierRecords
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
 from transferkit.task import CacheSplit, ParityCheck, Task, TaskData
@@ -32,7 +33,7 @@ def _downloaded_preset_folder(name: str) -> Path | None:
 
 
 @register_task("text_classification")
-class TextClassification(Task):
+class TextClassification(ClassifierRecords, Task):
     """Fine-tunes a BERT-style text backbone to label texts (sentiment, topic, ...).
 
     Texts are tokenised in the graph, so the exported SavedModel takes raw
@@ -375,18 +376,6 @@ class TextClassification(Task):
                 raise TransferkitError(f"{path}: unreadable text file: {type(error).__name__}: {error}") from None
             yield path, self.predict_texts(model, [text], info, top_k)[0]
 
-    output_keys = frozenset({"labels", "scores", "probabilities"})
-
-    @classmethod
-    def decode(cls, outputs, top_k=None):
-        """[(label, score), ...] per example, best first, from the served top-k outputs."""
-        from transferkit.plugins.image_classification.serving import classification_records
-
-        return classification_records(outputs, top_k)
-
-    @classmethod
-    def describe(cls, record) -> str:
-        return "\n".join(f"  {score:7.4f}  {label}" for label, score in record)
 
     def artifacts(self, info) -> dict[str, str]:
         return {"labels.txt": "\n".join(info["class_names"]) + "\n",
