@@ -134,6 +134,30 @@ def unique_names(paths, suffix: str) -> list[str]:
 # -- bounded readers of YAML and JSON --------------------------------------------------------------------------
 
 
+class _AliasFound(Exception):
+    """An alias (`*name`) in a YAML document; carries the line and the anchor's name."""
+
+
+_NO_ALIAS_LOADER = None
+
+
+def _no_alias_loader():
+    """yaml.SafeLoader refusing aliases, built once (PyYAML is imported only by what reads YAML)."""
+    global _NO_ALIAS_LOADER
+    if _NO_ALIAS_LOADER is None:
+        import yaml
+
+        class NoAliasLoader(yaml.SafeLoader):
+            def compose_node(self, parent, index):
+                if self.check_event(yaml.events.AliasEvent):
+                    event = self.peek_event()
+                    raise _AliasFound(event.start_mark.line + 1, event.anchor)
+                return super().compose_node(parent, index)
+
+        _NO_ALIAS_LOADER = NoAliasLoader
+    return _NO_ALIAS_LOADER
+
+
 def load_yaml(text: str, source: str, error: type[Exception] | None = None):
     """YAML text -> plain data with the safe loader, refusing aliases (`*name`).
 
@@ -146,17 +170,11 @@ def load_yaml(text: str, source: str, error: type[Exception] | None = None):
     from transferkit.errors import ConfigError
 
     error = error or ConfigError
-
-    class NoAliasLoader(yaml.SafeLoader):
-        def compose_node(self, parent, index):
-            if self.check_event(yaml.events.AliasEvent):
-                event = self.peek_event()
-                raise error(f"{source}: line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
-                            f"accepted; write the value out")
-            return super().compose_node(parent, index)
-
     try:
-        return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506  (a SafeLoader subclass)
+        return yaml.load(text, Loader=_no_alias_loader())  # noqa: S506  (a SafeLoader subclass)
+    except _AliasFound as found:
+        line, anchor = found.args
+        raise error(f"{source}: line {line}: YAML aliases (*{anchor}) are not accepted; write the value out") from None
     except yaml.YAMLError as problem:
         raise error(f"{source}: not valid YAML: {' '.join(str(problem).split())}") from None
     except RecursionError:
