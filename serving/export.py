@@ -103,9 +103,9 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
         module = tf.Module()
         module.model = model
         with tempfile.TemporaryDirectory() as scratch:
-            # The task's artifacts (labels.txt, ...) travel as SavedModel assets.
+            # The task's artifacts (labels.txt, ...) and preprocessor.json travel as SavedModel assets.
             assets = []
-            for file_name, text in task.artifacts(info).items():
+            for file_name, text in task.saved_files(info).items():
                 asset_file = Path(scratch) / file_name
                 asset_file.write_text(text)
                 assets.append(tf.saved_model.Asset(str(asset_file)))

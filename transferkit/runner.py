@@ -498,7 +498,7 @@ def _write_info(run_dir: Path, config: RunConfig, task, backbone, data) -> None:
     # Real validation inputs, for export checks and TF Serving warmup records.
     info["examples"] = [str(Path(p).resolve()) for p in data.examples[:64]]
     atomic_write_text(run_dir / "info.json", json.dumps(info, indent=2))
-    artifacts = task.artifacts(info)
+    artifacts = task.saved_files(info)
     for name, text in artifacts.items():
         atomic_write_text(run_dir / name, text)
     atomic_write_text(run_dir / "artifacts.json", json.dumps(sorted(artifacts)))

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from transferkit.config import RunConfig, StageConfig
     from transferkit.models.backbones import FeatureBackbone
+    from transferkit.preprocessing import Preprocessor
 
 
 @dataclasses.dataclass
@@ -143,6 +144,8 @@ class Task(abc.ABC):
     # Backbone layers the task's model never reads (BERT's pooler under a pooling head): kept out
     # of the backbone's blocks, so freeze plans neither count nor unfreeze them.
     unused_backbone_layers: ClassVar[tuple[str, ...]] = ()
+    # The typed raw-input -> model-input step (`transferkit.preprocessing.Preprocessor`); None: the task has none.
+    preprocessor_class: ClassVar["type[Preprocessor] | None"] = None
 
     def __init__(self, config: "RunConfig", info: Mapping[str, Any] | None = None):
         self.config = config
@@ -216,6 +219,25 @@ class Task(abc.ABC):
             return self.config
         new_data = dataclasses.replace(data, **changes)
         return self.config.replace(task_config=dataclasses.replace(self.task_config, data=new_data))
+
+    # -- preprocessing ---------------------------------------------------------
+
+    def build_preprocessor(self) -> "Preprocessor | None":
+        """The preprocessor the run's config describes (before any data is read); None without one."""
+        return None
+
+    def preprocessor(self, info: Mapping[str, Any] | None = None) -> "Preprocessor | None":
+        """The run's preprocessor: recorded in `info` (or `self.info`) once data was read, else from the config.
+
+        `datasets()` records it as `info["preprocessor"]`; runs written before preprocessors existed
+        are read through the class's `from_legacy_info`.
+        """
+        info = self.info if info is None else info
+        if self.preprocessor_class is None:
+            return None
+        if info:
+            return self.preprocessor_class.from_info(info)
+        return self.build_preprocessor()
 
     # -- data ----------------------------------------------------------------
 
@@ -307,23 +329,21 @@ class Task(abc.ABC):
         return f"  {record}"
 
 
-def task_for_outputs(outputs: Mapping[str, Any]) -> type[Task]:
-    """The registered task whose `output_keys` a served answer has (the most specific when several do)."""
-    from transferkit.errors import TransferkitError
-    from transferkit.registry import available_tasks
-
-    keys = set(outputs)
-    matches = [entry.task_class for entry in available_tasks().values()
-               if entry.task_class.output_keys and entry.task_class.output_keys <= keys]
-    if not matches:
-        raise TransferkitError(f"no registered task reads a served answer with outputs {sorted(keys)}")
-    return max(matches, key=lambda cls: len(cls.output_keys))
-
     # -- what travels with the model -----------------------------------------
 
     def artifacts(self, info: Mapping[str, Any]) -> dict[str, str]:
         """Text files written next to the run and into the SavedModel's `assets/` (name -> content)."""
         return {}
+
+    def saved_files(self, info: Mapping[str, Any]) -> dict[str, str]:
+        """What travels with the model: the task's `artifacts` and its preprocessor's `preprocessor.json`."""
+        from transferkit.preprocessing import FILE_NAME
+
+        files = dict(self.artifacts(info))
+        preprocessor = self.preprocessor(info)
+        if preprocessor is not None:
+            files[FILE_NAME] = preprocessor.to_json()
+        return files
 
     # -- serving ---------------------------------------------------------------
 
@@ -343,3 +363,16 @@ def task_for_outputs(outputs: Mapping[str, Any]) -> type[Task]:
     def check_serving(self, model: "keras.Model", signatures: Mapping[str, Any],
                       examples: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> list[ParityCheck]:
         """Compares the reloaded SavedModel's `signatures` with the Keras `model` on `examples`."""
+
+
+def task_for_outputs(outputs: Mapping[str, Any]) -> type[Task]:
+    """The registered task whose `output_keys` a served answer has (the most specific when several do)."""
+    from transferkit.errors import TransferkitError
+    from transferkit.registry import available_tasks
+
+    keys = set(outputs)
+    matches = [entry.task_class for entry in available_tasks().values()
+               if entry.task_class.output_keys and entry.task_class.output_keys <= keys]
+    if not matches:
+        raise TransferkitError(f"no registered task reads a served answer with outputs {sorted(keys)}")
+    return max(matches, key=lambda cls: len(cls.output_keys))

@@ -181,8 +181,9 @@ def run_task_test(task: str, config: Mapping[str, Any], run_dir: str | os.PathLi
     # Rebuild the model from the config and the best weights, and compare it
     # with the saved model.keras: serialisation must not change predictions.
     _, task_obj, reloaded, info = load_run(run_dir)
-    for name in task_obj.artifacts(info):
+    for name in task_obj.saved_files(info):
         assert (run_dir / name).exists(), f"run_task_test: artifact {name} missing from {run_dir}"
+    check_preprocessor(task_obj, info)
     batch = next(iter(task_obj.datasets().val))[0]
     backbone = task_obj.load_backbone(run_config.backbone)
     rebuilt = task_obj.build_model(backbone, info)
@@ -202,10 +203,25 @@ def run_task_test(task: str, config: Mapping[str, Any], run_dir: str | os.PathLi
         report = json.loads((version_dir / "assets.extra" / "transferkit_export.json").read_text())
         assert report["checked_examples"] > 0, "run_task_test: export checked no examples"
         assert read_warmup_requests(version_dir), "run_task_test: no warmup requests written"
-        for name in task_obj.artifacts(info):
+        for name in task_obj.saved_files(info):
             assert (version_dir / "assets" / name).exists(), f"run_task_test: asset {name} missing"
         result.update(export_dir=version_dir, export_report=report)
     return result
+
+
+def check_preprocessor(task_obj, info: Mapping[str, Any]) -> None:
+    """Asserts that a task with a preprocessor records it and that it survives a JSON round trip."""
+    if task_obj.preprocessor_class is None:
+        return
+    from transferkit.preprocessing import INFO_KEY
+
+    assert INFO_KEY in info, "run_task_test: datasets() did not record the preprocessor in info"
+    preprocessor = task_obj.preprocessor(info)
+    assert isinstance(preprocessor, task_obj.preprocessor_class), f"run_task_test: {preprocessor!r}"
+    again = type(preprocessor).from_config(json.loads(preprocessor.to_json()))
+    assert again == preprocessor, f"run_task_test: the preprocessor changed in a JSON round trip: {again!r}"
+    assert preprocessor == task_obj.build_preprocessor(), \
+        "run_task_test: the recorded preprocessor differs from the one the config describes"
 
 
 def check_cache_split(task_obj, model, backbone, batch, atol: float = 1e-5) -> bool:

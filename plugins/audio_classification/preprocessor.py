@@ -7,6 +7,7 @@ import math
 from typing import Any, Mapping
 
 from transferkit.config import check
+from transferkit.preprocessing import Preprocessor
 
 # Taps on each side of the windowed-sinc resampling filter: enough to keep speech bands clean.
 RESAMPLE_HALF_TAPS = 16
@@ -15,7 +16,7 @@ DYNAMIC_RANGE_DB = 80.0
 
 
 @dataclasses.dataclass(frozen=True)
-class AudioPreprocessor:
+class AudioPreprocessor(Preprocessor):
     """Everything that turns a clip into the model's input, typed and saved with the run.
 
     Clips are mixed to mono, resampled to `sample_rate` (windowed sinc, the same
@@ -30,9 +31,11 @@ class AudioPreprocessor:
     ```python
     pre = AudioPreprocessor(sample_rate=16000, clip_seconds=1.0, image_size=(96, 96))
     image = pre.image(pre.fit_length(pre.resample(waveform, 22050)))   # (96, 96, 3) float32
-    AudioPreprocessor.from_config(pre.get_config()) == pre             # True: saved in info.json
+    AudioPreprocessor.from_config(pre.get_config()) == pre             # True: saved with the run
     ```
     """
+
+    raw_input = "audio"
 
     sample_rate: int = 16000
     clip_seconds: float = 1.0
@@ -59,23 +62,9 @@ class AudioPreprocessor:
               list(self.image_size), "two integers in [32, 1024], [height, width]")
         check(self.frames >= 2, "data.clip_seconds", self.clip_seconds, "a clip of at least two frames")
 
-    # -- serialisation ---------------------------------------------------------------
-
-    def get_config(self) -> dict[str, Any]:
-        config = dataclasses.asdict(self)
-        config["image_size"] = list(self.image_size)
-        return config
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "AudioPreprocessor":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - fields)
-        if unknown:
-            raise ValueError(f"AudioPreprocessor: unknown settings {unknown}; expected some of {sorted(fields)}")
-        values = dict(config)
-        if "image_size" in values:
-            values["image_size"] = tuple(int(s) for s in values["image_size"])
-        return cls(**values)
+    @property
+    def model_input_shape(self) -> tuple[int, int, int]:
+        return (*self.image_size, 3)
 
     # -- sizes -------------------------------------------------------------------------
 
@@ -194,9 +183,9 @@ class AudioPreprocessor:
         """One (clip_samples,) waveform -> its (height, width, 3) image."""
         return self.images(waveform[None])[0]
 
-    def encoded_to_image(self, encoded):
+    def preprocess(self, raw):
         """WAV bytes -> the model's input image, as the serving graph computes it."""
-        return self.image(self.prepare(*self.decode_wav(encoded)))
+        return self.image(self.prepare(*self.decode_wav(raw)))
 
 
 def _next_power_of_two(value: int) -> int:

@@ -42,6 +42,7 @@ class AudioClassification(ImageClassification):
     """
 
     config_class = AudioClassificationConfig
+    preprocessor_class = AudioPreprocessor
 
     @classmethod
     def example_config(cls, root):
@@ -51,12 +52,11 @@ class AudioClassification(ImageClassification):
 
     # -- data ----------------------------------------------------------------
 
-    def preprocessor(self, info: Mapping[str, Any] | None = None) -> AudioPreprocessor:
-        """The run's preprocessor: from `info` when the run was recorded, else from the config."""
-        info = self.info if info is None else info
-        if "preprocessor" in info:
-            return AudioPreprocessor.from_config(info["preprocessor"])
+    def build_preprocessor(self) -> AudioPreprocessor:
         return self.task_config.data.preprocessor()
+
+    def _undecodable_finder(self, info):
+        return None  # clips are read into memory: the report's names always line up
 
     def datasets(self) -> TaskData:
         import tensorflow as tf
@@ -171,7 +171,7 @@ class AudioClassification(ImageClassification):
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=AUDIO_INPUT)])
         def serve_audio(audio):
-            images = tf.map_fn(preprocessor.encoded_to_image, audio, parallel_iterations=16,
+            images = tf.map_fn(preprocessor.preprocess, audio, parallel_iterations=16,
                                fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
             return outputs(images)
 

@@ -84,6 +84,14 @@ class DataConfig:
     # Train on a seeded, stratified share of the training images (learning curves); validation is unchanged.
     train_fraction: float = 1.0
 
+    def preprocessor(self):
+        """The `ImagePreprocessor` of these settings: what the model's input is made with."""
+        from transferkit.vision.preprocessor import ImagePreprocessor
+
+        return ImagePreprocessor(image_size=tuple(self.image_size), resize=self.resize,
+                                 crop_fraction=self.crop_fraction, interpolation=self.interpolation,
+                                 max_pixels=self.max_pixels)
+
     def __post_init__(self):
         if not self.train:
             raise ConfigError("data.train: required; expected an image folder or a CSV file path")

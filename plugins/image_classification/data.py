@@ -13,7 +13,6 @@ import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -121,10 +120,9 @@ def _list_csv(path: Path) -> tuple[list[Sample], list[dict[str, str]]]:
     return samples, problems
 
 
-def load_images(samples: list[Sample], class_names: list[str], image_size: Sequence[int], resize: str,
-                on_bad_image: str, crop_fraction: float = 1.0, workers: int = 4,
-                max_pixels: int = MAX_PIXELS, interpolation: str = "bilinear") -> LoadedImages:
-    """Decodes every sample once; bad files are skipped (with reasons) or fatal."""
+def load_images(samples: list[Sample], class_names: list[str], preprocessor, on_bad_image: str,
+                workers: int = 4) -> LoadedImages:
+    """Decodes every sample once through `preprocessor` (an ImagePreprocessor); bad files are skipped or fatal."""
     index = {name: i for i, name in enumerate(class_names)}
     problems: list[dict[str, str]] = []
     usable = []
@@ -139,7 +137,7 @@ def load_images(samples: list[Sample], class_names: list[str], image_size: Seque
 
     def decode(sample: Sample):
         try:
-            return decode_image(sample.path, image_size, resize, crop_fraction, max_pixels, interpolation), None
+            return preprocessor.read_file(sample.path), None
         except Exception as error:  # Pillow raises many types for bad files
             return None, f"unreadable image: {type(error).__name__}: {error}"
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from transferkit.images import MAX_PIXELS
 from transferkit.reporting import plot_history, pyplot
 
 
@@ -40,7 +39,8 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, class_
 
 
 def evaluate_classifier(model, dataset, info: dict[str, Any], report_dir: Path, top_k: int = 5,
-                        paths: list[str] | None = None, worst_count: int = 16) -> dict[str, Any]:
+                        paths: list[str] | None = None, worst_count: int = 16,
+                        find_undecodable=None) -> dict[str, Any]:
     """Metrics and the report figures, in one streamed pass: only the worst images so far are kept."""
     from transferkit.models.inference import traced_forward
 
@@ -60,8 +60,9 @@ def evaluate_classifier(model, dataset, info: dict[str, Any], report_dir: Path, 
     skipped = []
     if paths is not None and len(paths) != len(y_true):
         # A streamed file whose header passed did not decode, and the stream left it out. Which one is
-        # found again with the same decoder, so that the names still line up and the file is reported.
-        paths, skipped = _without_undecodable(paths, int(info.get("max_pixels", MAX_PIXELS)))
+        # found again with the same decoder (`find_undecodable(paths) -> (kept, problems)`), so that the
+        # names still line up and the file is reported.
+        paths, skipped = find_undecodable(paths) if find_undecodable else (paths, [])
         if len(paths) != len(y_true):
             paths = None
     metrics = classification_metrics(y_true, probabilities, info["class_names"], top_k)

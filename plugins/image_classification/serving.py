@@ -1,9 +1,9 @@
 """Serving signatures of the image classifier.
 
-`serving_default` takes a batch of encoded images (JPEG, PNG, BMP or GIF
-bytes) and does everything in the graph: decoding, the training-time resize,
-the model (whose normalisation is its first layer), softmax outputs and the
-top-k labels. `serving_pixels` takes float32 pixels (0..255) already sized.
+`serving_default` takes a batch of encoded images (JPEG, PNG, BMP, GIF or
+WebP bytes) and does everything in the graph: the run's `ImagePreprocessor`
+(decoding, the training-time resize), the model (whose normalisation is its
+first layer), softmax outputs and the top-k labels. `serving_pixels` takes float32 pixels (0..255) already sized.
 Both return the same named outputs, so a client needs no Python of ours.
 """
 
@@ -14,23 +14,6 @@ from typing import Any
 IMAGES_INPUT = "images"
 PIXELS_INPUT = "pixels"
 OUTPUT_NAMES = ("probabilities", "scores", "class_ids", "labels")
-
-
-def decode_and_resize(encoded, image_size, resize: str, crop_fraction: float = 1.0, max_pixels: int | None = None,
-                      interpolation: str = "bilinear"):
-    """One encoded image -> float32 (H, W, 3), like the training pipeline; refuses images over `max_pixels`."""
-    from transferkit.images import MAX_PIXELS, decode_encoded, resize_image
-
-    return resize_image(decode_encoded(encoded, max_pixels or MAX_PIXELS), image_size, resize, crop_fraction,
-                        interpolation)
-
-
-def preprocess_encoded(encoded, info: dict[str, Any]):
-    """Encoded image -> model pixels, with the run's recorded preprocessing."""
-    # Runs from before `interpolation` existed were trained on bilinear resizes.
-    return decode_and_resize(encoded, info["image_size"], info.get("resize", "crop"),
-                             float(info.get("crop_fraction", 1.0)), info.get("max_pixels"),
-                             info.get("interpolation", "bilinear"))
 
 
 def classification_outputs(probabilities, class_names, k: int) -> dict[str, Any]:
@@ -59,15 +42,12 @@ def classification_records(outputs, top_k: int | None = None) -> list[list[tuple
     return records
 
 
-def classification_signatures(model, info: dict[str, Any], top_k: int = 5) -> dict[str, Any]:
+def classification_signatures(model, preprocessor, class_names, top_k: int = 5) -> dict[str, Any]:
+    """`serving_default` (encoded images through `preprocessor`) and `serving_pixels` (model pixels)."""
     import tensorflow as tf
 
-    class_names = list(info["class_names"])
-    image_size = info["image_size"]
-    resize = info.get("resize", "crop")
-    crop_fraction = float(info.get("crop_fraction", 1.0))
-    max_pixels = info.get("max_pixels")
-    interpolation = info.get("interpolation", "bilinear")  # runs from before the option: bilinear
+    class_names = list(class_names)
+    height, width = preprocessor.image_size
     k = max(1, min(top_k, len(class_names)))
 
     def outputs(pixels):
@@ -76,15 +56,11 @@ def classification_signatures(model, info: dict[str, Any], top_k: int = 5) -> di
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
     def serve_images(images):
         # parallel_iterations: a batch (server-side batching) decodes its images concurrently.
-        pixels = tf.map_fn(lambda encoded: decode_and_resize(encoded, image_size, resize, crop_fraction, max_pixels,
-                                                             interpolation),
-                           images,
-                           parallel_iterations=16,
-                           fn_output_signature=tf.TensorSpec([image_size[0], image_size[1], 3], tf.float32))
+        pixels = tf.map_fn(preprocessor.preprocess, images, parallel_iterations=16,
+                           fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
         return outputs(pixels)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, image_size[0], image_size[1], 3], tf.float32,
-                                                name=PIXELS_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=PIXELS_INPUT)])
     def serve_pixels(pixels):
         return outputs(pixels)
 

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from transferkit.errors import DataError
-from transferkit.images import MAX_PIXELS
 from transferkit.plugins.image_classification import data as data_lib
 from transferkit.plugins.image_classification.config import ImageClassificationConfig
 from transferkit import packing, paths, streaming
@@ -17,6 +16,7 @@ from transferkit.plugins.image_classification.records import ClassifierRecords
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
 from transferkit.task import Task, TaskData
+from transferkit.vision.preprocessor import ImagePreprocessor
 
 
 @register_task("image_classification")
@@ -35,6 +35,7 @@ class ImageClassification(ClassifierRecords, Task):
     """
 
     config_class = ImageClassificationConfig
+    preprocessor_class = ImagePreprocessor
 
     @classmethod
     def example_config(cls, root):
@@ -43,6 +44,9 @@ class ImageClassification(ClassifierRecords, Task):
         return tiny_config(make_image_folder(Path(root) / "images", per_class=6, size=32))
 
     # -- data ----------------------------------------------------------------
+
+    def build_preprocessor(self) -> ImagePreprocessor:
+        return self.task_config.data.preprocessor()
 
     def class_names(self, train_samples) -> list[str]:
         configured = self.task_config.data.class_names
@@ -89,12 +93,10 @@ class ImageClassification(ClassifierRecords, Task):
             train_samples = [train_samples[i] for i in keep]
         num_classes = len(class_names)
         mode = self.cache_mode(len(train_samples) + len(val_samples))
+        preprocessor = self.build_preprocessor()
         if mode == "memory":
-            load = dict(class_names=class_names, image_size=cfg.image_size, resize=cfg.resize,
-                        on_bad_image=cfg.on_bad_image, crop_fraction=cfg.crop_fraction, max_pixels=cfg.max_pixels,
-                        interpolation=cfg.interpolation)
-            train = data_lib.load_images(train_samples, **load)
-            val = data_lib.load_images(val_samples, **load)
+            train = data_lib.load_images(train_samples, class_names, preprocessor, cfg.on_bad_image)
+            val = data_lib.load_images(val_samples, class_names, preprocessor, cfg.on_bad_image)
             problems += train.problems + val.problems
             train_labels, val_paths = train.labels, list(val.paths)
 
@@ -114,10 +116,9 @@ class ImageClassification(ClassifierRecords, Task):
                     raise DataError(f"no usable {name} images: " + "; ".join(
                         f"{p['path']}: {p['reason']}" for p in problems[:5]))
             train_labels, val_paths = train.labels, list(val.paths)
-            stream = dict(image_size=cfg.image_size, resize=cfg.resize, batch_size=cfg.batch_size,
-                          crop_fraction=cfg.crop_fraction, max_pixels=cfg.max_pixels, cache=mode,
+            stream = dict(preprocessor.resize_options(), batch_size=cfg.batch_size, cache=mode,
                           cache_dir=cfg.cache_dir or paths.home() / "data_cache",
-                          skip_errors=cfg.on_bad_image == "skip", interpolation=cfg.interpolation)
+                          skip_errors=cfg.on_bad_image == "skip")
 
             def batches(files, shuffle: bool, photo_crop=None):
                 return streaming.image_dataset(files, shuffle=shuffle, seed=seed, random_crop=photo_crop, **stream)
@@ -162,10 +163,9 @@ class ImageClassification(ClassifierRecords, Task):
                 raise DataError(f"{cfg.train}: no intact {name} shard: " + "; ".join(
                     f"{p['path']}: {p['reason']}" for p in problems[:3]))
         mode = self.cache_mode(train.count + val.count)
-        stream = dict(image_size=cfg.image_size, resize=cfg.resize, batch_size=cfg.batch_size,
-                      crop_fraction=cfg.crop_fraction, max_pixels=cfg.max_pixels, cache=mode,
+        stream = dict(self.build_preprocessor().resize_options(), batch_size=cfg.batch_size, cache=mode,
                       cache_dir=cfg.cache_dir or paths.home() / "data_cache",
-                      skip_errors=cfg.on_bad_image == "skip", interpolation=cfg.interpolation)
+                      skip_errors=cfg.on_bad_image == "skip")
         in_memory: set[int] = set()
 
         def batches(split, shuffle: bool, photo_crop=None):
@@ -223,11 +223,8 @@ class ImageClassification(ClassifierRecords, Task):
 
         info = {
             "class_names": class_names,
-            "image_size": list(cfg.image_size),
-            "resize": cfg.resize,
-            "crop_fraction": cfg.crop_fraction,
-            "interpolation": cfg.interpolation,
-            "max_pixels": cfg.max_pixels,
+            "image_size": list(cfg.image_size),  # also in the preprocessor; kept for readers of the file
+            "preprocessor": self.build_preprocessor().get_config(),
             "num_train": num_train,
             "num_val": int(num_val),
         }
@@ -303,7 +300,7 @@ class ImageClassification(ClassifierRecords, Task):
         from transferkit.models.backbones import InferenceMode
 
         head = self._head(backbone, info)
-        inputs = keras.Input(shape=(*info["image_size"], 3), name="pixels")
+        inputs = keras.Input(shape=self.preprocessor(info).model_input_shape, name="pixels")
         x = backbone.normalization(inputs)
         # InferenceMode: fit's training flag would otherwise reach the backbone's stochastic depth.
         x = (backbone.model if backbone_training else InferenceMode(backbone.model, name="backbone_inference"))(x)
@@ -338,7 +335,7 @@ class ImageClassification(ClassifierRecords, Task):
         if not backbone.is_frozen():
             return None  # only a wholly frozen backbone is cached
         head = model.get_layer("classifier_head")
-        return CacheSplit(extractor=backbone.feature_extractor(self.info["image_size"]), trainable=head)
+        return CacheSplit(extractor=backbone.feature_extractor(self.preprocessor().image_size), trainable=head)
 
     def compile(self, model, optimizer=None):
         import keras
@@ -360,7 +357,15 @@ class ImageClassification(ClassifierRecords, Task):
 
         return report.evaluate_classifier(model, data, info, Path(report_dir),
                                           top_k=self.task_config.head.top_k,
-                                          paths=getattr(self, "val_paths", None))
+                                          paths=getattr(self, "val_paths", None),
+                                          find_undecodable=self._undecodable_finder(info))
+
+    def _undecodable_finder(self, info):
+        """For the report: `paths -> (decodable paths, problems of the others)`, with the run's decoder."""
+        from transferkit.plugins.image_classification.report import _without_undecodable
+
+        max_pixels = self.preprocessor(info).max_pixels
+        return lambda paths: _without_undecodable(paths, max_pixels)
 
     def predict(self, model, paths, info, save_dir=None, top_k: int = 3, **options):
         """Yields (path, [(label, score), ...]) with the `top_k` best labels of each image."""
@@ -368,12 +373,10 @@ class ImageClassification(ClassifierRecords, Task):
 
         names = info["class_names"]
         k = max(1, min(int(top_k), len(names)))
+        preprocessor = self.preprocessor(info)
         for path in paths:
             try:
-                pixels = data_lib.decode_image(path, info["image_size"], info.get("resize", "crop"),
-                                               float(info.get("crop_fraction", 1.0)),
-                                               int(info.get("max_pixels", MAX_PIXELS)),
-                                               info.get("interpolation", "bilinear"))
+                pixels = preprocessor.read_file(path)
             except Exception as error:
                 raise TransferkitError(f"{path}: unreadable image: {type(error).__name__}: {error}") from None
             probabilities = np.asarray(model(pixels[None].astype("float32"), training=False))[0]
@@ -389,7 +392,8 @@ class ImageClassification(ClassifierRecords, Task):
     def serving_signatures(self, model, info: dict[str, Any]) -> dict[str, Any]:
         from transferkit.plugins.image_classification.serving import classification_signatures
 
-        return classification_signatures(model, info, top_k=self.task_config.head.top_k)
+        return classification_signatures(model, self.preprocessor(info), info["class_names"],
+                                         top_k=self.task_config.head.top_k)
 
     def serving_examples(self, info, count):
         from transferkit.serving.examples import encoded_image_examples
@@ -399,11 +403,11 @@ class ImageClassification(ClassifierRecords, Task):
     def check_serving(self, model, signatures, examples, info):
         import tensorflow as tf
 
-        from transferkit.plugins.image_classification.serving import preprocess_encoded
         from transferkit.task import ParityCheck
 
+        preprocessor = self.preprocessor(info)
         encoded = [example["images"] for example in examples]
-        pixels = tf.stack([preprocess_encoded(e, info) for e in encoded])
+        pixels = tf.stack([preprocessor.preprocess(e) for e in encoded])
         expected = np.asarray(model(pixels, training=False), dtype=np.float32)
         from_bytes = signatures["serving_default"](images=tf.constant(encoded))
         from_pixels = signatures["serving_pixels"](pixels=pixels)

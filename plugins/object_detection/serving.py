@@ -24,26 +24,24 @@ BOX_TOLERANCE_PX = 0.05  # decoded boxes, in original-image pixels
 SCORE_TOLERANCE = 1e-4
 
 
-def preprocess_encoded(encoded, image_size):
+def preprocess_encoded(encoded, preprocessor):
     """One encoded image -> (model-size float32 pixels, original (height, width)); TF ops."""
     import tensorflow as tf
 
-    from transferkit.images import decode_encoded, resize_image
-
-    image = decode_encoded(encoded)
-    return resize_image(image, image_size, "stretch"), tf.shape(image)[:2]
+    image = preprocessor.decode(encoded)
+    return preprocessor.resize_pixels(image), tf.shape(image)[:2]
 
 
-def detection_signatures(model, detector, info: Mapping[str, Any], detect) -> dict[str, Any]:
+def detection_signatures(model, detector, preprocessor, info: Mapping[str, Any], detect) -> dict[str, Any]:
     import tensorflow as tf
 
-    height, width = info["image_size"]
+    height, width = preprocessor.image_size
     labels_table = tf.constant(list(info["class_names"]))
     default_k = int(detect.max_detections)
 
     def prepare(images):
         pixels, sizes = tf.map_fn(
-            lambda encoded: preprocess_encoded(encoded, (height, width)), images, parallel_iterations=16,
+            lambda encoded: preprocess_encoded(encoded, preprocessor), images, parallel_iterations=16,
             fn_output_signature=(tf.TensorSpec([height, width, 3], tf.float32), tf.TensorSpec([2], tf.int32)))
         return pixels, sizes
 
@@ -95,9 +93,10 @@ def check_detection_parity(task, model, signatures, examples, info) -> list[Pari
     """Raw head outputs within 1e-4, and the decoded detections of real images, SavedModel vs Keras."""
     import tensorflow as tf
 
-    height, width = info["image_size"]
+    preprocessor = task.preprocessor(info)
+    height, width = preprocessor.image_size
     encoded = [example[IMAGES_INPUT] for example in examples]
-    prepared = [preprocess_encoded(tf.constant(e), (height, width)) for e in encoded]
+    prepared = [preprocess_encoded(tf.constant(e), preprocessor) for e in encoded]
     pixels = tf.stack([p for p, _ in prepared])
     sizes = np.stack([s.numpy() for _, s in prepared])
     expected_raw = model(pixels, training=False)

@@ -16,6 +16,7 @@ from transferkit.plugins.object_detection import data as data_lib
 from transferkit.plugins.object_detection.config import DEFAULT_MAX_BOXES, ObjectDetectionConfig
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
+from transferkit.vision.preprocessor import ImagePreprocessor
 from transferkit.task import CacheSplit, Task, TaskData
 
 # Evaluation keeps low-scoring boxes, as COCO evaluation expects (100 per image).
@@ -47,6 +48,7 @@ class ObjectDetection(Task):
     """
 
     config_class = ObjectDetectionConfig
+    preprocessor_class = ImagePreprocessor
 
     @classmethod
     def example_config(cls, root):
@@ -55,6 +57,11 @@ class ObjectDetection(Task):
         return tiny_detection_config(make_detection_dataset(Path(root) / "shapes", count=16, size=64))
 
     # -- data ----------------------------------------------------------------
+
+    def build_preprocessor(self) -> ImagePreprocessor:
+        """Detection stretches to the model's size (boxes scale back by two factors), bilinear."""
+        return ImagePreprocessor(image_size=tuple(self.task_config.data.image_size), resize="stretch",
+                                 crop_fraction=1.0, interpolation="bilinear")
 
     def detector(self, info: Mapping[str, Any] | None = None):
         """The configured architecture (RetinaNet or YOLOv8) for the run's input size and classes."""
@@ -102,8 +109,8 @@ class ObjectDetection(Task):
         train = reader(train_annotations, **load)
         val = reader(val_annotations, **load)
         problems += train.problems + val.problems
-        info = {"class_names": class_names, "image_size": list(cfg.image_size), "resize": "stretch",
-                "max_boxes": max_boxes, "num_train": len(train), "num_val": len(val),
+        info = {"class_names": class_names, "image_size": list(cfg.image_size),
+                "preprocessor": self.build_preprocessor().get_config(), "max_boxes": max_boxes, "num_train": len(train), "num_val": len(val),
                 "num_train_boxes": int((train.class_ids >= 0).sum()), "num_val_boxes": int((val.class_ids >= 0).sum())}
         self.val_data = val
         detector = self.detector(info)
@@ -309,18 +316,19 @@ class ObjectDetection(Task):
     def predict(self, model, paths, info, save_dir=None, score_threshold: float | None = None, **options):
         """Yields (path, [Detection, ...]) with boxes in the image's own pixels; `save_dir` gets annotated copies."""
         from transferkit.errors import TransferkitError
-        from transferkit.images import read_image, resize_array
+        from transferkit.images import read_image
         from transferkit.plugins.object_detection import report
 
         from transferkit.fileio import unique_names
 
-        height, width = info["image_size"]
+        preprocessor = self.preprocessor(info)
+        height, width = preprocessor.image_size
         for path, saved_name in zip(paths, unique_names(paths, ".png")):
             try:
-                original = read_image(path)
+                original = read_image(path, preprocessor.max_pixels)
             except Exception as error:
                 raise TransferkitError(f"{path}: unreadable image: {type(error).__name__}: {error}") from None
-            pixels = resize_array(original, (height, width), "stretch")[None].astype(np.float32)
+            pixels = preprocessor.resize_pixels(original).numpy()[None]
             out = self.detect_pixels(model, pixels, info, score_threshold=score_threshold)
             scale = np.array([original.shape[1] / width, original.shape[0] / height] * 2, np.float32)
             found = self._records(out, 0, scale, info["class_names"])
@@ -351,7 +359,7 @@ class ObjectDetection(Task):
     def serving_signatures(self, model, info):
         from transferkit.plugins.object_detection.serving import detection_signatures
 
-        return detection_signatures(model, self.detector(info), info, self.task_config.detect)
+        return detection_signatures(model, self.detector(info), self.preprocessor(info), info, self.task_config.detect)
 
     def serving_examples(self, info, count):
         from transferkit.serving.examples import encoded_image_examples

@@ -15,6 +15,7 @@ from transferkit.plugins.text_classification.config import TextClassificationCon
 from transferkit.plugins.image_classification.records import ClassifierRecords
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
+from transferkit.plugins.text_classification.preprocessor import TextPreprocessor
 from transferkit.task import CacheSplit, ParityCheck, Task, TaskData
 
 # How many validation texts travel in info.json for warmup and the export's parity check.
@@ -55,6 +56,7 @@ class TextClassification(ClassifierRecords, Task):
     """
 
     config_class = TextClassificationConfig
+    preprocessor_class = TextPreprocessor
     # BERT's pooler reads only the [CLS] token through its own dense layer; the head pools itself.
     unused_backbone_layers = ("pooled_dense",)
 
@@ -104,14 +106,18 @@ class TextClassification(ClassifierRecords, Task):
                           f"(backbone.preset: {preset!r}); expected a BERT vocab.txt path")
 
     def encoder(self, info=None):
-        """The run's TextEncoder, from the vocabulary and settings recorded in its info."""
-        from transferkit.plugins.text_classification.tokenization import TextEncoder
-
+        """The run's TextEncoder (its preprocessor's graph), built once per task."""
         if getattr(self, "_encoder", None) is None:
-            info = self.info if info is None else info
-            self._encoder = TextEncoder(list(info["vocabulary_tokens"]), int(info["sequence_length"]),
-                                        lowercase=info["lowercase"], strip_accents=info["strip_accents"])
+            self._encoder = self.preprocessor(info).encoder
         return self._encoder
+
+    def build_preprocessor(self) -> TextPreprocessor:
+        from transferkit.plugins.text_classification.tokenization import read_vocabulary
+
+        tokenizer = self.task_config.tokenizer
+        return TextPreprocessor(vocabulary=tuple(read_vocabulary(self.vocabulary_path())),
+                                sequence_length=self.task_config.data.sequence_length,
+                                lowercase=tokenizer.lowercase, strip_accents=tokenizer.strip_accents)
 
     def encode(self, texts: list[str], batch: int = 512) -> dict[str, np.ndarray]:
         """Token ids and masks of `texts`, as arrays."""
@@ -167,28 +173,24 @@ class TextClassification(ClassifierRecords, Task):
             raise DataError(f"{cfg.train}: {len(train_examples)} training and {len(val_examples)} validation "
                             f"texts after skipping bad inputs; expected at least one of each")
 
-        from transferkit.plugins.text_classification.tokenization import read_vocabulary
-
-        # The tokens travel in info.json, so a run (its evaluation, its export) never needs the preset again.
-        if "vocabulary_tokens" in self.info:
-            vocabulary = list(self.info["vocabulary_tokens"])
+        # The tokens travel in info.json (the preprocessor), so a run (its evaluation, its export) never
+        # needs the preset again.
+        if self.info:
+            preprocessor = self.preprocessor()
             vocabulary_source = str(self.info.get("vocabulary", "info.json"))
         else:
-            vocabulary_path = self.vocabulary_path()
-            vocabulary = read_vocabulary(vocabulary_path)
-            vocabulary_source = str(vocabulary_path.resolve())
+            preprocessor = self.build_preprocessor()
+            vocabulary_source = str(self.vocabulary_path().resolve())
         # The report reads only the texts it shows, from their files.
         self.val_texts = data_lib.TextColumn(val_examples)
         info = {
             "class_names": class_names,
-            "sequence_length": cfg.sequence_length,
-            "lowercase": self.task_config.tokenizer.lowercase,
-            "strip_accents": self.task_config.tokenizer.strip_accents,
+            "sequence_length": preprocessor.sequence_length,  # also in the preprocessor; for readers of the file
             "vocabulary": vocabulary_source,
             "num_train": len(train_examples),
             "num_val": len(val_examples),
             "example_texts": [t[:EXAMPLE_CHARS] for t in self.val_texts[:EXAMPLE_TEXTS]],
-            "vocabulary_tokens": vocabulary,
+            "preprocessor": preprocessor.get_config(),
         }
         self.info = info  # the encoder reads the tokenizer settings from it
         info["truncated_fraction"] = self._truncated_fraction(train_examples, seed)
@@ -263,7 +265,7 @@ class TextClassification(ClassifierRecords, Task):
         if not set(self.unused_backbone_layers) <= backbone.unused_layers:
             raise ConfigError(f"backbone: load it with {type(self).__name__}.load_backbone, which leaves out the "
                               f"layers this task never uses ({', '.join(self.unused_backbone_layers)})")
-        length = int(info["sequence_length"])
+        length = self.preprocessor(info).sequence_length
         token_ids = keras.Input((length,), dtype="int32", name="token_ids")
         padding_mask = keras.Input((length,), dtype="int32", name="padding_mask")
         encoder = self._sequence_encoder(backbone)

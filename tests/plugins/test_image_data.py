@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from transferkit.vision.preprocessor import ImagePreprocessor
 from transferkit.errors import DataError
 from transferkit.plugins.image_classification import data as data_lib
 from transferkit.testing import make_image_folder
@@ -51,13 +52,13 @@ def test_bad_files_are_listed_with_reasons_or_fatal(tmp_path):
     (root / "empty_class").mkdir()
     samples, problems = data_lib.list_samples(root)
     assert [p["reason"] for p in problems] == ["empty class folder (no images); class skipped"]
-    loaded = data_lib.load_images(samples, ["circle", "square", "triangle"], (16, 16), "crop", "skip")
+    loaded = data_lib.load_images(samples, ["circle", "square", "triangle"], ImagePreprocessor((16, 16)), "skip")
     assert len(loaded.labels) == 9
     reasons = {p["path"].split("/")[-1]: p["reason"] for p in loaded.problems}
     assert set(reasons) == {"truncated.jpg", "notes.jpg"}
     assert all(r.startswith("unreadable image:") for r in reasons.values())
     with pytest.raises(DataError, match=r"(truncated|notes)\.jpg: unreadable image: .*on_bad_image is 'error'"):
-        data_lib.load_images(samples, ["circle", "square", "triangle"], (16, 16), "crop", "error")
+        data_lib.load_images(samples, ["circle", "square", "triangle"], ImagePreprocessor((16, 16)), "error")
 
 
 def test_csv_rows_missing_files_and_unknown_labels(tmp_path):
@@ -71,11 +72,11 @@ def test_csv_rows_missing_files_and_unknown_labels(tmp_path):
     samples, problems = data_lib.list_samples(csv_path)
     assert len(samples) == 3
     assert problems[0]["path"].endswith("labels.csv:4") and "file not found" in problems[0]["reason"]
-    loaded = data_lib.load_images(samples, ["circle", "square"], (16, 16), "crop", "skip")
+    loaded = data_lib.load_images(samples, ["circle", "square"], ImagePreprocessor((16, 16)), "skip")
     assert loaded.labels.tolist() == [0, 1]
     assert "label 'hexagon' is not one of the classes" in loaded.problems[0]["reason"]
     with pytest.raises(DataError, match="label 'hexagon' is not one of the classes"):
-        data_lib.load_images(samples, ["circle", "square"], (16, 16), "crop", "error")
+        data_lib.load_images(samples, ["circle", "square"], ImagePreprocessor((16, 16)), "error")
 
 
 def test_csv_header_and_missing_source_errors(tmp_path):
@@ -98,8 +99,6 @@ PIL_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5:
 def test_every_exif_orientation_matches_pillow_in_training_and_serving(tmp_path, orientation):
     import tensorflow as tf
 
-    from transferkit.plugins.image_classification.serving import decode_and_resize
-
     rng = np.random.default_rng(orientation)
     pixels = np.kron(rng.integers(0, 4, (3, 5, 3)) * 60, np.ones((8, 8, 1))).astype(np.uint8)  # 24x40 blocks
     exif = Image.Exif()
@@ -114,7 +113,7 @@ def test_every_exif_orientation_matches_pillow_in_training_and_serving(tmp_path,
         assert ImageOps.exif_transpose(image).size[::-1] == expected.shape[:2]
     training = data_lib.decode_image(str(path), expected.shape[:2], "stretch")
     np.testing.assert_array_equal(training, expected)
-    serving = decode_and_resize(tf.constant(data), expected.shape[:2], "stretch").numpy()
+    serving = ImagePreprocessor(expected.shape[:2], "stretch").preprocess(tf.constant(data)).numpy()
     np.testing.assert_array_equal(serving, expected)
 
 

@@ -45,7 +45,7 @@ def test_run_task_test_text_classification(trained):
     worst = (run_dir / "report" / "worst_classified.md").read_text()
     assert worst.startswith("# Worst-classified") and "true **" in worst
     info = json.loads((run_dir / "info.json").read_text())
-    assert info["sequence_length"] == 16 and info["vocabulary_tokens"][:4] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    assert info["sequence_length"] == 16 and info["preprocessor"]["vocabulary"][:4] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
     assert (run_dir / "vocab.txt").read_text().split("\n")[:2] == ["[PAD]", "[UNK]"]
     # The second stage trains transformer_layer_1 only: top_blocks counts transformer layers, not the pooler.
     table = (run_dir / "freeze" / "02-top.txt").read_text()
@@ -92,6 +92,25 @@ def test_predict_texts_and_files(trained, tmp_path, capsys):
     empty.write_text("\n\n")
     assert main(["predict", run_dir, "--file", str(empty)]) == 2
     assert "no texts" in capsys.readouterr().err
+
+
+def test_a_run_written_before_preprocessors_predicts_the_same(trained, tmp_path):
+    """Older info.json files kept the tokenizer as loose keys (vocabulary_tokens, lowercase, ...)."""
+    import shutil
+
+    from transferkit.runner import predict_texts
+
+    old_run = tmp_path / "old_run"
+    shutil.copytree(trained["run_dir"], old_run, ignore=shutil.ignore_patterns("exported"))
+    info = json.loads((old_run / "info.json").read_text())
+    recorded = info.pop("preprocessor")
+    info.update(vocabulary_tokens=recorded["vocabulary"], lowercase=recorded["lowercase"],
+                strip_accents=recorded["strip_accents"])
+    (old_run / "info.json").write_text(json.dumps(info))
+    texts = ["A great and superb film.", "Dull, poor acting.", "the plot"]
+    new = list(predict_texts(trained["run_dir"], texts))
+    assert list(predict_texts(old_run, texts)) == new  # the same labels and printed scores
+    assert len(new) == 3 and all("positive" in text or "negative" in text for _, text in new)
 
 
 def test_exported_model_answers_texts_over_grpc_and_rest(trained, tmp_path, capsys):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from transferkit.vision.preprocessor import ImagePreprocessor
 from transferkit.config import build_run_config
 from transferkit.errors import TransferkitError
 from transferkit.runner import train
@@ -280,11 +281,11 @@ def test_fault_10_pixel_cap_and_request_batch_cap(exported, tmp_path):
     huge = tmp_path / "huge.png"
     huge.write_bytes(bytes(data))
     loaded = load_images([Sample(str(huge), "circle"), *[Sample(str(p), p.parent.name) for p in sorted(
-        (run_dir.parent / "images").rglob("*.png"))[:2]]], ["circle", "square", "triangle"], (32, 32), "crop",
+        (run_dir.parent / "images").rglob("*.png"))[:2]]], ["circle", "square", "triangle"], ImagePreprocessor((32, 32)),
         on_bad_image="skip")
     assert loaded.images.shape[0] == 2 and "12000x12000 pixels, more than the cap" in loaded.problems[0]["reason"]
     with pytest.raises(DataError, match="more than the cap"):
-        load_images([Sample(str(huge), "circle")], ["circle"], (32, 32), "crop", on_bad_image="error")
+        load_images([Sample(str(huge), "circle")], ["circle"], ImagePreprocessor((32, 32)), on_bad_image="error")
     server = EmbeddedServer(version.parent.parent, grpc_port=0, rest_port=None, poll_seconds=0.2,
                             max_request_batch=8).start()
     try:

@@ -88,13 +88,12 @@ def test_failed_check_leaves_nothing_behind(trained_run, tmp_path, monkeypatch):
 
 
 def test_keras_and_savedmodel_agree_on_real_pixels(trained_run, model_base, sample_images):
-    from transferkit.plugins.image_classification.serving import preprocess_encoded
     from transferkit.runner import load_run
 
-    _, _, model, info = load_run(trained_run)
+    _, task, model, info = load_run(trained_run)
     loaded = tf.saved_model.load(str(model_base / "shapes" / "1"))
     out = loaded.signatures["serving_default"](images=tf.constant(sample_images))
-    pixels = tf.stack([preprocess_encoded(b, info) for b in sample_images])
+    pixels = tf.stack([task.preprocessor(info).preprocess(b) for b in sample_images])
     np.testing.assert_allclose(out["probabilities"].numpy(), np.asarray(model(pixels)), atol=1e-4)
 
 
@@ -126,3 +125,34 @@ def test_mixed_precision_run_exports_float32(tmp_path, monkeypatch):
         pixels=tf.zeros([2, 32, 32, 3]))
     assert out["probabilities"].dtype == tf.float32
     np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_a_run_written_before_preprocessors_still_predicts_and_exports_the_same(trained_run, model_base,
+                                                                               sample_images, tmp_path):
+    """info.json of older versions had loose preprocessing keys and no preprocessor.json."""
+    import shutil
+
+    from transferkit.runner import predict_files
+
+    old_run = tmp_path / "old_run"
+    shutil.copytree(trained_run, old_run)
+    info = json.loads((old_run / "info.json").read_text())
+    recorded = info.pop("preprocessor")
+    for key in ("resize", "crop_fraction", "interpolation", "max_pixels"):
+        info[key] = recorded[key]
+    (old_run / "info.json").write_text(json.dumps(info))
+    (old_run / "preprocessor.json").unlink()
+    assert (Path(trained_run) / "preprocessor.json").exists()
+
+    paths = info["examples"][:3]
+    new = [labels for _, labels, _ in predict_files(trained_run, paths)]
+    old = [labels for _, labels, _ in predict_files(old_run, paths)]
+    assert [[name for name, _ in row] for row in old] == [[name for name, _ in row] for row in new]
+    np.testing.assert_allclose([[s for _, s in row] for row in old], [[s for _, s in row] for row in new], atol=1e-6)
+
+    version = export_run(old_run, tmp_path / "models", "old")
+    assert json.loads((version / "assets" / "preprocessor.json").read_text()) == recorded
+    images = tf.constant(sample_images)
+    served_old = tf.saved_model.load(str(version)).signatures["serving_default"](images=images)
+    served_new = tf.saved_model.load(str(model_base / "shapes" / "1")).signatures["serving_default"](images=images)
+    np.testing.assert_allclose(served_old["probabilities"].numpy(), served_new["probabilities"].numpy(), atol=1e-6)

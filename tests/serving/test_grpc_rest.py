@@ -29,11 +29,10 @@ def rest(served):
 
 
 def test_parity_keras_savedmodel_grpc_rest(trained_run, model_base, client, rest, sample_images):
-    from transferkit.plugins.image_classification.serving import preprocess_encoded
     from transferkit.runner import load_run
 
-    _, _, model, info = load_run(trained_run)
-    pixels = tf.stack([preprocess_encoded(b, info) for b in sample_images])
+    _, task, model, info = load_run(trained_run)
+    pixels = tf.stack([task.preprocessor(info).preprocess(b) for b in sample_images])
     keras_probs = np.asarray(model(pixels))
     saved = tf.saved_model.load(str(model_base / MODEL / "1")).signatures["serving_default"]
     saved_probs = saved(images=tf.constant(sample_images))["probabilities"].numpy()
@@ -191,17 +190,15 @@ def test_phone_photo_orientation_is_the_same_in_training_and_serving(trained_run
 
     from PIL import Image
 
-    from transferkit.plugins.image_classification.data import decode_image
     from transferkit.runner import load_run
 
-    _, _, model, info = load_run(trained_run)
+    _, task, model, info = load_run(trained_run)
     upright = Image.open(io.BytesIO(sample_images[0])).convert("RGB")
     exif = Image.Exif()
     exif[0x0112] = 6
     path = tmp_path / "phone.jpg"
     upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif.tobytes(), quality=95)
-    pixels = decode_image(str(path), info["image_size"], info["resize"], info["crop_fraction"],
-                          interpolation=info["interpolation"])
+    pixels = task.preprocessor(info).read_file(str(path))
     expected = np.asarray(model(pixels[None].astype("float32")))
     served = client.predict_images(MODEL, [path.read_bytes()])["probabilities"]
     np.testing.assert_allclose(served, expected, atol=1e-4)

@@ -1,0 +1,1 @@
+"""Shared image machinery of the image plugins: decoding, header checks, resizing, their preprocessor."""
