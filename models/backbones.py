@@ -18,9 +18,11 @@ import numpy as np
 from transferkit.config import BackboneConfig
 from transferkit.errors import ConfigError, PresetError
 
-# Layer-name patterns that group an architecture's layers into blocks, in the
-# order the layers appear. The first capture group names the block.
-BLOCK_PATTERNS: dict[str, str] = {
+# How KerasHub's backbone classes, which cannot carry an attribute of ours, group their layers into
+# blocks: a layer-name pattern whose first matching capture group names the block, in layer order.
+# A backbone class of its own names its groups with a `block_pattern` attribute instead (see
+# `FeatureBackbone.block_pattern`), with no edit here.
+KERAS_HUB_BLOCK_PATTERNS: dict[str, str] = {
     "EfficientNetBackbone": r"^(stem|block\d+|top)",
     "ResNetBackbone": r"^(conv1|stack\d+|post)",
     "MobileNetBackbone": r"^(input_conv|.*?block_?\d+|output_conv|conv_\d+)",
@@ -168,6 +170,21 @@ class FeatureBackbone:
         """Multi-scale feature maps (for detection heads), where the backbone has them."""
         return dict(getattr(self.model, "pyramid_outputs", {}) or {})
 
+    @property
+    def block_pattern(self) -> str | None:
+        """The layer-name pattern that groups this backbone's layers into blocks (timm's `group_matcher`).
+
+        A backbone class names its own groups with a `block_pattern` attribute; KerasHub's classes
+        (and their subclasses) use `KERAS_HUB_BLOCK_PATTERNS`. None: one block per layer.
+        """
+        own = getattr(self.model, "block_pattern", None)
+        if isinstance(own, str):
+            return own
+        for cls in type(self.model).__mro__:
+            if cls.__name__ in KERAS_HUB_BLOCK_PATTERNS:
+                return KERAS_HUB_BLOCK_PATTERNS[cls.__name__]
+        return None
+
     def weighted_layers(self) -> list[keras.layers.Layer]:
         """Layers that own weights, in input-to-output order."""
         return [layer for layer in self.model.layers if layer.weights and layer.name not in self.unused_layers]
@@ -192,11 +209,12 @@ class FeatureBackbone:
         `strict` that is an error instead, because "the top 2 blocks" would
         then silently mean "the top 2 layers".
         """
-        pattern = BLOCK_PATTERNS.get(self.architecture)
+        pattern = self.block_pattern
         if pattern is None and strict:
             raise ConfigError(
                 f"freeze: the backbone {self.architecture} has no known block structure, so top_blocks and "
-                f"fraction are undefined; use top_layers: N or pattern: REGEX (known: {', '.join(sorted(BLOCK_PATTERNS))})"
+                f"fraction are undefined; use top_layers: N or pattern: REGEX (known: "
+                f"{', '.join(sorted(KERAS_HUB_BLOCK_PATTERNS))}, or a backbone class with a `block_pattern`)"
             )
         blocks: list[Block] = []
         for layer in self.weighted_layers():

@@ -111,3 +111,27 @@ def test_an_architecture_without_block_structure_refuses_top_blocks():
         apply_freeze_plan(backbone, FreezeConfig(top_blocks=1))
     apply_freeze_plan(backbone, FreezeConfig(top_layers=1))  # layers are always defined
     assert model.get_layer("only_conv").trainable
+
+
+def test_a_backbone_class_names_its_own_blocks():
+    """A backbone class of one's own groups its layers with `block_pattern`: no table to edit."""
+    from transferkit.errors import ConfigError
+    from transferkit.models.backbones import FeatureBackbone, Normalization
+
+    class TwoStageNet(keras.Model):
+        block_pattern = r"^(stage\d)_"
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, name="stage1_conv")(inputs)
+    x = keras.layers.Conv2D(4, 3, name="stage1_proj")(x)
+    x = keras.layers.Conv2D(8, 3, name="stage2_conv")(x)
+    model = TwoStageNet(inputs, x)
+    backbone = FeatureBackbone(model, Normalization(scale=1 / 255.0, offset=0.0), source="test")
+    assert [(b.name, len(b.layers)) for b in backbone.blocks(strict=True)] == [("stage1", 2), ("stage2", 1)]
+    apply_freeze_plan(backbone, FreezeConfig(top_blocks=1))
+    assert _trainable_layers(backbone) == {"stage2_conv"}
+
+    plain = FeatureBackbone(keras.Model(inputs, x), None, source="test")
+    assert plain.block_pattern is None and len(plain.blocks()) == 3  # one block per layer
+    with pytest.raises(ConfigError, match="no known block structure"):
+        plain.blocks(strict=True)
