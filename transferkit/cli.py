@@ -437,13 +437,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that never import TensorFlow, so stay fast.
+LIGHT_COMMANDS = frozenset({"tasks", "config"})
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """`--verbose` on every command and sub-command: TensorFlow's start-up logs and warnings shown."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _add_verbose(sub)
+    if "--verbose" not in parser._option_string_actions:
+        parser.add_argument("--verbose", action="store_true",
+                            help="show TensorFlow's start-up logs and warnings (hidden by default)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    _add_verbose(parser)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.command not in LIGHT_COMMANDS:
+        from transferkit.logs import import_tensorflow
+
+        import_tensorflow(verbose=args.verbose)
     try:
         return args.handler(args)
     except TransferkitError as error:

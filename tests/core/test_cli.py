@@ -42,3 +42,29 @@ def test_console_entry_point_runs():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert '"name": "image_classification"' in result.stdout
+
+
+def test_tensorflow_start_up_noise_is_hidden_unless_verbose(tmp_path):
+    """A healthy CPU machine's start-up lines (cuInit, oneDNN, absl) are not shown; --verbose shows them."""
+    from transferkit.logs import NOISE
+
+    raw = subprocess.run([sys.executable, "-c", "import tensorflow as tf; tf.config.list_physical_devices()"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    noise = [line for line in raw.stderr.splitlines() if NOISE.search(line)]
+    command = [sys.executable, "-m", "transferkit", "evaluate", str(tmp_path / "no_run")]
+    quiet = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert quiet.returncode == 2
+    assert quiet.stderr.splitlines() == [f"transferkit: error: {tmp_path / 'no_run'}: no model.keras; is this a "
+                                         f"finished `transferkit train` run directory?"]
+    verbose = subprocess.run(command + ["--verbose"], capture_output=True, text=True, cwd=tmp_path)
+    assert verbose.returncode == 2
+    for line in noise:  # what TensorFlow prints on this machine, our filter aside
+        assert line.split("] ", 1)[-1] in verbose.stderr
+
+
+def test_noise_filter_keeps_real_errors():
+    from transferkit.logs import NOISE
+
+    assert NOISE.search("E0000 00:00:1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error")
+    assert NOISE.search("I0000 port.cc:153] oneDNN custom operations are on. You may see ...")
+    assert not NOISE.search("E0000 op_kernel.cc:1] OP_REQUIRES failed at save_restore_v2_ops.cc: No space left")

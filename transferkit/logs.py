@@ -1,0 +1,70 @@
+"""Quiet start-up: TensorFlow's C++ start-up lines are held back unless the user asks for them.
+
+TensorFlow 2.21 logs through absl before its log level is read, so
+`TF_CPP_MIN_LOG_LEVEL` does not stop lines such as "failed call to cuInit:
+UNKNOWN ERROR (303)" on a healthy CPU machine. The only reliable filter is the
+process's own stderr: it is pointed at a temporary file while TensorFlow
+imports and initialises its devices, and afterwards only lines that are not
+known start-up noise are written back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import tempfile
+
+# Start-up lines that say nothing is wrong on a machine without a GPU (or are hints about builds).
+NOISE = re.compile("|".join([
+    r"All log messages before absl::InitializeLog",
+    r"oneDNN custom operations are on",
+    r"oneDNN supports DT_\w+ only on platforms with",
+    r"Could not find cuda drivers",
+    r"failed call to cuInit",
+    r"cpu_feature_guard",
+    r"This TensorFlow binary is optimized to use available CPU instructions",
+    r"To enable the following instructions",
+    r"Unable to register cu(DNN|FFT|BLAS) factory",
+    r"computation placer already registered",
+    r"TF-TRT Warning",
+]))
+
+
+def import_tensorflow(verbose: bool = False):
+    """Imports TensorFlow and initialises its devices; without `verbose`, its start-up noise is dropped."""
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return tf
+    if verbose:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the same start-up lines as a quiet start, shown
+        return tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        stderr_fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr replaced by an object without a descriptor
+        import tensorflow as tf
+
+        return tf
+    sys.stderr.flush()
+    saved = os.dup(stderr_fd)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), stderr_fd)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # device platforms log while they initialise: now, not later
+        finally:
+            os.dup2(saved, stderr_fd)
+            os.close(saved)
+        captured.seek(0)
+        kept = [line for line in captured.read().decode("utf-8", "replace").splitlines()
+                if line.strip() and not NOISE.search(line)]
+    for line in kept:
+        print(line, file=sys.stderr)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing hints and the like
+    return tf
