@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from transferkit.config import BackboneConfig
+from transferkit.config_sections import BackboneConfig
 from transferkit.errors import ConfigError, PresetError
 
 # Layer-name patterns that group an architecture's layers into blocks, in the

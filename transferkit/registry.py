@@ -19,6 +19,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Callable, TypeVar
 
+from transferkit.config_sections import COMMON_SECTIONS
 from transferkit.errors import RegistryError
 
 if TYPE_CHECKING:
@@ -76,11 +77,6 @@ def _source_of(cls: type) -> str:
     if module == "transferkit" or module.startswith("transferkit."):
         return BUILTIN
     return module.split(".")[0] or "unknown"
-
-
-# The run config's own sections; a task's config sections sit next to them.
-# (Kept here rather than imported from transferkit.config, which imports this module.)
-COMMON_SECTIONS = ("task", "backbone", "stages", "training")
 
 
 def _validate_task_class(name: str, cls: type) -> None:

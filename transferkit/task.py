@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-    from transferkit.config import RunConfig, StageConfig
+    from transferkit.config_sections import RunConfig, StageConfig
     from transferkit.models.backbones import FeatureBackbone
 
 
@@ -159,7 +159,7 @@ class Task(abc.ABC):
     @classmethod
     def default_stages(cls) -> list["StageConfig"]:
         """Schedule used when the config has no `stages`: frozen, then top blocks."""
-        from transferkit.config import FreezeConfig, StageConfig
+        from transferkit.config_sections import FreezeConfig, StageConfig
 
         return [
             StageConfig(name="head", freeze=FreezeConfig(backbone=True), epochs=5, learning_rate=1e-3),
