@@ -17,10 +17,10 @@ import importlib.metadata
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
 from transferkit.config_sections import COMMON_SECTIONS
-from transferkit.errors import RegistryError
+from transferkit.errors import RegistryError, TransferkitError
 
 if TYPE_CHECKING:
     from transferkit.task import Task
@@ -224,3 +224,13 @@ def get_task(name: str) -> type["Task"]:
     raise RegistryError(
         f"unknown task {name!r}.{hint} Available tasks: {', '.join(tasks) or '(none)'}"
     )
+
+
+def task_for_outputs(outputs: Mapping[str, Any]) -> type["Task"]:
+    """The registered task whose `output_keys` a served answer has (the most specific when several do)."""
+    keys = set(outputs)
+    matches = [entry.task_class for entry in available_tasks().values()
+               if entry.task_class.output_keys and entry.task_class.output_keys <= keys]
+    if not matches:
+        raise TransferkitError(f"no registered task reads a served answer with outputs {sorted(keys)}")
+    return max(matches, key=lambda cls: len(cls.output_keys))

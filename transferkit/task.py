@@ -306,19 +306,6 @@ class Task(abc.ABC):
         """One record (from `predict` or `decode`) as indented lines, for the terminal."""
         return f"  {record}"
 
-
-def task_for_outputs(outputs: Mapping[str, Any]) -> type[Task]:
-    """The registered task whose `output_keys` a served answer has (the most specific when several do)."""
-    from transferkit.errors import TransferkitError
-    from transferkit.registry import available_tasks
-
-    keys = set(outputs)
-    matches = [entry.task_class for entry in available_tasks().values()
-               if entry.task_class.output_keys and entry.task_class.output_keys <= keys]
-    if not matches:
-        raise TransferkitError(f"no registered task reads a served answer with outputs {sorted(keys)}")
-    return max(matches, key=lambda cls: len(cls.output_keys))
-
     # -- what travels with the model -----------------------------------------
 
     def artifacts(self, info: Mapping[str, Any]) -> dict[str, str]:
