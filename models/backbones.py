@@ -17,6 +17,7 @@ import numpy as np
 
 from transferkit.config_sections import BackboneConfig
 from transferkit.errors import ConfigError, PresetError
+from transferkit.models import presets
 
 # Layer-name patterns that group an architecture's layers into blocks, in the
 # order the layers appear. The first capture group names the block.
@@ -273,6 +274,12 @@ def _load(config: BackboneConfig) -> FeatureBackbone:
         # Randomly initialised backbones take inputs scaled to [0, 1].
         return FeatureBackbone(model, Normalization(scale=1 / 255.0, offset=0.0, name="normalization"),
                                source="config")
-    from transferkit.models import presets
+    return load_backbone_preset(config.preset, load_weights=config.load_weights)
 
-    return presets.load_backbone_preset(config.preset, load_weights=config.load_weights)
+
+def load_backbone_preset(spec: str, load_weights: bool = True) -> FeatureBackbone:
+    """Loads a preset's backbone (see transferkit.models.presets) with its input normalisation."""
+    loaded = presets.load_preset_model(spec, load_weights=load_weights)
+    normalization = (None if loaded.normalization is None else
+                     Normalization(scale=loaded.normalization[0], offset=loaded.normalization[1], name="normalization"))
+    return FeatureBackbone(loaded.model, normalization, source=loaded.source)
