@@ -18,18 +18,21 @@ It imports the registry (through config_loading), so the registry, the Task
 base class and the models import those modules instead of this one.
 """
 
+from transferkit.config_loading import _fill_absent  # noqa: F401  (importable from here, as before the split)
 from transferkit.config_loading import (apply_override, build_run_config, config_differences, load_config,
                                         load_saved_config, read_saved_config, read_yaml, same_config, write_config)
 from transferkit.config_sections import (COMMON_SECTIONS, BackboneConfig, FreezeConfig, RunConfig, StageConfig,
                                          TrainingConfig)
-from transferkit.fileio import atomic_write_text
+from transferkit.errors import ConfigError
+from transferkit.fileio import atomic_write_text, load_yaml
 from transferkit.typed import ABSENT, check, convert, from_dict, to_dict
-from transferkit.typed import _describe, _fail, _rebase, _type_name  # noqa: F401  (importable from here before the split)
+from transferkit.typed import _describe, _fail, _rebase, _type_name  # noqa: F401  (importable from here, as before the split)
 
 __all__ = [
     "ABSENT",
-    "COMMON_SECTIONS",
     "BackboneConfig",
+    "COMMON_SECTIONS",
+    "ConfigError",
     "FreezeConfig",
     "RunConfig",
     "StageConfig",
@@ -43,6 +46,7 @@ __all__ = [
     "from_dict",
     "load_config",
     "load_saved_config",
+    "load_yaml",
     "read_saved_config",
     "read_yaml",
     "same_config",
