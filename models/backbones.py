@@ -15,8 +15,9 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from transferkit.config import BackboneConfig
+from transferkit.config_sections import BackboneConfig
 from transferkit.errors import ConfigError, PresetError
+from transferkit.models import presets
 
 # How KerasHub's backbone classes, which cannot carry an attribute of ours, group their layers into
 # blocks: a layer-name pattern whose first matching capture group names the block, in layer order.
@@ -291,6 +292,12 @@ def _load(config: BackboneConfig) -> FeatureBackbone:
         # Randomly initialised backbones take inputs scaled to [0, 1].
         return FeatureBackbone(model, Normalization(scale=1 / 255.0, offset=0.0, name="normalization"),
                                source="config")
-    from transferkit.models import presets
+    return load_backbone_preset(config.preset, load_weights=config.load_weights)
 
-    return presets.load_backbone_preset(config.preset, load_weights=config.load_weights)
+
+def load_backbone_preset(spec: str, load_weights: bool = True) -> FeatureBackbone:
+    """Loads a preset's backbone (see transferkit.models.presets) with its input normalisation."""
+    loaded = presets.load_preset_model(spec, load_weights=load_weights)
+    normalization = (None if loaded.normalization is None else
+                     Normalization(scale=loaded.normalization[0], offset=loaded.normalization[1], name="normalization"))
+    return FeatureBackbone(loaded.model, normalization, source=loaded.source)

@@ -16,7 +16,7 @@ import re
 
 import keras
 
-from transferkit.config import FreezeConfig
+from transferkit.config_sections import FreezeConfig
 from transferkit.errors import FreezePlanError
 from transferkit.models.backbones import FeatureBackbone
 

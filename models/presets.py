@@ -231,11 +231,18 @@ def _offline_help(spec: str) -> str:
     )
 
 
-def load_backbone_preset(spec: str, load_weights: bool = True):
-    """Loads a preset's backbone and its input normalisation."""
-    import keras_hub
+@dataclasses.dataclass(frozen=True)
+class PresetModel:
+    """A preset's Keras backbone as loaded, before transferkit.models.backbones wraps it in a FeatureBackbone."""
 
-    from transferkit.models.backbones import FeatureBackbone, Normalization
+    model: object  # a KerasHub or KerasCV backbone
+    normalization: tuple | None  # (scale, offset) its weights expect on 0..255 pixels; None: the preset does not say
+    source: str  # the resolved folder, or the named preset
+
+
+def load_preset_model(spec: str, load_weights: bool = True) -> PresetModel:
+    """Loads a preset's backbone and reads its input normalisation."""
+    import keras_hub
 
     resolved = resolve_preset(spec)
     is_folder = os.path.isdir(resolved)
@@ -245,10 +252,8 @@ def load_backbone_preset(spec: str, load_weights: bool = True):
         if is_folder:
             raise PresetError(f"{resolved}: could not load the backbone: {type(error).__name__}: {error}") from error
         model = _load_keras_cv_backbone(spec, load_weights, error)
-        return FeatureBackbone(model, Normalization(scale=1.0, offset=0.0, name="normalization"), source=spec)
-    found = _preset_normalization(resolved)
-    normalization = None if found is None else Normalization(scale=found[0], offset=found[1], name="normalization")
-    return FeatureBackbone(model, normalization, source=resolved)
+        return PresetModel(model, (1.0, 0.0), source=spec)
+    return PresetModel(model, _preset_normalization(resolved), source=resolved)
 
 
 def _load_keras_cv_backbone(spec: str, load_weights: bool, hub_error: Exception):

@@ -14,7 +14,7 @@ import re
 
 import keras
 
-from transferkit.config import FreezeConfig, StageConfig
+from transferkit.config_sections import FreezeConfig, StageConfig
 
 
 @keras.saving.register_keras_serializable(package="transferkit")

@@ -233,7 +233,7 @@ def detections_from_outputs(outputs: dict[str, Any]) -> list[list[Detection]]:
 def decode_records(outputs: dict[str, Any], top_k: int | None = None) -> list[Any]:
     """A served answer as the records of the task that produced it (`Task.decode`): the same records
     `transferkit predict` prints for a run folder, whatever the task."""
-    from transferkit.task import task_for_outputs
+    from transferkit.registry import task_for_outputs
 
     return task_for_outputs(outputs).decode(outputs, top_k=top_k)
 

