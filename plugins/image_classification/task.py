@@ -340,12 +340,12 @@ class ImageClassification(ClassifierRecords, Task):
     def compile(self, model, optimizer=None):
         import keras
 
-        k = min(self.task_config.head.top_k, len(self.info["class_names"]))
+        from transferkit.plugins.image_classification.report import keras_metrics
+
         model.compile(
             optimizer=optimizer,
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=self.task_config.head.label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                     keras.metrics.TopKCategoricalAccuracy(k=k, name=f"top{k}_accuracy")])
+            metrics=keras_metrics(self.task_config.head.top_k, len(self.info["class_names"])))
 
     def monitor(self) -> tuple[str, str]:
         return "val_accuracy", "max"

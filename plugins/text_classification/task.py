@@ -337,13 +337,12 @@ class TextClassification(ClassifierRecords, Task):
     def compile(self, model, optimizer=None):
         import keras
 
-        k = min(self.task_config.head.top_k, len(self.info["class_names"]))
-        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-        if k > 1:
-            metrics.append(keras.metrics.TopKCategoricalAccuracy(k=k, name=f"top{k}_accuracy"))
-        model.compile(optimizer=optimizer,
-                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=self.task_config.head.label_smoothing),
-                      metrics=metrics)
+        from transferkit.plugins.image_classification.report import keras_metrics
+
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=self.task_config.head.label_smoothing),
+            metrics=keras_metrics(self.task_config.head.top_k, len(self.info["class_names"])))
 
     def monitor(self) -> tuple[str, str]:
         return "val_accuracy", "max"

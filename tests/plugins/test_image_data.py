@@ -183,3 +183,16 @@ def test_jpeg_frame_size_reads_what_pillow_reads_and_leaves_the_rest_to_it(tmp_p
                        "a broken segment": baseline[:4] + b"\x00\x01" + baseline[6:],
                        "png": png.getvalue(), "empty": b""}.items():
         assert images.jpeg_frame_size(data) is None, name
+
+
+def test_top_k_accuracy_only_when_it_says_something():
+    from transferkit.plugins.image_classification.report import classification_metrics, keras_metrics
+
+    probabilities = np.array([[0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.5, 0.4, 0.1]])
+    y_true = np.array([1, 2, 0])
+    three = classification_metrics(y_true, probabilities, ["a", "b", "c"], top_k=5)
+    assert "top5_accuracy" not in three and "top3_accuracy" not in three and three["accuracy"] == 2 / 3
+    two = classification_metrics(y_true, probabilities, ["a", "b", "c"], top_k=2)
+    assert two["top2_accuracy"] == 1.0
+    assert [m.name for m in keras_metrics(5, 3)] == ["accuracy"]
+    assert [m.name for m in keras_metrics(2, 3)] == ["accuracy", "top2_accuracy"]
