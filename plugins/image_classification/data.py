@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transferkit.compressed import DAMAGE, inner_suffix, open_binary
 from transferkit.errors import DataError
 from transferkit.fileio import checked_rows
 # The one decoder and resize of the project, shared with the serving graph and other tasks.
@@ -52,7 +53,7 @@ def list_samples(source: str | os.PathLike) -> tuple[list[Sample], list[dict[str
     source = Path(source)
     if source.is_dir():
         return _list_folder(source)
-    if source.is_file() and source.suffix.lower() == ".csv":
+    if source.is_file() and inner_suffix(source) == ".csv":  # also .csv.gz, .csv.bz2, .csv.xz
         return _list_csv(source)
     if not source.exists():
         raise DataError(f"{source}: not found; expected an image folder with one sub-folder per class, or a CSV file")
@@ -93,7 +94,10 @@ def _list_folder(root: Path) -> tuple[list[Sample], list[dict[str, str]]]:
 def _list_csv(path: Path) -> tuple[list[Sample], list[dict[str, str]]]:
     samples, problems = [], []
     try:
-        text = path.read_text(encoding="utf-8")
+        with open_binary(path) as handle:
+            text = handle.read().decode("utf-8")
+    except DAMAGE as error:
+        raise DataError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not a UTF-8 text CSV (byte {error.start}); expected path,label rows") from None
     if "\x00" in text:

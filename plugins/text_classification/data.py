@@ -27,6 +27,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from transferkit.compressed import inner_suffix, plain_copy
 from transferkit.errors import DataError
 from transferkit.paths import data_path
 
@@ -160,14 +161,18 @@ def read_examples(source: str, cfg) -> ReadResult:
     if path.is_dir():
         result = _read_folder(path, cfg)
     elif path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in TABLE_SUFFIXES:
-            result = _read_table(path, cfg, TABLE_SUFFIXES[suffix])
-        elif suffix in JSONL_SUFFIXES:
-            result = _read_jsonl(path, cfg)
-        else:
-            raise DataError(f"{path}: unsupported file type {suffix!r}; expected .csv, .tsv, .jsonl or a folder "
-                            f"of class sub-folders with .txt files")
+        suffix = inner_suffix(path)
+        if suffix not in TABLE_SUFFIXES and suffix not in JSONL_SUFFIXES:
+            raise DataError(f"{path}: unsupported file type {''.join(path.suffixes[-2:]) or 'without a suffix'!r}; "
+                            f"expected .csv, .tsv, .jsonl (optionally .gz, .bz2 or .xz) or a folder of class "
+                            f"sub-folders with .txt files")
+        # Texts are read back by byte offset, so a compressed file is read from its decompressed copy.
+        plain = plain_copy(path)
+        result = (_read_table(plain, cfg, TABLE_SUFFIXES[suffix]) if suffix in TABLE_SUFFIXES
+                  else _read_jsonl(plain, cfg))
+        if plain != path:
+            result.notes.insert(0, {"path": str(path), "reason": f"compressed; read from its decompressed copy "
+                                                                  f"{plain} (lines named below are of that copy)"})
     elif not path.exists():
         raise DataError(f"{path}: not found; expected a CSV, TSV or JSON Lines file, or a folder of class "
                         f"sub-folders with .txt files")

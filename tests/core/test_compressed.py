@@ -1,0 +1,58 @@
+"""Compressed CSV, TSV and JSON Lines inputs are read as they are."""
+
+import bz2
+import gzip
+import lzma
+
+import pytest
+
+from transferkit.compressed import inner_suffix, plain_copy
+from transferkit.errors import DataError
+
+COMPRESSORS = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
+def test_text_tables_and_json_lines_read_the_same_compressed(tmp_path, monkeypatch, suffix):
+    from transferkit.plugins.text_classification.config import DataConfig
+    from transferkit.plugins.text_classification.data import read_examples
+
+    monkeypatch.setenv("TRANSFERKIT_HOME", str(tmp_path / "home"))
+    table = "text,label\n" + "".join(f'"review {i}, with a comma",{"pos" if i % 2 else "neg"}\n' for i in range(9))
+    jsonl = "".join(f'{{"text": "line {i} caf\\u00e9", "label": "l{i % 3}"}}\n' for i in range(7))
+    for name, content in (("reviews.csv", table), ("reviews.jsonl", jsonl)):
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        (tmp_path / (name + suffix)).write_bytes(COMPRESSORS[suffix](content.encode("utf-8")))
+        plain = read_examples(str(tmp_path / name), DataConfig(train=str(tmp_path / name)))
+        packed = read_examples(str(tmp_path / (name + suffix)), DataConfig(train=str(tmp_path / (name + suffix))))
+        assert [(e.text, e.label) for e in packed.examples] == [(e.text, e.label) for e in plain.examples]
+        assert len(plain.examples) in (9, 7) and packed.problems == plain.problems
+        assert packed.notes[0]["path"].endswith(name + suffix) and "decompressed copy" in packed.notes[0]["reason"]
+
+
+def test_image_csv_compressed_keeps_paths_relative_to_its_own_folder(tmp_path):
+    from transferkit.plugins.image_classification.data import list_samples
+    from transferkit.testing import make_image_folder
+
+    make_image_folder(tmp_path / "imgs", per_class=2, size=16)
+    rows = "path,label\nimgs/circle/circle_000.png,circle\nimgs/square/square_001.png,square\n"
+    (tmp_path / "labels.csv.gz").write_bytes(gzip.compress(rows.encode()))
+    samples, problems = list_samples(tmp_path / "labels.csv.gz")
+    assert [(s.path.split("/")[-1], s.label) for s in samples] == [("circle_000.png", "circle"),
+                                                                    ("square_001.png", "square")]
+    assert problems == []
+
+
+def test_a_damaged_archive_is_named_and_the_copy_is_made_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERKIT_HOME", str(tmp_path / "home"))
+    good = tmp_path / "ok.tsv.xz"
+    good.write_bytes(lzma.compress(b"text\tlabel\nfine\ta\n"))
+    first = plain_copy(good)
+    assert first.read_bytes() == b"text\tlabel\nfine\ta\n" and first.suffix == ".tsv"
+    assert plain_copy(good) == first and first.stat().st_mtime_ns == plain_copy(good).stat().st_mtime_ns
+    broken = tmp_path / "cut.csv.gz"
+    broken.write_bytes(gzip.compress(b"text,label\n" * 1000)[:40])
+    with pytest.raises(DataError, match=r"cut.csv.gz: cannot be decompressed \(EOFError"):
+        plain_copy(broken)
+    assert not list((tmp_path / "home" / "decompressed").glob("cut-*"))  # nothing half-written
+    assert inner_suffix("a/b.jsonl.bz2") == ".jsonl" and inner_suffix("a.csv") == ".csv"
