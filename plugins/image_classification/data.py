@@ -20,7 +20,7 @@ import numpy as np
 from transferkit.errors import DataError
 from transferkit.fileio import checked_rows
 # The one decoder and resize of the project, shared with the serving graph and other tasks.
-from transferkit.images import (  # noqa: F401  (re-exported)
+from transferkit.vision.images import (  # noqa: F401  (re-exported)
     MAX_PIXELS,
     apply_orientation,
     crop_to_aspect,

@@ -19,7 +19,7 @@ OUTPUT_NAMES = ("probabilities", "scores", "class_ids", "labels")
 def decode_and_resize(encoded, image_size, resize: str, crop_fraction: float = 1.0, max_pixels: int | None = None,
                       interpolation: str = "bilinear"):
     """One encoded image -> float32 (H, W, 3), like the training pipeline; refuses images over `max_pixels`."""
-    from transferkit.images import MAX_PIXELS, decode_encoded, resize_image
+    from transferkit.vision.images import MAX_PIXELS, decode_encoded, resize_image
 
     return resize_image(decode_encoded(encoded, max_pixels or MAX_PIXELS), image_size, resize, crop_fraction,
                         interpolation)

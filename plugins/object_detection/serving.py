@@ -28,7 +28,7 @@ def preprocess_encoded(encoded, image_size):
     """One encoded image -> (model-size float32 pixels, original (height, width)); TF ops."""
     import tensorflow as tf
 
-    from transferkit.images import decode_encoded, resize_image
+    from transferkit.vision.images import decode_encoded, resize_image
 
     image = decode_encoded(encoded)
     return resize_image(image, image_size, "stretch"), tf.shape(image)[:2]

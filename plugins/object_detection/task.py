@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from transferkit import streaming
+from transferkit.vision import streaming
 from transferkit.errors import DataError
 from transferkit.plugins.object_detection import annotations as annotations_lib
 from transferkit.plugins.object_detection import data as data_lib
@@ -309,7 +309,7 @@ class ObjectDetection(Task):
     def predict(self, model, paths, info, save_dir=None, score_threshold: float | None = None, **options):
         """Yields (path, [Detection, ...]) with boxes in the image's own pixels; `save_dir` gets annotated copies."""
         from transferkit.errors import TransferkitError
-        from transferkit.images import read_image, resize_array
+        from transferkit.vision.images import read_image, resize_array
         from transferkit.plugins.object_detection import report
 
         from transferkit.fileio import unique_names

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit import streaming
+from transferkit.vision import streaming
 from transferkit.config import build_run_config
 from transferkit.plugins.image_classification import data as data_lib
 from transferkit.runner import train

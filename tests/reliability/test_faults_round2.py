@@ -144,7 +144,7 @@ def test_fault_24_03_pixel_cap_holds_for_webp_bmp_and_gif(tmp_path):
     import tensorflow as tf
     from PIL import Image
 
-    from transferkit.images import decode_encoded, header_pixels
+    from transferkit.vision.images import decode_encoded, header_pixels
 
     big_webp = _encoded(Image.new("RGB", (12000, 12000)), "WEBP", lossless=True)
     assert len(big_webp) < 10_000
@@ -445,7 +445,7 @@ def test_fault_24_31_a_pack_manifest_of_wrong_types_is_a_one_line_error(tmp_path
     import json
 
     from transferkit.errors import DataError
-    from transferkit.packing import MANIFEST, Pack
+    from transferkit.vision.packing import MANIFEST, Pack
 
     source = make_image_folder(tmp_path / "src", per_class=3, size=16)
     assert main(["data", "pack", str(source), str(tmp_path / "pack")]) == 0
@@ -669,7 +669,7 @@ def test_fault_24_18_a_full_disk_during_train_and_export_is_one_line(tmp_path):
 def test_fault_24_15_a_damaged_disk_cache_is_rebuilt(tmp_path, damage):
     import tensorflow as tf
 
-    from transferkit.streaming import _disk_cache_prefix
+    from transferkit.vision.streaming import _disk_cache_prefix
 
     folder = tmp_path / "cache"
 

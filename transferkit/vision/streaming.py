@@ -2,7 +2,7 @@
 
 No step holds the dataset: file names are shuffled, then read, decoded and
 resized in parallel (`map` with AUTOTUNE), batched and prefetched. The
-decode and resize are `transferkit.images`' TensorFlow ops, the same as the
+decode and resize are `transferkit.vision.images`' TensorFlow ops, the same as the
 exported serving graph. A disk cache (a `tf.data` file cache of the resized
 pixels) is keyed by the files (path, size, modification time) and the
 preprocessing, so later runs on the same data reuse it and any change makes
@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from transferkit.fileio import atomic_write_text, process_alive
-from transferkit.images import MAX_PIXELS, TF_FORMATS, TooManyPixels, check_pixel_cap, image_header
+from transferkit.vision.images import MAX_PIXELS, TF_FORMATS, TooManyPixels, check_pixel_cap, image_header
 
 # Shuffle buffers after a cache (and for packs): the cached order is already a seeded permutation of
 # the files, so a small buffer only reorders locally each epoch, and it fills fast on the first pass.
@@ -165,7 +165,7 @@ def _model_image(photo, draw, size: Sequence[int], resize: str, crop_fraction: f
     """A decoded photo at the model's size: resized, or with `draw` (a seeded number) a random resized crop."""
     import tensorflow as tf
 
-    from transferkit.images import random_resized_crop, resize_image
+    from transferkit.vision.images import random_resized_crop, resize_image
 
     if draw is None:
         image = resize_image(photo, size, resize, crop_fraction, interpolation)
@@ -190,7 +190,7 @@ def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, 
     """
     import tensorflow as tf
 
-    from transferkit.images import decode_encoded, read_image
+    from transferkit.vision.images import decode_encoded, read_image
 
     size = [int(image_size[0]), int(image_size[1])]
     needs_pillow = not bool(np.all(files.tf_decodable))
@@ -314,7 +314,7 @@ def pack_dataset(split, image_size: Sequence[int], resize: str, batch_size: int,
                  max_pixels: int = MAX_PIXELS, shuffle: bool = False, seed: int = 0, cache: str = "none",
                  cache_dir: str | os.PathLike | None = None, skip_errors: bool = True,
                  interpolation: str = "bilinear", random_crop: tuple | None = None):
-    """Batches of (uint8 images, labels) read from a pack split's TFRecord shards (see `transferkit.packing`).
+    """Batches of (uint8 images, labels) read from a pack split's TFRecord shards (see `transferkit.vision.packing`).
 
     Shards are read in parallel (interleaved, in a seeded order when
     shuffling), records decoded and resized like files. cache: "none" reads
@@ -324,8 +324,8 @@ def pack_dataset(split, image_size: Sequence[int], resize: str, batch_size: int,
     """
     import tensorflow as tf
 
-    from transferkit.images import decode_encoded
-    from transferkit.packing import parse_record
+    from transferkit.vision.images import decode_encoded
+    from transferkit.vision.packing import parse_record
 
     if cache not in ("none", "memory", "disk"):
         raise ValueError(f"cache: expected none, memory or disk. Received: cache={cache!r}")

@@ -136,9 +136,9 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
     """
     import tensorflow as tf
 
-    from transferkit.images import MAX_PIXELS
+    from transferkit.vision.images import MAX_PIXELS
     from transferkit.plugins.image_classification.data import list_samples
-    from transferkit.streaming import check_image_files
+    from transferkit.vision.streaming import check_image_files
 
     out = Path(out)
     if not 0.0 <= val_split < 1.0:
@@ -309,7 +309,7 @@ def _servable_bytes(path: str, tf_decodable: bool) -> bytes:
 
     from PIL import Image
 
-    from transferkit.images import read_image
+    from transferkit.vision.images import read_image
 
     buffer = io.BytesIO()
     Image.fromarray(read_image(path)).save(buffer, format="PNG")

@@ -1,0 +1,8 @@
+"""Image input shared by the tasks that read images: decoding, header checks, streaming, packs.
+
+`images` decodes and resizes with the TensorFlow ops the serving graph uses,
+`streaming` checks image files from their headers and streams them through
+tf.data, `packing` writes and reads TFRecord packs of image folders. Core
+never imports this package: the image tasks (image classification, object
+detection) do, and the CLI's `data pack` command.
+"""
