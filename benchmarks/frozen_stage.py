@@ -50,7 +50,7 @@ def run_one(mode: str, dataset: Path, args) -> dict:
     from transferkit.models.feature_cache import FeatureCache
     from transferkit.models.freezing import apply_freeze_plan
     from transferkit.registry import get_task
-    from transferkit.vision.streaming import pipeline_options
+    from transferkit.streaming import pipeline_options
 
     config = _config(dataset, args)
     keras.utils.set_random_seed(0)

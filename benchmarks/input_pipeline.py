@@ -99,7 +99,7 @@ def throughput(root: Path, count: int, batch_size: int = 32) -> dict:
 
     from transferkit.config import build_run_config
     from transferkit.registry import get_task
-    from transferkit.vision.streaming import pipeline_options
+    from transferkit.streaming import pipeline_options
 
     config = build_run_config({"task": "image_classification",
                                "data": {"train": str(root), "val_split": 0.01, "image_size": [224, 224],

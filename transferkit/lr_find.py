@@ -28,7 +28,7 @@ from typing import Any
 from transferkit.config import RunConfig, check
 from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, atomic_write_text
-from transferkit.vision.streaming import pipeline_options
+from transferkit.streaming import pipeline_options
 
 SMOOTHING = 0.9  # exponential moving average of the loss, bias-corrected
 DIVERGENCE = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum

@@ -28,7 +28,7 @@ from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, atomic_write_text, ensure_room, weights_bytes
 from transferkit.multi_worker import create_strategy, output_dir, prepare_fit, remove_output_dir, weights_digest
 from transferkit.registry import get_task
-from transferkit.vision.streaming import pipeline_options
+from transferkit.streaming import pipeline_options
 
 
 def _log(config: RunConfig, message: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from transferkit.vision import streaming
+from transferkit import streaming
 from transferkit.errors import ConfigError, DataError, TransferkitError
 from transferkit.plugins.text_classification import data as data_lib
 from transferkit.plugins.text_classification.config import TextClassificationConfig

@@ -669,17 +669,17 @@ def test_fault_24_18_a_full_disk_during_train_and_export_is_one_line(tmp_path):
 def test_fault_24_15_a_damaged_disk_cache_is_rebuilt(tmp_path, damage):
     import tensorflow as tf
 
-    from transferkit.vision.streaming import _disk_cache_prefix
+    from transferkit.streaming import disk_cache_prefix
 
     folder = tmp_path / "cache"
 
     def values(prefix):
         return [int(v) for v in tf.data.Dataset.range(50).map(lambda v: v * 3).cache(str(prefix))]
 
-    first = _disk_cache_prefix(folder)
+    first = disk_cache_prefix(folder)
     assert values(first) == list(range(0, 150, 3))
-    assert _disk_cache_prefix(folder) == first  # found complete: reused (and its sums recorded)
-    assert _disk_cache_prefix(folder) == first  # intact: reused again
+    assert disk_cache_prefix(folder) == first  # found complete: reused (and its sums recorded)
+    assert disk_cache_prefix(folder) == first  # intact: reused again
     data = next(folder.glob(first.name + ".data-*"))
     if damage == "flip":
         raw = bytearray(data.read_bytes())
@@ -689,7 +689,7 @@ def test_fault_24_15_a_damaged_disk_cache_is_rebuilt(tmp_path, damage):
         data.unlink()
     else:
         data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-    rebuilt = _disk_cache_prefix(folder)
+    rebuilt = disk_cache_prefix(folder)
     assert rebuilt != first and not list(folder.glob(first.name + "*"))
     assert values(rebuilt) == list(range(0, 150, 3))
 

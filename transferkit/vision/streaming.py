@@ -6,7 +6,7 @@ decode and resize are `transferkit.vision.images`' TensorFlow ops, the same as t
 exported serving graph. A disk cache (a `tf.data` file cache of the resized
 pixels) is keyed by the files (path, size, modification time) and the
 preprocessing, so later runs on the same data reuse it and any change makes
-a new one.
+a new one; the cache folders themselves are core's (`transferkit.streaming`).
 
 Example:
 
@@ -21,25 +21,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
-import math
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from transferkit.fileio import atomic_write_text, process_alive
+# resolve_cache is re-exported: the image tasks call `streaming.resolve_cache(..., streaming.image_bytes(...))`.
+from transferkit.streaming import SHUFFLE_BUFFER, disk_cache_prefix, resolve_cache  # noqa: F401
 from transferkit.vision.images import MAX_PIXELS, TF_FORMATS, TooManyPixels, check_pixel_cap, image_header
 
-# Shuffle buffers after a cache (and for packs): the cached order is already a seeded permutation of
-# the files, so a small buffer only reorders locally each epoch, and it fills fast on the first pass.
-SHUFFLE_BUFFER = 256
-CACHE_FORMAT_VERSION = 1
-SUMS_SUFFIX = ".sums.json"  # sizes and modification times of a finished disk cache
-logger = logging.getLogger(__name__)
+CACHE_FORMAT_VERSION = 1  # in every image disk cache's key: raising it retires the caches written before
 
 
 @dataclasses.dataclass
@@ -100,51 +93,6 @@ def check_image_files(paths: Sequence[str], labels: Sequence[int], max_pixels: i
         kept_sizes.append(size)
     return CheckedFiles(kept, np.asarray(kept_labels, np.int32), np.asarray(native, bool), problems,
                         np.asarray(kept_sizes, np.int32).reshape(-1, 2) if sizes else None)
-
-
-FEW_CPUS = 4
-
-
-def usable_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (`docker --cpus`)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cpus = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota readable: the mask decides
-    return cpus
-
-
-def pipeline_options(autotune: bool | None) -> "tf.data.Options":
-    """`tf.data.Options` for a run's pipelines: `training.data_autotune`, by default off on `FEW_CPUS` or fewer.
-
-    The autotuner models the pipeline on a thread of its own. On 2 cores that
-    thread takes a core from the model's ops: frozen-stage Lite0 epochs took
-    2.2 to 3.0 s with it and a steady 2.2 s without, while decode throughput
-    was the same either way. Without it, AUTOTUNE map parallelism is the
-    number of CPUs and AUTOTUNE prefetch buffers still grow when they run dry.
-    """
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.autotune.enabled = autotune if autotune is not None else usable_cpus() > FEW_CPUS
-    return options
-
-
-def resolve_cache(cache: str, count: int, example_bytes: int, memory_mb: float, beyond: str = "disk") -> str:
-    """`data.cache` with auto resolved: memory while `count` examples of `example_bytes` fit in `memory_mb`.
-
-    Beyond that, `beyond`: images are cached on disk (decoding costs more than reading), while
-    tokenising a text costs less than reading it back, so texts are streamed (`none`).
-    """
-    if cache != "auto":
-        return cache
-    return "memory" if count * example_bytes / 2**20 <= memory_mb else beyond
 
 
 def image_bytes(image_size: Sequence[int]) -> int:
@@ -223,57 +171,6 @@ def decoded_images(files: CheckedFiles, image_size: Sequence[int], resize: str, 
     return dataset
 
 
-def _cache_files(prefix: Path) -> list[Path]:
-    return sorted(p for p in prefix.parent.glob(prefix.name + "*")
-                  if not p.name.endswith((".lockfile", SUMS_SUFFIX)) and p.is_file())
-
-
-def _cache_intact(prefix: Path) -> bool:
-    """Whether a finished tf.data file cache is as it was first found complete.
-
-    A finished cache is never rewritten, so the first run that finds it records each file's size
-    and modification time (`PREFIX.sums.json`) and later runs compare: a truncated, deleted or
-    rewritten cache is rebuilt instead of failing every run with DataLossError. No file is read.
-    """
-    sums_path = prefix.parent / (prefix.name + SUMS_SUFFIX)
-    files = _cache_files(prefix)
-    if not any(".data-" in f.name for f in files):
-        return False
-    current = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
-    try:
-        recorded = json.loads(sums_path.read_text())
-    except (OSError, ValueError):
-        atomic_write_text(sums_path, json.dumps(current))
-        return True
-    return recorded == current
-
-
-def _disk_cache_prefix(folder: Path) -> Path:
-    """The tf.data file cache to use in `folder`: a finished one, else a new one for this process.
-
-    TensorFlow names a finished cache `PREFIX.index` (+ data files) and writes
-    it only when a pass over the data completes; an iterator that stops early
-    leaves nothing. Each writer gets its own prefix, so a process killed while
-    writing (its lock file and temporary state stay behind) never blocks the
-    next run; those leftovers are removed once their process is gone.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    for index in sorted(folder.glob("data-*.index")):
-        prefix = index.with_suffix("")
-        if _cache_intact(prefix):
-            return prefix
-        for damaged in folder.glob(prefix.name + "*"):
-            damaged.unlink(missing_ok=True)
-        logger.warning("%s: the disk cache was damaged (files changed, missing or truncated); it is removed "
-                       "and written again during this run", prefix)
-    for lock in folder.glob("data-*_0.lockfile"):
-        pid = int(lock.name.split("-")[1])
-        if not process_alive(pid):
-            for leftover in folder.glob(lock.name.split("_0.lockfile")[0] + "*"):
-                leftover.unlink(missing_ok=True)
-    return folder / f"data-{os.getpid()}-{time.time_ns():x}"
-
-
 def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, batch_size: int,
                   crop_fraction: float = 1.0, max_pixels: int = MAX_PIXELS, shuffle: bool = False, seed: int = 0,
                   cache: str = "none", cache_dir: str | os.PathLike | None = None, skip_errors: bool = True,
@@ -304,7 +201,7 @@ def image_dataset(files: CheckedFiles, image_size: Sequence[int], resize: str, b
             extra["order_seed"] = seed
         key = cache_key(files, image_size=list(image_size), resize=resize, crop_fraction=crop_fraction,
                         max_pixels=max_pixels, **extra)
-        decoded = decoded.cache(str(_disk_cache_prefix(Path(cache_dir) / key)))
+        decoded = decoded.cache(str(disk_cache_prefix(Path(cache_dir) / key)))
     if shuffle and cache == "disk":
         decoded = decoded.shuffle(min(len(files), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     return decoded.batch(batch_size)
@@ -361,7 +258,7 @@ def pack_dataset(split, image_size: Sequence[int], resize: str, batch_size: int,
             {"version": CACHE_FORMAT_VERSION, "pack": split.digest, "shards": [Path(s).name for s in split.shards], "size": size,
              "resize": resize, "crop_fraction": crop_fraction, "max_pixels": max_pixels,
              "interpolation": interpolation}, sort_keys=True).encode()).hexdigest()[:24]
-        decoded = decoded.cache(str(_disk_cache_prefix(Path(cache_dir) / f"pack-{digest}")))
+        decoded = decoded.cache(str(disk_cache_prefix(Path(cache_dir) / f"pack-{digest}")))
     if shuffle and cache != "none":
         decoded = decoded.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     options = tf.data.Options()
