@@ -11,7 +11,8 @@ from transferkit.vision import streaming
 from transferkit.cli import main
 from transferkit.config import build_run_config
 from transferkit.errors import DataError
-from transferkit.vision.packing import MANIFEST, Pack, pack_images, parse_record
+from transferkit.vision.pack_records import parse_record
+from transferkit.vision.packing import MANIFEST, Pack, pack_images
 from transferkit.plugins.image_classification import data as data_lib
 from transferkit.runner import train
 from transferkit.testing import make_image_folder, tiny_config

@@ -2,7 +2,8 @@
 
 `images` decodes and resizes with the TensorFlow ops the serving graph uses,
 `streaming` checks image files from their headers and streams them through
-tf.data, `packing` writes and reads TFRecord packs of image folders. Core
-never imports this package: the image tasks (image classification, object
-detection) do, and the CLI's `data pack` command.
+tf.data, `packing` writes and opens TFRecord packs of image folders, whose
+records `pack_records` defines. Core never imports this package: the image
+tasks (image classification, object detection) do, and the CLI's `data pack`
+command.
 """

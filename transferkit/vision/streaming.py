@@ -222,7 +222,7 @@ def pack_dataset(split, image_size: Sequence[int], resize: str, batch_size: int,
     import tensorflow as tf
 
     from transferkit.vision.images import decode_encoded
-    from transferkit.vision.packing import parse_record
+    from transferkit.vision.pack_records import parse_record
 
     if cache not in ("none", "memory", "disk"):
         raise ValueError(f"cache: expected none, memory or disk. Received: cache={cache!r}")
