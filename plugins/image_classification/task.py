@@ -39,7 +39,7 @@ class ImageClassification(ClassifierRecords, Task):
 
     @classmethod
     def example_config(cls, root):
-        from transferkit.testing import make_image_folder, tiny_config
+        from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
 
         return tiny_config(make_image_folder(Path(root) / "images", per_class=6, size=32))
 

@@ -50,7 +50,7 @@ class ObjectDetection(Task):
 
     @classmethod
     def example_config(cls, root):
-        from transferkit.testing import make_detection_dataset, tiny_detection_config
+        from transferkit.plugins.object_detection.testing import make_detection_dataset, tiny_detection_config
 
         return tiny_detection_config(make_detection_dataset(Path(root) / "shapes", count=16, size=64))
 

@@ -4,7 +4,7 @@ from PIL import Image, ImageOps
 
 from transferkit.errors import DataError
 from transferkit.plugins.image_classification import data as data_lib
-from transferkit.testing import make_image_folder
+from transferkit.plugins.image_classification.testing import make_image_folder
 
 
 def _names(samples):

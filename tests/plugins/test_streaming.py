@@ -11,8 +11,8 @@ from PIL import Image
 from transferkit import streaming as core_streaming
 from transferkit.config import build_run_config
 from transferkit.plugins.image_classification import data as data_lib
+from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
 from transferkit.runner import train
-from transferkit.testing import make_image_folder, tiny_config
 from transferkit.vision import streaming
 
 

@@ -11,10 +11,11 @@ import pytest
 
 from transferkit.cli import main
 from transferkit.config import build_run_config
+from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
+from transferkit.plugins.object_detection.testing import make_detection_dataset, tiny_detection_config
 from transferkit.runner import train
 from transferkit.serving.errors import ServingError
 from transferkit.serving.export import export_run
-from transferkit.testing import make_detection_dataset, make_image_folder, tiny_config, tiny_detection_config
 
 
 @pytest.fixture(scope="module")
@@ -408,7 +409,7 @@ def test_fault_24_22_a_huge_csv_field_is_a_one_line_error(tmp_path, capsys, defa
 def test_fault_24_25_26_text_settings_are_checked_by_config_check(tmp_path, key, value, expected, capsys):
     import yaml
 
-    from transferkit.testing import make_text_dataset, tiny_text_config
+    from transferkit.plugins.text_classification.testing import make_text_dataset, tiny_text_config
 
     root = tmp_path / "text"
     make_text_dataset(root, count=12)
