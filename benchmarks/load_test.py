@@ -49,8 +49,8 @@ def _rss_mb(pid: int) -> float:
 
 def _tiny_run(work: Path) -> Path:
     from transferkit.config import build_run_config
+    from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
     from transferkit.runner import train
-    from transferkit.testing import make_image_folder, tiny_config
 
     images = make_image_folder(work / "images", per_class=6, size=32)
     return train(build_run_config(tiny_config(images, stages=[

@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="benchmarks/results/multi_worker.json")
     args = parser.parse_args(argv)
 
-    from transferkit.testing import SHAPES, make_image_folder, tiny_config
+    from transferkit.plugins.image_classification.testing import SHAPES, make_image_folder, tiny_config
 
     work = Path(tempfile.mkdtemp(prefix="transferkit-bench-mw-"))
     images = make_image_folder(work / "images", classes=SHAPES, per_class=args.images // len(SHAPES),

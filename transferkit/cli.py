@@ -72,7 +72,7 @@ def _cmd_presets_import(args) -> int:
 
 
 def _cmd_data_pack(args) -> int:
-    from transferkit.packing import pack_images
+    from transferkit.vision.packing import pack_images
 
     def progress(split, done, total):
         print(f"  {split}: shard {done}/{total}", flush=True)

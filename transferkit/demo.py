@@ -22,13 +22,9 @@ import shutil
 from pathlib import Path
 
 from transferkit.config import build_run_config
-from transferkit.testing import (
-    SHAPES,
-    TINY_EFFICIENTNET,
-    TINY_PYRAMID_EFFICIENTNET,
-    make_detection_dataset,
-    make_image_folder,
-)
+from transferkit.plugins.image_classification.testing import SHAPES, make_image_folder
+from transferkit.plugins.object_detection.testing import make_detection_dataset
+from transferkit.testing import TINY_EFFICIENTNET, TINY_PYRAMID_EFFICIENTNET
 
 
 def demo_config(data_dir: Path, quick: bool = False) -> dict:

@@ -1,4 +1,4 @@
-"""Helpers for testing tasks: tiny backbones, generated data, one-call checks.
+"""Helpers for testing any task: tiny backbones, one-call checks, free ports.
 
 A plugin author checks a new task with one call:
 
@@ -11,7 +11,8 @@ def test_my_task(tmp_path):
 
 `run_task_test` builds the task on a tiny randomly initialised backbone, fits
 a step of each stage, saves and reloads the model and checks the reloaded
-model predicts the same.
+model predicts the same. Each task's generated data and tiny config live next
+to it, in its plugin's `testing` module (`transferkit.plugins.<task>.testing`).
 """
 
 from __future__ import annotations
@@ -78,73 +79,6 @@ TINY_BERT = {
     "config": {"vocabulary_size": 128, "num_layers": 2, "num_heads": 2, "hidden_dim": 16,
                "intermediate_dim": 32, "max_sequence_length": 32},
 }
-
-SHAPES = ("circle", "square", "triangle", "cross")
-
-
-def draw_shape(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """An RGB uint8 image of one shape on a noisy background."""
-    image = np.empty((size, size, 3), dtype=np.float32)
-    image[:] = rng.uniform(0, 255, size=3)
-    image += rng.normal(0, 12, size=image.shape)
-    color = rng.uniform(0, 255, size=3)
-    while np.abs(color - image.mean(axis=(0, 1))).max() < 80:
-        color = rng.uniform(0, 255, size=3)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    cy, cx = rng.uniform(0.35, 0.65, size=2) * size
-    radius = rng.uniform(0.2, 0.32) * size
-    if shape == "circle":
-        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
-    elif shape == "square":
-        mask = (np.abs(yy - cy) <= radius * 0.85) & (np.abs(xx - cx) <= radius * 0.85)
-    elif shape == "triangle":
-        top = cy - radius
-        mask = (yy >= top) & (yy <= cy + radius) & (np.abs(xx - cx) <= (yy - top) * 0.6)
-    elif shape == "cross":
-        width = radius * 0.3
-        mask = ((np.abs(yy - cy) <= width) & (np.abs(xx - cx) <= radius)) | (
-            (np.abs(xx - cx) <= width) & (np.abs(yy - cy) <= radius))
-    else:
-        raise ValueError(f"draw_shape: unknown shape. Received: shape={shape!r}; expected one of {SHAPES}")
-    image[mask] = color
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def make_image_folder(root: str | os.PathLike, classes: tuple[str, ...] = SHAPES[:3], per_class: int = 8,
-                      size: int = 32, seed: int = 0, fmt: str = "png") -> Path:
-    """Writes `root/<class>/<i>.<fmt>` images of generated shapes."""
-    from PIL import Image
-
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    for name in classes:
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            Image.fromarray(draw_shape(name, size, rng)).save(folder / f"{name}_{i:03d}.{fmt}")
-    return root
-
-
-def tiny_config(train: str | os.PathLike, image_size: int = 32, **sections: Any) -> dict[str, Any]:
-    """A plain config mapping for image classification on the tiny backbone."""
-    data = {"train": str(train), "image_size": [image_size, image_size], "batch_size": 8}
-    data.update(sections.pop("data", {}))
-    config = {
-        "task": "image_classification",
-        "data": data,
-        "backbone": copy.deepcopy(TINY_EFFICIENTNET),
-        "stages": [
-            {"name": "head", "freeze": {"backbone": True}, "epochs": 1, "learning_rate": 1e-2},
-            {"name": "finetune", "freeze": {"top_blocks": 2}, "epochs": 1, "learning_rate": 1e-3},
-        ],
-        "training": {"verbose": 0, "tensorboard": False},
-    }
-    for key, value in sections.items():
-        if isinstance(value, Mapping) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
-        else:
-            config[key] = value
-    return config
 
 
 def run_task_test(task: str, config: Mapping[str, Any], run_dir: str | os.PathLike,
@@ -245,133 +179,6 @@ def check_cache_split(task_obj, model, backbone, batch, atol: float = 1e-5) -> b
         a, b, atol=atol, err_msg="run_task_test: the cached features do not give the full model's outputs"),
         full, cached)
     return True
-
-
-def make_detection_dataset(root: str | os.PathLike, count: int = 24, size: int = 64, classes=SHAPES[:2],
-                           seed: int = 0, fmt: str = "csv", max_objects: int = 2) -> Path:
-    """Writes generated images with 1..`max_objects` shapes each and their boxes; returns the annotation path.
-
-    `fmt` is "csv" (returns the CSV), "voc", "yolo" (return the folder) or
-    "coco" (returns the JSON), written by the detection plugin's own writers.
-    """
-    from PIL import Image
-
-    from transferkit.plugins.object_detection import annotations as ann
-
-    root = Path(root)
-    images_dir = root / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    records = []
-    for i in range(count):
-        canvas = np.empty((size, size, 3), np.float32)
-        canvas[:] = rng.uniform(0, 80, size=3)
-        canvas += rng.normal(0, 8, size=canvas.shape)
-        boxes, labels = [], []
-        for _ in range(int(rng.integers(1, max_objects + 1))):
-            name = classes[int(rng.integers(len(classes)))]
-            side = int(rng.integers(size // 4, size // 2))
-            x0, y0 = (int(v) for v in rng.integers(0, size - side, size=2))
-            if any(not (x0 + side <= b[0] or b[2] <= x0 or y0 + side <= b[1] or b[3] <= y0) for b in boxes):
-                continue  # no overlapping objects: every box is fully visible
-            patch = draw_shape(name, side, rng).astype(np.float32)
-            mask = np.abs(patch - patch[0, 0]).max(axis=-1) > 40  # the shape, not its background
-            region = canvas[y0:y0 + side, x0:x0 + side]
-            region[mask] = patch[mask]
-            ys, xs = np.nonzero(mask)
-            boxes.append([x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1])
-            labels.append(name)
-        path = images_dir / f"img_{i:03d}.png"
-        Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(path)
-        records.append(ann.ImageAnnotation(str(path), size, size, np.asarray(boxes, np.float32), labels))
-    if fmt == "csv":
-        ann.write_csv(records, root / "labels.csv")
-        return root / "labels.csv"
-    if fmt == "voc":
-        ann.write_voc(records, root / "annotations")
-        return root / "annotations"
-    if fmt == "coco":
-        ann.write_coco(records, root / "annotations.json", list(classes))
-        return root / "annotations.json"
-    if fmt == "yolo":
-        ann.write_yolo(records, root / "yolo", list(classes))
-        return root / "yolo"
-    raise ValueError(f"make_detection_dataset: fmt must be csv, voc, coco or yolo. Received: fmt={fmt!r}")
-
-
-def tiny_detection_config(train: str | os.PathLike, image_size: int = 64, **sections: Any) -> dict[str, Any]:
-    """A plain config mapping for object detection on the tiny pyramid backbone."""
-    config = tiny_config(train, image_size, **sections)
-    config["task"] = "object_detection"
-    config["backbone"] = copy.deepcopy(TINY_PYRAMID_EFFICIENTNET)
-    config["data"].setdefault("image_size", [image_size, image_size])
-    config.setdefault("model", {"fpn_channels": 16, "head_convs": 1, "min_level": 3, "max_level": 5})
-    return config
-
-
-# A small vocabulary and two kinds of sentences, so that a tiny BERT can learn sentiment in a few steps.
-TEXT_WORDS = {
-    "positive": ("good", "great", "fine", "lovely", "superb"),
-    "negative": ("bad", "awful", "poor", "dull", "weak"),
-}
-TEXT_FILLER = ("the", "a", "movie", "film", "plot", "is", "was", "and", "acting", "story", "this", "it")
-
-
-def write_vocabulary(path: str | os.PathLike, size: int = 200) -> Path:
-    """A BERT `vocab.txt` of `size` tokens: special tokens, the test words, letters and filler pieces."""
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "!", "'"]
-    tokens += [w for words in TEXT_WORDS.values() for w in words] + list(TEXT_FILLER)
-    tokens += [chr(c) for c in range(ord("a"), ord("z") + 1)] + [f"##{chr(c)}" for c in range(ord("a"), ord("z") + 1)]
-    tokens += ["##ly", "##ed", "##ing", "cafe", "naive"]
-    tokens = list(dict.fromkeys(tokens))  # each token once ("a" is a word and a letter)
-    filler = 0
-    while len(tokens) < size:
-        tokens.append(f"[unused{filler}]")
-        filler += 1
-    path = Path(path)
-    path.write_text("\n".join(tokens[:size]) + "\n", encoding="utf-8")
-    return path
-
-
-def make_text_dataset(root: str | os.PathLike, count: int = 48, seed: int = 0) -> Path:
-    """`root/train.csv` (text,label) of short positive and negative sentences, and `root/vocab.txt`."""
-    import csv
-
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    write_vocabulary(root / "vocab.txt")
-    rng = np.random.default_rng(seed)
-    labels = sorted(TEXT_WORDS)
-    with (root / "train.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        for i in range(count):
-            label = labels[i % len(labels)]
-            words = list(rng.choice(TEXT_FILLER, 5)) + list(rng.choice(TEXT_WORDS[label], 2))
-            rng.shuffle(words)
-            writer.writerow([" ".join(words).capitalize() + f" {i}.", label])
-    return root / "train.csv"
-
-
-def tiny_text_config(root: str | os.PathLike, sequence_length: int = 16, **sections: Any) -> dict[str, Any]:
-    """A plain config mapping for text classification on a 2-layer, 16-wide BERT built from config."""
-    root = Path(root)
-    backbone = copy.deepcopy(TINY_BERT)
-    backbone["config"]["vocabulary_size"] = 200
-    config: dict[str, Any] = {
-        "task": "text_classification",
-        "backbone": backbone,
-        "data": {"train": str(root / "train.csv"), "sequence_length": sequence_length, "batch_size": 8},
-        "tokenizer": {"vocabulary": str(root / "vocab.txt")},
-        "stages": [
-            {"name": "head", "freeze": {"backbone": True}, "epochs": 2, "learning_rate": 0.01},
-            {"name": "top", "freeze": {"top_blocks": 1}, "epochs": 1, "learning_rate": 0.001},
-        ],
-        "training": {"verbose": 0, "tensorboard": False},
-    }
-    for key, value in sections.items():
-        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
-    return config
 
 
 def free_ports(count: int) -> list[int]:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from transferkit.config import ABSENT, check
 from transferkit.errors import ConfigError
-from transferkit.images import MAX_PIXELS
+from transferkit.vision.images import MAX_PIXELS
 
 
 @dataclasses.dataclass(frozen=True)

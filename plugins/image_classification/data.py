@@ -1,7 +1,7 @@
 """Reading image folders and CSV files into decoded, resized arrays.
 
 Images are decoded once by the same TensorFlow code as the exported serving
-graph (`transferkit.images`), resized by the same `resize_image` and kept in
+graph (`transferkit.vision.images`), resized by the same `resize_image` and kept in
 memory as uint8. A file that cannot be used is listed with the reason and
 skipped, or is fatal with `on_bad_image: error`.
 """
@@ -20,7 +20,7 @@ from transferkit.compressed import DAMAGE, inner_suffix, open_binary
 from transferkit.errors import DataError
 from transferkit.fileio import checked_rows
 # The one decoder and resize of the project, shared with the serving graph and other tasks.
-from transferkit.images import (  # noqa: F401  (re-exported)
+from transferkit.vision.images import (  # noqa: F401  (re-exported)
     MAX_PIXELS,
     apply_orientation,
     crop_to_aspect,

@@ -102,7 +102,7 @@ def evaluate_classifier(model, dataset, info: dict[str, Any], report_dir: Path, 
 
 def _without_undecodable(paths: list[str], max_pixels: int) -> tuple[list[str], list[dict[str, str]]]:
     """(the paths that decode, [{"path", "reason"}] of those that do not), with the decoder training uses."""
-    from transferkit.images import read_image
+    from transferkit.vision.images import read_image
 
     kept, skipped = [], []
     for path in paths:

@@ -11,7 +11,8 @@ import numpy as np
 from transferkit.errors import DataError
 from transferkit.plugins.image_classification import data as data_lib
 from transferkit.plugins.image_classification.config import ImageClassificationConfig
-from transferkit import packing, paths, streaming
+from transferkit import paths
+from transferkit.vision import packing, streaming
 from transferkit.plugins.image_classification.records import ClassifierRecords
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
@@ -39,7 +40,7 @@ class ImageClassification(ClassifierRecords, Task):
 
     @classmethod
     def example_config(cls, root):
-        from transferkit.testing import make_image_folder, tiny_config
+        from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
 
         return tiny_config(make_image_folder(Path(root) / "images", per_class=6, size=32))
 
@@ -453,7 +454,7 @@ def _cached_crop(crop, image_size):
     """A batch map: a random resized crop of each model-size image in (batch, draw), resized back."""
     import tensorflow as tf
 
-    from transferkit.images import random_crop_boxes
+    from transferkit.vision.images import random_crop_boxes
 
     scale, ratio = crop
     height, width = int(image_size[0]), int(image_size[1])

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from transferkit.errors import DataError
-from transferkit.images import MAX_PIXELS, read_image, resize_array
+from transferkit.vision.images import MAX_PIXELS, read_image, resize_array
 from transferkit.plugins.object_detection.annotations import ImageAnnotation
 
 PAD = -1
@@ -75,7 +75,7 @@ def check_detections(annotations: Sequence[ImageAnnotation], class_names: Sequen
                      max_boxes: int, on_bad_annotation: str = "skip", max_pixels: int = MAX_PIXELS
                      ) -> LoadedDetections:
     """For streaming: every image checked from its header (sizes included), boxes scaled; no pixels held."""
-    from transferkit import streaming
+    from transferkit.vision import streaming
 
     index = {name: i for i, name in enumerate(class_names)}
     files = streaming.check_image_files([a.path for a in annotations], np.arange(len(annotations)), max_pixels,

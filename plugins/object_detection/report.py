@@ -143,7 +143,7 @@ def contact_sheet(detections, val, info, path: Path, threshold: float, count: in
     """The worst validation images (lowest mean best-IoU of their boxes): ground truth green, predictions red."""
     from PIL import Image
 
-    from transferkit.images import read_image
+    from transferkit.vision.images import read_image
 
     scales = _scales(val, info["image_size"])
     names = info["class_names"]

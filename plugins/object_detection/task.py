@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from transferkit import streaming
+from transferkit.vision import streaming
 from transferkit.errors import DataError
 from transferkit.plugins.object_detection import annotations as annotations_lib
 from transferkit.plugins.object_detection import data as data_lib
@@ -52,7 +52,7 @@ class ObjectDetection(Task):
 
     @classmethod
     def example_config(cls, root):
-        from transferkit.testing import make_detection_dataset, tiny_detection_config
+        from transferkit.plugins.object_detection.testing import make_detection_dataset, tiny_detection_config
 
         return tiny_detection_config(make_detection_dataset(Path(root) / "shapes", count=16, size=64))
 
@@ -316,7 +316,7 @@ class ObjectDetection(Task):
     def predict(self, model, paths, info, save_dir=None, score_threshold: float | None = None, **options):
         """Yields (path, [Detection, ...]) with boxes in the image's own pixels; `save_dir` gets annotated copies."""
         from transferkit.errors import TransferkitError
-        from transferkit.images import read_image
+        from transferkit.vision.images import read_image
         from transferkit.plugins.object_detection import report
 
         from transferkit.fileio import unique_names

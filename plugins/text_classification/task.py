@@ -80,7 +80,7 @@ class TextClassification(ClassifierRecords, Task):
 
     @classmethod
     def example_config(cls, root):
-        from transferkit.testing import make_text_dataset, tiny_text_config
+        from transferkit.plugins.text_classification.testing import make_text_dataset, tiny_text_config
 
         make_text_dataset(Path(root), count=32)
         return tiny_text_config(root)

@@ -11,9 +11,9 @@ from transferkit.cli import main
 from transferkit.compare import CompareOptions, recipe_stages, run_compare
 from transferkit.config import build_run_config
 from transferkit.errors import ConfigError
+from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
 from transferkit.runner import load_run, train
 from transferkit.sampling import stratified_subset
-from transferkit.testing import make_image_folder, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,8 @@ def test_stratified_subset_keeps_every_class_and_depends_on_the_seed():
 
 @pytest.mark.parametrize("task", ["text_classification", "object_detection"])
 def test_every_task_compares_on_its_own_score(task, tmp_path):
-    from transferkit.testing import make_detection_dataset, make_text_dataset, tiny_detection_config, tiny_text_config
+    from transferkit.plugins.object_detection.testing import make_detection_dataset, tiny_detection_config
+    from transferkit.plugins.text_classification.testing import make_text_dataset, tiny_text_config
 
     if task == "text_classification":
         make_text_dataset(tmp_path / "data", count=48)

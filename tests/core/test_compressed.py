@@ -32,7 +32,7 @@ def test_text_tables_and_json_lines_read_the_same_compressed(tmp_path, monkeypat
 
 def test_image_csv_compressed_keeps_paths_relative_to_its_own_folder(tmp_path):
     from transferkit.plugins.image_classification.data import list_samples
-    from transferkit.testing import make_image_folder
+    from transferkit.plugins.image_classification.testing import make_image_folder
 
     make_image_folder(tmp_path / "imgs", per_class=2, size=16)
     rows = "path,label\nimgs/circle/circle_000.png,circle\nimgs/square/square_001.png,square\n"

@@ -111,7 +111,7 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path):
 def test_yaml_booleans_become_the_word_meant_for_word_choices(tmp_path):
     from transferkit.config import load_config
     from transferkit.errors import ConfigError
-    from transferkit.testing import tiny_config
+    from transferkit.plugins.image_classification.testing import tiny_config
 
     import yaml
 

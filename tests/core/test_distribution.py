@@ -14,8 +14,9 @@ import yaml
 
 from transferkit.config import build_run_config
 from transferkit.errors import ConfigError
+from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
 from transferkit.runner import train
-from transferkit.testing import free_ports, make_image_folder, tiny_config
+from transferkit.testing import free_ports
 
 # Two logical CPU devices stand in for two GPUs: MirroredStrategy splits each batch between them.
 MIRRORED = textwrap.dedent("""

@@ -8,7 +8,7 @@ import yaml
 
 from transferkit.cli import main
 from transferkit.lr_find import _suggest
-from transferkit.testing import make_image_folder, tiny_config
+from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
 
 
 def test_sweep_writes_rates_losses_and_a_plot(tmp_path, capsys):

@@ -12,8 +12,8 @@ import pytest
 
 from transferkit.config import build_run_config
 from transferkit.errors import TransferkitError
+from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
 from transferkit.runner import load_run, train
-from transferkit.testing import make_image_folder, tiny_config
 
 
 @pytest.fixture(scope="module")

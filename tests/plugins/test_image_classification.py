@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from transferkit.testing import make_image_folder, run_task_test, tiny_config
+from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
+from transferkit.testing import run_task_test
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from PIL import Image, ImageOps
 from transferkit.vision.preprocessor import ImagePreprocessor
 from transferkit.errors import DataError
 from transferkit.plugins.image_classification import data as data_lib
-from transferkit.testing import make_image_folder
+from transferkit.plugins.image_classification.testing import make_image_folder
 
 
 def _names(samples):
@@ -126,7 +126,7 @@ def test_exif_parser_survives_garbage():
 
 
 def test_area_resize_averages_when_shrinking_and_falls_back_to_bilinear_when_enlarging():
-    from transferkit.images import resize_image
+    from transferkit.vision.images import resize_image
 
     rng = np.random.default_rng(0)
     big = rng.integers(0, 256, size=(8, 12, 3)).astype(np.float32)
@@ -146,7 +146,7 @@ def test_area_resize_averages_when_shrinking_and_falls_back_to_bilinear_when_enl
 def test_jpeg_frame_size_reads_what_pillow_reads_and_leaves_the_rest_to_it(tmp_path):
     import io
 
-    from transferkit import images
+    from transferkit.vision import images
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)

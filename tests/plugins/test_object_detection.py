@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from transferkit.config import build_run_config
+from transferkit.plugins.object_detection.testing import make_detection_dataset, tiny_detection_config
 from transferkit.runner import load_run, train
-from transferkit.testing import make_detection_dataset, run_task_test, tiny_detection_config
+from transferkit.testing import run_task_test
 
 FROZEN_ONLY = [{"name": "head", "freeze": {"backbone": True}, "epochs": 3, "learning_rate": 3e-3}]
 

@@ -7,14 +7,15 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from transferkit import streaming
 from transferkit.cli import main
 from transferkit.config import build_run_config
 from transferkit.errors import DataError
-from transferkit.packing import MANIFEST, Pack, pack_images, parse_record
 from transferkit.plugins.image_classification import data as data_lib
+from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
 from transferkit.runner import train
-from transferkit.testing import make_image_folder, tiny_config
+from transferkit.vision import streaming
+from transferkit.vision.pack_records import parse_record
+from transferkit.vision.packing import MANIFEST, Pack, pack_images
 
 
 @pytest.fixture()

@@ -9,11 +9,12 @@ import pytest
 from PIL import Image
 
 from transferkit.vision.preprocessor import ImagePreprocessor
-from transferkit import streaming
+from transferkit import streaming as core_streaming
 from transferkit.config import build_run_config
 from transferkit.plugins.image_classification import data as data_lib
+from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
 from transferkit.runner import train
-from transferkit.testing import make_image_folder, tiny_config
+from transferkit.vision import streaming
 
 
 @pytest.fixture()
@@ -214,21 +215,21 @@ def test_usable_cpus_follow_a_cgroup_quota(monkeypatch, tmp_path):
     def read_text(self, *args, **kwargs):
         return quota["text"] if str(self) == "/sys/fs/cgroup/cpu.max" else real_read(self, *args, **kwargs)
 
-    monkeypatch.setattr(streaming.os, "sched_getaffinity", lambda _: set(range(16)))
+    monkeypatch.setattr(core_streaming.os, "sched_getaffinity", lambda _: set(range(16)))
     monkeypatch.setattr(Path, "read_text", read_text)
-    assert streaming.usable_cpus() == 2  # 1.5 CPUs of quota
+    assert core_streaming.usable_cpus() == 2  # 1.5 CPUs of quota
     quota["text"] = "max 100000\n"
-    assert streaming.usable_cpus() == 16
+    assert core_streaming.usable_cpus() == 16
 
 
 def test_autotune_is_off_by_default_on_few_cpus_and_can_be_set(monkeypatch):
-    monkeypatch.setattr(streaming, "usable_cpus", lambda: 2)
-    assert streaming.pipeline_options(None).autotune.enabled is False
-    monkeypatch.setattr(streaming, "usable_cpus", lambda: 16)
-    assert streaming.pipeline_options(None).autotune.enabled is True
-    assert streaming.pipeline_options(False).autotune.enabled is False
-    monkeypatch.setattr(streaming, "usable_cpus", lambda: 2)
-    assert streaming.pipeline_options(True).autotune.enabled is True
+    monkeypatch.setattr(core_streaming, "usable_cpus", lambda: 2)
+    assert core_streaming.pipeline_options(None).autotune.enabled is False
+    monkeypatch.setattr(core_streaming, "usable_cpus", lambda: 16)
+    assert core_streaming.pipeline_options(None).autotune.enabled is True
+    assert core_streaming.pipeline_options(False).autotune.enabled is False
+    monkeypatch.setattr(core_streaming, "usable_cpus", lambda: 2)
+    assert core_streaming.pipeline_options(True).autotune.enabled is True
 
 
 @pytest.mark.parametrize("autotune", [False, True])

@@ -9,8 +9,9 @@ import tensorflow as tf
 
 from transferkit.config import build_run_config
 from transferkit.errors import ConfigError, DataError
+from transferkit.plugins.text_classification.testing import make_text_dataset, tiny_text_config, write_vocabulary
 from transferkit.runner import load_run, train
-from transferkit.testing import make_text_dataset, run_task_test, tiny_text_config, write_vocabulary
+from transferkit.testing import run_task_test
 
 
 @pytest.fixture(scope="module")

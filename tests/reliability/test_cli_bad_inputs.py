@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from transferkit.cli import main
-from transferkit.testing import make_image_folder, tiny_config
+from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import pytest
 from transferkit.vision.preprocessor import ImagePreprocessor
 from transferkit.config import build_run_config
 from transferkit.errors import TransferkitError
+from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
 from transferkit.runner import train
 from transferkit.serving.export import ExportError, export_run
-from transferkit.testing import make_image_folder, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ import pytest
 
 from transferkit.cli import main
 from transferkit.config import build_run_config
+from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
+from transferkit.plugins.object_detection.testing import make_detection_dataset, tiny_detection_config
 from transferkit.runner import train
 from transferkit.serving.errors import ServingError
 from transferkit.serving.export import export_run
-from transferkit.testing import make_detection_dataset, make_image_folder, tiny_config, tiny_detection_config
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +145,7 @@ def test_fault_24_03_pixel_cap_holds_for_webp_bmp_and_gif(tmp_path):
     import tensorflow as tf
     from PIL import Image
 
-    from transferkit.images import decode_encoded, header_pixels
+    from transferkit.vision.images import decode_encoded, header_pixels
 
     big_webp = _encoded(Image.new("RGB", (12000, 12000)), "WEBP", lossless=True)
     assert len(big_webp) < 10_000
@@ -408,7 +409,7 @@ def test_fault_24_22_a_huge_csv_field_is_a_one_line_error(tmp_path, capsys, defa
 def test_fault_24_25_26_text_settings_are_checked_by_config_check(tmp_path, key, value, expected, capsys):
     import yaml
 
-    from transferkit.testing import make_text_dataset, tiny_text_config
+    from transferkit.plugins.text_classification.testing import make_text_dataset, tiny_text_config
 
     root = tmp_path / "text"
     make_text_dataset(root, count=12)
@@ -445,7 +446,7 @@ def test_fault_24_31_a_pack_manifest_of_wrong_types_is_a_one_line_error(tmp_path
     import json
 
     from transferkit.errors import DataError
-    from transferkit.packing import MANIFEST, Pack
+    from transferkit.vision.packing import MANIFEST, Pack
 
     source = make_image_folder(tmp_path / "src", per_class=3, size=16)
     assert main(["data", "pack", str(source), str(tmp_path / "pack")]) == 0
@@ -669,17 +670,17 @@ def test_fault_24_18_a_full_disk_during_train_and_export_is_one_line(tmp_path):
 def test_fault_24_15_a_damaged_disk_cache_is_rebuilt(tmp_path, damage):
     import tensorflow as tf
 
-    from transferkit.streaming import _disk_cache_prefix
+    from transferkit.streaming import disk_cache_prefix
 
     folder = tmp_path / "cache"
 
     def values(prefix):
         return [int(v) for v in tf.data.Dataset.range(50).map(lambda v: v * 3).cache(str(prefix))]
 
-    first = _disk_cache_prefix(folder)
+    first = disk_cache_prefix(folder)
     assert values(first) == list(range(0, 150, 3))
-    assert _disk_cache_prefix(folder) == first  # found complete: reused (and its sums recorded)
-    assert _disk_cache_prefix(folder) == first  # intact: reused again
+    assert disk_cache_prefix(folder) == first  # found complete: reused (and its sums recorded)
+    assert disk_cache_prefix(folder) == first  # intact: reused again
     data = next(folder.glob(first.name + ".data-*"))
     if damage == "flip":
         raw = bytearray(data.read_bytes())
@@ -689,7 +690,7 @@ def test_fault_24_15_a_damaged_disk_cache_is_rebuilt(tmp_path, damage):
         data.unlink()
     else:
         data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-    rebuilt = _disk_cache_prefix(folder)
+    rebuilt = disk_cache_prefix(folder)
     assert rebuilt != first and not list(folder.glob(first.name + "*"))
     assert values(rebuilt) == list(range(0, 150, 3))
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from transferkit.config import build_run_config
+from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
 from transferkit.runner import train
 from transferkit.serving.export import export_run
-from transferkit.testing import make_image_folder, tiny_config
 
 MODEL = "shapes"
 

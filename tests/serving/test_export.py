@@ -102,8 +102,8 @@ def test_mixed_precision_run_exports_float32(tmp_path, monkeypatch):
     import keras
 
     from transferkit.config import build_run_config
+    from transferkit.plugins.image_classification.testing import make_image_folder, tiny_config
     from transferkit.runner import load_run, train
-    from transferkit.testing import make_image_folder, tiny_config
 
     real = tf.config.list_physical_devices
     # Pretend one GPU is present: the runner turns mixed precision on only then.

@@ -8,7 +8,7 @@ from typing import Any, Literal, Mapping
 import numpy as np
 
 from transferkit.errors import ConfigError
-from transferkit.images import MAX_PIXELS
+from transferkit.vision.images import MAX_PIXELS
 from transferkit.preprocessing import Preprocessor
 
 
@@ -77,13 +77,13 @@ class ImagePreprocessor(Preprocessor):
 
     def decode(self, encoded):
         """Encoded bytes (scalar tf.string) -> upright uint8 (H, W, 3); over `max_pixels` is refused."""
-        from transferkit.images import decode_encoded
+        from transferkit.vision.images import decode_encoded
 
         return decode_encoded(encoded, self.max_pixels)
 
     def resize_pixels(self, image):
         """(H, W, 3) pixels of any size -> float32 model pixels."""
-        from transferkit.images import resize_image
+        from transferkit.vision.images import resize_image
 
         return resize_image(image, self.image_size, self.resize, self.crop_fraction, self.interpolation)
 
@@ -94,7 +94,7 @@ class ImagePreprocessor(Preprocessor):
 
     def read_file(self, path: str) -> np.ndarray:
         """One image file -> uint8 model pixels; raises on an unreadable file or one over `max_pixels`."""
-        from transferkit.images import decode_image
+        from transferkit.vision.images import decode_image
 
         return decode_image(path, self.image_size, self.resize, self.crop_fraction, self.max_pixels,
                             self.interpolation)

@@ -7,7 +7,8 @@ A pack is a folder:
     val-00000-of-00001.tfrecord
 
 Each record holds a file's encoded bytes as they were (only formats that
-TensorFlow cannot decode become PNG), its label index and its source path. Few large files read much faster than many
+TensorFlow cannot decode become PNG), its label index and its source path
+(`transferkit.vision.pack_records`). Few large files read much faster than many
 small ones on network file systems, and several workers shard a pack by file.
 A pack is written into a temporary sibling folder and renamed into place, so
 an interrupted `pack` leaves no half-written pack behind.
@@ -22,12 +23,13 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from transferkit.errors import DataError
 from transferkit.fileio import remove_stale_temporaries, temporary_sibling
+from transferkit.vision.pack_records import serialize_record
 
 MANIFEST = "transferkit-pack.json"
 FORMAT = 1
@@ -136,9 +138,9 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
     """
     import tensorflow as tf
 
-    from transferkit.images import MAX_PIXELS
+    from transferkit.vision.images import MAX_PIXELS
     from transferkit.plugins.image_classification.data import list_samples
-    from transferkit.streaming import check_image_files
+    from transferkit.vision.streaming import check_image_files
 
     out = Path(out)
     if not 0.0 <= val_split < 1.0:
@@ -192,8 +194,8 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
                 shard = f"{name}-{number:05d}-of-{shard_count:05d}.tfrecord"
                 with tf.io.TFRecordWriter(str(staging / shard)) as writer:
                     for i in group:
-                        writer.write(_record(_servable_bytes(checked.paths[i], bool(checked.tf_decodable[i])),
-                                             int(checked.labels[i]), checked.paths[i]))
+                        encoded = _servable_bytes(checked.paths[i], bool(checked.tf_decodable[i]))
+                        writer.write(serialize_record(encoded, int(checked.labels[i]), checked.paths[i]))
                 shards.append(shard)
                 group_labels = np.asarray([checked.labels[i] for i in group], dtype=np.int64)
                 shard_facts.append({"bytes": (staging / shard).stat().st_size,
@@ -309,29 +311,8 @@ def _servable_bytes(path: str, tf_decodable: bool) -> bytes:
 
     from PIL import Image
 
-    from transferkit.images import read_image
+    from transferkit.vision.images import read_image
 
     buffer = io.BytesIO()
     Image.fromarray(read_image(path)).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _record(encoded: bytes, label: int, path: str) -> bytes:
-    import tensorflow as tf
-
-    feature = {
-        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-        "path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[path.encode("utf-8")])),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def parse_record(serialized) -> tuple[Any, Any, Any]:
-    """(encoded image bytes, label index, source path) of one serialized record."""
-    import tensorflow as tf
-
-    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64),
-            "path": tf.io.FixedLenFeature([], tf.string)}
-    parsed = tf.io.parse_single_example(serialized, spec)
-    return parsed["image"], tf.cast(parsed["label"], tf.int32), parsed["path"]
