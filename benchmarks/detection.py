@@ -40,8 +40,8 @@ class MapByMinute:
         self.next_eval = every
 
         class Callback(keras.callbacks.Callback):
-            def bind_run(self, full_model, task):
-                outer.full_model, outer.task = full_model, task
+            def bind_run(self, full_model, task, data):
+                outer.full_model, outer.task, outer.data = full_model, task, data
                 outer.started = time.perf_counter()
 
             def on_epoch_end(self, epoch, logs=None):
@@ -53,7 +53,7 @@ class MapByMinute:
         now = time.perf_counter()
         self.training_seconds += now - self.started
         if final or self.training_seconds >= self.next_eval:
-            metrics = self.task.evaluate(self.full_model, None, self.task.info, self.report_dir)
+            metrics = self.task.evaluate(self.full_model, self.data, self.task.info, self.report_dir)
             self.points.append({"training_seconds": round(self.training_seconds, 1), "map50": metrics["map50"],
                                 "map": metrics["map"]})
             print(f"  {self.training_seconds / 60:5.2f} min: mAP@0.5 {metrics['map50']:.3f}  "

@@ -89,8 +89,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     An interrupted run in `run_dir` (same config) resumes at its stage and
     epoch, with its freeze plan and optimizer state; `resume=False` starts over.
     `extra_callbacks` are Keras callbacks added to every stage; one with a
-    `bind_run(full_model, task)` method is given the run's whole model and
-    task first (a stage on cached features fits only part of the model).
+    `bind_run(full_model, task, data)` method is given the run's whole model,
+    task and TaskData first (a stage on cached features fits only part of the
+    model; `task.evaluate(full_model, data, ...)` scores it mid-run).
     `time_limit` (seconds of wall time, resumes included) ends training after
     the batch that crosses it; the run is then finished with the best weights
     so far and `metrics.json` says `"time_limit_reached": true`.
@@ -114,7 +115,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     recorder = EpochRecorder(out, CheckpointStore(out), state, task.monitor(), full_model, clock)
     for callback in extra_callbacks:
         if hasattr(callback, "bind_run"):
-            callback.bind_run(full_model, task)
+            callback.bind_run(full_model, task, data)
     stages = StageTrainer(config, task, data, backbone, full_model, strategy=strategy, role=role, out=out,
                           state=state, resumed_from=latest[0] if latest is not None else None, recorder=recorder,
                           extra_callbacks=extra_callbacks, time_limit=time_limit, clock=clock)
@@ -201,7 +202,7 @@ def _save_final_model_and_metrics(out: Path, task, data, full_model, state: dict
     if (out / "best.weights.h5").exists():
         load_model_weights(full_model, out / "best.weights.h5")
     save_model(full_model, out / "model.keras")
-    metrics = task.evaluate(full_model, data.val, data.info, out / "report") if data.val is not None else {}
+    metrics = task.evaluate(full_model, data, data.info, out / "report") if data.val is not None else {}
     write_metrics(out, metrics, data.problems, {"best_epoch": state.get("best_epoch"),
                                                 "time_limit_reached": bool(state.get("time_limit_reached")),
                                                 "elapsed_seconds": round(clock.elapsed(), 3)})
@@ -352,7 +353,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | None = None) -> dict[st
     task_data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
     task.info = {**info, **{k: v for k, v in task_data.info.items() if k not in info}}
     out = evaluation_dir(run_dir, data)
-    metrics = task.evaluate(model, task_data.val, task.info, out / "report")
+    metrics = task.evaluate(model, task_data, task.info, out / "report")
     facts: dict[str, Any] = {}
     if data is None:
         try:

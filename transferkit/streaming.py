@@ -16,8 +16,12 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transferkit.fileio import atomic_write_text, process_alive
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 # Shuffle buffers after a cache (and for packs): the cached order is already a seeded permutation of
 # the files, so a small buffer only reorders locally each epoch, and it fills fast on the first pass.

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from transferkit.config_sections import RunConfig, StageConfig
+    from transferkit.evaluation import Evaluation
     from transferkit.models.backbones import FeatureBackbone
     from transferkit.preprocessing import Preprocessor
 
@@ -56,6 +57,10 @@ class TaskData:
     # skips it). When an epoch of `train` yields fewer examples than info["num_train"], the runner
     # calls this to find which, and lists what it returns in the run's problems.
     find_dropped: "Callable[[], list[dict[str, str]]] | None" = None
+    # The validation batches again with each example's row: `(inputs, targets, rows)`, unshuffled, for the
+    # task's streaming `Evaluation`; `val_records[row]` is what the report names (a path, a text, boxes).
+    val_indexed: "tf.data.Dataset | None" = None
+    val_records: Sequence[Any] | None = None
 
     def with_options(self, options: "tf.data.Options") -> "TaskData":
         """The same data with `options` applied to every pipeline."""
@@ -64,7 +69,8 @@ class TaskData:
 
         return dataclasses.replace(self, train=apply(self.train), val=apply(self.val),
                                    train_plain=apply(self.train_plain),
-                                   train_unaugmented=apply(self.train_unaugmented))
+                                   train_unaugmented=apply(self.train_unaugmented),
+                                   val_indexed=apply(self.val_indexed))
 
 
 @dataclasses.dataclass
@@ -295,11 +301,23 @@ class Task(abc.ABC):
 
     # -- evaluation and prediction -------------------------------------------
 
-    def evaluate(self, model: "keras.Model", data: "tf.data.Dataset", info: Mapping[str, Any],
+    def evaluation(self, info: Mapping[str, Any], records: Sequence[Any] | None) -> "Evaluation | None":
+        """The task's streaming evaluation (`transferkit.evaluation.Evaluation`); None: Keras' own metrics.
+
+        `records` are the validation examples' metadata by row (`TaskData.val_records`).
+        """
+        return None
+
+    def evaluate(self, model: "keras.Model", data: TaskData, info: Mapping[str, Any],
                  report_dir: Path) -> dict[str, Any]:
-        """Computes metrics on `data`, writes report files, returns the metrics."""
+        """Metrics of `model` on `data`'s validation split; the task's `evaluation` also writes its report."""
+        from transferkit.evaluation import run_evaluation
+
+        evaluation = self.evaluation(info, data.val_records)
+        if evaluation is not None and data.val_indexed is not None:
+            return run_evaluation(model, data.val_indexed, evaluation, Path(report_dir))
         self.compile(model)  # loaded models come uncompiled
-        results = model.evaluate(data, return_dict=True, verbose=0)
+        results = model.evaluate(data.val, return_dict=True, verbose=0)
         return {k: float(v) for k, v in results.items()}
 
     def predict(self, model: "keras.Model", paths: Sequence[str], info: Mapping[str, Any],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
 
 from transferkit.config import check
 from transferkit.preprocessing import Preprocessor

@@ -55,8 +55,8 @@ class AudioClassification(ImageClassification):
     def build_preprocessor(self) -> AudioPreprocessor:
         return self.task_config.data.preprocessor()
 
-    def _undecodable_finder(self, info):
-        return None  # clips are read into memory: the report's names always line up
+    def _explain_missing(self, info):
+        return None  # clips are read into memory: no clip is dropped on the way to the evaluation
 
     def datasets(self) -> TaskData:
         import tensorflow as tf
@@ -107,7 +107,12 @@ class AudioClassification(ImageClassification):
                 ds = ds.map(spec_augment, num_parallel_calls=tf.data.AUTOTUNE)
             return ds
 
-        self.val_paths = list(val.paths)
+        def indexed(loaded):  # validation batches with each clip's row, for the evaluation
+            ds = tf.data.Dataset.from_tensor_slices((loaded.waveforms, loaded.labels, tf.range(len(loaded))))
+            return ds.batch(cfg.batch_size).map(
+                lambda w, y, rows: (preprocessor.images(tf.cast(w, tf.float32) / 32767.0), tf.one_hot(y, num_classes),
+                                    rows), num_parallel_calls=tf.data.AUTOTUNE)
+
         unaugmented = batches(train, shuffle=True)
         info = {
             "class_names": class_names,
@@ -119,6 +124,8 @@ class AudioClassification(ImageClassification):
         return TaskData(
             train=(batches(train, True, True) if augment.enabled else unaugmented).prefetch(tf.data.AUTOTUNE),
             val=batches(val, shuffle=False).prefetch(tf.data.AUTOTUNE),
+            val_indexed=indexed(val).prefetch(tf.data.AUTOTUNE),
+            val_records=list(val.paths),
             train_plain=batches(train, shuffle=False),
             info=info,
             train_augmented=augment.enabled,

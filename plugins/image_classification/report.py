@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from transferkit.reporting import plot_history, pyplot
+from transferkit.reporting import pyplot
 
 
 def informative_top_k(top_k: int, num_classes: int) -> int | None:
@@ -58,79 +57,21 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, class_
     }
 
 
-def evaluate_classifier(model, dataset, info: dict[str, Any], report_dir: Path, top_k: int = 5,
-                        paths: list[str] | None = None, worst_count: int = 16,
-                        find_undecodable=None) -> dict[str, Any]:
-    """Metrics and the report figures, in one streamed pass: only the worst images so far are kept."""
-    from transferkit.models.inference import traced_forward
-
-    forward = traced_forward(model)
-    labels, probs = [], []
-    worst = _WorstImages(worst_count)
-    seen = 0
-    for batch_images, batch_targets in dataset:
-        batch_probs = np.asarray(forward(batch_images))
-        batch_labels = np.asarray(batch_targets).argmax(axis=1)
-        worst.add(seen, np.asarray(batch_images), batch_labels, batch_probs)
-        probs.append(batch_probs)
-        labels.append(batch_labels)
-        seen += len(batch_labels)
-    probabilities = np.concatenate(probs) if probs else np.zeros((0, len(info["class_names"])), np.float32)
-    y_true = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
-    skipped = []
-    if paths is not None and len(paths) != len(y_true):
-        # A streamed file whose header passed did not decode, and the stream left it out. Which one is
-        # found again with the same decoder (`find_undecodable(paths) -> (kept, problems)`), so that the
-        # names still line up and the file is reported.
-        paths, skipped = find_undecodable(paths) if find_undecodable else (paths, [])
-        if len(paths) != len(y_true):
-            paths = None
-    metrics = classification_metrics(y_true, probabilities, info["class_names"], top_k)
-    if skipped:
-        metrics["skipped_in_evaluation"] = skipped
-    report_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = report_dir.parent
-    plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), info["class_names"],
-                          report_dir / "confusion_matrix.png")
-    history = run_dir / "history.json"
-    if history.exists():
-        plot_history(json.loads(history.read_text()), report_dir / "training_curves.png", ("loss", "accuracy"))
-    plot_worst(worst.examples(), y_true, probabilities, info["class_names"], paths,
-               report_dir / "worst_classified.png")
-    return metrics
-
-
-def _without_undecodable(paths: list[str], max_pixels: int) -> tuple[list[str], list[dict[str, str]]]:
-    """(the paths that decode, [{"path", "reason"}] of those that do not), with the decoder training uses."""
+def decode_error(path: str, max_pixels: int) -> str | None:
+    """Why a file does not decode with the decoder training uses, or None when it does."""
     from transferkit.vision.images import read_image
 
-    kept, skipped = [], []
-    for path in paths:
-        try:
-            read_image(path, max_pixels)
-            kept.append(path)
-        except Exception as error:  # TensorFlow and Pillow raise many types for a bad body
-            skipped.append({"path": path, "reason": f"did not decode: {type(error).__name__}: {str(error)[:200]}"})
-    return kept, skipped
+    try:
+        read_image(path, max_pixels)
+    except Exception as error:  # TensorFlow and Pillow raise many types for a bad body
+        return f"did not decode: {type(error).__name__}: {str(error)[:200]}"
+    return None
 
 
-class _WorstImages:
-    """The `count` examples with the lowest probability on their true class, kept while streaming."""
-
-    def __init__(self, count: int):
-        self.count = count
-        self.kept: list[tuple[float, int, np.ndarray]] = []  # (true-class probability, index, uint8 image)
-
-    def add(self, start: int, images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray) -> None:
-        true_prob = probabilities[np.arange(len(labels)), labels]
-        for offset in np.argsort(true_prob, kind="stable")[:self.count]:
-            self.kept.append((float(true_prob[offset]), start + int(offset), images[offset].astype(np.uint8)))
-        self.kept.sort(key=lambda item: (item[0], item[1]))
-        del self.kept[self.count:]
-
-    def examples(self) -> list[tuple[int, np.ndarray]]:
-        """(index in the dataset, image), worst first."""
-        return [(index, image) for _, index, image in self.kept]
+def undecodable_files(paths: Sequence[str], max_pixels: int) -> list[dict[str, str]]:
+    """`{"path", "reason"}` of each file among `paths` that does not decode."""
+    found = ((path, decode_error(path, max_pixels)) for path in paths)
+    return [{"path": path, "reason": reason} for path, reason in found if reason is not None]
 
 
 def plot_confusion_matrix(confusion: np.ndarray, class_names: list[str], path: Path) -> None:
@@ -151,24 +92,23 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: list[str], path: P
     plt.close(fig)
 
 
-def plot_worst(examples: list[tuple[int, np.ndarray]], y_true: np.ndarray, probabilities: np.ndarray,
-               class_names: list[str], paths: list[str] | None, path: Path) -> None:
-    """Contact sheet of `examples` ((index, image) pairs, worst first), with their true and predicted classes."""
+def plot_worst(worst: list, class_names: list[str], records, path: Path) -> None:
+    """Contact sheet of `worst` ((row, true class, probabilities, image) per example, worst first).
+
+    `records[row]` names the example (its file) when the validation data has names.
+    """
     plt = pyplot()
-    true_prob = probabilities[np.arange(len(y_true)), y_true]
-    order = [index for index, _ in examples]
-    images = dict(examples)
     cols = 4
-    rows = max(1, int(np.ceil(len(order) / cols)))
+    rows = max(1, int(np.ceil(len(worst) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.3), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, i in zip(axes.ravel(), order):
-        ax.imshow(images[i])
-        predicted = int(probabilities[i].argmax())
-        title = f"true {class_names[y_true[i]]} ({true_prob[i]:.2f})\npred {class_names[predicted]}"
-        if paths and i < len(paths):
-            title += f"\n{Path(paths[i]).name[:24]}"
+    for ax, (row, true, probabilities, image) in zip(axes.ravel(), worst):
+        ax.imshow(image)
+        predicted = int(np.argmax(probabilities))
+        title = f"true {class_names[true]} ({probabilities[true]:.2f})\npred {class_names[predicted]}"
+        if records is not None:
+            title += f"\n{Path(str(records[row])).name[:24]}"
         ax.set_title(title, fontsize=7)
     fig.suptitle("worst-classified validation images")
     fig.tight_layout()

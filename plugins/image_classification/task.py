@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,6 @@ class ImageClassification(ClassifierRecords, Task):
             train = data_lib.load_images(train_samples, class_names, preprocessor, cfg.on_bad_image)
             val = data_lib.load_images(val_samples, class_names, preprocessor, cfg.on_bad_image)
             problems += train.problems + val.problems
-            train_labels, val_paths = train.labels, list(val.paths)
 
             def batches(loaded, shuffle: bool, photo_crop=None):
                 ds = tf.data.Dataset.from_tensor_slices((loaded.images, loaded.labels))
@@ -116,7 +116,6 @@ class ImageClassification(ClassifierRecords, Task):
                 if not len(split):
                     raise DataError(f"no usable {name} images: " + "; ".join(
                         f"{p['path']}: {p['reason']}" for p in problems[:5]))
-            train_labels, val_paths = train.labels, list(val.paths)
             stream = dict(preprocessor.resize_options(), batch_size=cfg.batch_size, cache=mode,
                           cache_dir=cfg.cache_dir or paths.home() / "data_cache",
                           skip_errors=cfg.on_bad_image == "skip")
@@ -124,12 +123,16 @@ class ImageClassification(ClassifierRecords, Task):
             def batches(files, shuffle: bool, photo_crop=None):
                 return streaming.image_dataset(files, shuffle=shuffle, seed=seed, random_crop=photo_crop, **stream)
 
-        self.val_paths = val_paths
-        counts = np.bincount(train_labels, minlength=num_classes)
+        counts = np.bincount(train.labels, minlength=num_classes)
         # Streamed: a file whose header passed but whose body does not decode is skipped by tf.data.
         find_dropped = None if mode == "memory" else _undecodable_finder(list(train.paths), cfg.max_pixels)
-        return self._task_data(batches, train, val, class_names, counts, len(val_paths), problems, list(val_paths),
-                               streamed=mode == "none", find_dropped=find_dropped)
+        # Validation batches carry each image's row in the label slot, so the evaluation knows which file
+        # each example is (and which ones the stream dropped); the label is looked up by row.
+        val_labels = np.asarray(val.labels, np.int32)
+        val_by_row = dataclasses.replace(val, labels=np.arange(len(val_labels), dtype=np.int32))
+        return self._task_data(batches, train, val_by_row, class_names, counts, len(val_labels), problems,
+                               list(val.paths), streamed=mode == "none", find_dropped=find_dropped,
+                               val_labels=val_labels, val_records=list(val.paths))
 
     def _packed_batches(self):
         """`datasets()` for a pack folder (`transferkit data pack`): its train and val splits' shards."""
@@ -181,13 +184,17 @@ class ImageClassification(ClassifierRecords, Task):
             return streaming.pack_dataset(split, shuffle=shuffle, seed=self.config.training.seed,
                                           random_crop=photo_crop, **options)
 
-        self.val_paths = None  # the report names no files: the records' paths stay in the pack
+        # The report names no files: the records' paths stay in the pack.
         return (batches, train, val, class_names, np.asarray(train.class_counts), val.count,
                 problems, [], mode == "none")
 
     def _task_data(self, batches, train, val, class_names, counts, num_val, problems, examples,
-                   streamed: bool, find_dropped=None) -> TaskData:
-        """The TaskData of `batches(split, shuffle)` over the train and val splits: labels, weights, augmentation."""
+                   streamed: bool, find_dropped=None, val_labels=None, val_records=None) -> TaskData:
+        """The TaskData of `batches(split, shuffle)` over the train and val splits: labels, weights, augmentation.
+
+        With `val_labels`, `val`'s batches carry rows in the label slot (the labels are looked up by row);
+        without (a pack), rows count the validation stream.
+        """
         import tensorflow as tf
 
         cfg = self.task_config.data
@@ -208,6 +215,15 @@ class ImageClassification(ClassifierRecords, Task):
 
         def plain(split, fn=one_hot):
             return batches(split, shuffle=False).map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+        if val_labels is not None:
+            label_of = tf.constant(val_labels)
+            val_ds = plain(val, lambda images, rows: one_hot(images, tf.gather(label_of, rows)))
+            val_indexed = plain(val, lambda images, rows: (*one_hot(images, tf.gather(label_of, rows)), rows))
+        else:
+            val_ds = plain(val)
+            val_indexed = batches(val, shuffle=False).unbatch().enumerate().map(
+                lambda row, element: (*one_hot(*element), row)).batch(cfg.batch_size)
 
         shuffled = batches(train, shuffle=True).map(one_hot_weighted, num_parallel_calls=tf.data.AUTOTUNE)
         augment = self.task_config.augment
@@ -231,7 +247,9 @@ class ImageClassification(ClassifierRecords, Task):
         }
         return TaskData(
             train=train_ds.prefetch(tf.data.AUTOTUNE),
-            val=plain(val).prefetch(tf.data.AUTOTUNE),
+            val=val_ds.prefetch(tf.data.AUTOTUNE),
+            val_indexed=val_indexed.prefetch(tf.data.AUTOTUNE),
+            val_records=val_records,
             train_plain=plain(train, one_hot_weighted),
             info=info,
             train_augmented=augment.enabled,
@@ -353,20 +371,23 @@ class ImageClassification(ClassifierRecords, Task):
 
     # -- evaluation and prediction -------------------------------------------
 
-    def evaluate(self, model, data, info: dict[str, Any], report_dir: Path) -> dict[str, Any]:
-        from transferkit.plugins.image_classification import report
+    def evaluation(self, info, records):
+        from transferkit.plugins.image_classification.evaluation import ClassificationEvaluation
+        from transferkit.plugins.image_classification.report import plot_worst
 
-        return report.evaluate_classifier(model, data, info, Path(report_dir),
-                                          top_k=self.task_config.head.top_k,
-                                          paths=getattr(self, "val_paths", None),
-                                          find_undecodable=self._undecodable_finder(info))
+        class_names = list(info["class_names"])
+        return ClassificationEvaluation(
+            class_names, self.task_config.head.top_k, records,
+            write_worst=lambda folder, worst, names: plot_worst(worst, class_names, names,
+                                                                folder / "worst_classified.png"),
+            explain_missing=self._explain_missing(info))
 
-    def _undecodable_finder(self, info):
-        """For the report: `paths -> (decodable paths, problems of the others)`, with the run's decoder."""
-        from transferkit.plugins.image_classification.report import _without_undecodable
+    def _explain_missing(self, info):
+        """For the report: why a validation file the stream dropped did not decode."""
+        from transferkit.plugins.image_classification.report import decode_error
 
         max_pixels = self.preprocessor(info).max_pixels
-        return lambda paths: _without_undecodable(paths, max_pixels)
+        return lambda path: decode_error(path, max_pixels) or "dropped by the input pipeline while streaming"
 
     def predict(self, model, paths, info, save_dir=None, top_k: int = 3, **options):
         """Yields (path, [(label, score), ...]) with the `top_k` best labels of each image."""
@@ -424,9 +445,9 @@ class ImageClassification(ClassifierRecords, Task):
 def _undecodable_finder(paths: list[str], max_pixels: int):
     """For TaskData.find_dropped: the files among `paths` that do not decode, as problems."""
     def find():
-        from transferkit.plugins.image_classification.report import _without_undecodable
+        from transferkit.plugins.image_classification.report import undecodable_files
 
-        return _without_undecodable(paths, max_pixels)[1]
+        return undecodable_files(paths, max_pixels)
 
     return find
 

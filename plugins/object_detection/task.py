@@ -105,14 +105,12 @@ class ObjectDetection(Task):
         mode = streaming.resolve_cache(cfg.cache, len(train_annotations) + len(val_annotations),
                                        streaming.image_bytes(cfg.image_size), cfg.cache_memory_mb)
         reader = data_lib.load_detections if mode == "memory" else data_lib.check_detections
-        self._cache_mode = mode
         train = reader(train_annotations, **load)
         val = reader(val_annotations, **load)
         problems += train.problems + val.problems
         info = {"class_names": class_names, "image_size": list(cfg.image_size),
                 "preprocessor": self.build_preprocessor().get_config(), "max_boxes": max_boxes, "num_train": len(train), "num_val": len(val),
                 "num_train_boxes": int((train.class_ids >= 0).sum()), "num_val_boxes": int((val.class_ids >= 0).sum())}
-        self.val_data = val
         detector = self.detector(info)
 
         def to_model(images, boxes, class_ids):
@@ -131,12 +129,25 @@ class ObjectDetection(Task):
                 ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
             return ds.map(to_model, num_parallel_calls=tf.data.AUTOTUNE)
 
+        def indexed(loaded):
+            """Validation batches with each image's row: (pixels, targets, rows), for the evaluation."""
+            if loaded.images is None:
+                ds = self._streamed_images(loaded, False, mode).map(
+                    lambda images, rows: (*_with_boxes(loaded)(images, rows), rows), num_parallel_calls=tf.data.AUTOTUNE)
+            else:
+                ds = tf.data.Dataset.from_tensor_slices((loaded.images, loaded.boxes, loaded.class_ids,
+                                                         tf.range(len(loaded)))).batch(cfg.batch_size)
+            return ds.map(lambda images, boxes, class_ids, rows: (*to_model(images, boxes, class_ids), rows),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+
         augment = self.task_config.augment
         unaugmented = batched(train, shuffle=True)
         train_ds = batched(train, shuffle=True, augment=self._augmenter(seed)) if augment.enabled else unaugmented
         return TaskData(
             train=train_ds.prefetch(tf.data.AUTOTUNE),
             val=batched(val, shuffle=False).prefetch(tf.data.AUTOTUNE),
+            val_indexed=indexed(val).prefetch(tf.data.AUTOTUNE),
+            val_records=val,
             train_plain=batched(train, shuffle=False),
             info=info,
             train_augmented=augment.enabled,
@@ -286,32 +297,13 @@ class ObjectDetection(Task):
 
     # -- evaluation and prediction -------------------------------------------
 
-    def evaluate(self, model, data, info, report_dir: Path) -> dict[str, Any]:
-        from transferkit.plugins.object_detection import report
+    def evaluation(self, info, records):
+        from transferkit.plugins.object_detection.evaluation import DetectionEvaluation
 
-        val = getattr(self, "val_data", None)
-        if val is None:
-            raise RuntimeError("evaluate: call datasets() first (the ground truth comes from the validation data)")
-        batch = self.task_config.data.batch_size
-
-        def detect(images):
-            return self.detect_pixels(model, np.asarray(images, np.float32), info,
-                                      score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS)
-
-        if val.images is None:  # streamed in file order; a file that fails to decode is left out
-            outputs, rows = [], []
-            for images, batch_rows in self._streamed_images(val, shuffle=False, mode=self._cache_mode):
-                outputs.append(detect(images))
-                rows.extend(batch_rows.numpy().tolist())
-            if not rows:
-                raise DataError(f"no validation image could be decoded (of {len(val)}); see the problems listed "
-                                f"for data.val")
-            val = val.rows(rows)
-        else:
-            outputs = [detect(val.images[i:i + batch]) for i in range(0, len(val), batch)]
-        merged = {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
-        return report.evaluate_detector(merged, val, info, Path(report_dir),
-                                        sheet_threshold=self.task_config.detect.score_threshold)
+        detect = self.task_config.detect
+        return DetectionEvaluation(self.detector(info), records, info, score_threshold=EVAL_SCORE_THRESHOLD,
+                                   iou_threshold=detect.iou_threshold, max_detections=EVAL_MAX_DETECTIONS,
+                                   sheet_threshold=detect.score_threshold)
 
     def predict(self, model, paths, info, save_dir=None, score_threshold: float | None = None, **options):
         """Yields (path, [Detection, ...]) with boxes in the image's own pixels; `save_dir` gets annotated copies."""

@@ -483,6 +483,17 @@ class TextRows:
         texts.set_shape([None])
         return self.encoder(texts), tf.gather(self.labels, indices)
 
+    def indexed_batches(self, batch_size: int):
+        """Batches of ({"token_ids", "padding_mask"}, labels, rows) in row order, tokenised from the texts."""
+        import tensorflow as tf
+
+        def with_rows(indices):
+            inputs, labels = self._tokenised(indices)
+            return inputs, labels, indices
+
+        return tf.data.Dataset.range(self.count).batch(batch_size).map(with_rows,
+                                                                        num_parallel_calls=tf.data.AUTOTUNE)
+
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0):
         """Batches of ({"token_ids", "padding_mask"}, labels), reshuffled each epoch if `shuffle`."""
         import tensorflow as tf

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -181,15 +180,13 @@ class TextClassification(ClassifierRecords, Task):
         else:
             preprocessor = self.build_preprocessor()
             vocabulary_source = str(self.vocabulary_path().resolve())
-        # The report reads only the texts it shows, from their files.
-        self.val_texts = data_lib.TextColumn(val_examples)
         info = {
             "class_names": class_names,
             "sequence_length": preprocessor.sequence_length,  # also in the preprocessor; for readers of the file
             "vocabulary": vocabulary_source,
             "num_train": len(train_examples),
             "num_val": len(val_examples),
-            "example_texts": [t[:EXAMPLE_CHARS] for t in self.val_texts[:EXAMPLE_TEXTS]],
+            "example_texts": [e.text[:EXAMPLE_CHARS] for e in val_examples[:EXAMPLE_TEXTS]],
             "preprocessor": preprocessor.get_config(),
         }
         self.info = info  # the encoder reads the tokenizer settings from it
@@ -207,9 +204,13 @@ class TextClassification(ClassifierRecords, Task):
             ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
             return ds.prefetch(tf.data.AUTOTUNE)
 
+        indexed = val_rows.indexed_batches(cfg.batch_size).map(lambda x, y, rows: (x, tf.one_hot(y, num_classes), rows))
         return TaskData(
             train=batches(train_rows, shuffle=True),
             val=batches(val_rows, shuffle=False),
+            val_indexed=indexed.prefetch(tf.data.AUTOTUNE),
+            # The report reads only the texts it shows, from their files.
+            val_records=data_lib.TextColumn(val_examples),
             train_plain=batches(train_rows, shuffle=False),
             info=info,
             problems=problems,
@@ -349,11 +350,15 @@ class TextClassification(ClassifierRecords, Task):
 
     # -- evaluation and prediction -------------------------------------------
 
-    def evaluate(self, model, data, info, report_dir: Path) -> dict[str, Any]:
-        from transferkit.plugins.text_classification.report import evaluate_text_classifier
+    def evaluation(self, info, records):
+        from transferkit.plugins.image_classification.evaluation import ClassificationEvaluation
+        from transferkit.plugins.text_classification.report import write_worst_texts
 
-        return evaluate_text_classifier(model, data, info, Path(report_dir), top_k=self.task_config.head.top_k,
-                                        texts=getattr(self, "val_texts", None))
+        class_names = list(info["class_names"])
+        return ClassificationEvaluation(
+            class_names, self.task_config.head.top_k, records, keep_images=False, worst_count=20,
+            write_worst=lambda folder, worst, texts: write_worst_texts(folder / "worst_classified.md", worst,
+                                                                       texts, class_names))
 
     def predict_texts(self, model, texts: list[str], info, top_k: int = 3) -> list[list[tuple[str, float]]]:
         """The `top_k` best (label, score) pairs of each text."""

@@ -50,18 +50,27 @@ def test_training_with_cutmix_and_mixup_runs(shapes, tmp_path):
     assert np.isfinite(result["history"][0]["loss"])
 
 
-def test_worst_images_kept_while_streaming_equal_the_whole_set_ranking():
-    from transferkit.plugins.image_classification.report import _WorstImages
+def test_worst_images_kept_while_streaming_equal_the_whole_set_ranking(tmp_path):
+    from transferkit.plugins.image_classification.evaluation import ClassificationEvaluation
 
     rng = np.random.default_rng(3)
     probabilities = rng.dirichlet(np.ones(4), size=70).astype(np.float32)
     labels = rng.integers(0, 4, size=70)
     images = rng.integers(0, 255, size=(70, 8, 8, 3)).astype(np.float32)
-    worst = _WorstImages(16)
+    order = rng.permutation(70)  # batches arrive in any row order
+    shown = {}
+    evaluation = ClassificationEvaluation(list("abcd"), top_k=2, records=[f"img{i}.png" for i in range(70)],
+                                          write_worst=lambda folder, worst, names: shown.update(worst=worst))
     for start in range(0, 70, 32):  # batches of 32, 32, 6
-        worst.add(start, images[start:start + 32], labels[start:start + 32], probabilities[start:start + 32])
+        rows = order[start:start + 32]
+        evaluation.update(images[rows], probabilities[rows], np.eye(4)[labels[rows]], rows)
+    metrics = evaluation.result(tmp_path / "report")
     true_prob = probabilities[np.arange(70), labels]
     expected = list(np.argsort(true_prob, kind="stable")[:16])
-    assert [index for index, _ in worst.examples()] == expected
-    for index, image in worst.examples():
-        np.testing.assert_array_equal(image, images[index].astype(np.uint8))
+    assert [row for row, *_ in shown["worst"]] == expected
+    for row, true, probs, image in shown["worst"]:
+        assert true == labels[row]
+        np.testing.assert_array_equal(probs, probabilities[row])
+        np.testing.assert_array_equal(image, images[row].astype(np.uint8))
+    assert metrics["accuracy"] == float(np.mean(probabilities.argmax(axis=1) == labels))
+    assert "skipped_in_evaluation" not in metrics and (tmp_path / "report" / "confusion_matrix.png").exists()

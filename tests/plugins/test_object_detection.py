@@ -109,8 +109,7 @@ def test_every_format_gives_the_same_training_boxes(tmp_path, fmt):
     def boxes_of(source):
         config = build_run_config(tiny_detection_config(source, data={"val_split": 0.25}))
         task = get_task("object_detection")(config)
-        task.datasets()
-        val = task.val_data
+        val = task.datasets().val_records
         return {Path(p).name: val.ground_truth(i) for i, p in enumerate(val.paths)}
 
     reference = boxes_of(make_detection_dataset(tmp_path / "csv", count=12, fmt="csv"))
@@ -130,8 +129,7 @@ def test_augmented_boxes_still_cover_their_objects(shapes_csv):
     config = build_run_config(tiny_detection_config(
         shapes_csv, augment={"flip": "horizontal", "zoom": 0.2, "translation": 0.1}))
     task = get_task("object_detection")(config)
-    task.datasets()
-    val = task.val_data
+    val = task.datasets().val_records
     augment = task._augmenter(seed=3)
     tf.random.set_seed(3)
     checked = 0

@@ -243,25 +243,34 @@ def test_a_run_sets_its_pipeline_options_on_every_dataset(folder, autotune):
         assert getattr(data, name).options().autotune.enabled is autotune, name
 
 
-def test_evaluation_names_and_reports_a_streamed_file_that_did_not_decode(folder, tmp_path, monkeypatch):
+def test_evaluation_names_and_reports_a_streamed_file_that_did_not_decode(folder, tmp_path):
+    """The stream drops a file whose body does not decode; the batches' rows say which, names stay aligned."""
+    import dataclasses
+
     import keras
     import tensorflow as tf
 
-    from transferkit.plugins.image_classification import report
+    from transferkit.evaluation import run_evaluation
+    from transferkit.plugins.image_classification.evaluation import ClassificationEvaluation
+    from transferkit.plugins.image_classification.report import decode_error
 
     png = (folder / "circle" / "circle_001.png").read_bytes()
     (folder / "circle" / "circle_0015.png").write_bytes(png[:60])  # a valid header, no pixels; sorts mid-list
     _, files = _files(folder)
-    dataset = streaming.image_dataset(files, (16, 16), "crop", 4).map(
-        lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, 2)))
+    labels = tf.constant(files.labels)
+    by_row = dataclasses.replace(files, labels=np.arange(len(files), dtype=np.int32))
+    batches = streaming.image_dataset(by_row, (16, 16), "crop", 4).map(
+        lambda x, rows: (tf.cast(x, tf.float32), tf.one_hot(tf.gather(labels, rows), 2), rows))
     inputs = keras.Input((16, 16, 3))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs)))
     shown = {}
-    monkeypatch.setattr(report, "plot_worst", lambda examples, y, p, names, paths, path: shown.update(paths=paths))
-    metrics = report.evaluate_classifier(model, dataset, {"class_names": ["circle", "square"]}, tmp_path / "report",
-                                         top_k=1, paths=list(files.paths),
-                                         find_undecodable=lambda paths: report._without_undecodable(paths, 10**7))
+    evaluation = ClassificationEvaluation(
+        ["circle", "square"], top_k=1, records=list(files.paths), worst_count=64,
+        write_worst=lambda folder, worst, names: shown.update(names=[names[row] for row, *_ in worst]),
+        explain_missing=lambda path: decode_error(path, 10**7))
+    metrics = run_evaluation(model, batches, evaluation, tmp_path / "report")
     broken = str(folder / "circle" / "circle_0015.png")
     assert metrics["num_examples"] == len(files.paths) - 1
     assert [item["path"] for item in metrics["skipped_in_evaluation"]] == [broken]
-    assert shown["paths"] == [p for p in files.paths if p != broken]  # the names still line up
+    assert metrics["skipped_in_evaluation"][0]["reason"].startswith("did not decode")
+    assert sorted(shown["names"]) == sorted(p for p in files.paths if p != broken)  # each name is its own image
