@@ -147,12 +147,15 @@ def native_image_size(backbone: str) -> list[int] | None:
 
 def cell_config(base: RunConfig, cell: Cell, options: CompareOptions) -> RunConfig:
     """`base` changed for one cell: backbone, stages, training fraction, seed; evaluation unchanged."""
-    data = getattr(base.task_config, "data", None)
-    if data is None or not hasattr(data, "train_fraction"):
+    from transferkit.config_sections import ImageDataSection
+    from transferkit.registry import get_task
+
+    data = get_task(base.task).data_section_of(base)
+    if data is None:
         raise ConfigError(f"compare: task {base.task!r} has no data.train_fraction, so its training set "
                           f"cannot be subsampled")
     data_changes: dict[str, Any] = {"train_fraction": float(cell.fraction)}
-    if options.native_size and hasattr(data, "image_size"):
+    if options.native_size and isinstance(data, ImageDataSection):
         size = native_image_size(cell.backbone)
         if size is not None:
             data_changes["image_size"] = tuple(size)
@@ -165,8 +168,6 @@ def cell_config(base: RunConfig, cell: Cell, options: CompareOptions) -> RunConf
     training = dataclasses.replace(base.training, seed=cell.seed, tensorboard=False)
     stages = recipe_stages(base.stages, cell.recipe, options)
     config = base.replace(task_config=task_config, backbone=backbone, stages=stages, training=training)
-    from transferkit.registry import get_task
-
     get_task(config.task).validate_config(config)
     return config
 

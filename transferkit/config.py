@@ -21,8 +21,8 @@ base class and the models import those modules instead of this one.
 from transferkit.config_loading import _fill_absent  # noqa: F401  (importable from here, as before the split)
 from transferkit.config_loading import (apply_override, build_run_config, config_differences, load_config,
                                         load_saved_config, read_saved_config, read_yaml, same_config, write_config)
-from transferkit.config_sections import (COMMON_SECTIONS, BackboneConfig, FreezeConfig, RunConfig, StageConfig,
-                                         TrainingConfig)
+from transferkit.config_sections import (COMMON_SECTIONS, BackboneConfig, DataSection, FreezeConfig,
+                                         ImageDataSection, RunConfig, StageConfig, TrainingConfig)
 from transferkit.errors import ConfigError
 from transferkit.fileio import atomic_write_text, load_yaml
 from transferkit.typed import ABSENT, check, convert, from_dict, to_dict
@@ -33,7 +33,9 @@ __all__ = [
     "BackboneConfig",
     "COMMON_SECTIONS",
     "ConfigError",
+    "DataSection",
     "FreezeConfig",
+    "ImageDataSection",
     "RunConfig",
     "StageConfig",
     "TrainingConfig",

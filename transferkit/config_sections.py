@@ -21,6 +21,27 @@ from transferkit.typed import check, to_dict
 COMMON_SECTIONS = ("task", "backbone", "stages", "training")
 
 
+class DataSection:
+    """What core may read of a task's `data` section; a task's data config subclasses it to say it has these.
+
+    `compare` subsamples `train_fraction`, `evaluate --data` replaces `val` and
+    pins `class_names`, the feature cache batches by `batch_size`. A task
+    whose config has no `data` section of this kind simply does not get those.
+    """
+
+    train: str
+    val: str | None
+    batch_size: int
+    class_names: list[str] | None
+    train_fraction: float
+
+
+class ImageDataSection(DataSection):
+    """A `DataSection` of a task whose inputs are images of `image_size` (compare's `--native-size`)."""
+
+    image_size: tuple[int, int]
+
+
 @dataclasses.dataclass(frozen=True)
 class BackboneConfig:
     """Which pretrained backbone to start from.

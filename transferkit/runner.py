@@ -403,7 +403,7 @@ def predict_files(run_dir: str | os.PathLike, paths: Sequence[str], save_dir: st
 def predict_texts(run_dir: str | os.PathLike, texts: Sequence[str], top_k: int = 3):
     """Yields (text, description) for each text, with the run's own task (a text task)."""
     _, task, model, info = load_run(run_dir)
-    if not hasattr(task, "predict_texts"):
+    if not task.takes_texts:
         raise TransferkitError(f"{run_dir}: task {task.name!r} does not take texts; give input files instead")
     for text, prediction in zip(texts, task.predict_texts(model, list(texts), info, top_k=top_k)):
         yield text, task.describe_prediction(prediction)

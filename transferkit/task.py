@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-    from transferkit.config_sections import RunConfig, StageConfig
+    from transferkit.config_sections import DataSection, RunConfig, StageConfig
     from transferkit.evaluation import Evaluation
     from transferkit.models.backbones import FeatureBackbone
     from transferkit.preprocessing import Preprocessor
@@ -201,10 +201,22 @@ class Task(abc.ABC):
         """
         return None
 
+    @classmethod
+    def data_section_of(cls, config: "RunConfig") -> "DataSection | None":
+        """The config's `data` section when the task's config declares one of the shared kind (`DataSection`)."""
+        from transferkit.config_sections import DataSection
+
+        fields = {f.name for f in dataclasses.fields(config.task_config)}
+        data = config.task_config.data if "data" in fields else None
+        return data if isinstance(data, DataSection) else None
+
+    def data_section(self) -> "DataSection | None":
+        return self.data_section_of(self.config)
+
     def batch_size(self) -> int:
         """The global batch size of the task's datasets (the feature cache batches the same way)."""
-        data = getattr(self.task_config, "data", None)
-        return int(getattr(data, "batch_size", 32))
+        data = self.data_section()
+        return int(data.batch_size) if data is not None else 32
 
     def config_for_evaluation(self, info: Mapping[str, Any], val: str | None) -> "RunConfig":
         """This run's config re-pointed at new validation data, keeping what the model was trained with.
@@ -213,11 +225,11 @@ class Task(abc.ABC):
         recorded `class_names` are pinned (the model's output order, even if
         the training folder changed since).
         """
-        data = getattr(self.task_config, "data", None)
+        data = self.data_section()
         if data is None:
             return self.config
         changes: dict[str, Any] = {}
-        if "class_names" in info and hasattr(data, "class_names"):
+        if "class_names" in info:
             changes["class_names"] = list(info["class_names"])
         if val is not None:
             changes["val"] = val
@@ -324,6 +336,14 @@ class Task(abc.ABC):
                 save_dir: Path | None = None, **options: Any) -> Iterable[tuple[str, Any]]:
         """Yields `(path, prediction)` for each input file; `describe_prediction` prints one."""
         raise NotImplementedError(f"task {self.name!r} does not implement predict")
+
+    # Whether `predict_texts` takes texts typed on the command line (`transferkit predict RUN --text ...`).
+    takes_texts: ClassVar[bool] = False
+
+    def predict_texts(self, model: "keras.Model", texts: Sequence[str], info: Mapping[str, Any],
+                      top_k: int = 3) -> list[Any]:
+        """One prediction per text, for tasks that read text (`takes_texts`)."""
+        raise NotImplementedError(f"task {self.name!r} does not take texts")
 
     def describe_prediction(self, prediction: Any) -> str:
         """One prediction as indented lines, for the terminal."""

@@ -6,14 +6,14 @@ import dataclasses
 import math
 from typing import Literal
 
-from transferkit.config import check
+from transferkit.config import ImageDataSection, check
 from transferkit.errors import ConfigError
 from transferkit.plugins.audio_classification.preprocessor import AudioPreprocessor
 from transferkit.plugins.image_classification.config import HeadConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class AudioDataConfig:
+class AudioDataConfig(ImageDataSection):
     """Where the clips are and how they become the model's input.
 
     `train` (and `val`) is a folder with one sub-folder of WAV files per class,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from transferkit.config import ABSENT, check
+from transferkit.config import ABSENT, ImageDataSection, check
 from transferkit.errors import ConfigError
 from transferkit.vision.images import MAX_PIXELS
 
@@ -48,7 +48,7 @@ class AugmentConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(ImageDataSection):
     """Where the images are and how they are read.
 
     `train` (and `val`) is an image folder with one sub-folder per class, or a

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from transferkit.config import check
+from transferkit.config import ImageDataSection, check
 from transferkit.errors import ConfigError
 
 
@@ -13,7 +13,7 @@ DEFAULT_MAX_BOXES = 100  # COCO's most crowded image has 93 boxes
 
 
 @dataclasses.dataclass(frozen=True)
-class DetectionDataConfig:
+class DetectionDataConfig(ImageDataSection):
     """Where the annotated images are and how they are read.
 
     `train` (and `val`) is a Pascal VOC folder of XML files, a COCO JSON

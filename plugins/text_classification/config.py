@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from transferkit.config import check
+from transferkit.config import DataSection, check
 from transferkit.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(DataSection):
     """Where the texts are and how they are read.
 
     `train` (and `val`) is a CSV, TSV or JSON Lines file with a text and a

@@ -56,6 +56,7 @@ class TextClassification(ClassifierRecords, Task):
 
     config_class = TextClassificationConfig
     preprocessor_class = TextPreprocessor
+    takes_texts = True
     # BERT's pooler reads only the [CLS] token through its own dense layer; the head pools itself.
     unused_backbone_layers = ("pooled_dense",)
 

@@ -208,3 +208,29 @@ def test_a_saved_config_from_an_older_schema_is_the_same_config(shapes):
     saved["data"]["batch_size"] = 4
     assert not same_config(yaml.safe_dump(saved, sort_keys=False), config)
     assert not same_config("task: [unreadable", config)
+
+
+def test_core_reads_a_data_section_only_through_its_typed_interface(shapes, tmp_path):
+    """compare and evaluate --data need a `DataSection`; a task config without one is refused by name."""
+    import dataclasses
+
+    from transferkit.compare import Cell, cell_config
+    from transferkit.config import DataSection, ImageDataSection
+    from transferkit.registry import get_task
+    from transferkit.plugins.text_classification.testing import make_text_dataset, tiny_text_config
+
+    image = build_run_config(tiny_config(shapes))
+    text = build_run_config(tiny_text_config(make_text_dataset(tmp_path / "texts", count=16)))
+    assert isinstance(get_task("image_classification").data_section_of(image), ImageDataSection)
+    text_data = get_task("text_classification").data_section_of(text)
+    assert isinstance(text_data, DataSection) and not isinstance(text_data, ImageDataSection)
+    options = CompareOptions(native_size=True)
+    cell = Cell(backbone=image.backbone.preset or "efficientnet (from config)", recipe="transfer", fraction=0.5, seed=1)
+    assert cell_config(image, cell, options).task_config.data.train_fraction == 0.5
+
+    @dataclasses.dataclass(frozen=True)
+    class Untyped:
+        data: dict = dataclasses.field(default_factory=dict)
+
+    with pytest.raises(ConfigError, match="has no data.train_fraction"):
+        cell_config(image.replace(task_config=Untyped()), cell, options)
