@@ -91,9 +91,22 @@ def _cmd_train(args) -> int:
     from transferkit.config import load_config
     from transferkit.runner import train
 
+    from transferkit.summary import run_summary
+
     config = load_config(args.config, args.set or [])
     run_dir = train(config, args.output, resume=not args.no_resume)
-    print(f"run written to {run_dir}")
+    if (run_dir / "metrics.json").exists():  # a multi-worker run's non-chief workers write none
+        print("\n" + run_summary(run_dir))
+    return 0
+
+
+def _cmd_show(args) -> int:
+    from transferkit.summary import run_summary
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "info.json").is_file():
+        raise TransferkitError(f"{run_dir}: no info.json; expected a run folder written by `transferkit train`")
+    print(run_summary(run_dir))
     return 0
 
 
@@ -102,10 +115,11 @@ def _cmd_evaluate(args) -> int:
 
     from transferkit.runner import evaluation_dir
 
-    metrics = evaluate_run(args.run_dir, data=args.data)
-    summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    print(json.dumps(summary, indent=2))
-    print(f"metrics and report written to {evaluation_dir(args.run_dir, args.data)}")
+    from transferkit.summary import run_summary
+
+    evaluate_run(args.run_dir, data=args.data)
+    folder = evaluation_dir(args.run_dir, args.data)
+    print(run_summary(args.run_dir, metrics_dir=None if args.data is None else folder))
     return 0
 
 
@@ -348,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--data", help="evaluate on this folder/CSV instead of the run's validation data")
     evaluate.set_defaults(handler=_cmd_evaluate)
+
+    show = commands.add_parser("show", help="a finished run's summary: data, problems, stages, scores, files")
+    show.add_argument("run_dir")
+    show.set_defaults(handler=_cmd_show)
 
     predict = commands.add_parser("predict", help="predictions for images (labels, boxes) or texts, from a run directory "
                                                    "or a server")

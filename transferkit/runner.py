@@ -126,7 +126,6 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     _mark_complete(recorder.store, full_model, state, clock)
     if role is not None:
         _end_worker(role, out, full_model)
-    log(config, f"\nrun complete: {run_dir}")
     return run_dir
 
 
@@ -250,7 +249,7 @@ def _check_same_data_facts(run_dir: Path, info: dict[str, Any]) -> None:
         return  # nothing recorded to compare with: the weights' own load decides
     ignored = {"examples", "task", "backbone", "architecture"}
     changed = [key for key in recorded if key in info and key not in ignored and not key.startswith("num_")
-               and recorded[key] != info[key]]
+               and not key.endswith("_counts") and recorded[key] != info[key]]
     if changed:
         key = changed[0]
         raise TransferkitError(

@@ -120,6 +120,7 @@ class AudioClassification(ImageClassification):
             "preprocessor": preprocessor.get_config(),
             "num_train": len(train),
             "num_val": len(val),
+            "train_class_counts": np.bincount(train.labels, minlength=num_classes).tolist(),
         }
         return TaskData(
             train=(batches(train, True, True) if augment.enabled else unaugmented).prefetch(tf.data.AUTOTUNE),

@@ -244,6 +244,7 @@ class ImageClassification(ClassifierRecords, Task):
             "preprocessor": self.build_preprocessor().get_config(),
             "num_train": num_train,
             "num_val": int(num_val),
+            "train_class_counts": [int(c) for c in counts],
         }
         return TaskData(
             train=train_ds.prefetch(tf.data.AUTOTUNE),

@@ -193,6 +193,7 @@ class TextClassification(ClassifierRecords, Task):
         self.info = info  # the encoder reads the tokenizer settings from it
         info["truncated_fraction"] = self._truncated_fraction(train_examples, seed)
         train_labels = np.asarray([index[e.label] for e in train_examples], np.int32)
+        info["train_class_counts"] = np.bincount(train_labels, minlength=len(class_names)).tolist()
         val_labels = np.asarray([index[e.label] for e in val_examples], np.int32)
         num_classes = len(class_names)
         mode = self.cache_mode(len(train_examples) + len(val_examples))

@@ -169,8 +169,9 @@ def test_evaluate_and_predict_commands(shapes, tmp_path, capsys):
     trained = json.loads((run_dir / "metrics.json").read_text())
     assert main(["evaluate", str(run_dir)]) == 0
     printed = capsys.readouterr().out
-    summary = json.loads(printed[:printed.rindex("}") + 1])
-    assert printed.splitlines()[-1] == f"metrics and report written to {run_dir}"
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert f"accuracy {summary['accuracy']:.4f}" in printed and "on 6 validation examples" in printed
+    assert printed.splitlines()[-1].startswith("done: accuracy ") and str(run_dir / "model.keras") in printed
     assert 0.0 <= summary["accuracy"] <= 1.0 and summary["num_examples"] == 6
     assert (run_dir / "metrics.json").exists() and (run_dir / "report" / "confusion_matrix.png").exists()
     # Issue 24 fault 14: re-evaluating keeps what training recorded.
@@ -180,8 +181,8 @@ def test_evaluate_and_predict_commands(shapes, tmp_path, capsys):
     # --data: evaluate on another folder (here: the training images, 30 of them), into its own folder.
     assert main(["evaluate", str(run_dir), "--data", str(shapes)]) == 0
     printed = capsys.readouterr().out
-    assert json.loads(printed[:printed.rindex("}") + 1])["num_examples"] == 30
-    other = Path(printed.splitlines()[-1].split(" written to ")[1])
+    assert "on 30 evaluation examples" in printed
+    other = Path(printed.splitlines()[-1].split(", metrics ")[1]).parent
     assert other.parent == run_dir / "evaluations" and json.loads((other / "metrics.json").read_text())[
         "num_examples"] == 30 and (other / "report" / "confusion_matrix.png").exists()
     assert json.loads((run_dir / "metrics.json").read_text()) == again  # the run's own record is untouched
@@ -195,6 +196,42 @@ def test_evaluate_and_predict_commands(shapes, tmp_path, capsys):
     assert scores == sorted(scores, reverse=True)
     assert main(["predict", str(run_dir), str(tmp_path / "missing.jpg")]) == 2
     assert "missing.jpg: input file not found" in capsys.readouterr().err
+
+
+def test_train_ends_with_a_summary_and_show_prints_it_again(shapes, tmp_path, capsys):
+    """Counts per split and class, problems by kind, stage times, the scores, the files; one closing line."""
+    import shutil
+
+    import yaml
+
+    from transferkit.cli import main
+
+    data = tmp_path / "images"
+    shutil.copytree(shapes, data)
+    (data / "circle" / "notes.jpg").write_text("not an image")
+    (data / "square" / "empty.png").write_bytes(b"")
+    config = tiny_config(data, stages=[{"name": "head", "freeze": {"backbone": True}, "epochs": 1}])
+    config["data"]["val_split"] = 0.3
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path), "--output", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    summary = printed[printed.index("image_classification on "):]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    info = json.loads((tmp_path / "run" / "info.json").read_text())
+    lines = summary.splitlines()
+    assert lines[1] == f"data      train {info['num_train']} · val {info['num_val']} · 3 classes"
+    circle = next(line for line in lines if line.strip().startswith("circle "))
+    assert circle.split()[1] == str(info["train_class_counts"][0])
+    assert circle.split()[2] == str(metrics["per_class"]["circle"]["support"])
+    assert "2 inputs skipped or repaired" in summary and "unreadable image ×2" in summary
+    assert "stages    head 1 epoch " in summary and f"accuracy {metrics['accuracy']:.4f}" in summary
+    assert "report    " in summary and "confusion_matrix.png" in summary
+    assert lines[-1].startswith(f"done: accuracy {metrics['accuracy']:.4f} in ")
+    assert main(["show", str(tmp_path / "run")]) == 0
+    assert capsys.readouterr().out.strip() == summary.strip()
+    assert main(["show", str(tmp_path)]) == 2
+    assert "no info.json" in capsys.readouterr().err
 
 
 def test_stage_without_augmentation_uses_the_cache_while_later_stages_augment(shapes, tmp_path, capsys):
