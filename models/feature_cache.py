@@ -172,12 +172,16 @@ class FeatureCache:
         """
         import tensorflow as tf
 
+        from transferkit.progress import dataset_length, progress
+
         nest = _nest()
         held = _GrowingRows(expected_rows)  # the flat (features, rest) leaves, row by row
         store = template = None
         # Traced once, for any batch size, and shared by the training and validation passes.
         extract = frozen_forward(extractor, dataset.element_spec[0])
-        for element in dataset.prefetch(tf.data.AUTOTUNE):
+        batches = progress(dataset.prefetch(tf.data.AUTOTUNE), f"features ({name})", dataset_length(dataset),
+                           unit="batch")
+        for element in batches:
             inputs, *others = element
             out = nest.map_structure(lambda t: np.asarray(t, dtype=np.float32), extract(inputs))
             structure = (out, tuple(nest.map_structure(np.asarray, o) for o in others))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -459,7 +460,7 @@ LIGHT_COMMANDS = frozenset({"tasks", "config"})
 
 
 def _add_verbose(parser: argparse.ArgumentParser) -> None:
-    """`--verbose` on every command and sub-command: TensorFlow's start-up logs and warnings shown."""
+    """`--verbose` (TensorFlow's start-up logs and warnings shown) and `--quiet` (no progress bars) everywhere."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
@@ -467,6 +468,9 @@ def _add_verbose(parser: argparse.ArgumentParser) -> None:
     if "--verbose" not in parser._option_string_actions:
         parser.add_argument("--verbose", action="store_true",
                             help="show TensorFlow's start-up logs and warnings (hidden by default)")
+    if "--quiet" not in parser._option_string_actions:
+        parser.add_argument("--quiet", action="store_true",
+                            help="no progress bars (they show only on a terminal anyway)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -476,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0
+    if args.quiet:
+        from transferkit.progress import QUIET_ENV
+
+        os.environ[QUIET_ENV] = "1"
     if args.command not in LIGHT_COMMANDS:
         from transferkit.logs import import_tensorflow
 

@@ -70,8 +70,10 @@ def run_evaluation(model: "keras.Model", batches: "tf.data.Dataset", evaluation:
 
     from transferkit.models.inference import traced_forward
 
+    from transferkit.progress import dataset_length, progress
+
     forward = traced_forward(model, batches.element_spec[0])
-    for inputs, targets, rows in batches:
+    for inputs, targets, rows in progress(batches, "evaluating", dataset_length(batches), unit="batch"):
         outputs = forward(inputs)
         evaluation.update(tf.nest.map_structure(np.asarray, inputs), tf.nest.map_structure(np.asarray, outputs),
                           tf.nest.map_structure(np.asarray, targets), np.asarray(rows))

@@ -18,6 +18,7 @@ import numpy as np
 
 from transferkit.compressed import DAMAGE, inner_suffix, open_binary
 from transferkit.errors import DataError
+from transferkit.progress import progress
 from transferkit.fileio import checked_rows
 # The one decoder and resize of the project, shared with the serving graph and other tasks.
 from transferkit.vision.images import (  # noqa: F401  (re-exported)
@@ -146,7 +147,7 @@ def load_images(samples: list[Sample], class_names: list[str], preprocessor, on_
             return None, f"unreadable image: {type(error).__name__}: {error}"
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(decode, usable))
+        results = list(progress(pool.map(decode, usable), "decoding images", len(usable), unit="image"))
     images, labels, kept = [], [], []
     for sample, (array, reason) in zip(usable, results):
         if array is None:

@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 # resolve_cache is re-exported: the image tasks call `streaming.resolve_cache(..., streaming.image_bytes(...))`.
+from transferkit.progress import progress
 from transferkit.streaming import SHUFFLE_BUFFER, disk_cache_prefix, resolve_cache  # noqa: F401
 from transferkit.vision.images import MAX_PIXELS, TF_FORMATS, TooManyPixels, check_pixel_cap, image_header
 
@@ -81,7 +82,8 @@ def check_image_files(paths: Sequence[str], labels: Sequence[int], max_pixels: i
     `sizes`: also keep each file's upright (height, width), EXIF orientation applied.
     """
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        headers = list(pool.map(lambda p: _header(p, max_pixels, upright=sizes), paths))
+        headers = list(progress(pool.map(lambda p: _header(p, max_pixels, upright=sizes), paths),
+                                "checking image headers", len(paths), unit="file"))
     kept, kept_labels, native, problems, kept_sizes = [], [], [], [], []
     for path, label, (kind, reason, size) in zip(paths, labels, headers):
         if reason is not None:

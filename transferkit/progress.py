@@ -1,0 +1,41 @@
+"""Progress bars for long steps (data checks, feature extraction, evaluation, packing), on stderr.
+
+A bar appears only after a step has run `DELAY_SECONDS`, only on a terminal
+(tqdm's own check), and never with `--quiet` (`TRANSFERKIT_QUIET=1`): logs
+and pipes stay clean.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, TypeVar
+
+T = TypeVar("T")
+
+QUIET_ENV = "TRANSFERKIT_QUIET"
+DELAY_SECONDS = 2.0
+
+
+def quiet() -> bool:
+    return os.environ.get(QUIET_ENV, "") not in ("", "0")
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterable[T]:
+    """`items`, with a bar of counts, rate and ETA while they are consumed (see the module docstring)."""
+    if quiet():
+        return items
+    from tqdm import tqdm
+
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)
+    # disable=None: tqdm turns itself off when stderr is not a terminal.
+    return tqdm(items, desc=desc, total=total, unit=unit, disable=None, leave=False, delay=DELAY_SECONDS,
+                mininterval=0.5, dynamic_ncols=True)
+
+
+def dataset_length(dataset) -> int | None:
+    """A tf.data dataset's number of elements when it is known, else None."""
+    import tensorflow as tf
+
+    count = int(dataset.cardinality())
+    return count if count >= 0 and count != tf.data.INFINITE_CARDINALITY else None
