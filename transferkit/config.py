@@ -25,11 +25,12 @@ from transferkit.config_sections import (COMMON_SECTIONS, BackboneConfig, DataSe
                                          ImageDataSection, RunConfig, StageConfig, TrainingConfig)
 from transferkit.errors import ConfigError
 from transferkit.fileio import atomic_write_text, load_yaml
-from transferkit.typed import ABSENT, check, convert, from_dict, to_dict
+from transferkit.typed import ABSENT, PATH, check, convert, from_dict, to_dict
 from transferkit.typed import _describe, _fail, _rebase, _type_name  # noqa: F401  (importable from here, as before the split)
 
 __all__ = [
     "ABSENT",
+    "PATH",
     "BackboneConfig",
     "COMMON_SECTIONS",
     "ConfigError",

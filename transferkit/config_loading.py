@@ -21,7 +21,7 @@ from transferkit import registry
 from transferkit.config_sections import COMMON_SECTIONS, BackboneConfig, RunConfig, StageConfig, TrainingConfig
 from transferkit.errors import ConfigError
 from transferkit.fileio import atomic_write_text, load_yaml
-from transferkit.typed import ABSENT, _describe, convert, from_dict
+from transferkit.typed import ABSENT, PATH, _describe, convert, from_dict
 
 
 def apply_override(data: dict, assignment: str) -> None:
@@ -115,13 +115,67 @@ def build_run_config(data: Mapping[str, Any], *, source: str = "config") -> RunC
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (),
                 base: Mapping[str, Any] | None = None) -> RunConfig:
-    """Loads a YAML config (or `base`), applies `key=value` overrides, validates."""
+    """Loads a YAML config (or `base`), applies `key=value` overrides, validates.
+
+    Paths written in the file (fields marked `PATH`) are relative to the file's folder, those given
+    with `--set` to the working directory; either way the config holds them absolute, so the run's
+    saved config.yaml works from anywhere.
+    """
     data: dict[str, Any] = dict(base or {})
     if path is not None:
         data.update(read_yaml(path))
+        resolve_paths(data, Path(path).resolve().parent, source=str(path))
     for assignment in overrides:
         apply_override(data, assignment)
+    resolve_paths(data, Path.cwd(), source="--set")
     return build_run_config(data, source=str(path) if path else "config")
+
+
+def resolve_paths(data: dict[str, Any], folder: Path, source: str) -> None:
+    """Makes the relative paths among the task's sections absolute against `folder`, in place.
+
+    A config written before paths were read relative to their file named them relative to the working
+    directory: when the path is not found next to the file but is found there, that one is used, with a
+    note on stderr.
+    """
+    task = data.get("task")
+    try:
+        config_class = registry.get_task(task).config_class if isinstance(task, str) else None
+    except Exception:  # an unknown task is reported by build_run_config, with its suggestions
+        config_class = None
+    if config_class is not None:
+        _resolve_fields(data, config_class, folder, source, "")
+
+
+def _resolve_fields(data: dict[str, Any], cls: type, folder: Path, source: str, prefix: str) -> None:
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        value = data.get(field.name)
+        key = f"{prefix}{field.name}"
+        if field.metadata.get(PATH) and isinstance(value, str) and value:
+            data[field.name] = _resolved_path(value, folder, source, key)
+        elif dataclasses.is_dataclass(hints[field.name]) and isinstance(value, dict):
+            data[field.name] = dict(value)
+            _resolve_fields(data[field.name], hints[field.name], folder, source, f"{key}.")
+
+
+def _resolved_path(value: str, folder: Path, source: str, key: str) -> str:
+    from transferkit.paths import PACKAGE_SCHEME
+
+    if value.startswith(PACKAGE_SCHEME):
+        return value
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    beside = folder / path
+    if not beside.exists() and path.exists() and folder != Path.cwd():
+        import sys
+
+        print(f"transferkit: note: {source}: {key}: {value!r} is not next to the config ({beside}); using "
+              f"{path.resolve()} (relative to the working directory, as older versions read configs). Write "
+              f"it relative to the config file, or absolute.", file=sys.stderr)
+        return str(path.resolve())
+    return str(Path(os.path.normpath(beside)))
 
 
 # --------------------------------------------------------------------------

@@ -217,3 +217,7 @@ def check(condition: bool, field: str, value: Any, expected: str) -> None:
 # A field whose default changed when it was added declares, in its metadata, the value that a config
 # saved before it existed meant: `dataclasses.field(default="area", metadata={ABSENT: "bilinear"})`.
 ABSENT = "absent"
+
+# A field that names a file or folder says so in its metadata: `dataclasses.field(default="", metadata={PATH: True})`.
+# Written in a config file, such a path is relative to the file's folder; on the command line, to the working directory.
+PATH = "path"

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from typing import Literal
 
-from transferkit.config import ImageDataSection, check
+from transferkit.config import ImageDataSection, PATH, check
 from transferkit.errors import ConfigError
 from transferkit.plugins.audio_classification.preprocessor import AudioPreprocessor
 from transferkit.plugins.image_classification.config import HeadConfig
@@ -22,8 +22,8 @@ class AudioDataConfig(ImageDataSection):
     those of `AudioPreprocessor`, which is saved with the run.
     """
 
-    train: str = ""
-    val: str | None = None
+    train: str = dataclasses.field(default="", metadata={PATH: True})
+    val: str | None = dataclasses.field(default=None, metadata={PATH: True})
     val_split: float = 0.2
     batch_size: int = 32
     class_names: list[str] | None = None

