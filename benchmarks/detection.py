@@ -53,7 +53,11 @@ class MapByMinute:
         now = time.perf_counter()
         self.training_seconds += now - self.started
         if final or self.training_seconds >= self.next_eval:
-            metrics = self.task.evaluate(self.full_model, self.data, self.task.info, self.report_dir)
+            from transferkit.runner import evaluate_split
+
+            # The test split, never the validation split that picks the best epoch.
+            metrics = evaluate_split(self.task, self.full_model, self.task.info, self.task.data_section().test,
+                                     self.report_dir)
             self.points.append({"training_seconds": round(self.training_seconds, 1), "map50": metrics["map50"],
                                 "map": metrics["map"]})
             print(f"  {self.training_seconds / 60:5.2f} min: mAP@0.5 {metrics['map50']:.3f}  "
@@ -120,8 +124,8 @@ def main(argv=None) -> int:
     from transferkit.serving.export import export_run
 
     dataset = args.dataset.resolve()
-    config = load_config(args.config, overrides=[f"data.train={dataset / 'train_labels.csv'}",
-                                                 f"data.val={dataset / 'test_labels.csv'}",
+    config = load_config(args.config, overrides=[f"data.train={dataset / 'train_labels.csv'}", "data.val=null",
+                                                 f"data.test={dataset / 'test_labels.csv'}",
                                                  "training.verbose=0", "training.tensorboard=false"])
     if args.output.exists():
         shutil.rmtree(args.output)

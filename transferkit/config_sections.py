@@ -25,12 +25,13 @@ class DataSection:
     """What core may read of a task's `data` section; a task's data config subclasses it to say it has these.
 
     `compare` subsamples `train_fraction`, `evaluate --data` replaces `val` and
-    pins `class_names`, the feature cache batches by `batch_size`. A task
+    pins `class_names`, a run evaluates `test` once at its end, the feature cache batches by `batch_size`. A task
     whose config has no `data` section of this kind simply does not get those.
     """
 
     train: str
     val: str | None
+    test: str | None
     batch_size: int
     class_names: list[str] | None
     train_fraction: float

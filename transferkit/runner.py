@@ -202,9 +202,22 @@ def _save_final_model_and_metrics(out: Path, task, data, full_model, state: dict
         load_model_weights(full_model, out / "best.weights.h5")
     save_model(full_model, out / "model.keras")
     metrics = task.evaluate(full_model, data, data.info, out / "report") if data.val is not None else {}
-    write_metrics(out, metrics, data.problems, {"best_epoch": state.get("best_epoch"),
-                                                "time_limit_reached": bool(state.get("time_limit_reached")),
-                                                "elapsed_seconds": round(clock.elapsed(), 3)})
+    facts = {"best_epoch": state.get("best_epoch"), "time_limit_reached": bool(state.get("time_limit_reached")),
+             "elapsed_seconds": round(clock.elapsed(), 3)}
+    section = task.data_section()
+    if section is not None and section.test:
+        facts["test"] = evaluate_split(task, full_model, data.info, section.test, out / "test" / "report")
+    write_metrics(out, metrics, data.problems, facts)
+
+
+def evaluate_split(task, model, info: dict[str, Any], split: str, report_dir: Path) -> dict[str, Any]:
+    """The metrics of `model` on another split of data (`data.test`), its report under `report_dir`."""
+    config = task.config_for_evaluation(info, split)
+    other = get_task(config.task)(config, info)
+    log(config, f"evaluating on the test split: {split}")
+    split_data = other.datasets().with_options(pipeline_options(config.training.data_autotune))
+    metrics = other.evaluate(model, split_data, info, report_dir)
+    return {**metrics, "data": str(split), "problems": split_data.problems}
 
 
 def _mark_complete(store, full_model, state: dict[str, Any], clock: RunClock) -> None:
@@ -221,7 +234,7 @@ def _end_worker(role, out: Path, full_model) -> None:
 
 
 # What a run writes; a fresh start removes them so nothing stale is reused.
-RUN_OUTPUTS = ("checkpoints", "feature_cache", "freeze", "logs", "report", "best.weights.h5", "model.keras",
+RUN_OUTPUTS = ("checkpoints", "feature_cache", "freeze", "logs", "report", "test", "best.weights.h5", "model.keras",
                "metrics.json", "history.json", "problems.json", "info.json", "labels.txt", "artifacts.json")
 
 
@@ -324,7 +337,7 @@ def load_run(run_dir: str | os.PathLike):
 
 
 # What training recorded in metrics.json that an evaluation cannot know, kept when the run is re-evaluated.
-TRAINING_FACTS = ("best_epoch", "time_limit_reached", "elapsed_seconds")
+TRAINING_FACTS = ("best_epoch", "time_limit_reached", "elapsed_seconds", "test")
 
 
 def evaluation_dir(run_dir: str | os.PathLike, data: str | None) -> Path:

@@ -130,8 +130,10 @@ def run_summary(run_dir: str | Path, metrics_dir: str | Path | None = None) -> s
             if isinstance(evaluated, int) else ""
         lines.append(f"result    {' · '.join(f'{k} {v:.4f}' for k, v in scores.items())}{where}")
         if isinstance(metrics.get("test"), dict):
-            test = _scores(metrics["test"])
-            lines.append(f"test      {' · '.join(f'{k} {v:.4f}' for k, v in test.items())}")
+            test = metrics["test"]
+            count = f" on {_count(test['num_examples'])} test examples" if isinstance(test.get("num_examples"), int) else ""
+            lines.append(f"test      {' · '.join(f'{k} {v:.4f}' for k, v in _scores(test).items())}{count}"
+                         f" (report in {folder / 'test' / 'report'})")
     skipped = metrics.get("skipped_in_evaluation") or []
     if skipped:
         lines.append(f"          {len(skipped)} validation inputs did not decode; listed in metrics.json")

@@ -24,6 +24,8 @@ class AudioDataConfig(ImageDataSection):
 
     train: str = dataclasses.field(default="", metadata={PATH: True})
     val: str | None = dataclasses.field(default=None, metadata={PATH: True})
+    # Evaluated once, after training, and reported apart (metrics.json "test"); never picks the best epoch.
+    test: str | None = dataclasses.field(default=None, metadata={PATH: True})
     val_split: float = 0.2
     batch_size: int = 32
     class_names: list[str] | None = None

@@ -58,6 +58,8 @@ class DataConfig(ImageDataSection):
 
     train: str = dataclasses.field(default="", metadata={PATH: True})
     val: str | None = dataclasses.field(default=None, metadata={PATH: True})
+    # Evaluated once, after training, and reported apart (metrics.json "test"); never picks the best epoch.
+    test: str | None = dataclasses.field(default=None, metadata={PATH: True})
     val_split: float = 0.2
     image_size: tuple[int, int] = (224, 224)
     resize: Literal["crop", "pad", "stretch"] = "crop"

@@ -26,6 +26,8 @@ class DetectionDataConfig(ImageDataSection):
 
     train: str = dataclasses.field(default="", metadata={PATH: True})
     val: str | None = dataclasses.field(default=None, metadata={PATH: True})
+    # Evaluated once, after training, and reported apart (metrics.json "test"); never picks the best epoch.
+    test: str | None = dataclasses.field(default=None, metadata={PATH: True})
     format: Literal["auto", "voc", "coco", "yolo", "csv"] = "auto"
     images: str | None = dataclasses.field(default=None, metadata={PATH: True})
     val_images: str | None = dataclasses.field(default=None, metadata={PATH: True})

@@ -22,6 +22,8 @@ class DataConfig(DataSection):
 
     train: str = dataclasses.field(default="", metadata={PATH: True})
     val: str | None = dataclasses.field(default=None, metadata={PATH: True})
+    # Evaluated once, after training, and reported apart (metrics.json "test"); never picks the best epoch.
+    test: str | None = dataclasses.field(default=None, metadata={PATH: True})
     val_split: float = 0.2
     # Hold out exactly this many texts instead of val_split (stratified, seeded); 0: use val_split.
     val_count: int = 0

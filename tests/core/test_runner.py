@@ -277,3 +277,23 @@ def test_fault_24_17_resume_refuses_data_whose_classes_changed(tmp_path):
     with pytest.raises(TransferkitError, match=r"the data changed since the checkpoint \(class_names was"):
         train(build_run_config(data), run_dir)
     assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
+def test_a_test_split_is_evaluated_once_at_the_end_and_reported_apart(shapes, tmp_path, capsys):
+    from transferkit.cli import main
+    from transferkit.summary import run_summary
+
+    test_images = make_image_folder(tmp_path / "test_images", per_class=3, size=32)
+    config = tiny_config(shapes, stages=[{"name": "head", "freeze": {"backbone": True}, "epochs": 1}])
+    config["data"]["test"] = str(test_images)
+    run_dir = train(build_run_config(config), tmp_path / "run")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["num_examples"] == 6  # validation: the held-out share of the training folder
+    test = metrics["test"]
+    assert test["num_examples"] == 9 and 0.0 <= test["accuracy"] <= 1.0 and test["data"] == str(test_images)
+    assert (run_dir / "test" / "report" / "confusion_matrix.png").exists()
+    summary = run_summary(run_dir)
+    assert f"test      accuracy {test['accuracy']:.4f}" in summary and "on 9 test examples" in summary
+    assert main(["evaluate", str(run_dir)]) == 0  # re-evaluating the validation split keeps the test record
+    capsys.readouterr()
+    assert json.loads((run_dir / "metrics.json").read_text())["test"] == test
