@@ -200,15 +200,43 @@ def _decode_as_read(raw: bytes, source: TextSource) -> str:
         return raw.decode(source.fallback_encoding, errors="replace")
 
 
-def _decode(raw: bytes, cfg, where: str, notes: list) -> str | None:
+def _decode(raw: bytes, cfg, where: str, notes: list, fallbacks: "_Fallbacks | None" = None) -> str | None:
+    """`raw` in `data.encoding`, else in `data.fallback_encoding`: noted once per text, or counted by `fallbacks`."""
     try:
         return raw.decode(cfg.encoding)
     except UnicodeDecodeError as error:
         if cfg.fallback_encoding is None:
             return None
-        notes.append({"path": where, "reason": f"not valid {cfg.encoding} ({error.reason} at byte {error.start}); "
-                                               f"read as {cfg.fallback_encoding}"})
+        if fallbacks is not None:
+            fallbacks.add(where)
+        else:
+            notes.append({"path": where, "reason": f"not valid {cfg.encoding} ({error.reason} at byte "
+                                                   f"{error.start}); read as {cfg.fallback_encoding}"})
         return raw.decode(cfg.fallback_encoding, errors="replace")
+
+
+class _Fallbacks:
+    """The lines of one file read with the fallback encoding: all counted, the first few named, one note."""
+
+    SHOWN = 5
+
+    def __init__(self, path: Path, cfg):
+        self.path, self.cfg = path, cfg
+        self.count = 0
+        self.first: list[str] = []
+
+    def add(self, where: str) -> None:
+        self.count += 1
+        if len(self.first) < self.SHOWN:
+            self.first.append(where.rsplit(":", 1)[-1])
+
+    def note(self) -> list[dict[str, str]]:
+        if not self.count:
+            return []
+        more = ", ..." if self.count > len(self.first) else ""
+        return [{"path": str(self.path),
+                 "reason": f"{self.count:,} line{'s' if self.count != 1 else ''} not valid {self.cfg.encoding}, "
+                           f"read as {self.cfg.fallback_encoding} (lines {', '.join(self.first)}{more})"}]
 
 
 _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
@@ -226,7 +254,7 @@ class _Lines:
         self.handle, self.cfg, self.path, self.notes = handle, cfg, path, notes
         self.offset = 0
         self.number = 0
-        self.noted = False
+        self.fallbacks = _Fallbacks(path, cfg)
         self.pending: list[bytes] = []
 
     def __iter__(self):
@@ -243,12 +271,10 @@ class _Lines:
         self.offset += len(raw)
         if self.number == 1 and raw.startswith(UTF8_BOM):  # the header of an Excel "CSV UTF-8" file
             raw = raw[len(UTF8_BOM):]
-        # One note per file: which line first needed the fallback.
-        line = _decode(raw, self.cfg, f"{self.path}:{self.number}", [] if self.noted else self.notes)
+        line = _decode(raw, self.cfg, f"{self.path}:{self.number}", self.notes, self.fallbacks)
         if line is None:
             raise DataError(f"{self.path}:{self.number}: not valid {self.cfg.encoding} and "
                             f"data.fallback_encoding is unset")
-        self.noted = self.noted or bool(self.notes)
         return line
 
 
@@ -311,13 +337,14 @@ def _read_table(path: Path, cfg, delimiter: str) -> ReadResult:
                 continue
             span = FileSpan(source, start, lines.offset - start, first_line)
             _add(examples, problems, field(row, text_index), field(row, label_index), span)
-    return ReadResult(examples, problems, notes)
+    return ReadResult(examples, problems, notes + lines.fallbacks.note())
 
 
 def _read_jsonl(path: Path, cfg) -> ReadResult:
     problems, notes, examples = [], [], []
     _check_line_encoding(path, cfg)
     source = _source(path, cfg, "jsonl", field=cfg.text_column)
+    fallbacks = _Fallbacks(path, cfg)
     offset = 0
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -327,7 +354,7 @@ def _read_jsonl(path: Path, cfg) -> ReadResult:
             where = f"{path}:{number}"
             if not raw.strip():
                 continue
-            line = _decode(raw, cfg, where, notes)
+            line = _decode(raw, cfg, where, notes, fallbacks)
             try:
                 row = json.loads(line) if line is not None else None
             except json.JSONDecodeError as error:
@@ -352,7 +379,7 @@ def _read_jsonl(path: Path, cfg) -> ReadResult:
                 continue
             _add(examples, problems, text, None if label is None else str(label),
                  FileSpan(source, start, len(raw), number))
-    return ReadResult(examples, problems, notes)
+    return ReadResult(examples, problems, notes + fallbacks.note())
 
 
 def _read_folder(root: Path, cfg) -> ReadResult:

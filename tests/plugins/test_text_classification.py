@@ -361,8 +361,12 @@ def test_texts_are_kept_as_file_locations_and_read_back_exactly(tmp_path):
     assert [e.text for e in result.examples] == ["Line one,\n line two\r\n line three", "café au lait",
                                                  "na\u00efve \x0c film"]
     assert [e.origin for e in result.examples] == [f"{path}:2", f"{path}:5", f"{path}:7"]
-    assert result.notes == [{"path": f"{path}:5", "reason": "not valid utf-8 (invalid continuation byte at byte 3); "
-                                                            "read as latin-1"}]
+    assert result.notes == [{"path": str(path), "reason": "1 line not valid utf-8, read as latin-1 (lines 5)"}]
+    # Every fallback line is counted, the first five named: one note for the file.
+    many = tmp_path / "many.csv"
+    many.write_bytes(b"text,label\n" + b"".join(f"caf\xe9 {i},neg\n".encode("latin-1") for i in range(7)))
+    assert read_examples(str(many), _read_config(many)).notes == [
+        {"path": str(many), "reason": "7 lines not valid utf-8, read as latin-1 (lines 2, 3, 4, 5, 6, ...)"}]
     jsonl = tmp_path / "a.jsonl"
     jsonl.write_text('{"text": 12345, "label": "a"}\n{"text": "\\u00e9t\u00e9", "label": "b"}\n', encoding="utf-8")
     assert [e.text for e in read_examples(str(jsonl), _read_config(jsonl)).examples] == ["12345", "été"]
