@@ -167,7 +167,7 @@ class TrainingConfig:
     # thread takes time from the model's ops (see streaming.pipeline_options), on otherwise.
     data_autotune: bool | None = None
     tensorboard: bool = True
-    verbose: int = 1
+    verbose: int = 1  # 0: silent; 1: a bar per batch on a terminal, a line per epoch in a file; 2: a line per epoch
 
     def __post_init__(self):
         if self.early_stopping_patience is not None:

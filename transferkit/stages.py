@@ -204,7 +204,7 @@ class StageTrainer:
                 # learns the epoch's length when the first epoch ends and says so misleadingly.
                 warnings.filterwarnings("ignore", message="Your input ran out of data")
             model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, initial_epoch=done,
-                      callbacks=callbacks, verbose=self.config.training.verbose,
+                      callbacks=callbacks, verbose=_fit_verbosity(self.config.training.verbose),
                       shuffle=False)  # the datasets shuffle themselves
 
     def _forget_stale_features(self, keep: str | None) -> None:
@@ -251,3 +251,12 @@ def _remove_stale_disk_caches(run_dir: Path, keep: str | None) -> None:
         for folder in root.iterdir():
             if folder.name != keep:
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fit_verbosity(verbose: int) -> int:
+    """Keras' per-batch bar on a terminal; one line per epoch when output goes to a file or a pipe."""
+    import sys
+
+    if verbose == 1 and not sys.stdout.isatty():
+        return 2
+    return verbose
