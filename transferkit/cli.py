@@ -129,6 +129,13 @@ def _cmd_predict(args) -> int:
         return _predict_remote(args)
     if not args.run_dir:
         raise TransferkitError("predict: give a RUN_DIR, or --server HOST:PORT --model NAME")
+    if Path(args.run_dir).suffix.lower() in (".tflite", ".onnx"):
+        from transferkit.plugins.image_classification.records import ClassifierRecords
+        from transferkit.serving.edge_export import predict_edge
+
+        for path, labels in predict_edge(args.run_dir, args.images, top_k=args.top_k):
+            print(f"{path}\n{ClassifierRecords.describe(labels)}")
+        return 0
     texts = _texts_from_args(args)
     if texts:
         from transferkit.runner import predict_texts
@@ -200,6 +207,11 @@ def _predict_remote(args) -> int:
 
 
 def _cmd_export(args) -> int:
+    if args.format != "saved_model":
+        return _export_edge(args)
+    if not args.model_base or not args.name:
+        raise TransferkitError("export: a SavedModel needs --model-base BASE and --name NAME "
+                               "(or --format tflite|onnx --output FILE)")
     from transferkit.serving.export import export_run
 
     path = export_run(args.run_dir, args.model_base, args.name, version=args.version, force=args.force)
@@ -208,6 +220,25 @@ def _cmd_export(args) -> int:
     signatures = ", ".join(signature_names(path))
     print(f"exported {path} (signatures: {signatures}); "
           f"TF Serving config: {Path(args.model_base) / 'models.config'}")
+    return 0
+
+
+def _export_edge(args) -> int:
+    from transferkit.serving.edge_export import EdgeExportOptions, export_edge
+
+    if not args.output:
+        raise TransferkitError(f"export --format {args.format}: give --output FILE (e.g. model.{args.format})")
+    options = EdgeExportOptions(format=args.format, quantize=args.quantize, calibration_images=args.calibration_images,
+                                io_type=args.io_type, max_drop=args.max_drop)
+    report = export_edge(args.run_dir, args.output, options)
+    print(f"{report['file']}: {report['bytes'] / 2**20:.2f} MB ({args.format}, {args.quantize}); SavedModel "
+          f"{report['saved_model_bytes'] / 2**20:.2f} MB")
+    print(f"accuracy on {report['examples']} validation examples: Keras {report['keras']['accuracy']:.4f}, "
+          f"{args.format} {report['exported']['accuracy']:.4f} (drop {report['drop_points']:.2f} points, "
+          f"tolerance {report['tolerance_points']}); largest probability difference {report['max_abs_diff']:.4f}")
+    stem = Path(report["file"])
+    print(f"signature (input layout, scaling, labels): {stem.with_name(stem.stem + '.signature.json')}; "
+          f"report: {stem.with_name(stem.stem + '.export_report.json')}")
     return 0
 
 
@@ -386,10 +417,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--client-key", help="PEM client key (mutual TLS)")
     predict.set_defaults(handler=_cmd_predict)
 
-    export = commands.add_parser("export", help="export a run as a SavedModel for TF Serving")
+    export = commands.add_parser("export", help="export a run as a SavedModel for TF Serving, or for phones "
+                                                 "and other runtimes (LiteRT, ONNX)")
     export.add_argument("run_dir")
-    export.add_argument("--model-base", required=True, help="folder of served models (BASE/NAME/VERSION)")
-    export.add_argument("--name", required=True, help="the served model name")
+    export.add_argument("--format", default="saved_model", choices=("saved_model", "tflite", "onnx"),
+                        help="saved_model (TF Serving, default), tflite (LiteRT) or onnx")
+    export.add_argument("--model-base", help="saved_model: folder of served models (BASE/NAME/VERSION)")
+    export.add_argument("--name", help="saved_model: the served model name")
+    export.add_argument("--output", "-o", help="tflite/onnx: the file to write")
+    export.add_argument("--quantize", default="none", choices=("none", "float16", "dynamic", "int8"),
+                        help="tflite: weights in float16, dynamic-range int8, or full-integer int8 (calibrated "
+                             "on the run's training images)")
+    export.add_argument("--calibration-images", type=int, default=200, help="int8: training images to calibrate on")
+    export.add_argument("--io-type", default="uint8", choices=("uint8", "int8"), help="int8: input/output type")
+    export.add_argument("--max-drop", type=float, help="largest accepted accuracy drop in points (default 0.5 "
+                                                       "float16, 1.5 int8 and dynamic, 0.1 none)")
     export.add_argument("--version", type=int, help="version number (default: the next one)")
     export.add_argument("--force", action="store_true", help="replace an existing version")
     export.set_defaults(handler=_cmd_export)
@@ -484,6 +526,10 @@ def main(argv: list[str] | None = None) -> int:
         from transferkit.progress import QUIET_ENV
 
         os.environ[QUIET_ENV] = "1"
+    if args.verbose:
+        from transferkit.logs import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
     if args.command not in LIGHT_COMMANDS:
         from transferkit.logs import import_tensorflow
 

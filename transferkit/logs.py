@@ -10,11 +10,16 @@ known start-up noise are written back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
 import tempfile
+from typing import Callable, Iterator
+
+# Set by the CLI's --verbose: converters' and runtimes' own chatter is shown too.
+VERBOSE_ENV = "TRANSFERKIT_VERBOSE"
 
 # Start-up lines that say nothing is wrong on a machine without a GPU (or are hints about builds).
 NOISE = re.compile("|".join([
@@ -32,6 +37,35 @@ NOISE = re.compile("|".join([
 ]))
 
 
+@contextlib.contextmanager
+def held_stderr(keep: Callable[[str], bool]) -> Iterator[None]:
+    """Points this process's stderr (the file descriptor: C++ writes there too) at a temporary file
+    while the block runs, then writes back the lines `keep` accepts."""
+    try:
+        stderr_fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr replaced by an object without a descriptor
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(stderr_fd)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), stderr_fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, stderr_fd)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines()
+                    if line.strip() and keep(line)]
+            for line in kept:
+                print(line, file=sys.stderr)
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
 def import_tensorflow(verbose: bool = False):
     """Imports TensorFlow and initialises its devices; without `verbose`, its start-up noise is dropped."""
     if "tensorflow" in sys.modules:
@@ -44,27 +78,9 @@ def import_tensorflow(verbose: bool = False):
         tf.config.list_physical_devices()  # the same start-up lines as a quiet start, shown
         return tf
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        stderr_fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # stderr replaced by an object without a descriptor
+    with held_stderr(lambda line: not NOISE.search(line)):
         import tensorflow as tf
 
-        return tf
-    sys.stderr.flush()
-    saved = os.dup(stderr_fd)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), stderr_fd)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # device platforms log while they initialise: now, not later
-        finally:
-            os.dup2(saved, stderr_fd)
-            os.close(saved)
-        captured.seek(0)
-        kept = [line for line in captured.read().decode("utf-8", "replace").splitlines()
-                if line.strip() and not NOISE.search(line)]
-    for line in kept:
-        print(line, file=sys.stderr)
+        tf.config.list_physical_devices()  # device platforms log while they initialise: now, not later
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing hints and the like
     return tf

@@ -1,0 +1,85 @@
+"""LiteRT and ONNX export: every file scored on the validation set, kept only within tolerance."""
+
+import json
+
+import numpy as np
+import pytest
+
+from transferkit.cli import main
+from transferkit.serving import edge_export
+from transferkit.serving.edge_export import EdgeExportError, EdgeExportOptions, export_edge, predict_edge
+
+
+@pytest.mark.parametrize("fmt, quantize", [("tflite", "none"), ("tflite", "float16"), ("tflite", "int8"),
+                                           ("onnx", "none")])
+def test_export_scores_the_file_and_writes_its_signature(trained_run, tmp_path, fmt, quantize):
+    from transferkit.runner import load_run, predict_files
+
+    output = tmp_path / f"model.{fmt}"
+    report = export_edge(trained_run, output, EdgeExportOptions(format=fmt, quantize=quantize,
+                                                                calibration_images=16))
+    assert output.is_file() and report["bytes"] == output.stat().st_size and report["examples"] > 0
+    assert report["drop_points"] <= report["tolerance_points"]
+    assert report["drop_points"] == pytest.approx(
+        100 * (report["keras"]["accuracy"] - report["exported"]["accuracy"]), abs=1e-3)
+    saved = json.loads((tmp_path / "model.export_report.json").read_text())
+    assert saved == report
+    signature = json.loads((tmp_path / "model.signature.json").read_text())
+    _, _, _, info = load_run(trained_run)
+    assert signature["labels"] == info["class_names"]
+    assert signature["preprocessor"] == info["preprocessor"]
+    if quantize == "int8":
+        assert signature["input"]["dtype"] == "uint8" and signature["input"]["quantization"]["scale"] > 0
+        assert report["bytes"] < report["saved_model_bytes"] / 3
+    else:
+        assert signature["input"]["dtype"] == "float32" and report["max_abs_diff"] < (1e-4 if quantize == "none"
+                                                                                       else 2e-2)
+    # The file predicts the run's images as the run does (same preprocessing, from the signature).
+    images = info["examples"][:3]
+    from_file = [labels for _, labels in predict_edge(output, images, top_k=1)]
+    from_run = [prediction for _, prediction, _ in predict_files(trained_run, images, top_k=1)]
+    if quantize in ("none", "float16"):
+        assert [row[0][0] for row in from_file] == [row[0][0] for row in from_run]
+        np.testing.assert_allclose([row[0][1] for row in from_file], [row[0][1] for row in from_run], atol=2e-2)
+
+
+def test_a_drop_beyond_the_tolerance_fails_with_the_numbers_and_writes_nothing(trained_run, tmp_path, monkeypatch):
+    real_score = edge_export._score
+
+    def worse(*args, **kwargs):
+        report = real_score(*args, **kwargs)
+        return {**report, "exported": {"accuracy": report["keras"]["accuracy"] - 0.05}, "drop_points": 5.0}
+
+    monkeypatch.setattr(edge_export, "_score", worse)
+    output = tmp_path / "model.tflite"
+    with pytest.raises(EdgeExportError, match=r"a drop of 5.00 points, beyond the tolerance of 0.5"):
+        export_edge(trained_run, output, EdgeExportOptions(quantize="float16"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "onnx", "--quantize", "int8", "--output", "{tmp}/m.onnx"], "ONNX files are exported in float32"),
+    (["--format", "tflite"], "give --output FILE"),
+    (["--format", "tflite", "--output", "{tmp}"], "is a folder"),
+    (["--format", "tflite", "--max-drop", "-1", "--output", "{tmp}/m.tflite"], "--max-drop: expected a number"),
+    ([], "a SavedModel needs --model-base BASE and --name NAME"),
+])
+def test_bad_export_options_are_one_line_errors(trained_run, tmp_path, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(["export", str(trained_run), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_export_and_predict_from_the_file(trained_run, tmp_path, capsys):
+    output = tmp_path / "shapes.tflite"
+    assert main(["export", str(trained_run), "--format", "tflite", "--quantize", "float16", "--output",
+                 str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "accuracy on " in printed and "tolerance 0.5" in printed and "shapes.signature.json" in printed
+    image = json.loads((trained_run / "info.json").read_text())["examples"][0]
+    assert main(["predict", str(output), image, "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == image and len(lines) == 3
+    (tmp_path / "shapes.signature.json").unlink()
+    assert main(["predict", str(output), image]) == 2
+    assert "no shapes.signature.json next to it" in capsys.readouterr().err
