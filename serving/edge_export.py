@@ -356,3 +356,18 @@ def _preprocessor_classes():
     from transferkit.vision.preprocessor import ImagePreprocessor
 
     return [ImagePreprocessor]
+
+
+def evaluate_edge(run_dir: str | os.PathLike, path: str | os.PathLike, data: str | None = None) -> dict[str, Any]:
+    """Scores an exported file on the run's validation split (or `data`) next to the run's Keras model."""
+    from transferkit.registry import get_task
+    from transferkit.runner import load_run
+    from transferkit.streaming import pipeline_options
+
+    config, task, model, info = load_run(run_dir)
+    config = task.config_for_evaluation(info, data)
+    task = get_task(config.task)(config, info)
+    task_data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
+    runner = runner_for(path)
+    report = _score(model, runner, task_data.val, info["class_names"])
+    return {**report, "file": str(Path(path).resolve()), "runtime": runner.name}

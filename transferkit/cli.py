@@ -118,6 +118,14 @@ def _cmd_evaluate(args) -> int:
 
     from transferkit.summary import run_summary
 
+    if args.model:
+        from transferkit.serving.edge_export import evaluate_edge
+
+        report = evaluate_edge(args.run_dir, args.model, data=args.data)
+        print(f"{report['file']} ({report['runtime']}): accuracy {report['exported']['accuracy']:.4f} on "
+              f"{report['examples']} examples; the run's Keras model {report['keras']['accuracy']:.4f} "
+              f"(drop {report['drop_points']:.2f} points, largest probability difference {report['max_abs_diff']:.4f})")
+        return 0
     evaluate_run(args.run_dir, data=args.data)
     folder = evaluation_dir(args.run_dir, args.data)
     print(run_summary(args.run_dir, metrics_dir=None if args.data is None else folder))
@@ -393,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate a trained run and write its report")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--data", help="evaluate on this folder/CSV instead of the run's validation data")
+    evaluate.add_argument("--model", help="score this exported .tflite or .onnx file instead (next to the run's "
+                                          "Keras model)")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     show = commands.add_parser("show", help="a finished run's summary: data, problems, stages, scores, files")

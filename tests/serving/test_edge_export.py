@@ -83,3 +83,12 @@ def test_cli_export_and_predict_from_the_file(trained_run, tmp_path, capsys):
     (tmp_path / "shapes.signature.json").unlink()
     assert main(["predict", str(output), image]) == 2
     assert "no shapes.signature.json next to it" in capsys.readouterr().err
+
+
+def test_evaluate_scores_an_exported_file_next_to_the_keras_model(trained_run, tmp_path, capsys):
+    output = tmp_path / "m.onnx"
+    report = export_edge(trained_run, output, EdgeExportOptions(format="onnx"))
+    assert main(["evaluate", str(trained_run), "--model", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert f"accuracy {report['exported']['accuracy']:.4f} on {report['examples']} examples" in printed
+    assert "(onnxruntime)" in printed
