@@ -292,7 +292,7 @@ def _score(model, runner, val, class_names) -> dict[str, Any]:
     from transferkit.models.inference import traced_forward
     from transferkit.progress import dataset_length, progress
 
-    forward = traced_forward(model)
+    forward = traced_forward(model, val.element_spec[0])
     keras_hits = file_hits = count = 0
     max_diff = 0.0
     for pixels, targets, *_ in progress(val, "scoring the exported file", dataset_length(val), unit="batch"):
