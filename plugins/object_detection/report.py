@@ -57,8 +57,12 @@ def coco_metrics(detections: Mapping[str, np.ndarray], val, info: Mapping[str, A
     metrics: dict[str, Any] = {"num_images": len(val), "num_boxes": len(ground_truth.dataset["annotations"]),
                                "num_detections": len(results)}
     if not results:
+        boxes_per_class = np.bincount([a["category_id"] - 1 for a in ground_truth.dataset["annotations"]],
+                                      minlength=len(class_names))
         metrics.update({"map": 0.0, "map50": 0.0, "map75": 0.0, **{f"map_{s}": -1.0 for s in SIZE_NAMES},
-                        "per_class_ap": {name: 0.0 for name in class_names}})
+                        "per_class_ap": {name: 0.0 for name in class_names},
+                        "per_class": {name: {"ap": 0.0, "ap50": 0.0, "support": int(boxes_per_class[k])}
+                                      for k, name in enumerate(class_names)}})
         return metrics, None
     with contextlib.redirect_stdout(io.StringIO()):
         predictions = ground_truth.loadRes(results)
@@ -72,12 +76,17 @@ def coco_metrics(detections: Mapping[str, np.ndarray], val, info: Mapping[str, A
                     "mar100": float(stats[8])})
     # precision: [IoU thresholds, recall points, classes, areas, max detections]; -1 where undefined.
     precision = evaluator.eval["precision"][:, :, :, 0, -1]
-    per_class = {}
+    per_class_ap, per_class = {}, {}
+    boxes_per_class = np.bincount([a["category_id"] - 1 for a in ground_truth.dataset["annotations"]],
+                                  minlength=len(class_names))
     for k, name in enumerate(class_names):
-        values = precision[:, :, k]
-        values = values[values > -1]
-        per_class[name] = float(values.mean()) if values.size else -1.0
-    metrics["per_class_ap"] = per_class
+        every = precision[:, :, k][precision[:, :, k] > -1]
+        at_50 = precision[0, :, k][precision[0, :, k] > -1]  # the first IoU threshold is 0.5
+        per_class_ap[name] = float(every.mean()) if every.size else -1.0
+        per_class[name] = {"ap": per_class_ap[name], "ap50": float(at_50.mean()) if at_50.size else -1.0,
+                           "support": int(boxes_per_class[k])}
+    metrics["per_class_ap"] = per_class_ap  # AP@[.5:.95] by class, as runs before per_class recorded it
+    metrics["per_class"] = per_class
     return metrics, evaluator
 
 
@@ -115,17 +124,49 @@ def _iou(box, boxes) -> np.ndarray:
     return inter / np.maximum(area - inter, 1e-9)
 
 
-def draw_boxes(image: np.ndarray, boxes, labels: Sequence[str], colour, width: int = 2):
-    from PIL import Image, ImageDraw
+def draw_boxes(image: np.ndarray, boxes, labels: Sequence[str], colour, width: int | None = None):
+    """Boxes and their labels, with lines and text sized to the image (legible on a 4000-pixel photo too)."""
+    from PIL import Image, ImageDraw, ImageFont
 
     picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
+    side = max(picture.size)
+    width = width or max(2, round(side / 300))
+    font = ImageFont.load_default(size=max(11, round(side / 45)))
     draw = ImageDraw.Draw(picture)
     for box, label in zip(boxes, labels):
         x0, y0, x1, y1 = (float(v) for v in box)
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
         if label:
-            draw.text((x0 + 3, y0 + 2), label, fill=colour)
+            left, top, right, bottom = draw.textbbox((x0 + width, y0 + width), label, font=font)
+            draw.rectangle([left - 1, top - 1, right + 1, bottom + 1], fill=(0, 0, 0))
+            draw.text((x0 + width, y0 + width), label, fill=colour, font=font)
     return picture
+
+
+def image_errors(gt_boxes, gt_ids, pred_boxes, pred_ids, iou: float = 0.5) -> dict[str, Any]:
+    """One image's detection errors at `iou`: boxes missed, false positives and wrong classes.
+
+    Predictions are taken best first (the caller's order); each is matched to the unmatched ground-truth
+    box it overlaps most. Overlapping a box of another class counts as a wrong class, overlapping none a
+    false positive; ground-truth boxes left unmatched are missed.
+    """
+    matched = np.zeros(len(gt_boxes), bool)
+    false_positives = wrong_class = 0
+    ious = []
+    for box, class_id in zip(pred_boxes, pred_ids):
+        overlaps = _iou(box, gt_boxes) if len(gt_boxes) else np.zeros(0)
+        candidates = np.where((overlaps >= iou) & ~matched)[0]
+        if not candidates.size:
+            false_positives += 1
+            continue
+        best = candidates[np.argmax(overlaps[candidates])]
+        matched[best] = True
+        ious.append(float(overlaps[best]))
+        if int(gt_ids[best]) != int(class_id):
+            wrong_class += 1
+    missed = int((~matched).sum())
+    return {"missed": missed, "false_positives": false_positives, "wrong_class": wrong_class,
+            "errors": missed + false_positives + wrong_class, "mean_iou": float(np.mean(ious)) if ious else 0.0}
 
 
 def save_annotated(image: np.ndarray, detections, path: Path) -> Path:
@@ -140,30 +181,30 @@ def save_annotated(image: np.ndarray, detections, path: Path) -> Path:
 
 
 def contact_sheet(detections, val, info, path: Path, threshold: float, count: int = 12, tile: int = 256) -> None:
-    """The worst validation images (lowest mean best-IoU of their boxes): ground truth green, predictions red."""
-    from PIL import Image
+    """The validation images with the most errors (missed boxes, false positives, wrong classes; then the
+    loosest boxes): ground truth green, predictions red, each tile captioned with its counts."""
+    from PIL import Image, ImageDraw
 
+    from transferkit.fileio import atomic_path
     from transferkit.vision.images import read_image
 
     scales = _scales(val, info["image_size"])
     names = info["class_names"]
     rows = []
     for i in range(len(val)):
-        gt_boxes, _ = val.ground_truth(i)
+        gt_boxes, gt_ids = val.ground_truth(i)
         keep = [j for j in range(int(detections["num_detections"][i])) if detections["scores"][i, j] >= threshold]
         pred = detections["boxes"][i, keep] * scales[i] if keep else np.zeros((0, 4), np.float32)
-        quality = np.mean([_iou(b, pred).max(initial=0.0) for b in gt_boxes]) if len(gt_boxes) else (
-            1.0 if not keep else 0.5)
-        rows.append((quality, i, pred, [f"{names[int(detections['class_ids'][i, j])]} "
-                                        f"{detections['scores'][i, j]:.2f}" for j in keep]))
-    rows.sort(key=lambda r: r[0])
+        pred_ids = detections["class_ids"][i, keep] if keep else np.zeros((0,), np.int32)
+        errors = image_errors(gt_boxes, gt_ids, pred, pred_ids)
+        rows.append((-errors["errors"], errors["mean_iou"], i, pred, errors,
+                     [f"{names[int(detections['class_ids'][i, j])]} {detections['scores'][i, j]:.2f}" for j in keep]))
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
     chosen = rows[:count]
     cols = 4
-    sheet = Image.new("RGB", (cols * tile, max(1, -(-len(chosen) // cols)) * (tile + 16)), "white")
-    from PIL import ImageDraw
-
+    sheet = Image.new("RGB", (cols * tile, max(1, -(-len(chosen) // cols)) * (tile + 28)), "white")
     writer = ImageDraw.Draw(sheet)
-    for n, (quality, i, pred, labels) in enumerate(chosen):
+    for n, (_, _, i, pred, errors, labels) in enumerate(chosen):
         gt_boxes, gt_ids = val.ground_truth(i)
         # Shrink first, then draw, so lines and labels stay legible on large photos.
         original = Image.fromarray(read_image(val.paths[i]))
@@ -171,11 +212,11 @@ def contact_sheet(detections, val, info, path: Path, threshold: float, count: in
         picture = original.resize((max(1, round(original.width * factor)), max(1, round(original.height * factor))))
         picture = draw_boxes(picture, gt_boxes * factor, [names[int(c)] for c in gt_ids], GT_COLOUR)
         picture = draw_boxes(picture, pred * factor, labels, PRED_COLOUR)
-        x, y = (n % cols) * tile, (n // cols) * (tile + 16)
+        x, y = (n % cols) * tile, (n // cols) * (tile + 28)
         sheet.paste(picture, (x, y))
-        writer.text((x + 2, y + tile + 2), f"{Path(val.paths[i]).name[:28]}  IoU {quality:.2f}", fill=(0, 0, 0))
-    from transferkit.fileio import atomic_path
-
+        writer.text((x + 2, y + tile + 2), Path(val.paths[i]).name[:36], fill=(0, 0, 0))
+        writer.text((x + 2, y + tile + 14), f"{errors['missed']} missed · {errors['false_positives']} false · "
+                                            f"{errors['wrong_class']} wrong class", fill=(0, 0, 0))
     with atomic_path(path, suffix=".png") as tmp:
         sheet.save(tmp, format="PNG")
 

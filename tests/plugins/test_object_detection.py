@@ -299,3 +299,33 @@ def test_streamed_ground_truth_uses_the_upright_size(tmp_path):
     np.testing.assert_allclose(streamed.boxes, loaded.boxes)
     boxes, ids = streamed.ground_truth(0)
     np.testing.assert_allclose(boxes, [[2.0, 4.0, 10.0, 30.0]], rtol=1e-6)
+
+
+def test_image_errors_count_missed_false_and_wrong_class_boxes():
+    from transferkit.plugins.object_detection.report import image_errors
+
+    gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], np.float32)
+    gt_ids = np.array([0, 1, 0])
+    pred = np.array([[0, 0, 10, 11], [20, 20, 30, 30], [60, 60, 70, 70], [0, 0, 10, 10]], np.float32)
+    pred_ids = np.array([0, 0, 1, 0])  # right; wrong class on the second box; nothing there; a duplicate
+    errors = image_errors(gt, gt_ids, pred, pred_ids)
+    assert errors == {"missed": 1, "false_positives": 2, "wrong_class": 1, "errors": 4,
+                      "mean_iou": pytest.approx((100 / 110 + 1.0) / 2)}
+    assert image_errors(gt[:0], gt_ids[:0], pred[:0], pred_ids[:0])["errors"] == 0
+
+
+def test_labels_are_sized_to_the_image():
+    from PIL import Image
+
+    from transferkit.plugins.object_detection.report import draw_boxes
+
+    def label_rows(size):
+        """Rows of the label's black background, drawn on a white photo of `size` pixels."""
+        picture = draw_boxes(Image.new("RGB", (size, size), "white"), [[0, 0, size / 2, size / 2]],
+                             ["raccoon 0.91"], (255, 0, 0))
+        black = (np.asarray(picture) == 0).all(axis=2)
+        return int(black.any(axis=1).sum())
+
+    small, large = label_rows(256), label_rows(4000)
+    assert 8 <= small <= 20  # a small photo keeps a small, readable label
+    assert large >= 6 * small  # an 11-pixel font on a 4000-pixel photo would be unreadable once shrunk
