@@ -26,8 +26,11 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str 
         return items
     from tqdm import tqdm
 
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)
+    if total is None:
+        try:
+            total = len(items)  # type: ignore[arg-type]
+        except TypeError:  # a generator, or a tf.data dataset of unknown length
+            total = None
     # disable=None: tqdm turns itself off when stderr is not a terminal.
     return tqdm(items, desc=desc, total=total, unit=unit, disable=None, leave=False, delay=DELAY_SECONDS,
                 mininterval=0.5, dynamic_ncols=True)

@@ -44,3 +44,13 @@ def test_quiet_flag_on_every_command():
     _add_verbose(parser)
     args = parser.parse_args(["data", "pack", "a", "b", "--quiet", "--verbose"])
     assert args.quiet and args.verbose
+
+
+def test_a_dataset_of_unknown_length_gets_a_bar_without_a_total(monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.delenv(progress_lib.QUIET_ENV, raising=False)
+    dataset = tf.data.Dataset.range(5).filter(lambda x: x % 2 == 0)  # cardinality unknown
+    assert progress_lib.dataset_length(dataset) is None
+    assert [int(x) for x in progress_lib.progress(dataset, "evaluating")] == [0, 2, 4]
+    assert progress_lib.dataset_length(tf.data.Dataset.range(7).batch(2)) == 4
