@@ -15,14 +15,34 @@ from pathlib import Path
 
 from transferkit.config import atomic_write_text
 
-BATCHING_PARAMETERS = """\
-# Server-side batching for tensorflow_model_server --enable_batching
-# --batching_parameters_file=batching_parameters.txt
-max_batch_size { value: 32 }
-batch_timeout_micros { value: 2000 }
-max_enqueued_batches { value: 100 }
-num_batch_threads { value: 4 }
+BATCHING_HEADER = """\
+# Server-side batching, read by tensorflow_model_server --enable_batching
+# --batching_parameters_file=batching_parameters.txt and by transferkit serve --batching.
+# Written for this machine's CPUs once; an edited copy is kept by later exports.
+# For throughput, send from about 2 x max_batch_size x num_batch_threads concurrent clients.
 """
+
+
+def batching_parameters_text(options=None) -> str:
+    from transferkit.serving.batching import BatchingOptions
+
+    return BATCHING_HEADER + (options or recommended_batching()).to_text_proto()
+
+
+def recommended_batching():
+    """The batching `export` writes: measured on 2 cores (README, "Serving throughput")."""
+    from transferkit.serving.batching import BatchingOptions
+
+    return BatchingOptions(max_batch_size=8, batch_timeout_micros=5000, max_enqueued_batches=100)
+
+
+def read_batching(base: Path):
+    """The base's batching_parameters.txt (ValueError naming it when it does not parse), else the recommended."""
+    from transferkit.serving.batching import BATCHING_PARAMETERS_FILE, BatchingOptions
+
+    path = Path(base) / BATCHING_PARAMETERS_FILE
+    return BatchingOptions.read(path) if path.is_file() else recommended_batching()
+
 
 MONITORING = """\
 prometheus_config {
@@ -139,6 +159,8 @@ def write_serving_config(base: Path, name: str) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _upsert(base / "models.config", name, str((base / name).resolve()))
         _upsert(base / "models.docker.config", name, f"/models/{name}")
-    for filename, text in (("batching_parameters.txt", BATCHING_PARAMETERS), ("monitoring.config", MONITORING),
-                           ("docker-compose.yml", COMPOSE), ("kubernetes.yaml", KUBERNETES)):
+    if not (base / "batching_parameters.txt").exists():  # a tuned copy stays
+        atomic_write_text(base / "batching_parameters.txt", batching_parameters_text())
+    for filename, text in (("monitoring.config", MONITORING), ("docker-compose.yml", COMPOSE),
+                           ("kubernetes.yaml", KUBERNETES)):
         atomic_write_text(base / filename, text)

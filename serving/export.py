@@ -119,7 +119,12 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
                 raise ExportError(f"{final}: the SavedModel could not be written ({first}); nothing was "
                                   f"half-written, free some space and export again") from None
         examples = task.serving_examples(info, max(warmup_records, 8))
-        write_warmup_file(tmp, name, examples[:warmup_records] if warmup_records else [])
+        try:
+            batch_sizes = tuple(config_files.read_batching(base).warmup_sizes()) if warmup_records else ()
+        except ValueError as error:
+            raise ExportError(f"{error}; fix or delete it (export writes a fresh one)") from None
+        write_warmup_file(tmp, name, examples[:warmup_records] if warmup_records else [],
+                          batch_sizes[:1000 - warmup_records])
         report = verify_export(tmp, model, task, info, examples[:8], expected=set(signatures))
         (tmp / "assets.extra" / "transferkit_export.json").write_text(json.dumps(
             {"run_dir": str(run_dir.resolve()), "task": config.task, "version": version, **report}, indent=2))

@@ -22,28 +22,11 @@ from typing import Any
 import grpc
 import numpy as np
 
+from transferkit.serving.batching import BatchingOptions, BatchScheduler, QueueFullError
 from transferkit.serving.errors import ServingError
 from transferkit.serving.saved_models import list_versions, load_op_libraries, read_saved_model
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class BatchingOptions:
-    """Server-side batching of concurrent requests (TensorFlow's BatchFunction op)."""
-
-    max_batch_size: int = 32
-    batch_timeout_micros: int = 2000
-    num_batch_threads: int = 4
-    max_enqueued_batches: int = 100
-
-    def __post_init__(self):
-        for name in ("max_batch_size", "num_batch_threads", "max_enqueued_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"BatchingOptions: {name} must be >= 1. Received: {name}={getattr(self, name)}")
-        if self.batch_timeout_micros < 0:
-            raise ValueError(f"BatchingOptions: batch_timeout_micros must be >= 0. "
-                             f"Received: batch_timeout_micros={self.batch_timeout_micros}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,46 +49,58 @@ class ModelSource:
 
 
 class Signature:
-    """A callable signature with its input specs and (optionally) batching."""
+    """A callable signature with its input specs and, when batching is on, its batch scheduler.
+
+    `run` takes and returns numpy arrays: batching concatenates requests
+    before a single conversion to tensors, and splits the outputs after.
+    """
 
     def __init__(self, name: str, function, batching: BatchingOptions | None):
         self.name = name
         self.function = function
         self.input_specs = dict(function.structured_input_signature[1])
         self.output_names = sorted(function.structured_outputs)
-        self.batched = self._batched(batching) if batching else None
+        self.options = batching if batching and self.batchable else None
+        self.scheduler = None
+        if self.options:
+            import tensorflow as tf
 
-    def _batched(self, options: BatchingOptions):
+            self.scheduler = BatchScheduler(self.call, self.options, isolate=(tf.errors.InvalidArgumentError, ValueError, TypeError),
+                                            name=f"batch-{name}")
+
+    @property
+    def batchable(self) -> bool:
+        """Every input has an open batch dimension (a scalar option such as a threshold cannot be stacked)."""
+        return all(spec.shape.rank and spec.shape[0] is None for spec in self.input_specs.values())
+
+    def call(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One run of the graph, unbatched."""
         import tensorflow as tf
 
-        names = sorted(self.input_specs)
-        specs = [self.input_specs[n] for n in names]
-        function, outputs = self.function, self.output_names
+        tensors = {k: tf.constant(v, dtype=self.input_specs[k].dtype) for k, v in inputs.items()}
+        return {k: v.numpy() for k, v in self.function(**tensors).items()}
 
-        @tf.nondifferentiable_batch_function(options.num_batch_threads, options.max_batch_size,
-                                             options.batch_timeout_micros,
-                                             max_enqueued_batches=options.max_enqueued_batches)
-        def batch(*tensors):
-            result = function(**dict(zip(names, tensors)))
-            return [result[k] for k in outputs]
-
-        @tf.function(input_signature=specs)
-        def call(*tensors):
-            return dict(zip(outputs, batch(*tensors)))
-
-        return lambda **kwargs: call(*[kwargs[n] for n in names])
-
-    def __call__(self, **inputs):
-        if self.batched is None:
-            return self.function(**inputs)
-        import tensorflow as tf
-
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.scheduler is None:
+            return self.call(inputs)
         try:
-            return self.batched(**inputs)
-        except tf.errors.InvalidArgumentError:
-            # One bad request fails the whole batch it joined: run this request alone, so that
-            # only a request whose own input is bad fails.
-            return self.function(**inputs)
+            return self.scheduler.run(inputs)
+        except QueueFullError as error:
+            raise ServingError(grpc.StatusCode.UNAVAILABLE, str(error)) from None
+
+    def warm_up_batches(self, inputs: dict[str, np.ndarray], done: set[int] = frozenset()) -> list[int]:
+        """Runs the graph once at each batch size the scheduler will form (but those `done`), from one
+        request's rows; returns the sizes run."""
+        if self.options is None:
+            return []
+        sizes = [size for size in self.options.warmup_sizes() if size not in done]
+        for size in sizes:
+            self.call({k: np.resize(v, (size, *v.shape[1:])) for k, v in inputs.items()})
+        return sizes
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
 
 
 class LoadedVersion:
@@ -120,6 +115,7 @@ class LoadedVersion:
         self.module = tf.saved_model.load(str(path))
         self.signatures = {key: Signature(key, fn, batching) for key, fn in self.module.signatures.items()}
         self.signature_defs = _read_signature_defs(path)
+        self.warmed_batch_sizes: dict[str, list[int]] = {}
 
     def feed_names(self, signature: str) -> dict[str, str]:
         definition = self.signature_defs.get(signature)
@@ -129,9 +125,24 @@ class LoadedVersion:
         from transferkit.serving.warmup import read_warmup_requests
 
         requests = read_warmup_requests(self.path)
+        first_inputs: dict[str, dict[str, np.ndarray]] = {}
+        replayed_sizes: dict[str, set[int]] = {}
         for request in requests:
             run_predict(self, request)
+            key = request.model_spec.signature_name or "serving_default"
+            if key in self.signatures:
+                inputs = request_arrays(request)
+                first_inputs.setdefault(key, inputs)
+                replayed_sizes.setdefault(key, set()).update(len(v) for v in inputs.values() if np.ndim(v))
+        # A batch size that has never run pays for oneDNN's kernel set-up on its first call (2-3x the
+        # time): with batching, each size the scheduler can form runs now, not on a user's request.
+        self.warmed_batch_sizes = {key: self.signatures[key].warm_up_batches(inputs, replayed_sizes[key])
+                                   for key, inputs in first_inputs.items()}
         return len(requests)
+
+    def close(self) -> None:
+        for signature in self.signatures.values():
+            signature.close()
 
 
 def version_stamp(path: Path) -> tuple:
@@ -206,6 +217,10 @@ class ModelManager:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
+        with self._lock:
+            loaded = [v for versions in self._versions.values() for v in versions.values()]
+        for version in loaded:
+            version.close()
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_seconds):
@@ -233,8 +248,10 @@ class ModelManager:
                 # Keep an old version until a newer wanted one is AVAILABLE: no gap in service.
                 if version not in wanted and loaded_wanted:
                     with self._lock:
-                        self._versions[source.name].pop(version, None)
+                        gone = self._versions[source.name].pop(version, None)
                         self._status[source.name][version].state = "END"
+                    if gone is not None:
+                        gone.close()
 
     def _load(self, source: ModelSource, version: int) -> None:
         path = source.base_path / str(version)
@@ -258,9 +275,12 @@ class ModelManager:
             return
         self._failed_stamps.pop((source.name, version), None)
         with self._lock:
+            replaced = self._versions[source.name].get(version)
             self._versions[source.name][version] = loaded
             status.state = "AVAILABLE"
             self._status[source.name][version] = status
+        if replaced is not None:
+            replaced.close()
         logger.info("model %s version %d AVAILABLE (%d warmup requests replayed)", source.name, version, count)
 
     # -- lookups ---------------------------------------------------------------
@@ -333,7 +353,10 @@ def _type_name(dtype) -> str:
 
 def check_inputs(signature: Signature, inputs: dict[str, np.ndarray],
                  feed_names: dict[str, str] | None = None, max_batch: int | None = None) -> dict[str, Any]:
-    """Validates input names and dtypes against the signature, as TF Serving does, and the batch size."""
+    """Validates input names and dtypes against the signature, as TF Serving does, and the batch size.
+
+    Returns the inputs as numpy arrays in the signature's order.
+    """
     import tensorflow as tf
 
     for key, value in inputs.items():
@@ -380,7 +403,7 @@ def check_inputs(signature: Signature, inputs: dict[str, np.ndarray],
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"input {key} has shape {list(value.shape)}, the signature expects "
                                f"{spec.shape.as_list()}")
-        tensors[key] = tf.constant(value, dtype=spec.dtype)
+        tensors[key] = value
     return tensors
 
 
@@ -442,31 +465,21 @@ def run_signature(signature: Signature, inputs: dict[str, np.ndarray], output_fi
                                f"output tensor alias not found in signature: {key} Outputs expected to be in "
                                f"the set {{{','.join(signature.output_names)}}}.")
     try:
-        outputs = signature(**tensors)
+        outputs = signature.run(tensors)
     except (tf.errors.InvalidArgumentError, ValueError) as error:
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, op_error_message(error)) from None
     keys = list(output_filter) or signature.output_names
-    return {k: outputs[k].numpy() for k in keys}
+    return {k: outputs[k] for k in keys}
 
 
 def run_predict(loaded: LoadedVersion, request, max_batch: int | None = None):
     """Runs a PredictRequest on a loaded version; returns a PredictResponse."""
     from tensorflow_serving.apis import predict_pb2
 
-    from transferkit.serving.tensors import to_ndarray, to_tensor_proto
+    from transferkit.serving.tensors import to_tensor_proto
 
     signature = select_signature(loaded, request.model_spec.signature_name)
-    inputs = {}
-    for key, proto in request.inputs.items():
-        spec = signature.input_specs.get(key)
-        if spec is None:  # named in the error check_inputs raises; never parsed
-            inputs[key] = np.empty((0,), np.float32)
-            continue
-        check_declared_shape(key, [d.size for d in proto.tensor_shape.dim], spec.shape, max_batch)
-        try:
-            inputs[key] = to_ndarray(proto)
-        except Exception:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {key}") from None
+    inputs = request_arrays(request, signature, max_batch)
     outputs = run_signature(signature, inputs, list(request.output_filter), loaded.feed_names(signature.name),
                             max_batch)
     response = predict_pb2.PredictResponse()
@@ -476,3 +489,22 @@ def run_predict(loaded: LoadedVersion, request, max_batch: int | None = None):
     for key, value in outputs.items():
         response.outputs[key].CopyFrom(to_tensor_proto(value))
     return response
+
+
+def request_arrays(request, signature: Signature | None = None, max_batch: int | None = None) -> dict[str, np.ndarray]:
+    """A PredictRequest's inputs as numpy arrays, each declared shape checked before it is allocated."""
+    from transferkit.serving.tensors import to_ndarray
+
+    inputs = {}
+    for key, proto in request.inputs.items():
+        if signature is not None:
+            spec = signature.input_specs.get(key)
+            if spec is None:  # named in the error check_inputs raises; never parsed
+                inputs[key] = np.empty((0,), np.float32)
+                continue
+            check_declared_shape(key, [d.size for d in proto.tensor_shape.dim], spec.shape, max_batch)
+        try:
+            inputs[key] = to_ndarray(proto)
+        except Exception:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {key}") from None
+    return inputs

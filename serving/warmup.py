@@ -38,20 +38,45 @@ def predict_request(model_name: str, example: dict[str, Any], signature: str = "
     return request
 
 
-def write_warmup_file(saved_model_dir: str | Path, model_name: str, examples: list[dict[str, Any]]) -> Path:
-    """One single-example Predict request per example ({input name: value}), at most 1000."""
+def batch_request(model_name: str, examples: list[dict[str, Any]], signature: str = "serving_default"):
+    """A Predict request for a batch of examples (each input stacked along a new first dimension)."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature
+    for key in examples[0]:
+        values = [example[key] for example in examples]
+        if isinstance(values[0], (bytes, str)):
+            proto = tf.make_tensor_proto(values, dtype=tf.string, shape=[len(values)])
+        else:
+            proto = tf.make_tensor_proto(np.stack([np.asarray(v) for v in values]))
+        request.inputs[key].CopyFrom(proto)
+    return request
+
+
+def write_warmup_file(saved_model_dir: str | Path, model_name: str, examples: list[dict[str, Any]],
+                      batch_sizes: tuple[int, ...] = ()) -> Path:
+    """One single-example Predict request per example ({input name: value}), then one request of each
+    of `batch_sizes` (the batches a batching server forms: its first one of a size must not pay the
+    set-up), at most 1000 in all."""
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    if len(examples) > MAX_WARMUP_RECORDS:
+    batch_sizes = tuple(size for size in batch_sizes if size > 1) if examples else ()
+    if len(examples) + len(batch_sizes) > MAX_WARMUP_RECORDS:
         raise ValueError(f"write_warmup_file: at most {MAX_WARMUP_RECORDS} records. "
-                         f"Received: {len(examples)} examples")
+                         f"Received: {len(examples)} examples and {len(batch_sizes)} batch sizes")
+    requests = [predict_request(model_name, example) for example in examples]
+    requests += [batch_request(model_name, [examples[i % len(examples)] for i in range(size)])
+                 for size in batch_sizes]
     path = warmup_path(saved_model_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for example in examples:
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=predict_request(model_name, example)))
+        for request in requests:
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
     return path
 

@@ -253,15 +253,11 @@ def _export_edge(args) -> int:
 def _cmd_serve(args) -> int:
     import logging
 
-    from transferkit.serving.model_manager import BatchingOptions
     from transferkit.serving.server import EmbeddedServer, TlsFiles
 
     _check_serve_options(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    batching = None
-    if args.batching:
-        batching = BatchingOptions(max_batch_size=args.max_batch_size,
-                                   batch_timeout_micros=args.batch_timeout_micros)
+    batching, batching_source = _batching_options(args)
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -274,10 +270,42 @@ def _cmd_serve(args) -> int:
                             rest_port=None if args.rest_port < 0 else args.rest_port, batching=batching, tls=tls,
                             poll_seconds=args.poll_seconds, max_request_batch=args.max_request_batch,
                             max_message_bytes=args.max_message_mb * 1024 * 1024).start()
-    print(f"serving {', '.join(server.manager.sources)}: gRPC {server.grpc_address}, REST {server.rest_address}",
-          flush=True)
+    print(f"serving {', '.join(server.manager.sources)}: gRPC {server.grpc_address}, REST {server.rest_address}"
+          + (f"; batching {batching_source}" if batching else ""), flush=True)
     server.wait()
     return 0
+
+
+_BATCHING_FLAGS = (("max_batch_size", "--max-batch-size"), ("batch_timeout_micros", "--batch-timeout-micros"),
+                   ("num_batch_threads", "--num-batch-threads"))
+
+
+def _batching_options(args):
+    """Batching as asked: a parameters file, `--batching` (which reads the model base's
+    batching_parameters.txt when there is one), and single flags over either."""
+    import dataclasses
+
+    from transferkit.serving.batching import BATCHING_PARAMETERS_FILE, BatchingOptions
+
+    flags = {field: getattr(args, field) for field, _ in _BATCHING_FLAGS if getattr(args, field) is not None}
+    if not (args.batching or args.batching_parameters_file or flags):
+        return None, ""
+    path = Path(args.batching_parameters_file) if args.batching_parameters_file else None
+    if path is None:
+        base = Path(args.model_base)
+        beside = (base.parent if base.is_file() else base) / BATCHING_PARAMETERS_FILE
+        path = beside if beside.is_file() else None
+    if path is not None and not path.is_file():
+        raise TransferkitError(f"serve --batching-parameters-file {path}: file not found")
+    try:
+        options = BatchingOptions.read(path) if path else BatchingOptions()
+        options = dataclasses.replace(options, **flags)
+    except ValueError as error:
+        raise TransferkitError(f"serve: {error}") from None
+    described = ", ".join(f"{k} {v}" for k, v in (("max_batch_size", options.max_batch_size),
+                                                   ("batch_timeout_micros", options.batch_timeout_micros),
+                                                   ("num_batch_threads", options.num_batch_threads)))
+    return options, f"({described}{'; from ' + str(path) if path else ''})"
 
 
 def _check_serve_options(args) -> None:
@@ -288,9 +316,12 @@ def _check_serve_options(args) -> None:
               ("--rest-port", args.rest_port, -1 <= args.rest_port <= 65535, "a port in [0, 65535], or -1 for no REST"),
               ("--poll-seconds", args.poll_seconds, math.isfinite(args.poll_seconds) and 0.05 <= args.poll_seconds
                <= 3600, "seconds in [0.05, 3600]"),
-              ("--max-batch-size", args.max_batch_size, args.max_batch_size >= 1, "an integer >= 1"),
-              ("--batch-timeout-micros", args.batch_timeout_micros, args.batch_timeout_micros >= 0,
-               "an integer >= 0")]
+              ("--max-batch-size", args.max_batch_size, args.max_batch_size is None or args.max_batch_size >= 1,
+               "an integer >= 1"),
+              ("--num-batch-threads", args.num_batch_threads,
+               args.num_batch_threads is None or args.num_batch_threads >= 1, "an integer >= 1"),
+              ("--batch-timeout-micros", args.batch_timeout_micros,
+               args.batch_timeout_micros is None or args.batch_timeout_micros >= 0, "an integer >= 0")]
     for name, value, ok, expected in checks:
         if not ok:
             raise TransferkitError(f"serve {name}: expected {expected}. Received: {value}")
@@ -451,9 +482,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500; 0 picks a free one)")
     serve.add_argument("--rest-port", type=int, default=8501, help="REST port (default 8501; -1 turns REST off)")
-    serve.add_argument("--batching", action="store_true", help="batch concurrent requests on the server")
-    serve.add_argument("--max-batch-size", type=int, default=32)
-    serve.add_argument("--batch-timeout-micros", type=int, default=2000)
+    serve.add_argument("--batching", action="store_true",
+                       help="batch concurrent requests on the server, as the model base's batching_parameters.txt "
+                            "says when it has one (written by export), else with the defaults")
+    serve.add_argument("--batching-parameters-file", metavar="FILE",
+                       help="TF Serving's BatchingParameters text proto (turns batching on)")
+    serve.add_argument("--max-batch-size", type=int, help="batching: most rows per batch (over the file's)")
+    serve.add_argument("--batch-timeout-micros", type=int,
+                       help="batching: longest a request waits for others to join (over the file's)")
+    serve.add_argument("--num-batch-threads", type=int, help="batching: batches run at once (over the file's)")
     serve.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
     serve.add_argument("--max-request-batch", type=int, default=256,
                        help="refuse requests with a larger batch (INVALID_ARGUMENT; default 256)")
