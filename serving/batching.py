@@ -7,7 +7,9 @@
 `BatchScheduler` follows TF Serving's shared batch scheduler: a batch is
 run as soon as it is full, or once its first request has waited
 `batch_timeout_micros` and a batch thread is free; `num_batch_threads`
-batches run at once. Batches are formed in Python, around the signature's
+batches run at once. Unlike TF Serving, a batch also starts at once when no
+other batch is running: a lone request then pays no timeout, and under load
+batches still fill while the cores are busy. Batches are formed in Python, around the signature's
 concrete function, rather than with TensorFlow's `BatchFunction` op: the op
 added more than its timeout to a lone request and formed no large batches
 under load (`benchmarks/serving.py`, README "Serving throughput").
@@ -178,13 +180,14 @@ class QueueFullError(RuntimeError):
 
 
 class _Pending:
-    __slots__ = ("inputs", "rows", "trailing", "arrived", "future")
+    __slots__ = ("inputs", "rows", "trailing", "arrived", "future", "queued")
 
     def __init__(self, inputs: dict[str, np.ndarray]):
         self.inputs = inputs
         self.rows = len(next(iter(inputs.values())))
         self.trailing = {k: v.shape[1:] for k, v in inputs.items()}
         self.arrived = time.monotonic()
+        self.queued = time.perf_counter()
         self.future: Future = Future()
 
 
@@ -213,6 +216,7 @@ class BatchScheduler:
         self._queued_rows = 0
         self._condition = threading.Condition()
         self._closed = False
+        self._running = 0  # batches executing now
         self.stats = {"batches": 0, "rows": 0, "padded_rows": 0}
         self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
                          for i in range(options.num_batch_threads)]
@@ -274,8 +278,10 @@ class BatchScheduler:
                     self._condition.wait()
                 if not self._queue:
                     return
-                # Full, or the first request has waited its timeout: run. Otherwise wait for more.
-                while not self._closed and self._queue and self._ready_rows() < self.options.max_batch_size:
+                # Run when the batch is full, when its first request has waited the timeout, or when no
+                # other batch is running: waiting then would only leave the cores idle.
+                while (not self._closed and self._queue and self._running
+                       and self._ready_rows() < self.options.max_batch_size):
                     left = self._queue[0].arrived + timeout - time.monotonic()
                     if left <= 0:
                         break
@@ -283,9 +289,20 @@ class BatchScheduler:
                 if not self._queue:
                     continue
                 batch = self._take()
-            self._execute(batch)
+                self._running += 1
+            try:
+                self._execute(batch)
+            finally:
+                with self._condition:
+                    self._running -= 1
+                    self._condition.notify_all()
 
     def _execute(self, batch: list[_Pending]) -> None:
+        from transferkit.serving.metrics import PHASES
+
+        started = time.perf_counter()
+        for pending in batch:
+            PHASES.add("queue", started - pending.queued)
         try:
             inputs, rows = self._concatenate(batch)
             outputs = self.function(inputs)
@@ -305,8 +322,11 @@ class BatchScheduler:
                     pending.future.set_exception(error)
 
     def _concatenate(self, batch: list[_Pending]) -> tuple[dict[str, np.ndarray], int]:
+        from transferkit.serving.metrics import PHASES
+
         rows = sum(p.rows for p in batch)
         padded = self.options.padded_size(rows)
+        PHASES.add_batch(padded)
         with self._condition:
             self.stats["batches"] += 1
             self.stats["rows"] += rows

@@ -16,6 +16,7 @@ from tensorflow_serving.apis import (
 
 from transferkit.errors import TransferkitError
 from transferkit.serving.errors import ServingError
+from transferkit.serving.metrics import PHASES
 from transferkit.serving.model_manager import ModelManager, run_predict
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,39 @@ def status_response(statuses):
     return response
 
 
+def _timed(function, phase: str):
+    def timed(value):
+        start = time.perf_counter()
+        result = function(value)
+        PHASES.add(phase, time.perf_counter() - start)
+        return result
+    return timed
+
+
+def _prediction_handlers(servicer: PredictionServicer):
+    """PredictionService's Predict and GetModelMetadata (the others are UNIMPLEMENTED, as in the
+    generated servicer), with Predict's parsing and serialisation timed."""
+    from tensorflow_serving.apis import predict_pb2
+
+    def predict(request, context):
+        start = time.perf_counter()
+        try:
+            return servicer.Predict(request, context)
+        finally:
+            PHASES.add("handler", time.perf_counter() - start)
+
+    handlers = {
+        "Predict": grpc.unary_unary_rpc_method_handler(
+            predict, request_deserializer=_timed(predict_pb2.PredictRequest.FromString, "parse"),
+            response_serializer=_timed(predict_pb2.PredictResponse.SerializeToString, "serialize")),
+        "GetModelMetadata": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModelMetadata,
+            request_deserializer=get_model_metadata_pb2.GetModelMetadataRequest.FromString,
+            response_serializer=get_model_metadata_pb2.GetModelMetadataResponse.SerializeToString),
+    }
+    return grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", handlers)
+
+
 def build_grpc_server(manager: ModelManager, address: str, max_workers: int = 32,
                       max_message_bytes: int = 64 * 1024 * 1024, credentials=None) -> tuple[grpc.Server, int]:
     """A started-on-demand gRPC server; returns it and the bound port."""
@@ -122,7 +156,7 @@ def build_grpc_server(manager: ModelManager, address: str, max_workers: int = 32
                ("grpc.so_reuseport", 0)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
                          options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(manager), server)
+    server.add_generic_rpc_handlers((_prediction_handlers(PredictionServicer(manager)),))
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
     try:
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)

@@ -22,6 +22,64 @@ PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 UNKNOWN_MODEL = "_unserved"  # not a valid model name, so never a real one
 COUNT_NAME = ":tensorflow:serving:request_count"
 LATENCY_NAME = ":tensorflow:serving:request_latency"
+PHASE_NAME = ":transferkit:serving:phase_seconds"
+BATCH_NAME = ":transferkit:serving:batch_size"
+
+
+class PhaseTimes:
+    """Where a server's time goes: seconds and counts per phase of a request, and batch sizes.
+
+    Phases: `parse` (gRPC bytes to PredictRequest), `decode` (to numpy), `check` (against the
+    signature), `queue` (waiting for a batch), `to_tensor` (concatenation and conversion), `graph`
+    (the SavedModel function), `from_tensor` (outputs to numpy), `encode` (PredictResponse) and
+    `serialize`; `handler` is the whole servicer call. `queue` is per request, `to_tensor`,
+    `graph` and `from_tensor` per batch. A few hundred nanoseconds a phase, so always on.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._phases: dict[str, list] = defaultdict(lambda: [0, 0.0])
+        self._batch_sizes: dict[int, int] = defaultdict(int)
+
+    def add(self, phase: str, seconds: float, count: int = 1) -> None:
+        with self._lock:
+            entry = self._phases[phase]
+            entry[0] += count
+            entry[1] += seconds
+
+    def add_batch(self, rows: int) -> None:
+        with self._lock:
+            self._batch_sizes[rows] += 1
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"phases": {k: {"count": v[0], "seconds": v[1]} for k, v in self._phases.items()},
+                    "batch_sizes": dict(self._batch_sizes)}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._phases.clear()
+            self._batch_sizes.clear()
+
+    def collect(self):
+        from prometheus_client.core import HistogramMetricFamily, SummaryMetricFamily
+
+        snapshot = self.snapshot()
+        summary = SummaryMetricFamily(PHASE_NAME, "Seconds spent in each phase of serving.", labels=["phase"])
+        for phase, entry in sorted(snapshot["phases"].items()):
+            summary.add_metric([phase], entry["count"], entry["seconds"])
+        yield summary
+        sizes = snapshot["batch_sizes"]
+        if sizes:
+            histogram = HistogramMetricFamily(BATCH_NAME, "Rows per batch run by server-side batching.")
+            bounds = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, *sizes})
+            rows = [(str(b), sum(c for s, c in sizes.items() if s <= b)) for b in bounds]
+            rows.append(("+Inf", sum(sizes.values())))
+            histogram.add_metric([], rows, float(sum(s * c for s, c in sizes.items())))
+            yield histogram
+
+
+PHASES = PhaseTimes()  # process-wide, like prometheus_client's default registry
 
 
 class RequestMetrics:
@@ -74,4 +132,5 @@ class RequestMetrics:
 
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self)
+        registry.register(PHASES)
         return generate_latest(registry).decode("utf-8")

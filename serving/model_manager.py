@@ -24,6 +24,7 @@ import numpy as np
 
 from transferkit.serving.batching import BatchingOptions, BatchScheduler, QueueFullError
 from transferkit.serving.errors import ServingError
+from transferkit.serving.metrics import PHASES
 from transferkit.serving.saved_models import list_versions, load_op_libraries, read_saved_model
 
 logger = logging.getLogger(__name__)
@@ -77,8 +78,16 @@ class Signature:
         """One run of the graph, unbatched."""
         import tensorflow as tf
 
+        start = time.perf_counter()
         tensors = {k: tf.constant(v, dtype=self.input_specs[k].dtype) for k, v in inputs.items()}
-        return {k: v.numpy() for k, v in self.function(**tensors).items()}
+        converted = time.perf_counter()
+        outputs = self.function(**tensors)
+        ran = time.perf_counter()
+        arrays = {k: v.numpy() for k, v in outputs.items()}
+        PHASES.add("to_tensor", converted - start)
+        PHASES.add("graph", ran - converted)
+        PHASES.add("from_tensor", time.perf_counter() - ran)
+        return arrays
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.scheduler is None:
@@ -458,7 +467,9 @@ def run_signature(signature: Signature, inputs: dict[str, np.ndarray], output_fi
                   feed_names: dict[str, str] | None = None, max_batch: int | None = None) -> dict[str, Any]:
     import tensorflow as tf
 
+    start = time.perf_counter()
     tensors = check_inputs(signature, inputs, feed_names, max_batch)
+    PHASES.add("check", time.perf_counter() - start)
     for key in output_filter:
         if key not in signature.output_names:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -479,15 +490,19 @@ def run_predict(loaded: LoadedVersion, request, max_batch: int | None = None):
     from transferkit.serving.tensors import to_tensor_proto
 
     signature = select_signature(loaded, request.model_spec.signature_name)
+    start = time.perf_counter()
     inputs = request_arrays(request, signature, max_batch)
+    PHASES.add("decode", time.perf_counter() - start)
     outputs = run_signature(signature, inputs, list(request.output_filter), loaded.feed_names(signature.name),
                             max_batch)
+    start = time.perf_counter()
     response = predict_pb2.PredictResponse()
     response.model_spec.name = loaded.name
     response.model_spec.version.value = loaded.version
     response.model_spec.signature_name = signature.name
     for key, value in outputs.items():
         response.outputs[key].CopyFrom(to_tensor_proto(value))
+    PHASES.add("encode", time.perf_counter() - start)
     return response
 
 
