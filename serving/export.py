@@ -23,6 +23,7 @@ from transferkit.errors import TransferkitError
 from transferkit.fileio import remove_stale_temporaries, temporary_sibling
 from transferkit.serving import config_files
 from transferkit.serving.saved_models import list_versions, read_saved_model
+from transferkit.progress import progress_bar
 from transferkit.serving.warmup import write_warmup_file
 
 # fullmatch only: with match, "$" also accepts a trailing newline.
@@ -95,7 +96,9 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(model_dir)  # a killed export's half-written SavedModels
     tmp = temporary_sibling(final)
+    bar = progress_bar(4, f"export {name}/{version}", unit="step")
     try:
+        bar.set_postfix_str("tracing and saving")
         signatures = task.serving_signatures(model, info)
         if "serving_default" not in signatures:
             raise ExportError(f"task {config.task!r}: serving_signatures() has no 'serving_default'; "
@@ -118,6 +121,8 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
                 first = " ".join(getattr(error, "message", str(error)).split())[:300]
                 raise ExportError(f"{final}: the SavedModel could not be written ({first}); nothing was "
                                   f"half-written, free some space and export again") from None
+        bar.update(1)
+        bar.set_postfix_str("warmup requests")
         examples = task.serving_examples(info, max(warmup_records, 8))
         try:
             batch_sizes = tuple(config_files.read_batching(base).warmup_sizes()) if warmup_records else ()
@@ -125,13 +130,19 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
             raise ExportError(f"{error}; fix or delete it (export writes a fresh one)") from None
         write_warmup_file(tmp, name, examples[:warmup_records] if warmup_records else [],
                           batch_sizes[:1000 - warmup_records])
+        bar.update(1)
+        bar.set_postfix_str("reload and parity check")
         report = verify_export(tmp, model, task, info, examples[:8], expected=set(signatures))
+        bar.update(1)
         (tmp / "assets.extra" / "transferkit_export.json").write_text(json.dumps(
             {"run_dir": str(run_dir.resolve()), "task": config.task, "version": version, **report}, indent=2))
         _move_into_place(tmp, final, force)
+        bar.update(1)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        bar.close()
     config_files.write_serving_config(base, name)
     return final
 

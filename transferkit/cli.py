@@ -74,11 +74,9 @@ def _cmd_presets_import(args) -> int:
 def _cmd_data_pack(args) -> int:
     from transferkit.vision.packing import pack_images
 
-    def progress(split, done, total):
-        print(f"  {split}: shard {done}/{total}", flush=True)
-
+    # Progress is a per-image bar on a terminal (transferkit.progress); the end prints the counts.
     pack = pack_images(args.source, args.out, val=args.val, val_split=args.val_split, shard_mb=args.shard_mb,
-                       seed=args.seed, force=args.force, on_progress=progress)
+                       seed=args.seed, force=args.force)
     for name, split in pack.splits.items():
         print(f"{name}: {split.count} images in {len(split.shards)} shard(s)")
     if pack.problems:

@@ -197,6 +197,14 @@ def _cell_finished(folder: Path) -> bool:
     return bool(latest and latest[1].get("complete") and (folder / "metrics.json").exists())
 
 
+def _eta(ran_minutes: list[float], left: int) -> str:
+    """`, about N min left` once a cell has run in this session (cells of one compare cost alike)."""
+    if not ran_minutes:
+        return ""
+    minutes = sum(ran_minutes) / len(ran_minutes) * left
+    return f" ({len(ran_minutes)} trained in {sum(ran_minutes):.1f} min; about {minutes:.0f} min left)"
+
+
 def run_compare(config_path: str | os.PathLike | None, output: str | os.PathLike, options: CompareOptions,
                 overrides: Sequence[str] = (), base: RunConfig | None = None, log=print,
                 report_only: bool = False) -> dict[str, Any]:
@@ -230,6 +238,7 @@ def run_compare(config_path: str | os.PathLike | None, output: str | os.PathLike
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results: dict[Cell, dict[str, Any]] = {}
+    ran_minutes: list[float] = []  # cells trained in this session, for the estimate of what is left
     order = list(cells)
     for position in range(len(order)):
         cell = order[position]
@@ -245,10 +254,12 @@ def run_compare(config_path: str | os.PathLike | None, output: str | os.PathLike
                                   None if options.total_budget is None else options.total_budget - spent)
                       if m is not None]
             limit = min(limits) * 60 if limits else None
-            log(f"[{position + 1}/{len(order)}] {cell.folder}")
+            log(f"[{position + 1}/{len(order)}] {cell.folder}{_eta(ran_minutes, len(order) - position)}")
+            cell_started = time.perf_counter()
             try:
                 runner.train(configs[cell], folder, resume=True, time_limit=limit)
                 results[cell] = {"status": "finished"}
+                ran_minutes.append((time.perf_counter() - cell_started) / 60)
             except KeyboardInterrupt:
                 raise
             except Exception as error:  # one failing cell must not lose the others

@@ -24,6 +24,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from transferkit.compressed import DAMAGE, inner_suffix, is_compressed, open_binary
 from transferkit.errors import ConfigError, DataError
 from transferkit.fileio import atomic_path, atomic_writer, checked_rows
 
@@ -91,8 +92,8 @@ def detect_format(source: str | os.PathLike) -> str:
     """"voc", "coco", "yolo" or "csv" from the file suffix or the folder layout."""
     path = Path(source)
     suffixes = {".json": "coco", ".csv": "csv", ".xml": "voc", ".yaml": "yolo", ".yml": "yolo"}
-    if path.is_file() and path.suffix.lower() in suffixes:
-        return suffixes[path.suffix.lower()]
+    if path.is_file() and inner_suffix(path) in suffixes:  # reviews.csv.gz is a CSV
+        return suffixes[inner_suffix(path)]
     if path.is_dir():
         if (path / "labels").is_dir() or any((path / name).is_file() for name in YOLO_NAME_FILES[:2]):
             return "yolo"
@@ -238,8 +239,17 @@ def _size(width, height) -> tuple[int | None, int | None]:
 
 
 def _read_text(path: Path, problems: _Problems, encoding: str = "utf-8") -> str | None:
+    """The file's text; a .gz, .bz2 or .xz file is decompressed as it is read."""
     try:
-        return path.read_text(encoding=encoding)
+        with open_binary(path) as stream:
+            data = stream.read()
+    except DAMAGE as error:
+        if not is_compressed(path):
+            raise
+        problems.add(path, f"not a readable {path.suffix} file ({error}); file skipped")
+        return None
+    try:
+        return data.decode(encoding)
     except UnicodeDecodeError as error:
         problems.add(path, f"byte {error.start}: not UTF-8 text; file skipped")
         return None

@@ -56,3 +56,24 @@ def test_a_damaged_archive_is_named_and_the_copy_is_made_once(tmp_path, monkeypa
         plain_copy(broken)
     assert not list((tmp_path / "home" / "decompressed").glob("cut-*"))  # nothing half-written
     assert inner_suffix("a/b.jsonl.bz2") == ".jsonl" and inner_suffix("a.csv") == ".csv"
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
+@pytest.mark.parametrize("fmt", ["csv", "coco"])
+def test_detection_annotations_read_the_same_compressed(tmp_path, suffix, fmt):
+    from transferkit.plugins.object_detection.annotations import detect_format, read_annotations
+    from transferkit.plugins.object_detection.testing import make_detection_dataset
+
+    plain = make_detection_dataset(tmp_path / "det", count=4, size=32, fmt=fmt)
+    packed = plain.with_name(plain.name + suffix)
+    packed.write_bytes(COMPRESSORS[suffix](plain.read_bytes()))
+    assert detect_format(packed) == detect_format(plain) == fmt
+    read_plain, problems_plain = read_annotations(plain)
+    read_packed, problems_packed = read_annotations(packed)
+    assert [(a.path, a.labels, a.boxes.tolist()) for a in read_packed] == \
+        [(a.path, a.labels, a.boxes.tolist()) for a in read_plain]
+    assert len(read_plain) == 4 and problems_packed == problems_plain
+
+    packed.write_bytes(COMPRESSORS[suffix](plain.read_bytes())[:20])  # cut short: named, not a traceback
+    with pytest.raises(DataError, match=rf"{packed.name}: not a readable {suffix} file"):
+        read_annotations(packed)

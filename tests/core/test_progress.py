@@ -54,3 +54,32 @@ def test_a_dataset_of_unknown_length_gets_a_bar_without_a_total(monkeypatch):
     assert progress_lib.dataset_length(dataset) is None
     assert [int(x) for x in progress_lib.progress(dataset, "evaluating")] == [0, 2, 4]
     assert progress_lib.dataset_length(tf.data.Dataset.range(7).batch(2)) == 4
+
+
+def test_data_pack_shows_images_packed_and_export_its_steps(tmp_path, monkeypatch):
+    from transferkit.plugins.image_classification.testing import make_image_folder
+    from transferkit.vision.packing import pack_images
+
+    monkeypatch.delenv(progress_lib.QUIET_ENV, raising=False)
+    monkeypatch.setattr(progress_lib, "DELAY_SECONDS", 0.0)
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    images = make_image_folder(tmp_path / "images", per_class=4, size=16)
+    pack = pack_images(images, tmp_path / "pack", val_split=0.25, seed=0)
+    shown = terminal.getvalue()
+    assert pack.splits["train"].count + pack.splits["val"].count == 12
+    # A bar per split, counting images (fast here, so only its first frame is drawn before it clears).
+    assert "packing train" in shown and f"/{pack.splits['train'].count} " in shown
+    assert "packing val" in shown and "image/s" in shown
+
+    monkeypatch.setenv(progress_lib.QUIET_ENV, "1")
+    bar = progress_lib.progress_bar(3, "export m/1", unit="step")
+    bar.update(1), bar.set_postfix_str("reload and parity check"), bar.close()  # a silent no-op when quiet
+    assert "export m/1" not in terminal.getvalue()
+
+
+def test_compare_log_gives_an_estimate_once_a_cell_has_run():
+    from transferkit.compare import _eta
+
+    assert _eta([], 5) == ""
+    assert _eta([2.0, 4.0], 5) == " (2 trained in 6.0 min; about 15 min left)"

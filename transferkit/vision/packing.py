@@ -29,6 +29,7 @@ import numpy as np
 
 from transferkit.errors import DataError
 from transferkit.fileio import remove_stale_temporaries, temporary_sibling
+from transferkit.progress import progress_bar
 from transferkit.vision.pack_records import serialize_record
 
 MANIFEST = "transferkit-pack.json"
@@ -190,12 +191,14 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
             shard_count = min(len(order), max(1, int(np.ceil(sizes.sum() / (shard_mb * 2**20)))))  # no empty shard
             groups = np.array_split(order, shard_count)
             shards, shard_facts = [], []
+            bar = progress_bar(len(order), f"packing {name}", unit="image")
             for number, group in enumerate(groups):
                 shard = f"{name}-{number:05d}-of-{shard_count:05d}.tfrecord"
                 with tf.io.TFRecordWriter(str(staging / shard)) as writer:
                     for i in group:
                         encoded = _servable_bytes(checked.paths[i], bool(checked.tf_decodable[i]))
                         writer.write(serialize_record(encoded, int(checked.labels[i]), checked.paths[i]))
+                        bar.update(1)
                 shards.append(shard)
                 group_labels = np.asarray([checked.labels[i] for i in group], dtype=np.int64)
                 shard_facts.append({"bytes": (staging / shard).stat().st_size,
@@ -203,6 +206,7 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
                                     "class_counts": np.bincount(group_labels, minlength=len(class_names)).tolist()})
                 if on_progress:
                     on_progress(name, number + 1, shard_count)
+            bar.close()
             counts = np.bincount(np.asarray(checked.labels, dtype=np.int64), minlength=len(class_names))
             manifest_splits[name] = {"shards": shards, "class_counts": counts.tolist(), "shard_facts": shard_facts}
         # Names the content for cache keys: the shards' own digests, in order (each shard is read once).
