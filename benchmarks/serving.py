@@ -152,14 +152,13 @@ def run_once(args, base: Path, name: str, payload, rest_body: dict, batching_fla
     import tensorflow as tf
 
     from transferkit.serving.client import GrpcClient, RestClient
-    from transferkit.serving.tensors import string_tensor
 
     loaded = tf.saved_model.load(str(base / MODEL / "1")).signatures["serving_default"]
     results: dict = {"ceiling": _ceiling(loaded, name, payload, args.ceiling_seconds)}
     one = tf.constant([payload])
 
     def grpc_call(client):
-        return client.predict(MODEL, {name: string_tensor([payload])})
+        return client.predict(MODEL, {name: [payload]})
 
     results["throughput"], results["phases_ms_per_request"] = {}, {}
     top = max(args.concurrency)

@@ -29,7 +29,7 @@ import grpc
 import numpy as np
 
 from transferkit.serving.errors import ServingError
-from transferkit.serving.tensors import string_tensor, to_ndarray, to_tensor_proto
+from transferkit.serving.tensors import fill_string_tensor, fill_tensor_proto, to_ndarray
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
@@ -111,14 +111,23 @@ class GrpcClient:
     def predict(self, model: str, inputs: dict[str, Any], signature: str | None = None, version: int | None = None,
                 label: str | None = None, output_filter: Sequence[str] = (), timeout: float | None = None
                 ) -> dict[str, np.ndarray]:
-        """A raw Predict call: named inputs (numpy-convertible) in, named arrays out."""
+        """A raw Predict call: named inputs in, named arrays out.
+
+        An input is a TensorProto, a list of bytes or str (a string batch, written straight into the
+        request), or anything numpy takes.
+        """
         from tensorflow.core.framework import tensor_pb2
         from tensorflow_serving.apis import predict_pb2
 
         request = predict_pb2.PredictRequest()
         _model_spec(request.model_spec, model, version, label, signature)
         for key, value in inputs.items():
-            request.inputs[key].CopyFrom(value if isinstance(value, tensor_pb2.TensorProto) else to_tensor_proto(value))
+            if isinstance(value, tensor_pb2.TensorProto):
+                request.inputs[key].CopyFrom(value)
+            elif isinstance(value, (list, tuple)) and (not value or isinstance(value[0], (bytes, str))):
+                fill_string_tensor(request.inputs[key], value)  # encoded files: no copy through numpy
+            else:
+                fill_tensor_proto(request.inputs[key], value)
         request.output_filter.extend(output_filter)
         response = self._call(self.prediction.Predict, request, timeout)
         outputs = {key: to_ndarray(proto) for key, proto in response.outputs.items()}
@@ -127,7 +136,7 @@ class GrpcClient:
 
     def predict_images(self, model: str, images: Sequence[bytes], **kwargs) -> dict[str, Any]:
         """Encoded images (JPEG/PNG/BMP/GIF bytes) through `serving_default`."""
-        return _decode_labels(self.predict(model, {"images": string_tensor(images)}, **kwargs))
+        return _decode_labels(self.predict(model, {"images": list(images)}, **kwargs))
 
     def predict_encoded(self, model: str, files: Sequence[bytes], signature: str | None = None,
                         **kwargs) -> dict[str, Any]:
@@ -148,7 +157,7 @@ class GrpcClient:
                                    f"signature {key[1]!r} of model {model!r} has no single string input to send "
                                    f"encoded files to (inputs: {sorted(definition.inputs) if definition else []})")
             name = self._encoded_inputs[key] = strings[0]
-        return _decode_labels(self.predict(model, {name: string_tensor(files)}, signature=signature, **kwargs))
+        return _decode_labels(self.predict(model, {name: list(files)}, signature=signature, **kwargs))
 
     def predict_records(self, model: str, files: Sequence[bytes], top_k: int | None = None, **kwargs) -> list[Any]:
         """Encoded files through `serving_default`, decoded by their task: one record per file."""
@@ -161,12 +170,12 @@ class GrpcClient:
         `extra_inputs` feeds the other inputs of a signature, e.g. the
         thresholds of `serving_thresholds` (`signature="serving_thresholds"`).
         """
-        inputs = {"images": string_tensor(images), **(extra_inputs or {})}
+        inputs = {"images": list(images), **(extra_inputs or {})}
         return detections_from_outputs(self.predict(model, inputs, **kwargs))
 
     def classify_texts(self, model: str, texts: Sequence[str], **kwargs) -> dict[str, Any]:
         """Raw texts through a text classifier's `serving_default` (tokenised in the served graph)."""
-        return _decode_labels(self.predict(model, {"text": string_tensor([t.encode("utf-8") for t in texts])},
+        return _decode_labels(self.predict(model, {"text": [t.encode("utf-8") for t in texts]},
                                            **kwargs))
 
     def predict_pixels(self, model: str, pixels: np.ndarray, **kwargs) -> dict[str, Any]:

@@ -487,7 +487,7 @@ def run_predict(loaded: LoadedVersion, request, max_batch: int | None = None):
     """Runs a PredictRequest on a loaded version; returns a PredictResponse."""
     from tensorflow_serving.apis import predict_pb2
 
-    from transferkit.serving.tensors import to_tensor_proto
+    from transferkit.serving.tensors import fill_tensor_proto
 
     signature = select_signature(loaded, request.model_spec.signature_name)
     start = time.perf_counter()
@@ -501,7 +501,7 @@ def run_predict(loaded: LoadedVersion, request, max_batch: int | None = None):
     response.model_spec.version.value = loaded.version
     response.model_spec.signature_name = signature.name
     for key, value in outputs.items():
-        response.outputs[key].CopyFrom(to_tensor_proto(value))
+        fill_tensor_proto(response.outputs[key], value)
     PHASES.add("encode", time.perf_counter() - start)
     return response
 

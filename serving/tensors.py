@@ -37,24 +37,40 @@ def _shape(dims) -> tensor_shape_pb2.TensorShapeProto:
 
 def string_tensor(values, shape=None) -> tensor_pb2.TensorProto:
     """A DT_STRING TensorProto from a sequence of bytes (or str)."""
-    items = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
-    return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING,
-                                  tensor_shape=_shape(shape if shape is not None else [len(items)]),
-                                  string_val=items)
+    return fill_string_tensor(tensor_pb2.TensorProto(), values, shape)
+
+
+def fill_string_tensor(proto: tensor_pb2.TensorProto, values, shape=None) -> tensor_pb2.TensorProto:
+    """Writes bytes (or str) into `proto` in place: a request's own input, with no copy of the payload
+    through a temporary proto (`CopyFrom` copies every byte again)."""
+    items = [v.encode() if isinstance(v, str) else v if isinstance(v, bytes) else bytes(v) for v in values]
+    proto.dtype = types_pb2.DT_STRING
+    for size in (shape if shape is not None else [len(items)]):
+        proto.tensor_shape.dim.add(size=int(size))
+    proto.string_val.extend(items)
+    return proto
 
 
 def to_tensor_proto(value) -> tensor_pb2.TensorProto:
+    return fill_tensor_proto(tensor_pb2.TensorProto(), value)
+
+
+def fill_tensor_proto(proto: tensor_pb2.TensorProto, value) -> tensor_pb2.TensorProto:
+    """Writes an array (or anything numpy takes) into an empty `proto` in place."""
     array = np.asarray(value)
     if array.dtype == object or array.dtype.kind in "SU":
-        return string_tensor(array.reshape(-1).tolist(), array.shape)
+        return fill_string_tensor(proto, array.reshape(-1).tolist(), array.shape)
     enum = _NUMPY_TO_ENUM.get(array.dtype)
     if enum is None:
         import tensorflow as tf
 
-        return tf.make_tensor_proto(array)
-    return tensor_pb2.TensorProto(dtype=enum, tensor_shape=_shape(array.shape),
-                                  tensor_content=np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"),
-                                                                                     copy=False).tobytes())
+        proto.CopyFrom(tf.make_tensor_proto(array))
+        return proto
+    proto.dtype = enum
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=int(size))
+    proto.tensor_content = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    return proto
 
 
 def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:

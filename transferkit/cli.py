@@ -139,8 +139,9 @@ def _cmd_predict(args) -> int:
         from transferkit.plugins.image_classification.records import ClassifierRecords
         from transferkit.serving.edge_export import predict_edge
 
-        for path, labels in predict_edge(args.run_dir, args.images, top_k=args.top_k):
-            print(f"{path}\n{ClassifierRecords.describe(labels)}")
+        texts = _texts_from_args(args)
+        for item, labels in predict_edge(args.run_dir, texts or args.images, top_k=args.top_k):
+            print(f"{_excerpt(item) if texts else item}\n{ClassifierRecords.describe(labels)}")
         return 0
     texts = _texts_from_args(args)
     if texts:

@@ -234,3 +234,9 @@ def task_for_outputs(outputs: Mapping[str, Any]) -> type["Task"]:
     if not matches:
         raise TransferkitError(f"no registered task reads a served answer with outputs {sorted(keys)}")
     return max(matches, key=lambda cls: len(cls.output_keys))
+
+
+def preprocessor_classes() -> dict[str, type]:
+    """The preprocessor classes of the registered tasks, by class name (as a saved config names them)."""
+    return {entry.task_class.preprocessor_class.__name__: entry.task_class.preprocessor_class
+            for entry in available_tasks().values() if entry.task_class.preprocessor_class is not None}

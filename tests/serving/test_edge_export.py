@@ -92,3 +92,40 @@ def test_evaluate_scores_an_exported_file_next_to_the_keras_model(trained_run, t
     printed = capsys.readouterr().out
     assert f"accuracy {report['exported']['accuracy']:.4f} on {report['examples']} examples" in printed
     assert "(onnxruntime)" in printed
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    from transferkit.config import build_run_config
+    from transferkit.plugins.text_classification.testing import make_text_dataset, tiny_text_config
+    from transferkit.runner import train
+
+    root = tmp_path_factory.mktemp("edge_text")
+    make_text_dataset(root / "data", count=48)
+    return train(build_run_config(tiny_text_config(root / "data")), root / "run")
+
+
+@pytest.mark.parametrize("fmt, quantize", [("tflite", "none"), ("tflite", "dynamic"), ("onnx", "none")])
+def test_a_text_classifier_exports_with_token_inputs_and_predicts_texts(text_run, tmp_path, fmt, quantize, capsys):
+    from transferkit.runner import load_run, predict_texts
+
+    output = tmp_path / f"text.{fmt}"
+    report = export_edge(text_run, output, EdgeExportOptions(format=fmt, quantize=quantize))
+    assert output.is_file() and report["examples"] > 0 and report["drop_points"] <= report["tolerance_points"]
+    if quantize == "none":
+        assert report["max_abs_diff"] < 1e-4
+    signature = json.loads((tmp_path / "text.signature.json").read_text())
+    _, _, _, info = load_run(text_run)
+    length = info["preprocessor"]["sequence_length"]
+    assert signature["input"] == {"padding_mask": {"shape": [None, length], "dtype": "int32"},
+                                  "token_ids": {"shape": [None, length], "dtype": "int32"}}
+    assert signature["preprocessor"]["class_name"] == "TextPreprocessor" and "WordPiece" in " ".join(
+        signature["app_steps"])
+    texts = ["alpha beta gamma", "delta epsilon", "zeta"]
+    from_file = [labels[0][0] for _, labels in predict_edge(output, texts, top_k=1)]
+    from_run = [description for _, description in predict_texts(text_run, texts, top_k=1)]
+    assert all(label in description for label, description in zip(from_file, from_run))
+    assert main(["predict", str(output), "--text", "alpha beta gamma"]) == 0
+    assert from_file[0] in capsys.readouterr().out
+    assert main(["evaluate", str(text_run), "--model", str(output)]) == 0
+    assert f"{report['exported']['accuracy']:.4f}" in capsys.readouterr().out
