@@ -2,13 +2,16 @@
 
     python benchmarks/edge_export.py                       # trains hymenoptera (Lite0) first if needed
     python benchmarks/edge_export.py --config benchmarks/configs/hymenoptera.yaml --set backbone.preset=efficientnet-lite2
+    python benchmarks/edge_export.py --config benchmarks/configs/bbc.yaml --run runs/bbc_edge/run \
+        --formats tflite:float16,tflite:dynamic,tflite:int8,onnx:none --json benchmarks/results/edge_export_bbc.json
 
 For one run it writes the TF Serving SavedModel (`transferkit export`) and the
 LiteRT float16 and int8 files and the ONNX file (`transferkit export --format
 ...`), each scored on the run's validation split by the export itself, then
 times one image at a time (after warm-up, the median of `--repeats` calls):
-the SavedModel's `serving_pixels` signature, the LiteRT interpreter and
-onnxruntime, each on 2 threads, on the same model-size pixels. Prints a table
+the SavedModel's `serving_pixels` (text: `serving_token_ids`) signature, the
+LiteRT interpreter and onnxruntime, each on 2 threads, on the same model
+inputs. Prints a table
 and writes JSON (default benchmarks/results/edge_export.json). Run it with
 nothing else on the machine.
 """
@@ -49,6 +52,8 @@ def main() -> int:
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "edge_bench" / "run",
                         help="the run to export (trained from --config when it has no model.keras)")
     parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--formats", default="tflite:float16,tflite:int8,onnx:none",
+                        help="FORMAT:QUANTIZE pairs to export and time (text: tflite:dynamic is the usual)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "edge_export.json")
     args = parser.parse_args()
 
@@ -66,12 +71,16 @@ def main() -> int:
     config, task, model, info = load_run(args.run)
     out = args.run.parent / "exports"
     saved_model = export_run(args.run, out / "serving", "bench", force=True, version=1)
-    pixels = np.asarray(next(iter(task.datasets().val))[0][:1], np.float32)
+    first = next(iter(task.datasets().val))[0]
+    # One example: the pixels, or a text's token ids and padding mask.
+    pixels = ({k: np.asarray(v[:1]) for k, v in first.items()} if isinstance(first, dict)
+              else np.asarray(first[:1], np.float32))
+    signatures = tf.saved_model.load(str(saved_model)).signatures
+    serve = signatures["serving_pixels"] if "serving_pixels" in signatures else signatures["serving_token_ids"]
 
     rows = []
-    serve = tf.saved_model.load(str(saved_model)).signatures["serving_pixels"]
     keras_accuracy = None
-    for fmt, quantize in (("tflite", "float16"), ("tflite", "int8"), ("onnx", "none")):
+    for fmt, quantize in (pair.split(":") for pair in args.formats.split(",")):
         path = out / f"model_{quantize}.{fmt}"
         report = export_edge(args.run, path, EdgeExportOptions(format=fmt, quantize=quantize))
         keras_accuracy = report["keras"]["accuracy"]
@@ -80,17 +89,20 @@ def main() -> int:
                      "ms_per_image": median_ms(runner, pixels, args.repeats),
                      "accuracy": report["exported"]["accuracy"], "drop_points": report["drop_points"],
                      "max_abs_diff": report["max_abs_diff"], "runtime": report["runtime"]})
-    tensor = tf.constant(pixels)
+    feed = ({k: tf.constant(v) for k, v in pixels.items()} if isinstance(pixels, dict)
+            else {"pixels": tf.constant(pixels)})
     rows.insert(0, {"format": "SavedModel (TF Serving)", "mb": round(folder_bytes(saved_model) / 2**20, 2),
-                    "ms_per_image": median_ms(lambda _: serve(pixels=tensor), pixels, args.repeats),
+                    "ms_per_image": median_ms(lambda _: serve(**feed), pixels, args.repeats),
                     "accuracy": keras_accuracy, "drop_points": 0.0, "max_abs_diff": 0.0,
                     "runtime": "tensorflow"})
 
+    size = (f"{pixels['token_ids'].shape[1]} tokens" if isinstance(pixels, dict)
+            else f"{pixels.shape[1]}x{pixels.shape[2]} px")
     print(f"\n{config.task} on {Path(str(info['backbone'])).name}, {info['num_val']} validation examples, "
-          f"{pixels.shape[1]}x{pixels.shape[2]} px, batch 1, 2 threads")
-    print(f"{'format':<26} {'MB':>7} {'ms/image':>9} {'accuracy':>9} {'drop':>6} {'max diff':>9}")
+          f"{size}, batch 1, 2 threads")
+    print(f"{'format':<26} {'MB':>7} {'ms/example':>10} {'accuracy':>9} {'drop':>6} {'max diff':>9}")
     for row in rows:
-        print(f"{row['format']:<26} {row['mb']:>7.2f} {row['ms_per_image']:>9.2f} {row['accuracy']:>9.4f} "
+        print(f"{row['format']:<26} {row['mb']:>7.2f} {row['ms_per_image']:>10.2f} {row['accuracy']:>9.4f} "
               f"{row['drop_points']:>6.2f} {row['max_abs_diff']:>9.4f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"task": config.task, "backbone": info["backbone"], "rows": rows,
