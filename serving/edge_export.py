@@ -93,47 +93,55 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
     run_dir, output = Path(run_dir), Path(output)
     config, task, model, info = load_run(run_dir)
     preprocessor = task.preprocessor(info)
-    specs = model_input_specs(model)
-    if specs is None or "class_names" not in info:
-        raise EdgeExportError(f"{run_dir}: task {config.task!r} is not exported for edge runtimes yet: only "
-                              f"classifiers whose model takes one image tensor (image and audio classification) "
-                              f"or token ids and a padding mask (text classification)")
+    edge = task.edge_model(model, info)
+    if edge is None:
+        raise EdgeExportError(f"{run_dir}: task {config.task!r} has no edge export (Task.edge_model); exported "
+                              f"today: image, audio and text classification, object detection")
     if output.is_dir():
         raise EdgeExportError(f"--output {output}: is a folder; expected a file name such as model.{options.format}")
     task_data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         saved_model = Path(scratch) / "saved_model"
-        _write_saved_model(model, saved_model, specs)
+        _write_saved_model(model, saved_model, edge)
         with atomic_path(output, suffix=output.suffix) as tmp:
             if options.format == "tflite":
-                calibration = _calibration_inputs(task_data.train_plain, options) if options.quantize == "int8" \
-                    else None
-                tmp.write_bytes(_convert_tflite(saved_model, options, calibration, images=PIXELS in specs))
+                calibration = _calibration_inputs(task_data.train_plain, options, edge) \
+                    if options.quantize == "int8" else None
+                tmp.write_bytes(_convert_tflite(saved_model, options, calibration, edge))
                 runner = _LiteRtRunner(tmp)
             else:
-                _convert_onnx(model, tmp, specs)
+                _convert_onnx(tmp, edge)
                 runner = _OnnxRunner(tmp)
-            report = _score(model, runner, task_data.val, info["class_names"])
+            report = _score(edge, runner, task_data)
             saved_model_bytes = sum(p.stat().st_size for p in saved_model.rglob("*") if p.is_file())
             report.update(format=options.format, quantize=options.quantize, file=str(output.resolve()),
                           bytes=tmp.stat().st_size, saved_model_bytes=saved_model_bytes,
                           tolerance_points=options.tolerance, runtime=runner.name,
                           seconds=round(time.perf_counter() - started, 1), input=runner.input_facts())
             if report["drop_points"] > options.tolerance:
+                metric = report["metric"]
                 raise EdgeExportError(
-                    f"{output}: accuracy {report['exported']['accuracy']:.4f} against the Keras model's "
-                    f"{report['keras']['accuracy']:.4f} on {report['examples']} validation examples, a drop of "
+                    f"{output}: {metric} {report['exported'][metric]:.4f} against the Keras model's "
+                    f"{report['keras'][metric]:.4f} on {report['examples']} validation examples, a drop of "
                     f"{report['drop_points']:.2f} points, beyond the tolerance of {options.tolerance} "
                     f"(--max-drop); nothing was written")
-    signature = {"input": runner.input_facts(), "output": {"name": "probabilities", "shape": [None, len(info["class_names"])],
-                                                          "meaning": "class probabilities in labels order"},
+    signature = {"input": runner.input_facts(), "output": runner.output_facts(),
                  "labels": list(info["class_names"]),
                  "preprocessor": preprocessor.get_config() if preprocessor is not None else None,
-                 "app_steps": APP_STEPS["image" if PIXELS in specs else "tokens"]}
+                 "app_steps": [*(preprocessor.edge_steps if preprocessor is not None else ()),
+                               *task_output_steps(edge)]}
     atomic_write_text(_sibling(output, ".signature.json"), json.dumps(signature, indent=2) + "\n")
     atomic_write_text(_sibling(output, ".export_report.json"), json.dumps(report, indent=2) + "\n")
     return report
+
+
+def task_output_steps(edge) -> list[str]:
+    if edge.one_example:
+        return ["run one image at a time; read boxes (xyxy, in model-input pixels: scale by the original "
+                "size over image_size), scores, class_ids (labels order) and num_detections (rows past it "
+                "are padding)"]
+    return ["read probabilities; argmax gives the label"]
 
 
 def _sibling(path: Path, suffix: str) -> Path:
@@ -141,66 +149,32 @@ def _sibling(path: Path, suffix: str) -> Path:
 
 
 PIXELS = "pixels"
-APP_STEPS = {
-    "image": ["decode the image upright (apply EXIF orientation) to RGB",
-              "resize as the preprocessor says (resize, crop_fraction, interpolation)",
-              "feed NHWC pixels 0..255 (quantised with the input's scale and zero point for int8)",
-              "read probabilities; argmax gives the label"],
-    "tokens": ["normalise the text as the preprocessor says (lowercase, strip_accents: NFD, drop marks)",
-               "split it into WordPiece tokens with the preprocessor's vocabulary (its ids are list positions)",
-               "feed token_ids = [CLS] tokens [SEP], cut and padded with [PAD] to sequence_length, and "
-               "padding_mask = 1 for real tokens, 0 for padding (int32, shape [N, sequence_length])",
-               "read probabilities; argmax gives the label"],
-}
 
 
-def model_input_specs(model) -> dict[str, Any] | None:
-    """The exported file's inputs: one NHWC image named "pixels", or the model's token inputs by name
-    (int32 `[N, length]`); None for a model of another shape (a detector's several outputs)."""
-    import tensorflow as tf
-
-    inputs = model.inputs
-    if len(inputs) == 1 and len(inputs[0].shape) == 4:
-        return {PIXELS: tf.TensorSpec([None, *(int(d) for d in inputs[0].shape[1:])], tf.float32, name=PIXELS)}
-    names = sorted(tensor.name.split(":")[0] for tensor in inputs)
-    if names == ["padding_mask", "token_ids"] and all(len(t.shape) == 2 for t in inputs):
-        return {tensor.name.split(":")[0]: tf.TensorSpec([None, int(tensor.shape[1])], tf.int32,
-                                                         name=tensor.name.split(":")[0]) for tensor in inputs}
-    return None
-
-
-def _write_saved_model(model, folder: Path, specs: dict[str, Any]) -> None:
-    """A SavedModel with one endpoint, the model's inputs -> {"probabilities"}, that the converters read."""
+def _write_saved_model(model, folder: Path, edge) -> None:
+    """A SavedModel with one endpoint, the edge model's function, that the converters read."""
     import keras
-    import tensorflow as tf
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    names = sorted(specs)
-
-    def serve(*tensors):
-        inputs = tensors[0] if names == [PIXELS] else dict(zip(names, tensors))
-        return {"probabilities": tf.cast(model(inputs, training=False), tf.float32)}
-
-    archive.add_endpoint("serve", serve, input_signature=[specs[name] for name in names])
+    archive.add_endpoint("serve", edge.function, input_signature=[edge.inputs[n] for n in edge.input_names])
     archive.write_out(str(folder), verbose=False)
 
 
-def _calibration_inputs(train_plain, options: EdgeExportOptions) -> list[dict[str, np.ndarray]]:
-    """A seeded sample of the run's own training examples (model inputs), for int8 calibration."""
+def _calibration_inputs(train_plain, options: EdgeExportOptions, edge) -> list[dict[str, np.ndarray]]:
+    """A seeded sample of the run's own training examples (model inputs by name), for int8 calibration."""
     batches = [batch[0] for batch in train_plain]
     if isinstance(batches[0], dict):
         examples = {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}
     else:
-        examples = {PIXELS: np.concatenate([np.asarray(b, np.float32) for b in batches])}
+        examples = {edge.input_names[0]: np.concatenate([np.asarray(b, np.float32) for b in batches])}
     count = len(next(iter(examples.values())))
     rng = np.random.default_rng(options.seed)
     chosen = np.sort(rng.choice(count, size=min(options.calibration_images, count), replace=False))
     return [{k: v[i:i + 1] for k, v in examples.items()} for i in chosen]
 
 
-def _convert_tflite(saved_model: Path, options: EdgeExportOptions, calibration: list | None,
-                    images: bool = True) -> bytes:
+def _convert_tflite(saved_model: Path, options: EdgeExportOptions, calibration: list | None, edge) -> bytes:
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
@@ -213,12 +187,15 @@ def _convert_tflite(saved_model: Path, options: EdgeExportOptions, calibration: 
             yield from calibration
 
         converter.representative_dataset = representative
-        # Builtin int8 kernels only: a float fallback would hide an op that phones' int8 accelerators lack.
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if images:  # token ids stay int32; only a float input or output takes the integer type
-            io_type = tf.uint8 if options.io_type == "uint8" else tf.int8
+        # Builtin int8 kernels only: a float fallback would hide an op that phones' int8 accelerators
+        # lack; a task whose post-processing has no integer kernel (NMS) keeps that part in float.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
+            [tf.lite.OpsSet.TFLITE_BUILTINS] if edge.int8_float_ops else [])
+        io_type = tf.uint8 if options.io_type == "uint8" else tf.int8
+        if edge.float_inputs and not edge.int8_float_ops:  # token ids stay int32
             converter.inference_input_type = io_type
-        converter.inference_output_type = tf.uint8 if options.io_type == "uint8" else tf.int8
+        if not edge.one_example:  # a detector's outputs (boxes, counts) stay as they are
+            converter.inference_output_type = io_type
     try:
         # The converter prints its MLIR passes' statistics on stderr: kept for --verbose, else only errors.
         with held_stderr(lambda line: verbose() or "error" in line.lower()):
@@ -228,34 +205,37 @@ def _convert_tflite(saved_model: Path, options: EdgeExportOptions, calibration: 
         raise EdgeExportError(f"LiteRT conversion ({options.quantize}) failed: {first}") from None
 
 
-def _convert_onnx(model, path: Path, specs: dict[str, Any]) -> None:
+def _convert_onnx(path: Path, edge) -> None:
     try:
         import tf2onnx
     except ImportError:
         raise EdgeExportError("--format onnx needs tf2onnx and onnxruntime: pip install tf2onnx onnxruntime "
                               "(make venv installs them)") from None
-    if PIXELS in specs:
-        # from_keras, not from_function: the latter turns Normalization's constants into extra graph inputs.
-        tf2onnx.convert.from_keras(model, input_signature=[specs[PIXELS]], opset=ONNX_OPSET, output_path=str(path))
-        return
     import tensorflow as tf
 
-    # from_keras would feed a dict-input model a list; a function takes the inputs by name.
-    names = sorted(specs)
+    specs = [edge.inputs[name] for name in edge.input_names]
+    if edge.keras_model is not None:
+        # from_keras, not from_function: the latter turns Normalization's constants into extra graph inputs.
+        tf2onnx.convert.from_keras(edge.keras_model, input_signature=specs, opset=ONNX_OPSET, output_path=str(path))
+        return
+    tf2onnx.convert.from_function(tf.function(edge.function, input_signature=specs), input_signature=specs,
+                                  opset=ONNX_OPSET, output_path=str(path))
 
-    @tf.function(input_signature=[specs[name] for name in names])
-    def classify(*tensors):
-        return {"probabilities": tf.cast(model(dict(zip(names, tensors)), training=False), tf.float32)}
 
-    tf2onnx.convert.from_function(classify, input_signature=[specs[name] for name in names], opset=ONNX_OPSET,
-                                  output_path=str(path))
+def _quantize(value, detail) -> np.ndarray:
+    """A float array into a quantized input's integer type (as is for any other input)."""
+    scale, zero_point = detail["quantization"]
+    dtype = np.dtype(detail["dtype"])
+    value = np.asarray(value)
+    if scale and dtype.kind in "iu" and value.dtype.kind == "f":
+        info = np.iinfo(dtype)
+        value = np.clip(np.round(value / scale + zero_point), info.min, info.max)
+    return value.astype(dtype)
 
 
 class _LiteRtRunner:
-    """Runs a .tflite file batch by batch with ai-edge-litert (TensorFlow's interpreter when it is absent).
-
-    Called with an array (the pixels) or a dict of arrays by input name (token ids and padding mask).
-    """
+    """Runs a .tflite file with ai-edge-litert (TensorFlow's interpreter when it is absent), through its
+    signature: called with an array (the one input) or a dict by input name; returns outputs by name."""
 
     def __init__(self, path: Path, threads: int = 2):
         try:
@@ -272,69 +252,56 @@ class _LiteRtRunner:
             self.name = "tf.lite.Interpreter"
         with held_stderr(lambda line: verbose() or "error" in line.lower()):  # "Created ... XNNPACK delegate"
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-            self.interpreter.allocate_tensors()
-        self._details()
-        self.shapes: dict[str, tuple] = {}
-
-    def _details(self) -> None:
-        # Converted names read "serving_default_token_ids:0"; the input's own name is their last part.
-        self.inputs = {self._short(d["name"]): d for d in self.interpreter.get_input_details()}
-        self.output = self.interpreter.get_output_details()[0]
-
-    @staticmethod
-    def _short(name: str) -> str:
-        base = name.split(":")[0]
-        for prefix in ("serving_default_", "serve_"):
-            base = base.removeprefix(prefix)
-        return PIXELS if base not in ("token_ids", "padding_mask") else base
+            self.signature = self.interpreter.get_signature_runner()
+        self.inputs = self.signature.get_input_details()
+        self.outputs = self.signature.get_output_details()
+        self.invoked = False
 
     def input_facts(self) -> dict[str, Any]:
         if list(self.inputs) == [PIXELS]:
             detail = self.inputs[PIXELS]
             scale, zero_point = detail["quantization"]
-            facts = {"name": PIXELS, "shape": [None, *[int(d) for d in detail["shape"][1:]]], "layout": "NHWC RGB",
-                     "dtype": np.dtype(detail["dtype"]).name, "range": [0, 255]}
+            facts = {"name": PIXELS, "shape": [None, *[int(d) for d in detail["shape_signature"][1:]]],
+                     "layout": "NHWC RGB", "dtype": np.dtype(detail["dtype"]).name, "range": [0, 255]}
+            if int(detail["shape_signature"][0]) == 1:
+                facts["shape"][0] = 1
             if scale:
                 facts["quantization"] = {"scale": float(scale), "zero_point": int(zero_point),
                                          "real_value": "(q - zero_point) * scale"}
             return facts
-        return {name: {"shape": [None, *[int(d) for d in detail["shape"][1:]]],
+        return {name: {"shape": [None, *[int(d) for d in detail["shape_signature"][1:]]],
                        "dtype": np.dtype(detail["dtype"]).name} for name, detail in sorted(self.inputs.items())}
 
-    def __call__(self, inputs) -> np.ndarray:
-        inputs = inputs if isinstance(inputs, dict) else {PIXELS: inputs}
-        shapes = {name: np.shape(value) for name, value in inputs.items()}
-        if shapes != self.shapes:
-            for name, value in inputs.items():
-                self.interpreter.resize_tensor_input(self.inputs[name]["index"], list(np.shape(value)))
+    def output_facts(self) -> dict[str, Any]:
+        return {name: {"shape": [None if d < 0 else int(d) for d in detail["shape_signature"]],
+                       "dtype": np.dtype(detail["dtype"]).name} for name, detail in sorted(self.outputs.items())}
+
+    def __call__(self, inputs) -> dict[str, np.ndarray]:
+        inputs = inputs if isinstance(inputs, dict) else {next(iter(self.inputs)): inputs}
+        feeds = {name: _quantize(value, self.inputs[name]) for name, value in inputs.items()}
+        if not self.invoked:  # the delegate is made at the first invoke; its note is dropped
             with held_stderr(lambda line: verbose() or "error" in line.lower()):
-                self.interpreter.allocate_tensors()
-                self._details()
-                for name, value in inputs.items():  # the delegate is made at the first invoke; its note dropped
-                    self.interpreter.set_tensor(self.inputs[name]["index"],
-                                                np.zeros(np.shape(value), self.inputs[name]["dtype"]))
-                self.interpreter.invoke()
-            self.shapes = shapes
-        for name, value in inputs.items():
-            detail = self.inputs[name]
-            scale, zero_point = detail["quantization"]
-            dtype = np.dtype(detail["dtype"])
-            if scale and dtype.kind in "iu" and np.asarray(value).dtype.kind == "f":
-                info = np.iinfo(dtype)
-                value = np.clip(np.round(np.asarray(value) / scale + zero_point), info.min, info.max)
-            self.interpreter.set_tensor(detail["index"], np.asarray(value).astype(dtype))
-        self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self.output["index"]).astype(np.float32)
-        out_scale, out_zero = self.output["quantization"]
-        return (out - out_zero) * out_scale if out_scale else out
+                results = self.signature(**feeds)
+            self.invoked = True
+        else:
+            results = self.signature(**feeds)
+        outputs = {}
+        for name, value in results.items():
+            scale, zero_point = self.outputs[name]["quantization"]
+            outputs[name] = (value.astype(np.float32) - zero_point) * scale if scale else value
+        return outputs
 
 
 class _OnnxRunner:
-    """Runs an .onnx file with onnxruntime on the CPU, 2 threads."""
+    """Runs an .onnx file with onnxruntime on the CPU, 2 threads; outputs by name.
+
+    `output_names` (from the signature file) name the outputs in the order the converter wrote them,
+    which is the function's outputs in sorted order; a file of one output is `probabilities`.
+    """
 
     name = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int = 2):
+    def __init__(self, path: Path, threads: int = 2, output_names: list[str] | None = None):
         import onnx
         import onnxruntime
 
@@ -347,63 +314,93 @@ class _OnnxRunner:
             # a constant turned into an input is the converter's known failure
             raise EdgeExportError(f"ONNX conversion left {len(self.feeds)} graph inputs ({', '.join(self.feeds)}); "
                                   f"expected only the pixels, or token_ids and padding_mask")
+        files = [output.name for output in self.session.get_outputs()]
+        self.output_names = output_names if output_names and len(output_names) == len(files) else (
+            ["probabilities"] if len(files) == 1 else [name.split(":")[0] for name in files])
 
     def input_facts(self) -> dict[str, Any]:
         if len(self.feeds) == 1:
             feed = next(iter(self.feeds.values()))
-            return {"name": feed.name, "shape": [None, *feed.shape[1:]], "layout": "NHWC RGB",
-                    "dtype": "float32", "range": [0, 255]}
+            return {"name": feed.name, "shape": [None if not isinstance(d, int) else d for d in feed.shape],
+                    "layout": "NHWC RGB", "dtype": "float32", "range": [0, 255]}
         return {name: {"shape": [None, *feed.shape[1:]], "dtype": "int32"} for name, feed in sorted(self.feeds.items())}
 
-    def __call__(self, inputs) -> np.ndarray:
+    def output_facts(self) -> dict[str, Any]:
+        return {name: {"shape": [None if not isinstance(d, int) else d for d in output.shape]}
+                for name, output in zip(self.output_names, self.session.get_outputs())}
+
+    def __call__(self, inputs) -> dict[str, np.ndarray]:
         if not isinstance(inputs, dict):
-            feed = next(iter(self.feeds.values()))
-            return np.asarray(self.session.run(None, {feed.name: np.asarray(inputs, np.float32)})[0], np.float32)
-        feeds = {self.feeds[name].name: np.asarray(value, np.int32) for name, value in inputs.items()}
-        return np.asarray(self.session.run(None, feeds)[0], np.float32)
+            inputs = {next(iter(self.feeds)): inputs}
+        feeds = {}
+        for name, value in inputs.items():
+            feed = self.feeds[name]
+            feeds[feed.name] = np.asarray(value, np.float32 if "float" in feed.type else np.int32)
+        return dict(zip(self.output_names, self.session.run(None, feeds)))
 
 
-def _score(model, runner, val, class_names) -> dict[str, Any]:
-    """Accuracy of the Keras model and of the exported file on the same validation batches."""
-    from transferkit.models.inference import traced_forward
+def _score(edge, runner, task_data) -> dict[str, Any]:
+    """The task's score of the Keras model (the edge function in TensorFlow) and of the exported file,
+    on the same validation batches; `drop_points` is the difference in points of the task's metric."""
+    import tensorflow as tf
+
     from transferkit.progress import dataset_length, progress
 
-    forward = traced_forward(model, val.element_spec[0])
-    keras_hits = file_hits = count = 0
-    max_diff = 0.0
-    for features, targets, *_ in progress(val, "scoring the exported file", dataset_length(val), unit="batch"):
+    names = edge.input_names
+    keras_function = tf.function(edge.function, input_signature=[edge.inputs[n] for n in names])
+    keras_score, file_score = edge.score(task_data), edge.score(task_data)
+    count, max_diff = 0, 0.0
+    batches = task_data.val_indexed
+    for features, targets, rows in progress(batches, "scoring the exported file", dataset_length(batches),
+                                            unit="batch"):
         features = ({k: np.asarray(v) for k, v in features.items()} if isinstance(features, dict)
-                    else np.asarray(features, np.float32))
-        labels = np.asarray(targets).argmax(axis=1)
-        expected = np.asarray(forward(features), np.float32)
-        got = runner(features)
-        keras_hits += int((expected.argmax(axis=1) == labels).sum())
-        file_hits += int((got.argmax(axis=1) == labels).sum())
-        max_diff = max(max_diff, float(np.abs(got - expected).max()))
-        count += len(labels)
+                    else {names[0]: np.asarray(features, np.float32)})
+        size = len(np.asarray(rows))
+        pieces = [{k: v[i:i + 1] for k, v in features.items()} for i in range(size)] if edge.one_example \
+            else [features]
+        expected = _merged([{k: np.asarray(v) for k, v in keras_function(*[p[n] for n in names]).items()}
+                            for p in pieces])
+        got = _merged([runner(p) for p in pieces])
+        keras_score.update(expected, np.asarray(targets), np.asarray(rows))
+        file_score.update(got, np.asarray(targets), np.asarray(rows))
+        key = keras_score.compared
+        if np.shape(got[key]) == np.shape(expected[key]):
+            max_diff = max(max_diff, float(np.abs(np.asarray(got[key], np.float32) - expected[key]).max()))
+        count += size
     if not count:
         raise EdgeExportError("the run's validation split is empty: nothing to score the exported file on")
-    keras_accuracy, file_accuracy = keras_hits / count, file_hits / count
-    return {"examples": count, "keras": {"accuracy": round(keras_accuracy, 6)},
-            "exported": {"accuracy": round(file_accuracy, 6)},
-            "drop_points": round(100 * (keras_accuracy - file_accuracy), 3),
-            "max_abs_diff": round(max_diff, 6), "classes": len(class_names)}
+    keras_result, file_result = keras_score.result(), file_score.result()
+    metric = keras_score.metric
+    return {"examples": count, "metric": metric,
+            "keras": {k: round(v, 6) for k, v in keras_result.items()},
+            "exported": {k: round(v, 6) for k, v in file_result.items()},
+            "drop_points": round(100 * (keras_result[metric] - file_result[metric]), 3),
+            "max_abs_diff": round(max_diff, 6), "compared_output": keras_score.compared}
+
+
+def _merged(outputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return outputs[0] if len(outputs) == 1 else {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
 def runner_for(path: str | os.PathLike):
-    """The runner of an exported .tflite or .onnx file."""
+    """The runner of an exported .tflite or .onnx file (its signature file names an ONNX file's outputs)."""
     path = Path(path)
     if path.suffix.lower() == ".tflite":
         return _LiteRtRunner(path)
     if path.suffix.lower() == ".onnx":
-        return _OnnxRunner(path)
+        signature = _sibling(path, ".signature.json")
+        names = sorted(json.loads(signature.read_text(encoding="utf-8")).get("output", {})) \
+            if signature.is_file() else None
+        return _OnnxRunner(path, output_names=names)
     raise EdgeExportError(f"{path}: expected a .tflite or .onnx file written by `transferkit export`")
 
 
 def predict_edge(path: str | os.PathLike, inputs: list[str], top_k: int = 3):
-    """Yields (input, [(label, probability), ...]) from an exported file, prepared as its signature says.
+    """Yields (input, records) from an exported file, its inputs prepared as its signature says: for a
+    classifier `[(label, probability), ...]` best first, for a detector `[(label, score, box), ...]`
+    with xyxy boxes in model-input pixels.
 
-    `inputs` are image (or WAV) paths for an image model, texts for a text model.
+    `inputs` are image (or WAV) paths, or texts for a text model.
     """
     from transferkit.registry import preprocessor_classes
 
@@ -422,7 +419,14 @@ def predict_edge(path: str | os.PathLike, inputs: list[str], top_k: int = 3):
     runner, labels = runner_for(path), signature["labels"]
     k = max(1, min(int(top_k), len(labels)))
     for item in inputs:
-        probabilities = runner(_prepared(preprocessor, item))[0]
+        outputs = runner(_prepared(preprocessor, item))
+        if "num_detections" in outputs:
+            count = int(np.asarray(outputs["num_detections"]).reshape(-1)[0])
+            yield item, [(labels[int(c)], float(s), [round(float(v), 1) for v in b]) for b, s, c in
+                         zip(outputs["boxes"][0][:count], outputs["scores"][0][:count],
+                             outputs["class_ids"][0][:count])]
+            continue
+        probabilities = np.asarray(outputs["probabilities"][0], np.float32)
         order = np.argsort(-probabilities)[:k]
         yield item, [(labels[i], float(probabilities[i])) for i in order]
 
@@ -454,7 +458,10 @@ def evaluate_edge(run_dir: str | os.PathLike, path: str | os.PathLike, data: str
     config, task, model, info = load_run(run_dir)
     config = task.config_for_evaluation(info, data)
     task = get_task(config.task)(config, info)
+    edge = task.edge_model(model, info)
+    if edge is None:
+        raise EdgeExportError(f"{run_dir}: task {config.task!r} has no edge export to score")
     task_data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
     runner = runner_for(path)
-    report = _score(model, runner, task_data.val, info["class_names"])
+    report = _score(edge, runner, task_data)
     return {**report, "file": str(Path(path).resolve()), "runtime": runner.name}

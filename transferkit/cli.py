@@ -120,9 +120,11 @@ def _cmd_evaluate(args) -> int:
         from transferkit.serving.edge_export import evaluate_edge
 
         report = evaluate_edge(args.run_dir, args.model, data=args.data)
-        print(f"{report['file']} ({report['runtime']}): accuracy {report['exported']['accuracy']:.4f} on "
-              f"{report['examples']} examples; the run's Keras model {report['keras']['accuracy']:.4f} "
-              f"(drop {report['drop_points']:.2f} points, largest probability difference {report['max_abs_diff']:.4f})")
+        metric = report["metric"]
+        print(f"{report['file']} ({report['runtime']}): {metric} {report['exported'][metric]:.4f} on "
+              f"{report['examples']} examples; the run's Keras model {report['keras'][metric]:.4f} "
+              f"(drop {report['drop_points']:.2f} points, largest difference of {report['compared_output']} "
+              f"{report['max_abs_diff']:.4f})")
         return 0
     evaluate_run(args.run_dir, data=args.data)
     folder = evaluation_dir(args.run_dir, args.data)
@@ -140,8 +142,13 @@ def _cmd_predict(args) -> int:
         from transferkit.serving.edge_export import predict_edge
 
         texts = _texts_from_args(args)
-        for item, labels in predict_edge(args.run_dir, texts or args.images, top_k=args.top_k):
-            print(f"{_excerpt(item) if texts else item}\n{ClassifierRecords.describe(labels)}")
+        for item, records in predict_edge(args.run_dir, texts or args.images, top_k=args.top_k):
+            if records and len(records[0]) == 3:  # a detector's (label, score, box)
+                described = "\n".join(f"  {score:7.4f}  {label}  {box}" for label, score, box in records) or \
+                    "  (no detections)"
+            else:
+                described = ClassifierRecords.describe(records)
+            print(f"{_excerpt(item) if texts else item}\n{described}")
         return 0
     texts = _texts_from_args(args)
     if texts:
@@ -240,9 +247,11 @@ def _export_edge(args) -> int:
     report = export_edge(args.run_dir, args.output, options)
     print(f"{report['file']}: {report['bytes'] / 2**20:.2f} MB ({args.format}, {args.quantize}); SavedModel "
           f"{report['saved_model_bytes'] / 2**20:.2f} MB")
-    print(f"accuracy on {report['examples']} validation examples: Keras {report['keras']['accuracy']:.4f}, "
-          f"{args.format} {report['exported']['accuracy']:.4f} (drop {report['drop_points']:.2f} points, "
-          f"tolerance {report['tolerance_points']}); largest probability difference {report['max_abs_diff']:.4f}")
+    metric = report["metric"]
+    print(f"{metric} on {report['examples']} validation examples: Keras {report['keras'][metric]:.4f}, "
+          f"{args.format} {report['exported'][metric]:.4f} (drop {report['drop_points']:.2f} points, "
+          f"tolerance {report['tolerance_points']}); largest difference of {report['compared_output']} "
+          f"{report['max_abs_diff']:.4f}")
     stem = Path(report["file"])
     print(f"signature (input layout, scaling, labels): {stem.with_name(stem.stem + '.signature.json')}; "
           f"report: {stem.with_name(stem.stem + '.export_report.json')}")

@@ -43,6 +43,9 @@ class Preprocessor:
     """
 
     raw_input: ClassVar[str] = ""
+    # What an app does around an edge export (a LiteRT or ONNX file takes model inputs, not raw
+    # files), written into the file's signature.json.
+    edge_steps: ClassVar[tuple[str, ...]] = ("prepare the raw input as this preprocessor's settings say",)
 
     # -- serialisation ---------------------------------------------------------------
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from transferkit.config_sections import DataSection, RunConfig, StageConfig
+    from transferkit.edge import EdgeModel
     from transferkit.evaluation import Evaluation
     from transferkit.models.backbones import FeatureBackbone
     from transferkit.preprocessing import Preprocessor
@@ -372,6 +373,11 @@ class Task(abc.ABC):
     def artifacts(self, info: Mapping[str, Any]) -> dict[str, str]:
         """Text files written next to the run and into the SavedModel's `assets/` (name -> content)."""
         return {}
+
+    def edge_model(self, model: "keras.Model", info: Mapping[str, Any]) -> "EdgeModel | None":
+        """What `transferkit export --format tflite|onnx` converts and how it is scored
+        (`transferkit.edge.EdgeModel`); None: the task has no edge export."""
+        return None
 
     def saved_files(self, info: Mapping[str, Any]) -> dict[str, str]:
         """What travels with the model: the task's `artifacts` and its preprocessor's `preprocessor.json`."""

@@ -35,6 +35,12 @@ class AudioPreprocessor(Preprocessor):
     """
 
     raw_input = "audio"
+    edge_steps = ("decode the WAV clip to mono float samples and resample them to sample_rate",
+                  "cut or pad it to the clip length and compute the log-mel spectrogram as the settings say "
+                  "(frame and hop lengths, mel bins, frequency range), in decibels",
+                  "scale each clip against its own loudest bin over 80 dB to 0..255, low frequencies at the "
+                  "bottom, time left to right, resized (bilinear) to image_size",
+                  "feed it as NHWC pixels, the spectrogram repeated on 3 channels")
 
     sample_rate: int = 16000
     clip_seconds: float = 1.0

@@ -28,3 +28,24 @@ class ClassifierRecords:
     @classmethod
     def describe(cls, record) -> str:
         return "\n".join(f"  {score:7.4f}  {label}" for label, score in record)
+
+    def edge_model(self, model, info):
+        """The model from its inputs (NHWC pixels, or token ids and a padding mask) to class probabilities."""
+        import tensorflow as tf
+
+        from transferkit.edge import EdgeModel
+
+        inputs = model.inputs
+        if len(inputs) == 1 and len(inputs[0].shape) == 4:
+            specs = {"pixels": tf.TensorSpec([None, *(int(d) for d in inputs[0].shape[1:])], tf.float32,
+                                             name="pixels")}
+        else:
+            specs = {t.name.split(":")[0]: tf.TensorSpec([None, *(int(d) for d in t.shape[1:])], t.dtype,
+                                                         name=t.name.split(":")[0]) for t in inputs}
+        names = sorted(specs)
+
+        def classify(*tensors):
+            features = tensors[0] if names == ["pixels"] else dict(zip(names, tensors))
+            return {"probabilities": tf.cast(model(features, training=False), tf.float32)}
+
+        return EdgeModel(inputs=specs, function=classify, keras_model=model if names == ["pixels"] else None)

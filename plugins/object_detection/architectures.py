@@ -48,11 +48,12 @@ class RetinaNetHead:
 
         return detection_losses(self.config.box_loss_weight)
 
-    def decode(self, raw, score_threshold, iou_threshold, max_detections: int) -> dict:
+    def decode(self, raw, score_threshold, iou_threshold, max_detections: int, select=None) -> dict:
         from transferkit.plugins.object_detection.retinanet import decode_detections
 
         return decode_detections(self.anchors, raw["box_deltas"], raw["class_logits"], score_threshold=score_threshold,
-                                 iou_threshold=iou_threshold, max_detections=max_detections)
+                                 iou_threshold=iou_threshold, max_detections=max_detections,
+                                 **({"select": select} if select else {}))
 
 
 class YoloV8Head:
@@ -87,11 +88,12 @@ class YoloV8Head:
         return {"predictions": YoloV8Loss(self.image_size, self.num_classes,
                                           box_weight=7.5 * self.config.box_loss_weight)}
 
-    def decode(self, raw, score_threshold, iou_threshold, max_detections: int) -> dict:
+    def decode(self, raw, score_threshold, iou_threshold, max_detections: int, select=None) -> dict:
         from transferkit.plugins.object_detection.yolo_v8 import decode_detections
 
         return decode_detections(self.points, raw["predictions"], score_threshold=score_threshold,
-                                 iou_threshold=iou_threshold, max_detections=max_detections)
+                                 iou_threshold=iou_threshold, max_detections=max_detections,
+                                 **({"select": select} if select else {}))
 
 
 ARCHITECTURES = {"retinanet": RetinaNetHead, "yolo_v8": YoloV8Head}

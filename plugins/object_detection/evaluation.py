@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from transferkit.errors import DataError
+from transferkit.edge import EdgeScore
 from transferkit.evaluation import Evaluation, missing_rows
 
 
@@ -57,3 +58,32 @@ class DetectionEvaluation(Evaluation):
         if skipped:
             metrics["skipped_in_evaluation"] = skipped
         return metrics
+
+
+class DetectionScore(EdgeScore):
+    """COCO mAP@0.5 (and mAP@[.5:.95]) of already decoded detections, for edge exports.
+
+    Example: `DetectionScore(task_data)`, then `update({"boxes": ..., "scores": ..., "class_ids": ...,
+    "num_detections": ...}, targets, rows)` per batch and `result()`.
+    """
+
+    metric = "map50"
+    compared = "scores"
+
+    def __init__(self, data, info):
+        self.records, self.info = data.val_records, info
+        self._rows: list[np.ndarray] = []
+        self._detections: list[dict[str, np.ndarray]] = []
+
+    def update(self, outputs, targets, rows) -> None:
+        self._detections.append({key: np.asarray(outputs[key]) for key in
+                                 ("boxes", "scores", "class_ids", "num_detections")})
+        self._rows.append(np.asarray(rows, np.int64))
+
+    def result(self) -> dict[str, float]:
+        from transferkit.plugins.object_detection.report import coco_metrics
+
+        rows = np.concatenate(self._rows)
+        merged = {key: np.concatenate([d[key] for d in self._detections]) for key in self._detections[0]}
+        metrics, _ = coco_metrics(merged, self.records.rows(rows), self.info)
+        return {"map50": float(metrics["map50"]), "map": float(metrics["map"])}

@@ -305,6 +305,28 @@ class ObjectDetection(Task):
                                    iou_threshold=detect.iou_threshold, max_detections=EVAL_MAX_DETECTIONS,
                                    sheet_threshold=detect.score_threshold)
 
+    def edge_model(self, model, info):
+        """Pixels of one image -> boxes (xyxy, model-input pixels), scores, class ids and their count, with
+        per-class NMS in LiteRT builtin ops; int8 files keep NMS in float."""
+        import tensorflow as tf
+
+        from transferkit.edge import EdgeModel
+        from transferkit.plugins.object_detection.evaluation import DetectionScore
+        from transferkit.plugins.object_detection.nms import select_detections_one_image
+
+        detector = self.detector(info)
+        height, width = info.get("image_size") or self.task_config.data.image_size
+
+        def detect(pixels):
+            raw = model(pixels, training=False)
+            return detector.decode(raw, score_threshold=EVAL_SCORE_THRESHOLD, iou_threshold=self.task_config.detect
+                                   .iou_threshold, max_detections=EVAL_MAX_DETECTIONS,
+                                   select=select_detections_one_image)
+
+        spec = tf.TensorSpec([1, int(height), int(width), 3], tf.float32, name="pixels")
+        return EdgeModel(inputs={"pixels": spec}, function=detect,
+                         score=lambda data: DetectionScore(data, info), one_example=True, int8_float_ops=True)
+
     def predict(self, model, paths, info, save_dir=None, score_threshold: float | None = None, **options):
         """Yields (path, [Detection, ...]) with boxes in the image's own pixels; `save_dir` gets annotated copies."""
         from transferkit.errors import TransferkitError

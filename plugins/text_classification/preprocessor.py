@@ -28,6 +28,10 @@ class TextPreprocessor(Preprocessor):
     """
 
     raw_input = "text"
+    edge_steps = ("normalise the text as the preprocessor says (lowercase; strip_accents: NFD, drop marks)",
+                  "split it into WordPiece tokens with the preprocessor's vocabulary (an id is a list position)",
+                  "feed token_ids = [CLS] tokens [SEP], cut and padded with [PAD] to sequence_length, and "
+                  "padding_mask = 1 for real tokens, 0 for padding (int32, shape [N, sequence_length])")
 
     vocabulary: tuple[str, ...] = ()
     sequence_length: int = 128

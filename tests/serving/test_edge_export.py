@@ -129,3 +129,37 @@ def test_a_text_classifier_exports_with_token_inputs_and_predicts_texts(text_run
     assert from_file[0] in capsys.readouterr().out
     assert main(["evaluate", str(text_run), "--model", str(output)]) == 0
     assert f"{report['exported']['accuracy']:.4f}" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def detection_run(tmp_path_factory):
+    from transferkit.config import build_run_config
+    from transferkit.plugins.object_detection.testing import make_detection_dataset, tiny_detection_config
+    from transferkit.runner import train
+
+    root = tmp_path_factory.mktemp("edge_det")
+    labels = make_detection_dataset(root / "data", count=12, size=64)
+    return train(build_run_config(tiny_detection_config(labels)), root / "run")
+
+
+@pytest.mark.parametrize("fmt, quantize", [("tflite", "none"), ("tflite", "int8"), ("onnx", "none")])
+def test_a_detector_exports_with_nms_in_the_file_and_is_scored_by_map(detection_run, tmp_path, fmt, quantize,
+                                                                      capsys):
+    output = tmp_path / f"det.{fmt}"
+    report = export_edge(detection_run, output, EdgeExportOptions(format=fmt, quantize=quantize, max_drop=100,
+                                                                  calibration_images=8))
+    assert report["metric"] == "map50" and set(report["keras"]) == {"map50", "map"}
+    if quantize == "none":  # the same graph, NMS included, in another runtime
+        assert report["drop_points"] == pytest.approx(0.0, abs=0.5) and report["max_abs_diff"] < 1e-3
+    signature = json.loads((tmp_path / "det.signature.json").read_text())
+    assert sorted(signature["output"]) == ["boxes", "class_ids", "num_detections", "scores"]
+    assert signature["input"]["shape"][0] == 1 and "num_detections" in signature["app_steps"][-1]
+    from transferkit.runner import load_run
+
+    _, _, _, info = load_run(detection_run)
+    image = sorted((detection_run.parent / "data" / "images").iterdir())[0]
+    records = next(predict_edge(output, [str(image)]))[1]
+    assert records and all(label in info["class_names"] and 0 <= score <= 1 and len(box) == 4
+                           for label, score, box in records)
+    assert main(["evaluate", str(detection_run), "--model", str(output)]) == 0
+    assert "map50" in capsys.readouterr().out

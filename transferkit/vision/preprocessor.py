@@ -34,6 +34,9 @@ class ImagePreprocessor(Preprocessor):
     """
 
     raw_input = "images"
+    edge_steps = ("decode the image upright (apply EXIF orientation) to RGB",
+                  "resize as the preprocessor says (resize, crop_fraction, interpolation)",
+                  "feed NHWC pixels 0..255 (quantised with the input's scale and zero point for int8)")
 
     image_size: tuple[int, int] = (224, 224)
     resize: Literal["crop", "pad", "stretch"] = "crop"

@@ -1,0 +1,89 @@
+"""What a task hands to an edge export (LiteRT, ONNX): the graph to convert, its inputs, how to score it.
+
+`Task.edge_model(model, info)` returns an `EdgeModel`, or None when the task
+has no edge export. `transferkit.serving.edge_export` converts `function`,
+then feeds the run's validation batches to both the function (in TensorFlow)
+and the converted file, each into its own `EdgeScore`, and compares the two.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+
+class EdgeScore(abc.ABC):
+    """A score of outputs over validation batches; higher is better, in [0, 1].
+
+    `compared` names the output whose largest difference between the Keras
+    model and the exported file is reported (class probabilities, box scores).
+    """
+
+    metric: str = "accuracy"
+    compared: str = "probabilities"
+
+    @abc.abstractmethod
+    def update(self, outputs: dict[str, np.ndarray], targets: Any, rows: np.ndarray) -> None:
+        """One batch: the outputs by name, the batch's targets and its rows in the validation listing."""
+
+    @abc.abstractmethod
+    def result(self) -> dict[str, float]:
+        """`{metric: value, ...}`; `metric` is the one the tolerance applies to."""
+
+
+class AccuracyScore(EdgeScore):
+    """Top-1 accuracy of `probabilities` against one-hot targets."""
+
+    def __init__(self, data=None):
+        self.hits = self.count = 0
+
+    def update(self, outputs, targets, rows) -> None:
+        labels = np.asarray(targets).argmax(axis=1)
+        self.hits += int((np.asarray(outputs["probabilities"]).argmax(axis=1) == labels).sum())
+        self.count += len(labels)
+
+    def result(self) -> dict[str, float]:
+        return {"accuracy": self.hits / self.count if self.count else 0.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeModel:
+    """The graph an edge export converts.
+
+    Example (a classifier's, as `ClassifierRecords.edge_model` builds it):
+
+    ```python
+    EdgeModel(inputs={"pixels": tf.TensorSpec([None, 224, 224, 3], tf.float32, name="pixels")},
+              function=lambda pixels: {"probabilities": model(pixels, training=False)},
+              score=AccuracyScore, keras_model=model)
+    ```
+
+    Args:
+        inputs: the file's inputs by name (`tf.TensorSpec`, batch first).
+        function: tensors in `sorted(inputs)` order -> `{output name: tensor}`; traced once.
+        score: makes a fresh `EdgeScore` from the run's `TaskData` (a detector's ground truth is there).
+        keras_model: the model when `function` is its plain forward pass: ONNX converts it with
+            `tf2onnx.convert.from_keras`, which keeps a Normalization layer's constants as constants.
+        one_example: the file takes one example per call (a detector's NMS is written for a batch of one).
+        int8_float_ops: int8 files may keep float kernels the integer set lacks (NMS); else full integer.
+    """
+
+    inputs: dict[str, Any]
+    function: Callable[..., dict]
+    score: Callable[[Any], EdgeScore] = AccuracyScore
+    keras_model: Any = None
+    one_example: bool = False
+    int8_float_ops: bool = False
+
+    @property
+    def input_names(self) -> list[str]:
+        return sorted(self.inputs)
+
+    @property
+    def float_inputs(self) -> bool:
+        import tensorflow as tf
+
+        return all(spec.dtype == tf.float32 for spec in self.inputs.values())
