@@ -63,7 +63,7 @@ def main() -> int:
     tf.config.threading.set_intra_op_parallelism_threads(2)
     from transferkit.config import load_config
     from transferkit.runner import load_run, train
-    from transferkit.serving.edge_export import EdgeExportOptions, export_edge, runner_for
+    from transferkit.serving.edge_export import EdgeExportError, EdgeExportOptions, export_edge, runner_for
     from transferkit.serving.export import export_run
 
     if not (args.run / "model.keras").exists():
@@ -78,16 +78,22 @@ def main() -> int:
     signatures = tf.saved_model.load(str(saved_model)).signatures
     serve = signatures["serving_pixels"] if "serving_pixels" in signatures else signatures["serving_token_ids"]
 
-    rows = []
+    rows, failures = [], []
     keras_accuracy = None
     for fmt, quantize in (pair.split(":") for pair in args.formats.split(",")):
         path = out / f"model_{quantize}.{fmt}"
-        report = export_edge(args.run, path, EdgeExportOptions(format=fmt, quantize=quantize))
-        keras_accuracy = report["keras"]["accuracy"]
+        try:
+            report = export_edge(args.run, path, EdgeExportOptions(format=fmt, quantize=quantize))
+        except EdgeExportError as error:  # a format this model cannot take: a row that says why
+            print(f"{fmt} {quantize}: {error}")
+            failures.append({"format": f"{fmt} {quantize}", "error": str(error)})
+            continue
+        metric = report["metric"]
+        keras_accuracy = report["keras"][metric]
         runner = runner_for(path)
         rows.append({"format": f"{fmt} {quantize}", "mb": round(report["bytes"] / 2**20, 2),
-                     "ms_per_image": median_ms(runner, pixels, args.repeats),
-                     "accuracy": report["exported"]["accuracy"], "drop_points": report["drop_points"],
+                     "ms_per_image": median_ms(runner, pixels, args.repeats), "metric": metric,
+                     "accuracy": report["exported"][metric], "drop_points": report["drop_points"],
                      "max_abs_diff": report["max_abs_diff"], "runtime": report["runtime"]})
     feed = ({k: tf.constant(v) for k, v in pixels.items()} if isinstance(pixels, dict)
             else {"pixels": tf.constant(pixels)})
@@ -98,15 +104,20 @@ def main() -> int:
 
     size = (f"{pixels['token_ids'].shape[1]} tokens" if isinstance(pixels, dict)
             else f"{pixels.shape[1]}x{pixels.shape[2]} px")
-    print(f"\n{config.task} on {Path(str(info['backbone'])).name}, {info['num_val']} validation examples, "
+    backbone = Path(str(info.get("backbone", config.backbone.preset))).name
+    print(f"\n{config.task} on {backbone}, {info.get('num_val', '?')} validation examples, "
           f"{size}, batch 1, 2 threads")
-    print(f"{'format':<26} {'MB':>7} {'ms/example':>10} {'accuracy':>9} {'drop':>6} {'max diff':>9}")
+    metric = rows[-1]["metric"] if len(rows) > 1 else "accuracy"
+    print(f"{'format':<26} {'MB':>7} {'ms/example':>10} {metric:>9} {'drop':>6} {'max diff':>9}")
     for row in rows:
         print(f"{row['format']:<26} {row['mb']:>7.2f} {row['ms_per_image']:>10.2f} {row['accuracy']:>9.4f} "
               f"{row['drop_points']:>6.2f} {row['max_abs_diff']:>9.4f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"task": config.task, "backbone": info["backbone"], "rows": rows,
-                                     "validation_examples": info["num_val"], "threads": 2,
+    for failure in failures:
+        print(f"{failure['format']:<26} failed: {failure['error'][:150]}")
+    args.json.write_text(json.dumps({"task": config.task, "backbone": backbone, "rows": rows,
+                                     "failures": failures,
+                                     "validation_examples": info.get("num_val"), "threads": 2,
                                      "python": sys.version.split()[0], "tensorflow": tf.__version__}, indent=2))
     print(f"\nresults: {args.json}")
     return 0

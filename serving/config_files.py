@@ -24,8 +24,6 @@ BATCHING_HEADER = """\
 
 
 def batching_parameters_text(options=None) -> str:
-    from transferkit.serving.batching import BatchingOptions
-
     return BATCHING_HEADER + (options or recommended_batching()).to_text_proto()
 
 

@@ -85,8 +85,6 @@ class EdgeExportOptions:
 
 def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: EdgeExportOptions) -> dict[str, Any]:
     """Converts a finished run's model, scores the file on the validation set, keeps it if within tolerance."""
-    import tensorflow as tf
-
     from transferkit.runner import load_run
     from transferkit.streaming import pipeline_options
 
