@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ import numpy as np
 
 from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, atomic_write_text
-from transferkit.logs import held_stderr, verbose
+from transferkit.logs import NOISE, held_stderr, verbose
 
 FORMATS = ("tflite", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -104,8 +105,10 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
         _write_saved_model(model, saved_model, edge)
         with atomic_path(output, suffix=output.suffix) as tmp:
             if options.format == "tflite":
-                calibration = _calibration_inputs(task_data.train_plain, options, edge) \
-                    if options.quantize == "int8" else None
+                calibration = None
+                if options.quantize == "int8":  # the first pass over a data pipeline logs oneDNN notes
+                    with held_stderr(lambda line: verbose() or not NOISE.search(line)):
+                        calibration = _calibration_inputs(task_data.train_plain, options, edge)
                 tmp.write_bytes(_convert_tflite(saved_model, options, calibration, edge))
                 runner = _LiteRtRunner(tmp)
             else:
@@ -175,32 +178,69 @@ def _calibration_inputs(train_plain, options: EdgeExportOptions, edge) -> list[d
 def _convert_tflite(saved_model: Path, options: EdgeExportOptions, calibration: list | None, edge) -> bytes:
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    if options.quantize in ("float16", "dynamic", "int8"):
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if options.quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
+    def converter_for(quantize: str):
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+        if quantize in ("float16", "dynamic", "int8"):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        return converter
+
+    converter = converter_for(options.quantize)
+    float_nodes: list[str] = []
     if options.quantize == "int8":
         def representative():
             yield from calibration
 
         converter.representative_dataset = representative
         # Builtin int8 kernels only: a float fallback would hide an op that phones' int8 accelerators
-        # lack; a task whose post-processing has no integer kernel (NMS) keeps that part in float.
+        # lack; a graph with post-processing (a detector's decoding and NMS) keeps that part in float.
+        scoped = edge.int8_integer_scope is not None
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
-            [tf.lite.OpsSet.TFLITE_BUILTINS] if edge.int8_float_ops else [])
+            [tf.lite.OpsSet.TFLITE_BUILTINS] if scoped else [])
         io_type = tf.uint8 if options.io_type == "uint8" else tf.int8
-        if edge.float_inputs and not edge.int8_float_ops:  # token ids stay int32
+        if edge.float_inputs and not scoped:  # token ids stay int32
             converter.inference_input_type = io_type
         if not edge.one_example:  # a detector's outputs (boxes, counts) stay as they are
             converter.inference_output_type = io_type
+        if scoped:
+            float_nodes = _nodes_outside(_run_converter(converter_for("none").convert, "none"),
+                                         edge.int8_integer_scope)
+    if not float_nodes:
+        return _run_converter(converter.convert, options.quantize)
+    # Quantised as a whole, a detector's box decoding shares one int8 scale between anchors (hundreds of
+    # pixels) and deltas (about 1) and every box collapses to one point: mAP 0. Selective quantisation
+    # (the quantisation debugger's denylist) keeps the ops outside the network in float.
+    def selective():
+        import warnings
+
+        with warnings.catch_warnings():  # the debugger runs TensorFlow's own (deprecated) interpreter
+            warnings.filterwarnings("ignore", message=r".*tf.lite.Interpreter is deprecated")
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=representative,
+                debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes))
+            return debugger.get_nondebug_quantized_model()
+
+    return _run_converter(selective, options.quantize)
+
+
+def _nodes_outside(flatbuffer: bytes, scope: str) -> list[str]:
+    """The names of a LiteRT graph's op outputs that are not under `scope` (or a numbered copy of it)."""
+    interpreter = _interpreter_class()[0](model_content=flatbuffer)
+    tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    inside = re.compile(rf"(^|;){re.escape(scope)}(_\d+)?/")
+    return sorted({tensors[i] for op in interpreter._get_ops_details() for i in op["outputs"]
+                   if i in tensors and not inside.search(tensors[i])})
+
+
+def _run_converter(convert, quantize: str) -> bytes:
     try:
         # The converter prints its MLIR passes' statistics on stderr: kept for --verbose, else only errors.
         with held_stderr(lambda line: verbose() or "error" in line.lower()):
-            return converter.convert()
+            return convert()
     except Exception as error:  # the converter's errors are long; its first line names the op
         first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-        raise EdgeExportError(f"LiteRT conversion ({options.quantize}) failed: {first}") from None
+        raise EdgeExportError(f"LiteRT conversion ({quantize}) failed: {first}") from None
 
 
 def _convert_onnx(path: Path, edge) -> None:
@@ -231,23 +271,27 @@ def _quantize(value, detail) -> np.ndarray:
     return value.astype(dtype)
 
 
+def _interpreter_class():
+    """ai-edge-litert's interpreter, or TensorFlow's (deprecated) when it is absent; and its name."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert"
+    except ImportError:
+        import warnings
+
+        import tensorflow as tf
+
+        warnings.filterwarnings("ignore", message=r".*tf.lite.Interpreter is deprecated")
+        return tf.lite.Interpreter, "tf.lite.Interpreter"
+
+
 class _LiteRtRunner:
     """Runs a .tflite file with ai-edge-litert (TensorFlow's interpreter when it is absent), through its
     signature: called with an array (the one input) or a dict by input name; returns outputs by name."""
 
     def __init__(self, path: Path, threads: int = 2):
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-
-            self.name = "ai-edge-litert"
-        except ImportError:
-            import warnings
-
-            import tensorflow as tf
-
-            Interpreter = tf.lite.Interpreter
-            warnings.filterwarnings("ignore", message=r".*tf.lite.Interpreter is deprecated")
-            self.name = "tf.lite.Interpreter"
+        Interpreter, self.name = _interpreter_class()
         with held_stderr(lambda line: verbose() or "error" in line.lower()):  # "Created ... XNNPACK delegate"
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
             self.signature = self.interpreter.get_signature_runner()

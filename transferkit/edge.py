@@ -68,7 +68,9 @@ class EdgeModel:
         keras_model: the model when `function` is its plain forward pass: ONNX converts it with
             `tf2onnx.convert.from_keras`, which keeps a Normalization layer's constants as constants.
         one_example: the file takes one example per call (a detector's NMS is written for a batch of one).
-        int8_float_ops: int8 files may keep float kernels the integer set lacks (NMS); else full integer.
+        int8_integer_scope: for a graph with post-processing (a detector's box decoding and NMS): int8
+            files quantize only the ops under this name scope (the network, named as the Keras model)
+            and keep the rest in float. None: the whole graph in integer kernels.
     """
 
     inputs: dict[str, Any]
@@ -76,7 +78,7 @@ class EdgeModel:
     score: Callable[[Any], EdgeScore] = AccuracyScore
     keras_model: Any = None
     one_example: bool = False
-    int8_float_ops: bool = False
+    int8_integer_scope: str | None = None
 
     @property
     def input_names(self) -> list[str]:

@@ -307,7 +307,7 @@ class ObjectDetection(Task):
 
     def edge_model(self, model, info):
         """Pixels of one image -> boxes (xyxy, model-input pixels), scores, class ids and their count, with
-        per-class NMS in LiteRT builtin ops; int8 files keep NMS in float."""
+        per-class NMS in LiteRT builtin ops; int8 files keep decoding and NMS in float."""
         import tensorflow as tf
 
         from transferkit.edge import EdgeModel
@@ -325,7 +325,7 @@ class ObjectDetection(Task):
 
         spec = tf.TensorSpec([1, int(height), int(width), 3], tf.float32, name="pixels")
         return EdgeModel(inputs={"pixels": spec}, function=detect,
-                         score=lambda data: DetectionScore(data, info), one_example=True, int8_float_ops=True)
+                         score=lambda data: DetectionScore(data, info), one_example=True, int8_integer_scope=model.name)
 
     def predict(self, model, paths, info, save_dir=None, score_threshold: float | None = None, **options):
         """Yields (path, [Detection, ...]) with boxes in the image's own pixels; `save_dir` gets annotated copies."""

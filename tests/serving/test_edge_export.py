@@ -151,6 +151,16 @@ def test_a_detector_exports_with_nms_in_the_file_and_is_scored_by_map(detection_
     assert report["metric"] == "map50" and set(report["keras"]) == {"map50", "map"}
     if quantize == "none":  # the same graph, NMS included, in another runtime
         assert report["drop_points"] == pytest.approx(0.0, abs=0.5) and report["max_abs_diff"] < 1e-3
+    if quantize == "int8":  # the network in integer; box decoding and NMS in float (quantised whole, boxes collapse)
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(output))
+        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+        kinds = {}
+        for op in interpreter._get_ops_details():
+            kinds.setdefault(op["op_name"], set()).update(tensors[i]["dtype"].__name__ for i in op["outputs"])
+        assert kinds["CONV_2D"] == {"int8"} and kinds["EXP"] == {"float32"}
+        assert kinds["NON_MAX_SUPPRESSION_V5"] <= {"int32", "float32"}
     signature = json.loads((tmp_path / "det.signature.json").read_text())
     assert sorted(signature["output"]) == ["boxes", "class_ids", "num_detections", "scores"]
     assert signature["input"]["shape"][0] == 1 and "num_detections" in signature["app_steps"][-1]
