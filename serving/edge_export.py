@@ -98,7 +98,9 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
                               f"today: image, audio and text classification, object detection")
     if output.is_dir():
         raise EdgeExportError(f"--output {output}: is a folder; expected a file name such as model.{options.format}")
-    task_data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
+    # Building the data runs its first ops, when TensorFlow logs oneDNN notes about int64: dropped.
+    with held_stderr(lambda line: verbose() or not NOISE.search(line)):
+        task_data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         saved_model = Path(scratch) / "saved_model"
@@ -172,7 +174,8 @@ def _calibration_inputs(train_plain, options: EdgeExportOptions, edge) -> list[d
     count = len(next(iter(examples.values())))
     rng = np.random.default_rng(options.seed)
     chosen = np.sort(rng.choice(count, size=min(options.calibration_images, count), replace=False))
-    return [{k: v[i:i + 1] for k, v in examples.items()} for i in chosen]
+    sample = [{k: v[i:i + 1] for k, v in examples.items()} for i in chosen]
+    return edge.calibration(sample) if edge.calibration is not None else sample
 
 
 def _convert_tflite(saved_model: Path, options: EdgeExportOptions, calibration: list | None, edge) -> bytes:
@@ -503,7 +506,9 @@ def evaluate_edge(run_dir: str | os.PathLike, path: str | os.PathLike, data: str
     edge = task.edge_model(model, info)
     if edge is None:
         raise EdgeExportError(f"{run_dir}: task {config.task!r} has no edge export to score")
-    task_data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
+    # Building the data runs its first ops, when TensorFlow logs oneDNN notes about int64: dropped.
+    with held_stderr(lambda line: verbose() or not NOISE.search(line)):
+        task_data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
     runner = runner_for(path)
     report = _score(edge, runner, task_data)
     return {**report, "file": str(Path(path).resolve()), "runtime": runner.name}

@@ -68,6 +68,8 @@ class EdgeModel:
         keras_model: the model when `function` is its plain forward pass: ONNX converts it with
             `tf2onnx.convert.from_keras`, which keeps a Normalization layer's constants as constants.
         one_example: the file takes one example per call (a detector's NMS is written for a batch of one).
+        calibration: turns the sampled training examples (dicts of `[1, ...]` arrays) into the int8
+            calibration set; None keeps them (see `packed_token_rows` for token inputs).
         int8_integer_scope: for a graph with post-processing (a detector's box decoding and NMS): int8
             files quantize only the ops under this name scope (the network, named as the Keras model)
             and keep the rest in float. None: the whole graph in integer kernels.
@@ -78,6 +80,7 @@ class EdgeModel:
     score: Callable[[Any], EdgeScore] = AccuracyScore
     keras_model: Any = None
     one_example: bool = False
+    calibration: Callable[[list], list] | None = None
     int8_integer_scope: str | None = None
 
     @property
@@ -89,3 +92,26 @@ class EdgeModel:
         import tensorflow as tf
 
         return all(spec.dtype == tf.float32 for spec in self.inputs.values())
+
+
+def packed_token_rows(examples: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Calibration rows for a text model with no padded position: the full-length examples as they
+    are, and the real tokens of the shorter ones end to end, cut to full rows.
+
+    A padded position's activations are far outside the real tokens' (on MiniLM, calibrating with
+    padded texts costs 8-10 points of accuracy in int8, against 2-3 without); at inference those
+    positions are masked out of attention and not pooled, so int8 ranges come from real tokens only.
+    """
+    if not examples:
+        return examples
+    full = [e for e in examples if e["padding_mask"].all()]
+    short = [e for e in examples if not e["padding_mask"].all()]
+    if not short:
+        return full
+    length, dtype = examples[0]["token_ids"].shape[1], examples[0]["token_ids"].dtype
+    tokens = np.concatenate([e["token_ids"][0][e["padding_mask"][0].astype(bool)] for e in short])
+    rows = len(tokens) // length
+    ids = tokens[:rows * length].reshape(rows, length).astype(dtype)
+    mask = np.ones_like(ids, dtype=examples[0]["padding_mask"].dtype)
+    packed = [{"token_ids": ids[i:i + 1], "padding_mask": mask[i:i + 1]} for i in range(rows)]
+    return (full + packed) or examples  # texts too short to fill one row: as they are

@@ -33,7 +33,7 @@ class ClassifierRecords:
         """The model from its inputs (NHWC pixels, or token ids and a padding mask) to class probabilities."""
         import tensorflow as tf
 
-        from transferkit.edge import EdgeModel
+        from transferkit.edge import EdgeModel, packed_token_rows
 
         inputs = model.inputs
         if len(inputs) == 1 and len(inputs[0].shape) == 4:
@@ -48,4 +48,5 @@ class ClassifierRecords:
             features = tensors[0] if names == ["pixels"] else dict(zip(names, tensors))
             return {"probabilities": tf.cast(model(features, training=False), tf.float32)}
 
-        return EdgeModel(inputs=specs, function=classify, keras_model=model if names == ["pixels"] else None)
+        return EdgeModel(inputs=specs, function=classify, keras_model=model if names == ["pixels"] else None,
+                         calibration=packed_token_rows if names == ["padding_mask", "token_ids"] else None)
