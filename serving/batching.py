@@ -27,6 +27,8 @@ from typing import Callable
 
 import numpy as np
 
+from transferkit.serving.metrics import PHASES
+
 BATCHING_PARAMETERS_FILE = "batching_parameters.txt"
 
 
@@ -180,14 +182,13 @@ class QueueFullError(RuntimeError):
 
 
 class _Pending:
-    __slots__ = ("inputs", "rows", "trailing", "arrived", "future", "queued")
+    __slots__ = ("inputs", "rows", "trailing", "arrived", "future")
 
     def __init__(self, inputs: dict[str, np.ndarray]):
         self.inputs = inputs
         self.rows = len(next(iter(inputs.values())))
         self.trailing = {k: v.shape[1:] for k, v in inputs.items()}
         self.arrived = time.monotonic()
-        self.queued = time.perf_counter()
         self.future: Future = Future()
 
 
@@ -298,11 +299,9 @@ class BatchScheduler:
                     self._condition.notify_all()
 
     def _execute(self, batch: list[_Pending]) -> None:
-        from transferkit.serving.metrics import PHASES
-
-        started = time.perf_counter()
+        started = time.monotonic()
         for pending in batch:
-            PHASES.add("queue", started - pending.queued)
+            PHASES.add("queue", started - pending.arrived)
         try:
             inputs, rows = self._concatenate(batch)
             outputs = self.function(inputs)
@@ -322,8 +321,6 @@ class BatchScheduler:
                     pending.future.set_exception(error)
 
     def _concatenate(self, batch: list[_Pending]) -> tuple[dict[str, np.ndarray], int]:
-        from transferkit.serving.metrics import PHASES
-
         rows = sum(p.rows for p in batch)
         padded = self.options.padded_size(rows)
         PHASES.add_batch(padded)

@@ -38,7 +38,7 @@ import numpy as np
 
 from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, atomic_write_text
-from transferkit.logs import NOISE, held_stderr, verbose
+from transferkit.logs import held_chatter, held_tensorflow_notes
 
 FORMATS = ("tflite", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -87,7 +87,6 @@ class EdgeExportOptions:
 def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: EdgeExportOptions) -> dict[str, Any]:
     """Converts a finished run's model, scores the file on the validation set, keeps it if within tolerance."""
     from transferkit.runner import load_run
-    from transferkit.streaming import pipeline_options
 
     run_dir, output = Path(run_dir), Path(output)
     config, task, model, info = load_run(run_dir)
@@ -98,9 +97,7 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
                               f"today: image, audio and text classification, object detection")
     if output.is_dir():
         raise EdgeExportError(f"--output {output}: is a folder; expected a file name such as model.{options.format}")
-    # Building the data runs its first ops, when TensorFlow logs oneDNN notes about int64: dropped.
-    with held_stderr(lambda line: verbose() or not NOISE.search(line)):
-        task_data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
+    task_data = _task_data(task, config)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         saved_model = Path(scratch) / "saved_model"
@@ -109,7 +106,7 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
             if options.format == "tflite":
                 calibration = None
                 if options.quantize == "int8":  # the first pass over a data pipeline logs oneDNN notes
-                    with held_stderr(lambda line: verbose() or not NOISE.search(line)):
+                    with held_tensorflow_notes():
                         calibration = _calibration_inputs(task_data.train_plain, options, edge)
                 tmp.write_bytes(_convert_tflite(saved_model, options, calibration, edge))
                 runner = _LiteRtRunner(tmp)
@@ -139,6 +136,15 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
     return report
 
 
+def _task_data(task, config):
+    """The run's datasets. Building them runs their first ops, when TensorFlow logs oneDNN notes about
+    int64: held back."""
+    from transferkit.streaming import pipeline_options
+
+    with held_tensorflow_notes():
+        return task.datasets().with_options(pipeline_options(config.training.data_autotune))
+
+
 def task_output_steps(edge) -> list[str]:
     if edge.one_example:
         return ["run one image at a time; read boxes (xyxy, in model-input pixels: scale by the original "
@@ -165,16 +171,26 @@ def _write_saved_model(model, folder: Path, edge) -> None:
 
 
 def _calibration_inputs(train_plain, options: EdgeExportOptions, edge) -> list[dict[str, np.ndarray]]:
-    """A seeded sample of the run's own training examples (model inputs by name), for int8 calibration."""
-    batches = [batch[0] for batch in train_plain]
-    if isinstance(batches[0], dict):
-        examples = {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}
-    else:
-        examples = {edge.input_names[0]: np.concatenate([np.asarray(b, np.float32) for b in batches])}
-    count = len(next(iter(examples.values())))
+    """A seeded sample of the run's own training examples (model inputs by name), for int8 calibration.
+
+    Two passes over the training data, one to count and one to keep the chosen rows, so memory holds the
+    sample only, not the whole training split.
+    """
+    def features(batch) -> dict[str, np.ndarray]:
+        if isinstance(batch[0], dict):
+            return {k: np.asarray(v) for k, v in batch[0].items()}
+        return {edge.input_names[0]: np.asarray(batch[0], np.float32)}
+
+    count = sum(len(next(iter(features(batch).values()))) for batch in train_plain)
     rng = np.random.default_rng(options.seed)
-    chosen = np.sort(rng.choice(count, size=min(options.calibration_images, count), replace=False))
-    sample = [{k: v[i:i + 1] for k, v in examples.items()} for i in chosen]
+    chosen = set(rng.choice(count, size=min(options.calibration_images, count), replace=False).tolist())
+    sample, start = [], 0
+    for batch in train_plain:
+        arrays = features(batch)
+        size = len(next(iter(arrays.values())))
+        sample += [{k: v[i - start:i - start + 1].copy() for k, v in arrays.items()}
+                   for i in range(start, start + size) if i in chosen]
+        start += size
     return edge.calibration(sample) if edge.calibration is not None else sample
 
 
@@ -239,7 +255,7 @@ def _nodes_outside(flatbuffer: bytes, scope: str) -> list[str]:
 def _run_converter(convert, quantize: str) -> bytes:
     try:
         # The converter prints its MLIR passes' statistics on stderr: kept for --verbose, else only errors.
-        with held_stderr(lambda line: verbose() or "error" in line.lower()):
+        with held_chatter():
             return convert()
     except Exception as error:  # the converter's errors are long; its first line names the op
         first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
@@ -295,7 +311,7 @@ class _LiteRtRunner:
 
     def __init__(self, path: Path, threads: int = 2):
         Interpreter, self.name = _interpreter_class()
-        with held_stderr(lambda line: verbose() or "error" in line.lower()):  # "Created ... XNNPACK delegate"
+        with held_chatter():  # "Created ... XNNPACK delegate"
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
             self.signature = self.interpreter.get_signature_runner()
         self.inputs = self.signature.get_input_details()
@@ -325,7 +341,7 @@ class _LiteRtRunner:
         inputs = inputs if isinstance(inputs, dict) else {next(iter(self.inputs)): inputs}
         feeds = {name: _quantize(value, self.inputs[name]) for name, value in inputs.items()}
         if not self.invoked:  # the delegate is made at the first invoke; its note is dropped
-            with held_stderr(lambda line: verbose() or "error" in line.lower()):
+            with held_chatter():
                 results = self.signature(**feeds)
             self.invoked = True
         else:
@@ -498,7 +514,6 @@ def evaluate_edge(run_dir: str | os.PathLike, path: str | os.PathLike, data: str
     """Scores an exported file on the run's validation split (or `data`) next to the run's Keras model."""
     from transferkit.registry import get_task
     from transferkit.runner import load_run
-    from transferkit.streaming import pipeline_options
 
     config, task, model, info = load_run(run_dir)
     config = task.config_for_evaluation(info, data)
@@ -506,9 +521,7 @@ def evaluate_edge(run_dir: str | os.PathLike, path: str | os.PathLike, data: str
     edge = task.edge_model(model, info)
     if edge is None:
         raise EdgeExportError(f"{run_dir}: task {config.task!r} has no edge export to score")
-    # Building the data runs its first ops, when TensorFlow logs oneDNN notes about int64: dropped.
-    with held_stderr(lambda line: verbose() or not NOISE.search(line)):
-        task_data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
+    task_data = _task_data(task, config)
     runner = runner_for(path)
     report = _score(edge, runner, task_data)
     return {**report, "file": str(Path(path).resolve()), "runtime": runner.name}

@@ -21,9 +21,9 @@ from typing import Any
 
 from transferkit.errors import TransferkitError
 from transferkit.fileio import remove_stale_temporaries, temporary_sibling
-from transferkit.serving import config_files
-from transferkit.serving.saved_models import list_versions, read_saved_model
 from transferkit.progress import progress_bar
+from transferkit.serving import config_files
+from transferkit.serving.saved_models import list_versions
 from transferkit.serving.warmup import write_warmup_file
 
 # fullmatch only: with match, "$" also accepts a trailing newline.

@@ -9,7 +9,7 @@ strings through `string_val`) directly and defer to TensorFlow for the rest.
 from __future__ import annotations
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 _NUMPY_TO_ENUM = {
     np.dtype(np.float32): types_pb2.DT_FLOAT,
@@ -29,10 +29,6 @@ _VALUE_FIELDS = {
     types_pb2.DT_INT64: "int64_val",
     types_pb2.DT_BOOL: "bool_val",
 }
-
-
-def _shape(dims) -> tensor_shape_pb2.TensorShapeProto:
-    return tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in dims])
 
 
 def string_tensor(values, shape=None) -> tensor_pb2.TensorProto:

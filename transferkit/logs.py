@@ -66,6 +66,17 @@ def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
+def held_tensorflow_notes():
+    """Holds back TensorFlow's start-up-like notes (NOISE) that its first ops log later, e.g. oneDNN's about
+    int64 when a data pipeline first runs; all is shown with --verbose."""
+    return held_stderr(lambda line: verbose() or not NOISE.search(line))
+
+
+def held_chatter():
+    """Holds back everything but errors: converters' and runtimes' statistics; all is shown with --verbose."""
+    return held_stderr(lambda line: verbose() or "error" in line.lower())
+
+
 def import_tensorflow(verbose: bool = False):
     """Imports TensorFlow and initialises its devices; without `verbose`, its start-up noise is dropped."""
     if "tensorflow" in sys.modules:

@@ -44,29 +44,11 @@ def dataset_length(dataset) -> int | None:
     return count if count >= 0 and count != tf.data.INFINITE_CARDINALITY else None
 
 
-class _NoBar:
-    def update(self, count: int = 1) -> None:
-        pass
-
-    def set_postfix_str(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
 def progress_bar(total: int | None, desc: str, unit: str = "it"):
     """A bar updated by hand (`update(n)`, `set_postfix_str(step)`), for work that is not one loop;
     a context manager. The same rules as `progress`: on a terminal, after a delay, never when quiet."""
-    if quiet():
-        return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=None, leave=False, delay=DELAY_SECONDS,
-                mininterval=0.5, dynamic_ncols=True)
+    # disable=True draws nothing and keeps the same methods; None leaves it to tqdm's terminal check.
+    return tqdm(total=total, desc=desc, unit=unit, disable=True if quiet() else None, leave=False,
+                delay=DELAY_SECONDS, mininterval=0.5, dynamic_ncols=True)

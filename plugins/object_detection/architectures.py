@@ -52,8 +52,7 @@ class RetinaNetHead:
         from transferkit.plugins.object_detection.retinanet import decode_detections
 
         return decode_detections(self.anchors, raw["box_deltas"], raw["class_logits"], score_threshold=score_threshold,
-                                 iou_threshold=iou_threshold, max_detections=max_detections,
-                                 **({"select": select} if select else {}))
+                                 iou_threshold=iou_threshold, max_detections=max_detections, select=select)
 
 
 class YoloV8Head:
@@ -92,8 +91,7 @@ class YoloV8Head:
         from transferkit.plugins.object_detection.yolo_v8 import decode_detections
 
         return decode_detections(self.points, raw["predictions"], score_threshold=score_threshold,
-                                 iou_threshold=iou_threshold, max_detections=max_detections,
-                                 **({"select": select} if select else {}))
+                                 iou_threshold=iou_threshold, max_detections=max_detections, select=select)
 
 
 ARCHITECTURES = {"retinanet": RetinaNetHead, "yolo_v8": YoloV8Head}

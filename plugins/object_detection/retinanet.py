@@ -314,15 +314,15 @@ def detection_head(
 
 def decode_detections(
     anchor_spec: AnchorSpec, box_deltas, class_logits, score_threshold=0.05, iou_threshold=0.5,
-    max_detections: int = 100, pre_nms_top_k: int = 1000, select=select_detections,
+    max_detections: int = 100, pre_nms_top_k: int = 1000, select=None,
 ) -> dict:
     """Boxes, scores and classes after per-class NMS (core TF ops, any batch size).
 
     Thresholds may be Python numbers or scalar tensors. Returns `boxes`
     (B, K, 4) `xyxy` model-input pixels, `scores` (B, K), `class_ids` (B, K)
     int32 and `num_detections` (B,) int32, with K = `max_detections`; rows past
-    `num_detections` are zero padding. `select` is the NMS (`nms.select_detections_one_image`
-    for LiteRT files).
+    `num_detections` are zero padding. `select` is the NMS: `nms.select_detections` when None,
+    `nms.select_detections_one_image` for LiteRT files.
     """
     _check_int("max_detections", max_detections, 1)
     _check_int("pre_nms_top_k", pre_nms_top_k, 1)
@@ -348,4 +348,5 @@ def decode_detections(
     boxes = tf.clip_by_value(tf.concat([center - half, center + half], axis=-1), 0.0, limits)
     scores = tf.sigmoid(logits)
 
-    return select(boxes, scores, score_threshold, iou_threshold, max_detections, pre_nms_top_k)
+    return (select or select_detections)(boxes, scores, score_threshold, iou_threshold, max_detections,
+                                         pre_nms_top_k)

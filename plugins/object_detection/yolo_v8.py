@@ -177,11 +177,13 @@ class YoloV8Loss(keras.losses.Loss):
 
 
 def decode_detections(points: AnchorPoints, predictions, score_threshold=0.05, iou_threshold=0.5,
-                      max_detections: int = 100, pre_nms_top_k: int = 1000, select=select_detections) -> dict:
-    """Head predictions -> boxes (xyxy model pixels), scores, class ids after per-class NMS."""
+                      max_detections: int = 100, pre_nms_top_k: int = 1000, select=None) -> dict:
+    """Head predictions -> boxes (xyxy model pixels), scores, class ids after per-class NMS (`select`, as
+    in `retinanet.decode_detections`)."""
     predictions = tf.convert_to_tensor(predictions, tf.float32)
     height, width = points.image_size
     boxes = tf.clip_by_value(decode_boxes(points, predictions[..., :4 * DISTANCE_BINS]), 0.0,
                              tf.constant([width, height, width, height], tf.float32))
     scores = predictions[..., 4 * DISTANCE_BINS:]
-    return select(boxes, scores, score_threshold, iou_threshold, max_detections, pre_nms_top_k)
+    return (select or select_detections)(boxes, scores, score_threshold, iou_threshold, max_detections,
+                                         pre_nms_top_k)

@@ -38,11 +38,13 @@ class Recorder:
 
 
 def _concurrently(scheduler, values, shape=(1,)):
+    """Runs one request per value (a number filling `shape`, or an array as it is) from its own thread."""
     results, errors = {}, {}
 
     def one(i, value):
+        x = value if isinstance(value, np.ndarray) else np.full((1, *shape), value, np.float32)
         try:
-            results[i] = scheduler.run({"x": np.full((1, *shape), value, np.float32)})["y"]
+            results[i] = scheduler.run({"x": x})["y"]
         except Exception as error:  # noqa: BLE001 - recorded for the assertions
             errors[i] = error
 
@@ -111,16 +113,10 @@ def test_variable_length_inputs_batch_apart_unless_padding_is_on():
     scheduler = BatchScheduler(function, BatchingOptions(max_batch_size=8, batch_timeout_micros=100_000,
                                                          num_batch_threads=1))
     try:
-        results = {}
-        threads = [threading.Thread(target=lambda i=i, n=n: results.__setitem__(
-            i, scheduler.run({"x": np.full((1, n), 1.0, np.float32)})["y"])) for i, n in enumerate([2, 3, 2, 3])]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        results, errors = _concurrently(scheduler, [np.full((1, n), 1.0, np.float32) for n in [2, 3, 2, 3]])
     finally:
         scheduler.close()
-    assert [r.shape[1] for _, r in sorted(results.items())] == [2, 3, 2, 3]  # never padded
+    assert not errors and [r.shape[1] for _, r in sorted(results.items())] == [2, 3, 2, 3]  # never padded
 
     padded = BatchScheduler(Recorder(), BatchingOptions(max_batch_size=8, pad_variable_length_inputs=True))
     try:

@@ -128,14 +128,15 @@ class Pack:
 
 def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os.PathLike | None = None,
                 val_split: float = 0.0, shard_mb: float = 128.0, seed: int = 0, max_pixels: int | None = None,
-                force: bool = False, on_progress=None) -> Pack:
+                force: bool = False) -> Pack:
     """Packs an image folder (class sub-folders) or a `path,label` CSV into `out`.
 
     `val` packs a second source as the validation split; `val_split` instead
     holds out a seeded, per-class share of `source`. Files that fail the
     header check (unreadable, not an image, over the pixel cap) are left out
     and listed in the manifest's problems. Records are shuffled (seeded)
-    before they are written, so each shard mixes the classes.
+    before they are written, so each shard mixes the classes. A per-image bar
+    shows the progress on a terminal.
     """
     import tensorflow as tf
 
@@ -204,8 +205,6 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
                 shard_facts.append({"bytes": (staging / shard).stat().st_size,
                                     "sha256": _file_sha256(staging / shard),
                                     "class_counts": np.bincount(group_labels, minlength=len(class_names)).tolist()})
-                if on_progress:
-                    on_progress(name, number + 1, shard_count)
             bar.close()
             counts = np.bincount(np.asarray(checked.labels, dtype=np.int64), minlength=len(class_names))
             manifest_splits[name] = {"shards": shards, "class_counts": counts.tolist(), "shard_facts": shard_facts}
