@@ -119,6 +119,8 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
                           bytes=tmp.stat().st_size, saved_model_bytes=saved_model_bytes,
                           tolerance_points=options.tolerance, runtime=runner.name,
                           seconds=round(time.perf_counter() - started, 1), input=runner.input_facts())
+            if options.format == "tflite" and options.quantize == "int8":
+                report["float_ops"] = _float_ops(tmp.read_bytes())
             if report["drop_points"] > options.tolerance:
                 metric = report["metric"]
                 raise EdgeExportError(
@@ -207,49 +209,80 @@ def _convert_tflite(saved_model: Path, options: EdgeExportOptions, calibration: 
 
     converter = converter_for(options.quantize)
     float_nodes: list[str] = []
+    io_type = tf.uint8 if options.io_type == "uint8" else tf.int8
+    # A selective file keeps some ops in float: a detector's post-processing, a transformer's slow or
+    # inaccurate int8 ops (EdgeModel.int8_integer_scope, int8_float_ops).
+    selective = edge.int8_integer_scope is not None or bool(edge.int8_float_ops)
     if options.quantize == "int8":
         def representative():
             yield from calibration
 
         converter.representative_dataset = representative
         # Builtin int8 kernels only: a float fallback would hide an op that phones' int8 accelerators
-        # lack; a graph with post-processing (a detector's decoding and NMS) keeps that part in float.
-        scoped = edge.int8_integer_scope is not None
+        # lack; the ops the edge model names stay in float.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
-            [tf.lite.OpsSet.TFLITE_BUILTINS] if scoped else [])
-        io_type = tf.uint8 if options.io_type == "uint8" else tf.int8
-        if edge.float_inputs and not scoped:  # token ids stay int32
+            [tf.lite.OpsSet.TFLITE_BUILTINS] if selective else [])
+        if edge.float_inputs and not selective:  # token ids stay int32
             converter.inference_input_type = io_type
         if not edge.one_example:  # a detector's outputs (boxes, counts) stay as they are
             converter.inference_output_type = io_type
-        if scoped:
-            float_nodes = _nodes_outside(_run_converter(converter_for("none").convert, "none"),
-                                         edge.int8_integer_scope)
+        if selective:
+            float_graph = _run_converter(converter_for("none").convert, "none")
+            if edge.int8_integer_scope is not None:
+                float_nodes += _nodes_outside(float_graph, edge.int8_integer_scope)
+            float_nodes += _nodes_of_types(float_graph, edge.int8_float_ops)
     if not float_nodes:
         return _run_converter(converter.convert, options.quantize)
-    # Quantised as a whole, a detector's box decoding shares one int8 scale between anchors (hundreds of
-    # pixels) and deltas (about 1) and every box collapses to one point: mAP 0. Selective quantisation
-    # (the quantisation debugger's denylist) keeps the ops outside the network in float.
-    def selective():
+    # Selective quantisation: the quantisation debugger's denylist keeps the named ops in float.
+    def quantize_selectively():
         import warnings
+
+        from tensorflow.lite.python.util import modify_model_io_type
 
         with warnings.catch_warnings():  # the debugger runs TensorFlow's own (deprecated) interpreter
             warnings.filterwarnings("ignore", message=r".*tf.lite.Interpreter is deprecated")
             debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=converter, debug_dataset=representative,
                 debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes))
-            return debugger.get_nondebug_quantized_model()
+            flatbuffer = debugger.get_nondebug_quantized_model()
+        # The debugger's file has float outputs; integer ones as asked (the converter's own step).
+        return flatbuffer if edge.one_example else modify_model_io_type(flatbuffer, tf.float32, io_type)
 
-    return _run_converter(selective, options.quantize)
+    return _run_converter(quantize_selectively, options.quantize)
+
+
+def _op_outputs(flatbuffer: bytes) -> list[tuple[str, list[str]]]:
+    """A LiteRT graph's ops: (op type, names of its outputs), in graph order."""
+    interpreter = _interpreter_class()[0](model_content=flatbuffer)
+    tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    return [(op["op_name"], [tensors[i] for i in op["outputs"] if i in tensors])
+            for op in interpreter._get_ops_details()]
+
+
+def _float_ops(flatbuffer: bytes) -> dict[str, int]:
+    """How many ops of each type an int8 file computes in float (its (de)quantize steps aside)."""
+    interpreter = _interpreter_class()[0](model_content=flatbuffer)
+    dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
+    counts: dict[str, int] = {}
+    for op in interpreter._get_ops_details():
+        if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE") and any(
+                dtypes.get(i) == np.float32 for i in op["outputs"]):
+            counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _nodes_outside(flatbuffer: bytes, scope: str) -> list[str]:
     """The names of a LiteRT graph's op outputs that are not under `scope` (or a numbered copy of it)."""
-    interpreter = _interpreter_class()[0](model_content=flatbuffer)
-    tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
     inside = re.compile(rf"(^|;){re.escape(scope)}(_\d+)?/")
-    return sorted({tensors[i] for op in interpreter._get_ops_details() for i in op["outputs"]
-                   if i in tensors and not inside.search(tensors[i])})
+    return sorted({name for _, names in _op_outputs(flatbuffer) for name in names if not inside.search(name)})
+
+
+def _nodes_of_types(flatbuffer: bytes, op_types) -> list[str]:
+    """The output names of a LiteRT graph's ops of `op_types`, but for those that are the graph's outputs."""
+    interpreter = _interpreter_class()[0](model_content=flatbuffer)
+    outputs = {detail["name"] for detail in interpreter.get_output_details()}
+    return sorted({name for op_type, names in _op_outputs(flatbuffer) if op_type in op_types
+                   for name in names if name not in outputs})
 
 
 def _run_converter(convert, quantize: str) -> bytes:

@@ -33,7 +33,7 @@ class ClassifierRecords:
         """The model from its inputs (NHWC pixels, or token ids and a padding mask) to class probabilities."""
         import tensorflow as tf
 
-        from transferkit.edge import EdgeModel, packed_token_rows
+        from transferkit.edge import TRANSFORMER_INT8_FLOAT_OPS, EdgeModel, packed_token_rows
 
         inputs = model.inputs
         if len(inputs) == 1 and len(inputs[0].shape) == 4:
@@ -48,5 +48,7 @@ class ClassifierRecords:
             features = tensors[0] if names == ["pixels"] else dict(zip(names, tensors))
             return {"probabilities": tf.cast(model(features, training=False), tf.float32)}
 
+        tokens = names == ["padding_mask", "token_ids"]
         return EdgeModel(inputs=specs, function=classify, keras_model=model if names == ["pixels"] else None,
-                         calibration=packed_token_rows if names == ["padding_mask", "token_ids"] else None)
+                         calibration=packed_token_rows if tokens else None,
+                         int8_float_ops=TRANSFORMER_INT8_FLOAT_OPS if tokens else ())

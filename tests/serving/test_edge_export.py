@@ -31,6 +31,7 @@ def test_export_scores_the_file_and_writes_its_signature(trained_run, tmp_path, 
     if quantize == "int8":
         assert signature["input"]["dtype"] == "uint8" and signature["input"]["quantization"]["scale"] > 0
         assert report["bytes"] < report["saved_model_bytes"] / 3
+        assert report["float_ops"] == {}  # full integer
     else:
         assert signature["input"]["dtype"] == "float32" and report["max_abs_diff"] < (1e-4 if quantize == "none"
                                                                                        else 2e-2)
@@ -105,12 +106,27 @@ def text_run(tmp_path_factory):
     return train(build_run_config(tiny_text_config(root / "data")), root / "run")
 
 
-@pytest.mark.parametrize("fmt, quantize", [("tflite", "none"), ("tflite", "dynamic"), ("onnx", "none")])
+def _op_output_dtypes(path) -> dict[str, set[str]]:
+    """A LiteRT file's op types and the dtypes of their outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    kinds: dict[str, set[str]] = {}
+    for op in interpreter._get_ops_details():
+        kinds.setdefault(op["op_name"], set()).update(tensors[i]["dtype"].__name__ for i in op["outputs"])
+    return kinds
+
+
+@pytest.mark.parametrize("fmt, quantize", [("tflite", "none"), ("tflite", "dynamic"), ("tflite", "int8"),
+                                           ("onnx", "none")])
 def test_a_text_classifier_exports_with_token_inputs_and_predicts_texts(text_run, tmp_path, fmt, quantize, capsys):
     from transferkit.runner import load_run, predict_texts
 
     output = tmp_path / f"text.{fmt}"
-    report = export_edge(text_run, output, EdgeExportOptions(format=fmt, quantize=quantize))
+    # int8 on a 2-layer model trained for seconds: the tolerance is not the point here (BBC's is measured)
+    report = export_edge(text_run, output, EdgeExportOptions(format=fmt, quantize=quantize,
+                                                             max_drop=100 if quantize == "int8" else None))
     assert output.is_file() and report["examples"] > 0 and report["drop_points"] <= report["tolerance_points"]
     if quantize == "none":
         assert report["max_abs_diff"] < 1e-4
@@ -119,6 +135,11 @@ def test_a_text_classifier_exports_with_token_inputs_and_predicts_texts(text_run
     length = info["preprocessor"]["sequence_length"]
     assert signature["input"] == {"padding_mask": {"shape": [None, length], "dtype": "int32"},
                                   "token_ids": {"shape": [None, length], "dtype": "int32"}}
+    if quantize == "int8":  # dense layers in integer; attention matmuls, softmax, GELU, layer norms in float
+        kinds = _op_output_dtypes(output)
+        assert kinds["FULLY_CONNECTED"] == {"int8"} and kinds["BATCH_MATMUL"] == {"float32"}
+        assert kinds["RSQRT"] == {"float32"} and report["float_ops"]["BATCH_MATMUL"] == 4  # 2 layers x 2
+        assert signature["output"]["probabilities"]["dtype"] == "uint8"  # the file's output, int8 as asked
     assert signature["preprocessor"]["class_name"] == "TextPreprocessor" and "WordPiece" in " ".join(
         signature["app_steps"])
     texts = ["alpha beta gamma", "delta epsilon", "zeta"]
@@ -152,13 +173,7 @@ def test_a_detector_exports_with_nms_in_the_file_and_is_scored_by_map(detection_
     if quantize == "none":  # the same graph, NMS included, in another runtime
         assert report["drop_points"] == pytest.approx(0.0, abs=0.5) and report["max_abs_diff"] < 1e-3
     if quantize == "int8":  # the network in integer; box decoding and NMS in float (quantised whole, boxes collapse)
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=str(output))
-        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-        kinds = {}
-        for op in interpreter._get_ops_details():
-            kinds.setdefault(op["op_name"], set()).update(tensors[i]["dtype"].__name__ for i in op["outputs"])
+        kinds = _op_output_dtypes(output)
         assert kinds["CONV_2D"] == {"int8"} and kinds["EXP"] == {"float32"}
         assert kinds["NON_MAX_SUPPRESSION_V5"] <= {"int32", "float32"}
     signature = json.loads((tmp_path / "det.signature.json").read_text())
