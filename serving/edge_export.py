@@ -101,7 +101,7 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         saved_model = Path(scratch) / "saved_model"
-        _write_saved_model(model, saved_model, edge)
+        _write_saved_model(saved_model, edge)
         with atomic_path(output, suffix=output.suffix) as tmp:
             if options.format == "tflite":
                 calibration = None
@@ -162,12 +162,13 @@ def _sibling(path: Path, suffix: str) -> Path:
 PIXELS = "pixels"
 
 
-def _write_saved_model(model, folder: Path, edge) -> None:
+def _write_saved_model(folder: Path, edge) -> None:
     """A SavedModel with one endpoint, the edge model's function, that the converters read."""
     import keras
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    # Not archive.track(model): the archive keeps the endpoint's variables on its own, and tracking the
+    # model as well saved every weight twice (BBC: 173 MB against 87).
     archive.add_endpoint("serve", edge.function, input_signature=[edge.inputs[n] for n in edge.input_names])
     archive.write_out(str(folder), verbose=False)
 
@@ -235,16 +236,12 @@ def _convert_tflite(saved_model: Path, options: EdgeExportOptions, calibration: 
         return _run_converter(converter.convert, options.quantize)
     # Selective quantisation: the quantisation debugger's denylist keeps the named ops in float.
     def quantize_selectively():
-        import warnings
-
         from tensorflow.lite.python.util import modify_model_io_type
 
-        with warnings.catch_warnings():  # the debugger runs TensorFlow's own (deprecated) interpreter
-            warnings.filterwarnings("ignore", message=r".*tf.lite.Interpreter is deprecated")
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=representative,
-                debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes))
-            flatbuffer = debugger.get_nondebug_quantized_model()
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes))
+        flatbuffer = debugger.get_nondebug_quantized_model()
         # The debugger's file has float outputs; integer ones as asked (the converter's own step).
         return flatbuffer if edge.one_example else modify_model_io_type(flatbuffer, tf.float32, io_type)
 
@@ -286,9 +283,13 @@ def _nodes_of_types(flatbuffer: bytes, op_types) -> list[str]:
 
 
 def _run_converter(convert, quantize: str) -> bytes:
+    import warnings
+
     try:
-        # The converter prints its MLIR passes' statistics on stderr: kept for --verbose, else only errors.
-        with held_chatter():
+        # The converter prints its MLIR passes' statistics on stderr: kept for --verbose, else only errors;
+        # int8 calibration runs TensorFlow's own interpreter, which warns that it is deprecated.
+        with held_chatter(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*tf.lite.Interpreter is deprecated")
             return convert()
     except Exception as error:  # the converter's errors are long; its first line names the op
         first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__

@@ -247,6 +247,8 @@ def _export_edge(args) -> int:
     report = export_edge(args.run_dir, args.output, options)
     print(f"{report['file']}: {report['bytes'] / 2**20:.2f} MB ({args.format}, {args.quantize}); SavedModel "
           f"{report['saved_model_bytes'] / 2**20:.2f} MB")
+    if report.get("float_ops"):
+        print("kept in float (LiteRT op types): " + ", ".join(f"{op} {n}" for op, n in report["float_ops"].items()))
     metric = report["metric"]
     print(f"{metric} on {report['examples']} validation examples: Keras {report['keras'][metric]:.4f}, "
           f"{args.format} {report['exported'][metric]:.4f} (drop {report['drop_points']:.2f} points, "
