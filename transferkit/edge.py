@@ -98,11 +98,13 @@ class EdgeModel:
         return all(spec.dtype == tf.float32 for spec in self.inputs.values())
 
 
-# What a transformer's int8 file keeps in float: the attention's matmuls and softmax, GELU and the layer
-# norms' statistics. On BBC's MiniLM (2 threads, x86) LiteRT's int8 kernels for these ran the file at 92 ms
-# per text against 17 ms (int8 BATCH_MATMUL alone: 92 -> 37 ms), and int8 layer norms (their variance spans
-# the most int8 steps) cost 2.35 points of accuracy against 0.71 with these in float.
-TRANSFORMER_INT8_FLOAT_OPS = ("BATCH_MATMUL", "SOFTMAX", "GELU", "MEAN", "SQUARED_DIFFERENCE", "RSQRT")
+# What a transformer's int8 file keeps in float: all but its dense layers, embedding lookups and reshapes.
+# On BBC's MiniLM (200 or 400 calibration texts, 2 threads, x86): whole-graph int8 lost 2.35 points and ran
+# 92 ms per text against 17 ms: LiteRT's int8 kernels for a matmul of two activations (55 ms of it),
+# softmax, GELU and the layer-norm statistics are slow here. With those in float it still lost 0.71 points
+# (1.88 with 400 texts) to the residual adds and the layer norms' scale and shift; with ADD and MUL in float
+# too it loses none, at the same speed.
+TRANSFORMER_INT8_FLOAT_OPS = ("BATCH_MATMUL", "SOFTMAX", "GELU", "MEAN", "SQUARED_DIFFERENCE", "RSQRT", "ADD", "MUL")
 
 
 def packed_token_rows(examples: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
@@ -110,7 +112,7 @@ def packed_token_rows(examples: list[dict[str, np.ndarray]]) -> list[dict[str, n
     are, and the real tokens of the shorter ones end to end, cut to full rows.
 
     A padded position's activations are far outside the real tokens' (on MiniLM, calibrating with
-    padded texts costs 8-10 points of accuracy in int8, against 2-3 without); at inference those
+    padded texts cost 8-10 points of accuracy with the whole graph in int8, against 2-3 without); at inference those
     positions are masked out of attention and not pooled, so int8 ranges come from real tokens only.
     """
     if not examples:
