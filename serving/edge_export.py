@@ -209,51 +209,77 @@ def _convert_tflite(saved_model: Path, options: EdgeExportOptions, calibration: 
         return converter
 
     converter = converter_for(options.quantize)
-    float_nodes: list[str] = []
-    io_type = tf.uint8 if options.io_type == "uint8" else tf.int8
-    # A selective file keeps some ops in float: a detector's post-processing, a transformer's slow or
-    # inaccurate int8 ops (EdgeModel.int8_integer_scope, int8_float_ops).
-    selective = edge.int8_integer_scope is not None or bool(edge.int8_float_ops)
-    if options.quantize == "int8":
-        def representative():
-            yield from calibration
+    if options.quantize != "int8":
+        return _run_converter(converter.convert, options.quantize)
 
-        converter.representative_dataset = representative
-        # Builtin int8 kernels only: a float fallback would hide an op that phones' int8 accelerators
-        # lack; the ops the edge model names stay in float.
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
-            [tf.lite.OpsSet.TFLITE_BUILTINS] if selective else [])
-        if edge.float_inputs and not selective:  # token ids stay int32
-            converter.inference_input_type = io_type
-        if not edge.one_example:  # a detector's outputs (boxes, counts) stay as they are
-            converter.inference_output_type = io_type
-        if selective:
-            float_graph = _run_converter(converter_for("none").convert, "none")
-            if edge.int8_integer_scope is not None:
-                float_nodes += _nodes_outside(float_graph, edge.int8_integer_scope)
+    def representative():
+        yield from calibration
+
+    converter.representative_dataset = representative
+    io_type = tf.uint8 if options.io_type == "uint8" else tf.int8
+    # Token ids stay int32; a detector's pixels and outputs (boxes, counts) stay float.
+    input_type = io_type if edge.float_inputs and edge.int8_integer_scope is None else tf.float32
+    output_type = tf.float32 if edge.one_example else io_type
+    # A selective file keeps named ops in float: a detector's post-processing (int8_integer_scope), a
+    # transformer's slow or inaccurate int8 ops (int8_float_ops).
+    float_nodes: list[str] = []
+    if edge.int8_integer_scope is not None or edge.int8_float_ops:
+        float_graph = _run_converter(converter_for("none").convert, "none")
+        if edge.int8_integer_scope is not None:
+            float_nodes += _nodes_outside(float_graph, edge.int8_integer_scope)
+        if edge.int8_float_ops:
             float_nodes += _nodes_of_types(float_graph, edge.int8_float_ops)
     if not float_nodes:
-        return _run_converter(converter.convert, options.quantize)
-    # Selective quantisation: the quantisation debugger's denylist keeps the named ops in float.
-    def quantize_selectively():
-        from tensorflow.lite.python.util import modify_model_io_type
+        # Builtin int8 kernels only: a float fallback would hide an op that phones' int8 accelerators lack.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if input_type != tf.float32:
+            converter.inference_input_type = input_type
+        if output_type != tf.float32:
+            converter.inference_output_type = output_type
+        flatbuffer = _run_converter(converter.convert, options.quantize)
+    else:
+        # Selective quantisation: the debugger quantises the calibrated graph with the named ops denylisted.
+        # It does not read supported_ops, so an op with no int8 kernel stays float too (the report's float_ops
+        # lists every op type computed in float).
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
 
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=representative,
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes))
-        flatbuffer = debugger.get_nondebug_quantized_model()
-        # The debugger's file has float outputs; integer ones as asked (the converter's own step).
-        return flatbuffer if edge.one_example else modify_model_io_type(flatbuffer, tf.float32, io_type)
+        def quantize_selectively():
+            from tensorflow.lite.python.util import modify_model_io_type
 
-    return _run_converter(quantize_selectively, options.quantize)
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=representative,
+                debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes))
+            # The debugger's file has float inputs and outputs; integer ones as asked (the converter's own step).
+            return modify_model_io_type(debugger.get_nondebug_quantized_model(), input_type, output_type)
+
+        flatbuffer = _run_converter(quantize_selectively, options.quantize)
+    _check_io_types(flatbuffer, input_type, output_type)
+    return flatbuffer
 
 
-def _op_outputs(flatbuffer: bytes) -> list[tuple[str, list[str]]]:
-    """A LiteRT graph's ops: (op type, names of its outputs), in graph order."""
+def _check_io_types(flatbuffer: bytes, input_type, output_type) -> None:
+    """An int8 file's float inputs and its outputs have the integer type asked for (--io-type).
+
+    `modify_model_io_type` only logs a warning when an output does not come out of a dequantize step."""
+    interpreter = _interpreter_class()[0](model_content=flatbuffer)
+    for kind, details, wanted in (("input", interpreter.get_input_details(), input_type),
+                                  ("output", interpreter.get_output_details(), output_type)):
+        if wanted.is_floating:
+            continue
+        for detail in details:
+            dtype = np.dtype(detail["dtype"])
+            if dtype != wanted.as_numpy_dtype and (kind == "output" or dtype.kind == "f"):
+                raise EdgeExportError(f"int8 conversion left the {kind} {detail['name']!r} as {dtype.name}; "
+                                      f"expected {wanted.name} (--io-type)")
+
+
+def _op_outputs(flatbuffer: bytes) -> tuple[list[tuple[str, list[str]]], set[str]]:
+    """A LiteRT graph's ops as (op type, names of its outputs), in graph order; and the graph's output names."""
     interpreter = _interpreter_class()[0](model_content=flatbuffer)
     tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
-    return [(op["op_name"], [tensors[i] for i in op["outputs"] if i in tensors])
-            for op in interpreter._get_ops_details()]
+    ops = [(op["op_name"], [tensors[i] for i in op["outputs"] if i in tensors])
+           for op in interpreter._get_ops_details()]
+    return ops, {detail["name"] for detail in interpreter.get_output_details()}
 
 
 def _float_ops(flatbuffer: bytes) -> dict[str, int]:
@@ -271,15 +297,14 @@ def _float_ops(flatbuffer: bytes) -> dict[str, int]:
 def _nodes_outside(flatbuffer: bytes, scope: str) -> list[str]:
     """The names of a LiteRT graph's op outputs that are not under `scope` (or a numbered copy of it)."""
     inside = re.compile(rf"(^|;){re.escape(scope)}(_\d+)?/")
-    return sorted({name for _, names in _op_outputs(flatbuffer) for name in names if not inside.search(name)})
+    return sorted({name for _, names in _op_outputs(flatbuffer)[0] for name in names if not inside.search(name)})
 
 
 def _nodes_of_types(flatbuffer: bytes, op_types) -> list[str]:
-    """The output names of a LiteRT graph's ops of `op_types`, but for those that are the graph's outputs."""
-    interpreter = _interpreter_class()[0](model_content=flatbuffer)
-    outputs = {detail["name"] for detail in interpreter.get_output_details()}
-    return sorted({name for op_type, names in _op_outputs(flatbuffer) if op_type in op_types
-                   for name in names if name not in outputs})
+    """The output names of a LiteRT graph's ops of `op_types`, but for the graph's own outputs (kept
+    integer, so that the file's outputs can be uint8 or int8)."""
+    ops, outputs = _op_outputs(flatbuffer)
+    return sorted({name for op_type, names in ops if op_type in op_types for name in names if name not in outputs})
 
 
 def _run_converter(convert, quantize: str) -> bytes:

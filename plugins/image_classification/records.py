@@ -48,7 +48,7 @@ class ClassifierRecords:
             features = tensors[0] if names == ["pixels"] else dict(zip(names, tensors))
             return {"probabilities": tf.cast(model(features, training=False), tf.float32)}
 
-        tokens = names == ["padding_mask", "token_ids"]
+        transformer_text = names == ["padding_mask", "token_ids"]
         return EdgeModel(inputs=specs, function=classify, keras_model=model if names == ["pixels"] else None,
-                         calibration=packed_token_rows if tokens else None,
-                         int8_float_ops=TRANSFORMER_INT8_FLOAT_OPS if tokens else ())
+                         calibration=packed_token_rows if transformer_text else None,
+                         int8_float_ops=TRANSFORMER_INT8_FLOAT_OPS if transformer_text else ())

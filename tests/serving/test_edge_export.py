@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from transferkit.cli import main
+from transferkit.edge import TRANSFORMER_INT8_FLOAT_OPS
 from transferkit.serving import edge_export
 from transferkit.serving.edge_export import EdgeExportError, EdgeExportOptions, export_edge, predict_edge
 
@@ -118,14 +119,16 @@ def _op_output_dtypes(path) -> dict[str, set[str]]:
     return kinds
 
 
-@pytest.mark.parametrize("fmt, quantize", [("tflite", "none"), ("tflite", "dynamic"), ("tflite", "int8"),
-                                           ("onnx", "none")])
-def test_a_text_classifier_exports_with_token_inputs_and_predicts_texts(text_run, tmp_path, fmt, quantize, capsys):
+@pytest.mark.parametrize("fmt, quantize, io_type", [("tflite", "none", "uint8"), ("tflite", "dynamic", "uint8"),
+                                                    ("tflite", "int8", "uint8"), ("tflite", "int8", "int8"),
+                                                    ("onnx", "none", "uint8")])
+def test_a_text_classifier_exports_with_token_inputs_and_predicts_texts(text_run, tmp_path, fmt, quantize, io_type,
+                                                                        capsys):
     from transferkit.runner import load_run, predict_texts
 
     output = tmp_path / f"text.{fmt}"
     # int8 on a 2-layer model trained for seconds: the tolerance is not the point here (BBC's is measured)
-    report = export_edge(text_run, output, EdgeExportOptions(format=fmt, quantize=quantize,
+    report = export_edge(text_run, output, EdgeExportOptions(format=fmt, quantize=quantize, io_type=io_type,
                                                              max_drop=100 if quantize == "int8" else None))
     assert output.is_file() and report["examples"] > 0 and report["drop_points"] <= report["tolerance_points"]
     if quantize == "none":
@@ -139,7 +142,9 @@ def test_a_text_classifier_exports_with_token_inputs_and_predicts_texts(text_run
         kinds = _op_output_dtypes(output)
         assert kinds["FULLY_CONNECTED"] == {"int8"} and kinds["BATCH_MATMUL"] == {"float32"}
         assert kinds["RSQRT"] == {"float32"} and report["float_ops"]["BATCH_MATMUL"] == 4  # 2 layers x 2
-        assert signature["output"]["probabilities"]["dtype"] == "uint8"  # the file's output, int8 as asked
+        assert set(report["float_ops"]) >= set(TRANSFORMER_INT8_FLOAT_OPS)
+        assert not {"FULLY_CONNECTED", "GATHER"} & set(report["float_ops"])
+        assert signature["output"]["probabilities"]["dtype"] == io_type  # the file's output, integer as asked
     assert signature["preprocessor"]["class_name"] == "TextPreprocessor" and "WordPiece" in " ".join(
         signature["app_steps"])
     texts = ["alpha beta gamma", "delta epsilon", "zeta"]
@@ -175,6 +180,7 @@ def test_a_detector_exports_with_nms_in_the_file_and_is_scored_by_map(detection_
     if quantize == "int8":  # the network in integer; box decoding and NMS in float (quantised whole, boxes collapse)
         kinds = _op_output_dtypes(output)
         assert kinds["CONV_2D"] == {"int8"} and kinds["EXP"] == {"float32"}
+        assert "CONV_2D" not in report["float_ops"] and report["float_ops"]["NON_MAX_SUPPRESSION_V5"] >= 1  # one per class
         assert kinds["NON_MAX_SUPPRESSION_V5"] <= {"int32", "float32"}
     signature = json.loads((tmp_path / "det.signature.json").read_text())
     assert sorted(signature["output"]) == ["boxes", "class_ids", "num_detections", "scores"]
