@@ -194,3 +194,18 @@ def test_a_detector_exports_with_nms_in_the_file_and_is_scored_by_map(detection_
                            for label, score, box in records)
     assert main(["evaluate", str(detection_run), "--model", str(output)]) == 0
     assert "map50" in capsys.readouterr().out
+
+
+def test_an_int8_file_whose_output_kept_float_is_refused_with_its_name():
+    """`modify_model_io_type` only logs when it cannot make an output integer; the export checks."""
+    import tensorflow as tf
+
+    doubled = tf.function(lambda x: {"probabilities": x * 2.0},
+                          input_signature=[tf.TensorSpec([1, 3], tf.float32, name="x")])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([doubled.get_concrete_function()], doubled)
+    float_file = converter.convert()
+    edge_export._check_io_types(float_file, tf.float32, tf.float32)  # nothing asked: nothing to check
+    with pytest.raises(EdgeExportError, match=r"output .* as float32; expected uint8 \(--io-type\)"):
+        edge_export._check_io_types(float_file, tf.float32, tf.uint8)
+    with pytest.raises(EdgeExportError, match=r"input .* as float32; expected int8"):
+        edge_export._check_io_types(float_file, tf.int8, tf.float32)
