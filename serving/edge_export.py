@@ -273,38 +273,43 @@ def _check_io_types(flatbuffer: bytes, input_type, output_type) -> None:
                                       f"expected {wanted.name} (--io-type)")
 
 
-def _op_outputs(flatbuffer: bytes) -> tuple[list[tuple[str, list[str]]], set[str]]:
-    """A LiteRT graph's ops as (op type, names of its outputs), in graph order; and the graph's output names."""
+@dataclasses.dataclass(frozen=True)
+class _GraphOp:
+    type: str
+    outputs: tuple[str, ...]  # tensor names
+    dtypes: tuple[np.dtype, ...]  # of the outputs
+
+
+def _graph_ops(flatbuffer: bytes) -> tuple[list[_GraphOp], set[str]]:
+    """A LiteRT graph's ops in graph order, and the names of the graph's outputs."""
     interpreter = _interpreter_class()[0](model_content=flatbuffer)
-    tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
-    ops = [(op["op_name"], [tensors[i] for i in op["outputs"] if i in tensors])
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = [_GraphOp(op["op_name"], tuple(tensors[i]["name"] for i in op["outputs"] if i in tensors),
+                    tuple(np.dtype(tensors[i]["dtype"]) for i in op["outputs"] if i in tensors))
            for op in interpreter._get_ops_details()]
     return ops, {detail["name"] for detail in interpreter.get_output_details()}
 
 
 def _float_ops(flatbuffer: bytes) -> dict[str, int]:
     """How many ops of each type an int8 file computes in float (its (de)quantize steps aside)."""
-    interpreter = _interpreter_class()[0](model_content=flatbuffer)
-    dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
     counts: dict[str, int] = {}
-    for op in interpreter._get_ops_details():
-        if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE") and any(
-                dtypes.get(i) == np.float32 for i in op["outputs"]):
-            counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    for op in _graph_ops(flatbuffer)[0]:
+        if op.type not in ("QUANTIZE", "DEQUANTIZE") and np.dtype(np.float32) in op.dtypes:
+            counts[op.type] = counts.get(op.type, 0) + 1
     return dict(sorted(counts.items()))
 
 
 def _nodes_outside(flatbuffer: bytes, scope: str) -> list[str]:
     """The names of a LiteRT graph's op outputs that are not under `scope` (or a numbered copy of it)."""
     inside = re.compile(rf"(^|;){re.escape(scope)}(_\d+)?/")
-    return sorted({name for _, names in _op_outputs(flatbuffer)[0] for name in names if not inside.search(name)})
+    return sorted({name for op in _graph_ops(flatbuffer)[0] for name in op.outputs if not inside.search(name)})
 
 
 def _nodes_of_types(flatbuffer: bytes, op_types) -> list[str]:
     """The output names of a LiteRT graph's ops of `op_types`, but for the graph's own outputs (kept
     integer, so that the file's outputs can be uint8 or int8)."""
-    ops, outputs = _op_outputs(flatbuffer)
-    return sorted({name for op_type, names in ops if op_type in op_types for name in names if name not in outputs})
+    ops, graph_outputs = _graph_ops(flatbuffer)
+    return sorted({name for op in ops if op.type in op_types for name in op.outputs if name not in graph_outputs})
 
 
 def _run_converter(convert, quantize: str) -> bytes:

@@ -72,7 +72,7 @@ class EdgeModel:
             calibration set; None keeps them (see `packed_token_rows` for token inputs).
         int8_integer_scope: for a graph with post-processing (a detector's box decoding and NMS): int8
             files quantize only the ops under this name scope (the network, named as the Keras model)
-            and keep the rest in float. None: the whole graph in integer kernels.
+            and keep the rest in float. None (and no `int8_float_ops`): the whole graph in integer kernels.
         int8_float_ops: LiteRT op types that int8 files keep in float, except where they make the
             file's outputs (which stay integer, so the outputs can be uint8 or int8 as asked).
             A transformer's: `TRANSFORMER_INT8_FLOAT_OPS`.
