@@ -86,7 +86,7 @@ def main() -> int:
     for fmt, quantize in (pair.split(":") for pair in args.formats.split(",")):
         path = out / f"model_{quantize}.{fmt}"
         try:
-            report = export_edge(args.run, path, EdgeExportOptions(format=fmt, quantize=quantize))
+            report = export_edge(args.run, path, EdgeExportOptions(format=fmt, quantize=quantize), force=True)
         except EdgeExportError as error:  # a format this model cannot take: a row that says why
             print(f"{fmt} {quantize}: {error}")
             failures.append({"format": f"{fmt} {quantize}", "error": str(error)})

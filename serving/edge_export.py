@@ -39,6 +39,7 @@ import numpy as np
 from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, atomic_write_text
 from transferkit.logs import held_chatter, held_tensorflow_notes
+from transferkit.version import __version__
 
 FORMATS = ("tflite", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -84,19 +85,23 @@ class EdgeExportOptions:
         return DEFAULT_MAX_DROP[self.quantize] if self.max_drop is None else float(self.max_drop)
 
 
-def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: EdgeExportOptions) -> dict[str, Any]:
-    """Converts a finished run's model, scores the file on the validation set, keeps it if within tolerance."""
+def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: EdgeExportOptions,
+                force: bool = False) -> dict[str, Any]:
+    """Converts a finished run's model, scores the file on the validation set, keeps it if within tolerance.
+
+    An existing `output` (or its signature or report) is replaced only with `force`, and only when it is
+    an earlier transferkit export: its signature file records its sha256.
+    """
     from transferkit.runner import load_run
 
     run_dir, output = Path(run_dir), Path(output)
+    check_replaceable(output, options.format, force)
     config, task, model, info = load_run(run_dir)
     preprocessor = task.preprocessor(info)
     edge = task.edge_model(model, info)
     if edge is None:
         raise EdgeExportError(f"{run_dir}: task {config.task!r} has no edge export (Task.edge_model); exported "
                               f"today: image, audio and text classification, object detection")
-    if output.is_dir():
-        raise EdgeExportError(f"--output {output}: is a folder; expected a file name such as model.{options.format}")
     task_data = _task_data(task, config)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
@@ -128,7 +133,10 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
                     f"{report['keras'][metric]:.4f} on {report['examples']} validation examples, a drop of "
                     f"{report['drop_points']:.2f} points, beyond the tolerance of {options.tolerance} "
                     f"(--max-drop); nothing was written")
-    signature = {"input": runner.input_facts(), "output": runner.output_facts(),
+    signature = {"transferkit": SIGNATURE_KIND, "version": __version__, "task": config.task,
+                 "format": options.format, "quantize": options.quantize, "file": output.name,
+                 "sha256": file_sha256(output), "bytes": output.stat().st_size,
+                 "input": runner.input_facts(), "output": runner.output_facts(),
                  "labels": list(info["class_names"]),
                  "preprocessor": preprocessor.get_config() if preprocessor is not None else None,
                  "app_steps": [*(preprocessor.edge_steps if preprocessor is not None else ()),
@@ -136,6 +144,101 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
     atomic_write_text(_sibling(output, ".signature.json"), json.dumps(signature, indent=2) + "\n")
     atomic_write_text(_sibling(output, ".export_report.json"), json.dumps(report, indent=2) + "\n")
     return report
+
+
+SIGNATURE_KIND = "edge-export"
+SIGNATURE_MAX_BYTES = 16 << 20  # labels and settings; far beyond any real signature
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def signature_path(path: str | os.PathLike) -> Path:
+    return _sibling(Path(path), ".signature.json")
+
+
+def _read_signature_json(path: Path) -> dict[str, Any]:
+    """The signature file's JSON object; EdgeExportError naming the file when it is not one."""
+    try:
+        size = path.stat().st_size
+        if size > SIGNATURE_MAX_BYTES:
+            raise EdgeExportError(f"{path}: {size} bytes; a signature file is at most {SIGNATURE_MAX_BYTES} bytes")
+        signature = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EdgeExportError(f"{path}: missing; it says how to prepare the model's inputs (export the run "
+                              f"again with `transferkit export --format ...`)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise EdgeExportError(f"{path}: not a readable signature file ({type(error).__name__}: {error}); "
+                              f"export the run again") from None
+    if not isinstance(signature, dict):
+        raise EdgeExportError(f"{path}: expected a JSON object written by `transferkit export`. "
+                              f"Received: {type(signature).__name__}")
+    return signature
+
+
+def read_signature(path: str | os.PathLike) -> dict[str, Any]:
+    """The checked signature of an exported file: its own sha256 and size match the file, its labels are a
+    non-empty list of names, its preprocessor a config. Read before any interpreter sees the file's bytes,
+    so a truncated or replaced file is an error, not a crash."""
+    path = Path(path)
+    if path.suffix.lower() not in ("." + f for f in FORMATS):
+        raise EdgeExportError(f"{path}: expected a .tflite or .onnx file written by `transferkit export`")
+    if not path.is_file():
+        raise EdgeExportError(f"{path}: no such file")
+    sig_path = signature_path(path)
+    signature = _read_signature_json(sig_path)
+    if signature.get("transferkit") != SIGNATURE_KIND or not isinstance(signature.get("sha256"), str):
+        raise EdgeExportError(f"{sig_path}: no checksum of {path.name} (written by an older transferkit, or not "
+                              f"by transferkit); export the run again")
+    if path.stat().st_size != signature.get("bytes") or file_sha256(path) != signature["sha256"]:
+        raise EdgeExportError(f"{path}: does not match {sig_path.name} (sha256 differs: truncated, damaged or "
+                              f"replaced since export); export the run again")
+    labels = signature.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
+        raise EdgeExportError(f"{sig_path}: labels: expected a non-empty list of class names. "
+                              f"Received: {_short_json(labels)}")
+    if not isinstance(signature.get("preprocessor"), (dict, type(None))) or not isinstance(
+            signature.get("task"), str):
+        raise EdgeExportError(f"{sig_path}: expected a task name and a preprocessor config (export the run again)")
+    return signature
+
+
+def _short_json(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_replaceable(output: Path, format: str, force: bool) -> None:
+    """Refuses an --output that would replace a file transferkit did not write, or any file without --force."""
+    if output.is_dir():
+        raise EdgeExportError(f"--output {output}: is a folder; expected a file name such as model.{format}")
+    if output.suffix.lower() != f".{format}":
+        raise EdgeExportError(f"--output {output}: expected a file name ending in .{format} for --format {format}")
+    present = [p for p in (output, signature_path(output), _sibling(output, ".export_report.json"))
+               if p.exists() or p.is_symlink()]
+    if not present:
+        return
+    if not force:
+        raise EdgeExportError(f"--output {output}: {present[0]} already exists; pass --force to replace an "
+                              f"earlier export")
+    try:
+        signature = _read_signature_json(signature_path(output))
+        ours = signature.get("transferkit") == SIGNATURE_KIND and (
+            not output.exists() or (output.is_file() and not output.is_symlink()
+                                    and file_sha256(output) == signature.get("sha256")))
+    except EdgeExportError:
+        ours = False
+    if not ours:
+        raise EdgeExportError(f"--output {output}: {present[0]} exists and is not a transferkit export (no "
+                              f"{signature_path(output).name} recording its sha256); not replaced, even with "
+                              f"--force")
 
 
 def _task_data(task, config):
@@ -507,53 +610,70 @@ def _merged(outputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return outputs[0] if len(outputs) == 1 else {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
-def runner_for(path: str | os.PathLike):
-    """The runner of an exported .tflite or .onnx file (its signature file names an ONNX file's outputs)."""
+def runner_for(path: str | os.PathLike, signature: dict[str, Any] | None = None):
+    """The runner of an exported .tflite or .onnx file, once its signature file vouches for its bytes."""
     path = Path(path)
+    signature = read_signature(path) if signature is None else signature
     if path.suffix.lower() == ".tflite":
         return _LiteRtRunner(path)
-    if path.suffix.lower() == ".onnx":
-        signature = _sibling(path, ".signature.json")
-        names = sorted(json.loads(signature.read_text(encoding="utf-8")).get("output", {})) \
-            if signature.is_file() else None
-        return _OnnxRunner(path, output_names=names)
-    raise EdgeExportError(f"{path}: expected a .tflite or .onnx file written by `transferkit export`")
+    names = signature.get("output")
+    return _OnnxRunner(path, output_names=sorted(names) if isinstance(names, dict) else None)
 
 
-def predict_edge(path: str | os.PathLike, inputs: list[str], top_k: int = 3):
+def _preprocessor_of(path: Path, signature: dict[str, Any]):
+    from transferkit.registry import preprocessor_classes
+
+    config = signature.get("preprocessor") or {}
+    preprocessor_class = preprocessor_classes().get(config.get("class_name"))
+    if preprocessor_class is None:
+        raise EdgeExportError(f"{path}: {signature_path(path).name} names the preprocessor "
+                              f"{_short_json(config.get('class_name'))}, which no installed task provides")
+    try:
+        return preprocessor_class.from_config(config)
+    except (TypeError, ValueError, KeyError) as error:
+        raise EdgeExportError(f"{signature_path(path)}: preprocessor: not a valid {preprocessor_class.__name__} "
+                              f"config ({type(error).__name__}: {error})") from None
+
+
+def takes_texts(preprocessor) -> bool:
+    return hasattr(preprocessor, "encoder")
+
+
+def predict_edge(path: str | os.PathLike, inputs: list[str], top_k: int = 3, texts: bool = False):
     """Yields (input, records) from an exported file, its inputs prepared as its signature says: for a
     classifier `[(label, probability), ...]` best first, for a detector `[(label, score, box), ...]`
     with xyxy boxes in model-input pixels.
 
-    `inputs` are image (or WAV) paths, or texts for a text model.
+    `inputs` are image (or WAV) paths, or, with `texts`, texts for a text model.
     """
-    from transferkit.registry import preprocessor_classes
-
     path = Path(path)
-    signature_path = _sibling(path, ".signature.json")
-    if not signature_path.is_file():
-        raise EdgeExportError(f"{path}: no {signature_path.name} next to it; it says how to prepare inputs "
-                              f"(export the run again with `transferkit export --format ...`)")
-    signature = json.loads(signature_path.read_text(encoding="utf-8"))
-    config = signature.get("preprocessor") or {}
-    preprocessor_class = preprocessor_classes().get(config.get("class_name"))
-    if preprocessor_class is None:
-        raise EdgeExportError(f"{path}: {signature_path.name} names the preprocessor {config.get('class_name')!r}, "
-                              f"which no installed task provides")
-    preprocessor = preprocessor_class.from_config(config)
-    runner, labels = runner_for(path), signature["labels"]
+    signature = read_signature(path)
+    preprocessor = _preprocessor_of(path, signature)
+    if takes_texts(preprocessor) != texts:
+        wanted = "texts (--text or --file)" if takes_texts(preprocessor) else "files (images or clips), not texts"
+        raise EdgeExportError(f"{path}: this {signature['task']} file takes {wanted}")
+    runner, labels = runner_for(path, signature), signature["labels"]
     k = max(1, min(int(top_k), len(labels)))
     for item in inputs:
         outputs = runner(_prepared(preprocessor, item))
         if "num_detections" in outputs:
             count = int(np.asarray(outputs["num_detections"]).reshape(-1)[0])
-            yield item, [(labels[int(c)], float(s), [round(float(v), 1) for v in b]) for b, s, c in
+            yield item, [(_label(labels, c), float(s), [round(float(v), 1) for v in b]) for b, s, c in
                          zip(outputs["boxes"][0][:count], outputs["scores"][0][:count],
                              outputs["class_ids"][0][:count])]
             continue
-        probabilities = np.asarray(outputs["probabilities"][0], np.float32)
+        probabilities = np.asarray(next(iter(outputs.values())) if len(outputs) == 1
+                                   else outputs["probabilities"], np.float32)[0]
+        if probabilities.shape != (len(labels),):
+            raise EdgeExportError(f"{path}: gives {probabilities.shape[0]} scores for the {len(labels)} labels "
+                                  f"of {signature_path(path).name}")
         order = np.argsort(-probabilities)[:k]
         yield item, [(labels[i], float(probabilities[i])) for i in order]
+
+
+def _label(labels: list[str], class_id) -> str:
+    index = int(class_id)
+    return labels[index] if 0 <= index < len(labels) else f"class {index}"
 
 
 def _prepared(preprocessor, item: str):
@@ -579,13 +699,29 @@ def evaluate_edge(run_dir: str | os.PathLike, path: str | os.PathLike, data: str
     from transferkit.registry import get_task
     from transferkit.runner import load_run
 
+    signature = read_signature(path)
     config, task, model, info = load_run(run_dir)
+    _check_matches_run(Path(path), signature, config.task, task.preprocessor(info), info)
     config = task.config_for_evaluation(info, data)
     task = get_task(config.task)(config, info)
     edge = task.edge_model(model, info)
     if edge is None:
         raise EdgeExportError(f"{run_dir}: task {config.task!r} has no edge export to score")
     task_data = _task_data(task, config)
-    runner = runner_for(path)
+    runner = runner_for(path, signature)
     report = _score(edge, runner, task_data)
     return {**report, "file": str(Path(path).resolve()), "runtime": runner.name}
+
+
+def _check_matches_run(path: Path, signature: dict[str, Any], task_name: str, preprocessor, info) -> None:
+    """An exported file is scored only against the run it came from: same task, labels and preprocessing."""
+    name = signature_path(path).name
+    if signature["task"] != task_name:
+        raise EdgeExportError(f"{path}: exported from a {signature['task']} run ({name}); this run is "
+                              f"{task_name}")
+    if list(signature["labels"]) != list(info.get("class_names", [])):
+        raise EdgeExportError(f"{path}: its labels ({_short_json(signature['labels'])}) are not this run's "
+                              f"({_short_json(list(info.get('class_names', [])))})")
+    expected = preprocessor.get_config() if preprocessor is not None else None
+    if json.loads(json.dumps(expected)) != signature.get("preprocessor"):
+        raise EdgeExportError(f"{path}: its preprocessor settings ({name}) differ from this run's")

@@ -142,7 +142,8 @@ def _cmd_predict(args) -> int:
         from transferkit.serving.edge_export import predict_edge
 
         texts = _texts_from_args(args)
-        for item, records in predict_edge(args.run_dir, texts or args.images, top_k=args.top_k):
+        for item, records in predict_edge(args.run_dir, texts or args.images, top_k=args.top_k,
+                                          texts=bool(texts)):
             if records and len(records[0]) == 3:  # a detector's (label, score, box)
                 described = "\n".join(f"  {score:7.4f}  {label}  {box}" for label, score, box in records) or \
                     "  (no detections)"
@@ -244,7 +245,7 @@ def _export_edge(args) -> int:
         raise TransferkitError(f"export --format {args.format}: give --output FILE (e.g. model.{args.format})")
     options = EdgeExportOptions(format=args.format, quantize=args.quantize, calibration_images=args.calibration_images,
                                 io_type=args.io_type, max_drop=args.max_drop)
-    report = export_edge(args.run_dir, args.output, options)
+    report = export_edge(args.run_dir, args.output, options, force=args.force)
     print(f"{report['file']}: {report['bytes'] / 2**20:.2f} MB ({args.format}, {args.quantize}); SavedModel "
           f"{report['saved_model_bytes'] / 2**20:.2f} MB")
     if report.get("float_ops"):
@@ -484,7 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--max-drop", type=float, help="largest accepted accuracy drop in points (default 0.5 "
                                                        "float16, 1.5 int8 and dynamic, 0.1 none)")
     export.add_argument("--version", type=int, help="version number (default: the next one)")
-    export.add_argument("--force", action="store_true", help="replace an existing version")
+    export.add_argument("--force", action="store_true", help="replace an existing version, or an earlier "
+                        "tflite/onnx export at --output (never a file transferkit did not write)")
     export.set_defaults(handler=_cmd_export)
 
     serve = commands.add_parser("serve", help="serve exported models over TF Serving's gRPC and REST APIs")

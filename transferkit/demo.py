@@ -47,7 +47,11 @@ def demo_config(data_dir: Path, quick: bool = False) -> dict:
 def run_demo(output: Path, quick: bool = False) -> Path:
     from transferkit.runner import predict_files, train
 
-    output = Path(output)
+    from transferkit.ownership import check_output_folder, write_marker
+
+    output = check_output_folder(output, kind="demo")  # the folders below are replaced: only in a demo's own folder
+    output.mkdir(parents=True, exist_ok=True)
+    write_marker(output, ["data", "run", "models", "detection"], kind="demo")
     data_dir = output / "data"
     if data_dir.exists():
         shutil.rmtree(data_dir)

@@ -24,6 +24,7 @@ from transferkit.callbacks import EpochRecorder, RunClock
 from transferkit.config import RunConfig, config_differences, load_saved_config, same_config, write_config
 from transferkit.errors import TransferkitError
 from transferkit.fileio import atomic_path, atomic_write_text, ensure_room, weights_bytes
+from transferkit.ownership import check_output_folder, remove_written, write_marker
 from transferkit.multi_worker import create_strategy, output_dir, remove_output_dir, weights_digest
 from transferkit.registry import get_task
 from transferkit.stages import StageTrainer, log
@@ -101,7 +102,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     if time_limit is not None and not time_limit > 0:
         raise TransferkitError(f"time_limit: expected a number of seconds > 0, received {time_limit!r}")
     clock = RunClock()
-    run_dir = Path(run_dir)
+    run_dir = check_output_folder(run_dir)  # before anything is read or written: a user's folder is refused
     latest = _resumable_checkpoint(config, run_dir, resume)
     strategy, role = _setup_devices(config)
     if role is not None and time_limit is not None:
@@ -163,7 +164,9 @@ def _prepare_output_folder(config: RunConfig, run_dir: Path, role, fresh: bool, 
     out = output_dir(role, run_dir)
     out.mkdir(parents=True, exist_ok=True)
     if fresh:
-        _clear_outputs(out)
+        remove_written(out, RUN_OUTPUTS)
+    # The marker first: a run that dies after this point leaves a folder that is known to be ours.
+    write_marker(out, [*RUN_OUTPUTS, "config.yaml", *task.saved_files(task.info)])
     write_config(config, out)
     _write_info(out, config, task, backbone, data)
     return out
@@ -233,21 +236,10 @@ def _end_worker(role, out: Path, full_model) -> None:
     remove_output_dir(role, out)
 
 
-# What a run writes; a fresh start removes them so nothing stale is reused.
+# What every run writes; a fresh start removes them (and the task's artifacts its marker lists) so nothing
+# stale is reused. Nothing else in the folder is touched.
 RUN_OUTPUTS = ("checkpoints", "feature_cache", "freeze", "logs", "report", "test", "best.weights.h5", "model.keras",
                "metrics.json", "history.json", "problems.json", "info.json", "labels.txt", "artifacts.json")
-
-
-def _clear_outputs(run_dir: Path) -> None:
-    # The previous run's task artifacts (labels.txt and the like), as it recorded them.
-    listed = run_dir / "artifacts.json"
-    extra = json.loads(listed.read_text()) if listed.exists() else []
-    for name in (*RUN_OUTPUTS, *[n for n in extra if isinstance(n, str) and "/" not in n and n not in ("..", ".")]):
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
 
 
 def _check_same_data_facts(run_dir: Path, info: dict[str, Any]) -> None:

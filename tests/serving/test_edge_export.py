@@ -148,7 +148,7 @@ def test_a_text_classifier_exports_with_token_inputs_and_predicts_texts(text_run
     assert signature["preprocessor"]["class_name"] == "TextPreprocessor" and "WordPiece" in " ".join(
         signature["app_steps"])
     texts = ["alpha beta gamma", "delta epsilon", "zeta"]
-    from_file = [labels[0][0] for _, labels in predict_edge(output, texts, top_k=1)]
+    from_file = [labels[0][0] for _, labels in predict_edge(output, texts, top_k=1, texts=True)]
     from_run = [description for _, description in predict_texts(text_run, texts, top_k=1)]
     assert all(label in description for label, description in zip(from_file, from_run))
     assert main(["predict", str(output), "--text", "alpha beta gamma"]) == 0

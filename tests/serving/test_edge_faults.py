@@ -1,0 +1,122 @@
+"""Issue 31, edge files: an export never replaces what transferkit did not write, and a file is checked
+against its signature (sha256, labels, task, preprocessor) before any interpreter reads it."""
+
+import json
+import shutil
+
+import pytest
+
+from transferkit.cli import main
+from transferkit.serving.edge_export import EdgeExportError, EdgeExportOptions, export_edge
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    output = tmp_path_factory.mktemp("edge") / "model.tflite"
+    export_edge(trained_run, output, EdgeExportOptions())
+    return output
+
+
+def _copy_export(exported, folder, name="copy"):
+    target = folder / f"{name}.tflite"
+    shutil.copyfile(exported, target)
+    shutil.copyfile(exported.with_name("model.signature.json"), folder / f"{name}.signature.json")
+    return target
+
+
+def test_fault_31_02_export_never_replaces_the_runs_model(trained_run, capsys):
+    model = trained_run / "model.keras"
+    before = model.read_bytes()
+    for force in ([], ["--force"]):
+        assert main(["export", str(trained_run), "--format", "tflite", "--output", str(model), *force]) == 2
+        assert "ending in .tflite" in capsys.readouterr().err
+    assert model.read_bytes() == before
+
+
+def test_fault_31_02_export_refuses_a_users_file_even_with_force(trained_run, tmp_path, capsys):
+    mine = tmp_path / "notes.tflite"
+    mine.write_text("mine")
+    assert main(["export", str(trained_run), "--format", "tflite", "--output", str(mine)]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert main(["export", str(trained_run), "--format", "tflite", "--output", str(mine), "--force"]) == 2
+    assert "not a transferkit export" in capsys.readouterr().err
+    assert mine.read_text() == "mine"
+    signature = tmp_path / "other.signature.json"  # a user's file where the signature would go
+    signature.write_text("{}")
+    assert main(["export", str(trained_run), "--format", "tflite", "--output", str(tmp_path / "other.tflite"),
+                 "--force"]) == 2
+    assert signature.read_text() == "{}" and not (tmp_path / "other.tflite").exists()
+
+
+def test_fault_31_02_force_replaces_an_earlier_export(trained_run, exported, tmp_path):
+    target = _copy_export(exported, tmp_path)
+    with pytest.raises(EdgeExportError, match="pass --force"):
+        export_edge(trained_run, target, EdgeExportOptions())
+    export_edge(trained_run, target, EdgeExportOptions(), force=True)
+    signature = json.loads(target.with_name("copy.signature.json").read_text())
+    assert signature["file"] == "copy.tflite" and signature["task"] == "image_classification"
+
+
+def test_fault_31_04_a_truncated_tflite_is_an_error_not_a_crash(exported, tmp_path, capsys):
+    target = _copy_export(exported, tmp_path)
+    target.write_bytes(exported.read_bytes()[:30000])
+    image = json.loads(exported.with_name("model.signature.json").read_text())  # any input will do
+    assert image["sha256"]
+    assert main(["predict", str(target), str(target)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "does not match copy.signature.json" in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize("signature, message", [
+    ("[1, 2]", "expected a JSON object"),
+    ('{"labels": ', "not a readable signature file"),
+    (None, "missing"),
+    ("labels", "not a readable signature file"),
+])
+def test_fault_31_13_bad_signature_files_are_one_line_errors(exported, tmp_path, capsys, signature, message):
+    target = _copy_export(exported, tmp_path)
+    if signature is None:
+        target.with_name("copy.signature.json").unlink()
+    else:
+        target.with_name("copy.signature.json").write_text(signature)
+    assert main(["predict", str(target), str(target)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"labels": []}, "labels: expected a non-empty list"),
+    ({"labels": 5}, "labels: expected a non-empty list"),
+    ({"sha256": None}, "no checksum"),
+    ({"preprocessor": {"class_name": "Nope"}}, "no installed task provides"),
+])
+def test_fault_31_13_signature_fields_are_checked(exported, tmp_path, capsys, edit, message):
+    target = _copy_export(exported, tmp_path)
+    path = target.with_name("copy.signature.json")
+    path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
+    assert main(["predict", str(target), str(target)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_fault_31_13_a_text_file_named_tflite_is_refused(tmp_path, capsys):
+    fake = tmp_path / "m.tflite"
+    fake.write_text("hello")
+    assert main(["predict", str(fake), str(fake)]) == 2
+    assert "m.signature.json: missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"task": "audio_classification"}, "exported from a audio_classification run"),
+    ({"labels": ["x", "y", "z"]}, "are not this run's"),
+])
+def test_fault_31_08_evaluate_refuses_another_runs_file(trained_run, exported, tmp_path, capsys, edit, message):
+    target = _copy_export(exported, tmp_path)
+    path = target.with_name("copy.signature.json")
+    path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
+    assert main(["evaluate", str(trained_run), "--model", str(target)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_fault_31_20_an_image_file_given_a_text_says_what_it_takes(exported, capsys):
+    assert main(["predict", str(exported), "--text", "hello"]) == 2
+    assert "takes files (images or clips), not texts" in capsys.readouterr().err
