@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from transferkit.errors import TransferkitError
-from transferkit.fileio import atomic_path, atomic_write_text
+from transferkit.fileio import atomic_path, atomic_write_text, file_sha256
 from transferkit.logs import held_chatter, held_tensorflow_notes
 from transferkit.version import __version__
 
@@ -148,16 +148,6 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
 
 SIGNATURE_KIND = "edge-export"
 SIGNATURE_MAX_BYTES = 16 << 20  # labels and settings; far beyond any real signature
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def signature_path(path: str | os.PathLike) -> Path:

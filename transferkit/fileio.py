@@ -114,6 +114,17 @@ def remove_stale_temporaries(folder: str | os.PathLike, of: str | None = None) -
     return removed
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file, read in 4 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def unique_names(paths, suffix: str) -> list[str]:
     """One output file name per input path, `stem + suffix`, numbered where stems repeat.
 

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from transferkit.errors import DataError
-from transferkit.fileio import remove_stale_temporaries, temporary_sibling
+from transferkit.fileio import file_sha256, remove_stale_temporaries, temporary_sibling
 from transferkit.progress import progress_bar
 from transferkit.vision.pack_records import serialize_record
 
@@ -203,7 +203,7 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
                 shards.append(shard)
                 group_labels = np.asarray([checked.labels[i] for i in group], dtype=np.int64)
                 shard_facts.append({"bytes": (staging / shard).stat().st_size,
-                                    "sha256": _file_sha256(staging / shard),
+                                    "sha256": file_sha256(staging / shard),
                                     "class_counts": np.bincount(group_labels, minlength=len(class_names)).tolist()})
             bar.close()
             counts = np.bincount(np.asarray(checked.labels, dtype=np.int64), minlength=len(class_names))
@@ -267,16 +267,6 @@ def _check_no_sample_inside(out: Path, paths: Sequence[str]) -> None:
                             f"write the pack to a folder outside the data")
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _shard_damage(path: Path, facts: dict) -> str | None:
     """Why a shard is not as it was written, or None. A shard checked before is not hashed again while
     its size and modification time stay the same (recorded under $TRANSFERKIT_HOME/pack_checks)."""
@@ -295,7 +285,7 @@ def _shard_damage(path: Path, facts: dict) -> str | None:
             return None
     except (OSError, ValueError):
         pass
-    if _file_sha256(path) != facts["sha256"]:
+    if file_sha256(path) != facts["sha256"]:
         return "the shard's bytes changed since it was written (its digest differs)"
     try:
         from transferkit.fileio import atomic_write_text
