@@ -138,7 +138,7 @@ def _cmd_predict(args) -> int:
     if not args.run_dir:
         raise TransferkitError("predict: give a RUN_DIR, or --server HOST:PORT --model NAME")
     if Path(args.run_dir).suffix.lower() in (".tflite", ".onnx"):
-        from transferkit.plugins.image_classification.records import ClassifierRecords
+        from transferkit.classification.records import ClassifierRecords
         from transferkit.serving.edge_export import predict_edge
 
         texts = _texts_from_args(args)

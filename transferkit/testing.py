@@ -192,3 +192,28 @@ def free_ports(count: int) -> list[int]:
     for sock in sockets:
         sock.close()
     return ports
+
+
+def tiny_vision_config(task: str, train: str | os.PathLike, image_size: int = 32, **sections: Any) -> dict[str, Any]:
+    """A plain config mapping for `task` on the tiny image backbone: a frozen stage, then the top 2 blocks.
+
+    `sections` are merged into the config's sections (`data={...}` adds data keys).
+    """
+    data = {"train": str(train), "image_size": [image_size, image_size], "batch_size": 8}
+    data.update(sections.pop("data", {}))
+    config = {
+        "task": task,
+        "data": data,
+        "backbone": copy.deepcopy(TINY_EFFICIENTNET),
+        "stages": [
+            {"name": "head", "freeze": {"backbone": True}, "epochs": 1, "learning_rate": 1e-2},
+            {"name": "finetune", "freeze": {"top_blocks": 2}, "epochs": 1, "learning_rate": 1e-3},
+        ],
+        "training": {"verbose": 0, "tensorboard": False},
+    }
+    for key, value in sections.items():
+        if isinstance(value, Mapping) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config

@@ -9,7 +9,7 @@ from typing import Literal
 from transferkit.config import ImageDataSection, PATH, check
 from transferkit.errors import ConfigError
 from transferkit.plugins.audio_classification.preprocessor import AudioPreprocessor
-from transferkit.plugins.image_classification.config import HeadConfig
+from transferkit.classification.head import HeadConfig
 
 
 @dataclasses.dataclass(frozen=True)

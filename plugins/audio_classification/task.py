@@ -12,16 +12,16 @@ from transferkit.errors import DataError, TransferkitError
 from transferkit.plugins.audio_classification import data as data_lib
 from transferkit.plugins.audio_classification.config import AudioClassificationConfig
 from transferkit.plugins.audio_classification.preprocessor import AudioPreprocessor
-from transferkit.plugins.image_classification.task import ImageClassification
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
 from transferkit.task import ParityCheck, TaskData
+from transferkit.vision.classifier import PixelClassifier
 
 AUDIO_INPUT = "audio"
 
 
 @register_task("audio_classification")
-class AudioClassification(ImageClassification):
+class AudioClassification(PixelClassifier):
     """Fine-tunes an image backbone on log-mel spectrograms to label clips from class folders of WAV files.
 
     ImageNet pretraining carries over to spectrograms (Palanisamy et al. 2020,
@@ -54,9 +54,6 @@ class AudioClassification(ImageClassification):
 
     def build_preprocessor(self) -> AudioPreprocessor:
         return self.task_config.data.preprocessor()
-
-    def _explain_missing(self, info):
-        return None  # clips are read into memory: no clip is dropped on the way to the evaluation
 
     def datasets(self) -> TaskData:
         import tensorflow as tf
@@ -138,7 +135,7 @@ class AudioClassification(ImageClassification):
 
     # -- evaluation and prediction -------------------------------------------
 
-    def clip_image(self, path: str, info: Mapping[str, Any]) -> np.ndarray:
+    def read_input(self, path: str, info: Mapping[str, Any]) -> np.ndarray:
         """One WAV file -> the model's input image, as training prepared it."""
         import tensorflow as tf
 
@@ -151,23 +148,13 @@ class AudioClassification(ImageClassification):
             raise TransferkitError(f"{path}: unreadable WAV: {type(error).__name__}: {error}") from None
         return preprocessor.image(preprocessor.prepare(tf.constant(samples), rate)).numpy()
 
-    def predict(self, model, paths, info, save_dir=None, top_k: int = 3, **options):
-        """Yields (path, [(label, score), ...]) with the `top_k` best labels of each clip."""
-        names = info["class_names"]
-        k = max(1, min(int(top_k), len(names)))
-        for path in paths:
-            image = self.clip_image(path, info)
-            probabilities = np.asarray(model(image[None].astype("float32"), training=False))[0]
-            order = np.argsort(-probabilities)[:k]
-            yield path, [(names[i], float(probabilities[i])) for i in order]
-
     # -- serving ---------------------------------------------------------------
 
     def serving_signatures(self, model, info: dict[str, Any]) -> dict[str, Any]:
         """`serving_default` takes WAV bytes (`audio`, 16-bit PCM); `serving_pixels` the spectrogram images."""
         import tensorflow as tf
 
-        from transferkit.plugins.image_classification.serving import classification_outputs
+        from transferkit.classification.outputs import classification_outputs
 
         preprocessor = self.preprocessor(info)
         class_names = list(info["class_names"])

@@ -62,10 +62,9 @@ def make_clip_folder(root: str | os.PathLike, classes: tuple[str, ...] = SOUNDS,
 
 def tiny_audio_config(train: str | os.PathLike, **sections: Any) -> dict[str, Any]:
     """A plain config mapping for audio classification on the tiny backbone, 32x32 spectrograms of 0.5 s."""
-    from transferkit.plugins.image_classification.testing import tiny_config
+    from transferkit.testing import tiny_vision_config
 
-    config = tiny_config(train, 32, **sections)
-    config["task"] = "audio_classification"
+    config = tiny_vision_config("audio_classification", train, 32, **sections)
     data = config["data"]
     data.setdefault("clip_seconds", 0.5)
     data.setdefault("num_mels", 32)

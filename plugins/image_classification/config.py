@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from transferkit.classification.head import HeadConfig
 from transferkit.config import ABSENT, ImageDataSection, PATH, check
 from transferkit.errors import ConfigError
 from transferkit.vision.images import MAX_PIXELS
@@ -110,22 +111,6 @@ class DataConfig(ImageDataSection):
         if self.class_names is not None:
             check(len(set(self.class_names)) == len(self.class_names) and len(self.class_names) >= 2,
                   "data.class_names", self.class_names, "at least two distinct names")
-
-
-@dataclasses.dataclass(frozen=True)
-class HeadConfig:
-    """The classifier head put on the backbone's pooled features."""
-
-    dropout: float = 0.2
-    hidden_units: int = 0  # 0: a single Dense layer
-    label_smoothing: float = 0.0
-    top_k: int = 5
-
-    def __post_init__(self):
-        check(0.0 <= self.dropout < 1.0, "head.dropout", self.dropout, "a number in [0, 1)")
-        check(self.hidden_units >= 0, "head.hidden_units", self.hidden_units, "an integer >= 0")
-        check(0.0 <= self.label_smoothing < 1.0, "head.label_smoothing", self.label_smoothing, "a number in [0, 1)")
-        check(self.top_k >= 1, "head.top_k", self.top_k, "an integer >= 1")
 
 
 @dataclasses.dataclass(frozen=True)

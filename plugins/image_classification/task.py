@@ -14,15 +14,15 @@ from transferkit.plugins.image_classification import data as data_lib
 from transferkit.plugins.image_classification.config import ImageClassificationConfig
 from transferkit import paths
 from transferkit.vision import packing, streaming
-from transferkit.plugins.image_classification.records import ClassifierRecords
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
-from transferkit.task import Task, TaskData
+from transferkit.task import TaskData
+from transferkit.vision.classifier import PixelClassifier
 from transferkit.vision.preprocessor import ImagePreprocessor
 
 
 @register_task("image_classification")
-class ImageClassification(ClassifierRecords, Task):
+class ImageClassification(PixelClassifier):
     """Fine-tunes a backbone to label images from class folders or a CSV.
 
     Example:
@@ -305,110 +305,22 @@ class ImageClassification(ClassifierRecords, Task):
 
         return apply
 
-    # -- model ---------------------------------------------------------------
-
-    def build_model(self, backbone, info, backbone_training: bool = False):
-        """pixels (0..255) -> backbone normalisation -> backbone -> global pool -> classifier head.
-
-        The backbone runs in inference mode unless `backbone_training` (a
-        stage that trains BatchNormalization): that keeps BN statistics and
-        stochastic depth of frozen and unfrozen blocks as pretrained, and
-        makes the features equal to the cached ones.
-        """
-        import keras
-
-        from transferkit.models.backbones import InferenceMode
-
-        head = self._head(backbone, info)
-        inputs = keras.Input(shape=self.preprocessor(info).model_input_shape, name="pixels")
-        x = backbone.normalization(inputs)
-        # InferenceMode: fit's training flag would otherwise reach the backbone's stochastic depth.
-        x = (backbone.model if backbone_training else InferenceMode(backbone.model, name="backbone_inference"))(x)
-        if len(x.shape) == 4:
-            x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-        return keras.Model(inputs, head(x), name="transfer_model")
-
-    def _head(self, backbone, info):
-        """The classifier head on pooled features; built once per backbone so every stage's model shares it."""
-        import keras
-
-        cached = getattr(self, "_built_head", None)
-        if cached is not None and cached[0] is backbone:
-            return cached[1]
-        head_cfg = self.task_config.head
-        inputs = keras.Input(shape=(backbone.feature_dim,), name="features")
-        x = inputs
-        if head_cfg.hidden_units:
-            x = keras.layers.Dense(head_cfg.hidden_units, activation="relu", name="head_hidden")(x)
-        if head_cfg.dropout:
-            x = keras.layers.Dropout(head_cfg.dropout, name="head_dropout")(x)
-        # float32 outputs even under mixed precision.
-        outputs = keras.layers.Dense(len(info["class_names"]), activation="softmax", dtype="float32",
-                                     name="probabilities")(x)
-        head = keras.Model(inputs, outputs, name="classifier_head")
-        self._built_head = (backbone, head)
-        return head
-
-    def cache_split(self, model, backbone):
-        from transferkit.task import CacheSplit
-
-        if not backbone.is_frozen():
-            return None  # only a wholly frozen backbone is cached
-        head = model.get_layer("classifier_head")
-        return CacheSplit(extractor=backbone.feature_extractor(self.preprocessor().image_size), trainable=head)
-
-    def compile(self, model, optimizer=None):
-        import keras
-
-        from transferkit.plugins.image_classification.report import keras_metrics
-
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=self.task_config.head.label_smoothing),
-            metrics=keras_metrics(self.task_config.head.top_k, len(self.info["class_names"])))
-
-    def monitor(self) -> tuple[str, str]:
-        return "val_accuracy", "max"
-
     # -- evaluation and prediction -------------------------------------------
 
-    def evaluation(self, info, records):
-        from transferkit.plugins.image_classification.evaluation import ClassificationEvaluation
-        from transferkit.plugins.image_classification.report import plot_worst
-
-        class_names = list(info["class_names"])
-        return ClassificationEvaluation(
-            class_names, self.task_config.head.top_k, records,
-            write_worst=lambda folder, worst, names: plot_worst(worst, class_names, names,
-                                                                folder / "worst_classified.png"),
-            explain_missing=self._explain_missing(info))
-
-    def _explain_missing(self, info):
+    def explain_missing(self, info):
         """For the report: why a validation file the stream dropped did not decode."""
         from transferkit.plugins.image_classification.report import decode_error
 
         max_pixels = self.preprocessor(info).max_pixels
         return lambda path: decode_error(path, max_pixels) or "dropped by the input pipeline while streaming"
 
-    def predict(self, model, paths, info, save_dir=None, top_k: int = 3, **options):
-        """Yields (path, [(label, score), ...]) with the `top_k` best labels of each image."""
+    def read_input(self, path, info):
         from transferkit.errors import TransferkitError
 
-        names = info["class_names"]
-        k = max(1, min(int(top_k), len(names)))
-        preprocessor = self.preprocessor(info)
-        for path in paths:
-            try:
-                pixels = preprocessor.read_file(path)
-            except Exception as error:
-                raise TransferkitError(f"{path}: unreadable image: {type(error).__name__}: {error}") from None
-            probabilities = np.asarray(model(pixels[None].astype("float32"), training=False))[0]
-            order = np.argsort(-probabilities)[:k]
-            yield path, [(names[i], float(probabilities[i])) for i in order]
-
-
-    def artifacts(self, info) -> dict[str, str]:
-        return {"labels.txt": "\n".join(info["class_names"]) + "\n"}
+        try:
+            return self.preprocessor(info).read_file(path)
+        except Exception as error:
+            raise TransferkitError(f"{path}: unreadable image: {type(error).__name__}: {error}") from None
 
     # -- serving ---------------------------------------------------------------
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from transferkit.plugins.image_classification.testing import SHAPES, draw_shape, tiny_config
-from transferkit.testing import TINY_PYRAMID_EFFICIENTNET
+from transferkit.testing import TINY_PYRAMID_EFFICIENTNET, tiny_vision_config
+from transferkit.vision.testing import SHAPES, draw_shape
 
 
 def make_detection_dataset(root: str | os.PathLike, count: int = 24, size: int = 64, classes=SHAPES[:2],
@@ -67,7 +67,7 @@ def make_detection_dataset(root: str | os.PathLike, count: int = 24, size: int =
 
 def tiny_detection_config(train: str | os.PathLike, image_size: int = 64, **sections: Any) -> dict[str, Any]:
     """A plain config mapping for object detection on the tiny pyramid backbone."""
-    config = tiny_config(train, image_size, **sections)
+    config = tiny_vision_config("object_detection", train, image_size, **sections)
     config["task"] = "object_detection"
     config["backbone"] = copy.deepcopy(TINY_PYRAMID_EFFICIENTNET)
     config["data"].setdefault("image_size", [image_size, image_size])

@@ -2,10 +2,10 @@
 
 from transferkit.plugins.text_classification.config import (
     DataConfig,
-    HeadConfig,
+    TextHeadConfig,
     TextClassificationConfig,
     TokenizerConfig,
 )
 from transferkit.plugins.text_classification.task import TextClassification
 
-__all__ = ["DataConfig", "HeadConfig", "TextClassification", "TextClassificationConfig", "TokenizerConfig"]
+__all__ = ["DataConfig", "TextClassification", "TextClassificationConfig", "TextHeadConfig", "TokenizerConfig"]

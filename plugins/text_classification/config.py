@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from transferkit.classification.head import HeadConfig
 from transferkit.config import DataSection, PATH, check
 from transferkit.errors import ConfigError
 
@@ -96,18 +97,12 @@ class TokenizerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class HeadConfig:
-    """The classifier put on the transformer's token outputs."""
+class TextHeadConfig(HeadConfig):
+    """The classifier put on the transformer's token outputs: pooled (mean of the tokens, or [CLS]), then the
+    shared classification head."""
 
-    pooling: Literal["mean", "cls"] = "mean"
     dropout: float = 0.1
-    label_smoothing: float = 0.0
-    top_k: int = 5
-
-    def __post_init__(self):
-        check(0.0 <= self.dropout < 1.0, "head.dropout", self.dropout, "a number in [0, 1)")
-        check(0.0 <= self.label_smoothing < 1.0, "head.label_smoothing", self.label_smoothing, "a number in [0, 1)")
-        check(self.top_k >= 1, "head.top_k", self.top_k, "an integer >= 1")
+    pooling: Literal["mean", "cls"] = "mean"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,4 +111,4 @@ class TextClassificationConfig:
 
     data: DataConfig
     tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
-    head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
+    head: TextHeadConfig = dataclasses.field(default_factory=TextHeadConfig)

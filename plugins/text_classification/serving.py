@@ -17,7 +17,7 @@ TEXT_INPUT = "text"
 def text_signatures(model, encoder, info: dict[str, Any], top_k: int = 5) -> dict[str, Any]:
     import tensorflow as tf
 
-    from transferkit.plugins.image_classification.serving import classification_outputs
+    from transferkit.classification.outputs import classification_outputs
 
     class_names = list(info["class_names"])
     k = max(1, min(top_k, len(class_names)))

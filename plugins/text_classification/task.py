@@ -11,11 +11,11 @@ from transferkit import streaming
 from transferkit.errors import ConfigError, DataError, TransferkitError
 from transferkit.plugins.text_classification import data as data_lib
 from transferkit.plugins.text_classification.config import TextClassificationConfig
-from transferkit.plugins.image_classification.records import ClassifierRecords
+from transferkit.classification.task import ClassificationTask
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
 from transferkit.plugins.text_classification.preprocessor import TextPreprocessor
-from transferkit.task import CacheSplit, ParityCheck, Task, TaskData
+from transferkit.task import CacheSplit, ParityCheck, TaskData
 
 # How many validation texts travel in info.json for warmup and the export's parity check.
 EXAMPLE_TEXTS = 32
@@ -33,7 +33,7 @@ def _downloaded_preset_folder(name: str) -> Path | None:
 
 
 @register_task("text_classification")
-class TextClassification(ClassifierRecords, Task):
+class TextClassification(ClassificationTask):
     """Fine-tunes a BERT-style text backbone to label texts (sentiment, topic, ...).
 
     Texts are tokenised in the graph, so the exported SavedModel takes raw
@@ -276,24 +276,8 @@ class TextClassification(ClassifierRecords, Task):
             encoder = InferenceMode(encoder, name="encoder_inference")
         tokens = encoder(self._backbone_inputs(backbone, token_ids, padding_mask, SegmentIds(name="segment_ids")))
         pooled = TokenPooling(self.task_config.head.pooling, name="pool")(tokens, padding_mask)
-        outputs = self._head(backbone, info)(pooled)
+        outputs = self.classifier_head(backbone, info, backbone.feature_dim_of("sequence_output"))(pooled)
         return keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, outputs, name="text_classifier")
-
-    def _head(self, backbone, info):
-        import keras
-
-        cached = getattr(self, "_built_head", None)
-        if cached is not None and cached[0] is backbone:
-            return cached[1]
-        inputs = keras.Input((backbone.feature_dim_of("sequence_output"),), name="features")
-        x = inputs
-        if self.task_config.head.dropout:
-            x = keras.layers.Dropout(self.task_config.head.dropout, name="head_dropout")(x)
-        outputs = keras.layers.Dense(len(info["class_names"]), activation="softmax", dtype="float32",
-                                     name="probabilities")(x)
-        head = keras.Model(inputs, outputs, name="classifier_head")
-        self._built_head = (backbone, head)
-        return head
 
     def register_keras_objects(self) -> None:
         import transferkit.plugins.text_classification.layers  # noqa: F401
@@ -337,23 +321,10 @@ class TextClassification(ClassifierRecords, Task):
                                 name=f"cut_trainable_{first}")
         return CacheSplit(extractor=extractor, trainable=trainable, key=f"cut-{first}")
 
-    def compile(self, model, optimizer=None):
-        import keras
-
-        from transferkit.plugins.image_classification.report import keras_metrics
-
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=self.task_config.head.label_smoothing),
-            metrics=keras_metrics(self.task_config.head.top_k, len(self.info["class_names"])))
-
-    def monitor(self) -> tuple[str, str]:
-        return "val_accuracy", "max"
-
     # -- evaluation and prediction -------------------------------------------
 
     def evaluation(self, info, records):
-        from transferkit.plugins.image_classification.evaluation import ClassificationEvaluation
+        from transferkit.classification.evaluation import ClassificationEvaluation
         from transferkit.plugins.text_classification.report import write_worst_texts
 
         class_names = list(info["class_names"])
@@ -364,15 +335,10 @@ class TextClassification(ClassifierRecords, Task):
 
     def predict_texts(self, model, texts: list[str], info, top_k: int = 3) -> list[list[tuple[str, float]]]:
         """The `top_k` best (label, score) pairs of each text."""
-        names = info["class_names"]
-        k = max(1, min(int(top_k), len(names)))
         results = []
         for start in range(0, len(texts), 64):
             inputs = self.encoder(info)(texts[start:start + 64])
-            probabilities = np.asarray(model(inputs, training=False))
-            for row in probabilities:
-                order = np.argsort(-row)[:k]
-                results.append([(names[i], float(row[i])) for i in order])
+            results += self.ranked(np.asarray(model(inputs, training=False)), list(info["class_names"]), top_k)
         return results
 
     def predict(self, model, paths, info, save_dir=None, top_k: int = 3, **options):
@@ -386,8 +352,7 @@ class TextClassification(ClassifierRecords, Task):
 
 
     def artifacts(self, info) -> dict[str, str]:
-        return {"labels.txt": "\n".join(info["class_names"]) + "\n",
-                "vocab.txt": "\n".join(self.encoder(info).vocabulary) + "\n"}
+        return {**super().artifacts(info), "vocab.txt": "\n".join(self.encoder(info).vocabulary) + "\n"}
 
     # -- serving ---------------------------------------------------------------
 

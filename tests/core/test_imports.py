@@ -123,3 +123,29 @@ def test_circle_finder_finds_a_deferred_circle():
 def test_no_import_circles_beyond_the_known_ones():
     unexpected = [sorted(circle) for circle in _circles(_import_graph()) if circle not in KNOWN_CIRCLES]
     assert not unexpected, f"import circles (deferred imports included): {unexpected}"
+
+
+def _plugin_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[:2] == ["transferkit", "plugins"] else None
+
+
+def test_no_plugin_imports_another_plugin():
+    """Shared code lives in transferkit/ (classification, vision), not in a sibling plugin (issue 33)."""
+    crossings = sorted(f"{name} -> {target}" for name, targets in _import_graph().items()
+                       for target in targets
+                       if _plugin_of(name) and _plugin_of(target) and _plugin_of(name) != _plugin_of(target))
+    assert not crossings, f"plugins importing other plugins: {crossings}"
+
+
+def test_the_plugin_rule_sees_a_crossing():
+    assert _plugin_of("transferkit.plugins.audio_classification.task") == "audio_classification"
+    assert _plugin_of("transferkit.plugins") is None and _plugin_of("transferkit.runner") is None
+
+
+def test_classification_and_vision_import_no_plugin():
+    """The foundations the plugins build on never reach back into a plugin."""
+    reaching = sorted(f"{name} -> {target}" for name, targets in _import_graph().items()
+                      if name.startswith(("transferkit.classification", "transferkit.vision"))
+                      for target in targets if _plugin_of(target))
+    assert not reaching, reaching

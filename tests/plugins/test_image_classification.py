@@ -51,7 +51,7 @@ def test_training_with_cutmix_and_mixup_runs(shapes, tmp_path):
 
 
 def test_worst_images_kept_while_streaming_equal_the_whole_set_ranking(tmp_path):
-    from transferkit.plugins.image_classification.evaluation import ClassificationEvaluation
+    from transferkit.classification.evaluation import ClassificationEvaluation
 
     rng = np.random.default_rng(3)
     probabilities = rng.dirichlet(np.ones(4), size=70).astype(np.float32)

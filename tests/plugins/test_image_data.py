@@ -186,7 +186,7 @@ def test_jpeg_frame_size_reads_what_pillow_reads_and_leaves_the_rest_to_it(tmp_p
 
 
 def test_top_k_accuracy_only_when_it_says_something():
-    from transferkit.plugins.image_classification.report import classification_metrics, keras_metrics
+    from transferkit.classification.metrics import classification_metrics, keras_metrics
 
     probabilities = np.array([[0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.5, 0.4, 0.1]])
     y_true = np.array([1, 2, 0])

@@ -251,7 +251,7 @@ def test_evaluation_names_and_reports_a_streamed_file_that_did_not_decode(folder
     import tensorflow as tf
 
     from transferkit.evaluation import run_evaluation
-    from transferkit.plugins.image_classification.evaluation import ClassificationEvaluation
+    from transferkit.classification.evaluation import ClassificationEvaluation
     from transferkit.plugins.image_classification.report import decode_error
 
     png = (folder / "circle" / "circle_001.png").read_bytes()

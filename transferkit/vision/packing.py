@@ -141,7 +141,7 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
     import tensorflow as tf
 
     from transferkit.vision.images import MAX_PIXELS
-    from transferkit.plugins.image_classification.data import list_samples
+    from transferkit.vision.samples import list_samples
     from transferkit.vision.streaming import check_image_files
 
     out = Path(out)

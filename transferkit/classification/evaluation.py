@@ -57,7 +57,7 @@ class ClassificationEvaluation(Evaluation):
         del self._worst[self.worst_count:]
 
     def result(self, report_dir: Path) -> dict[str, Any]:
-        from transferkit.plugins.image_classification.report import classification_metrics, plot_confusion_matrix
+        from transferkit.classification.metrics import classification_metrics, plot_confusion_matrix
         from transferkit.reporting import plot_history
 
         num_classes = len(self.class_names)

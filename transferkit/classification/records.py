@@ -21,7 +21,7 @@ class ClassifierRecords:
     @classmethod
     def decode(cls, outputs: Mapping[str, Any], top_k: int | None = None) -> list[list[tuple[str, float]]]:
         """[(label, score), ...] per example, best first, from the served top-k outputs."""
-        from transferkit.plugins.image_classification.serving import classification_records
+        from transferkit.classification.outputs import classification_records
 
         return classification_records(outputs, top_k)
 
