@@ -39,3 +39,55 @@ def stratified_subset(labels: Sequence[Hashable], fraction: float, seed: int) ->
 
 # The subset's random stream is its own: changing the fraction never changes the validation split.
 SUBSET_SEED_OFFSET = 7919
+
+
+def split_validation(labels: Sequence[Hashable], held_out: int | float, seed: int,
+                     field: str = "data.val_split") -> tuple[list[int], list[int]]:
+    """(train, validation) indices, ascending: a seeded, stratified hold-out of `held_out` items (a count) or
+    share (a fraction in (0, 1)). Every task's validation split comes from here.
+
+    scikit-learn's `train_test_split(stratify=labels)` draws it; where a class is too small to stratify
+    (one item, or fewer validation items than classes) each class gives its rounded share instead, and
+    at least one item is held out. Labels of None items (an image without boxes) form their own stratum.
+
+    Example:
+
+    ```python
+    train, val = split_validation(["a"] * 8 + ["b"] * 4, 0.25, seed=0)   # two a's and one b held out
+    ```
+    """
+    total = len(labels)
+    if isinstance(held_out, (int, np.integer)) and not isinstance(held_out, bool):
+        check(0 < held_out < total, field, held_out, f"a count in [1, {total - 1}] (the examples available)")
+        count = int(held_out)
+    else:
+        check(0.0 < float(held_out) < 1.0, field, held_out, "a number in (0, 1)")
+        if total < 2:
+            from transferkit.errors import DataError
+
+            raise DataError(f"{field}: {total} example(s) cannot be split into training and validation; "
+                            f"expected at least 2")
+        count = min(total - 1, max(1, int(round(total * float(held_out)))))
+    strata = [str(label) for label in labels]
+    indices = np.arange(total)
+    try:
+        from sklearn.model_selection import train_test_split
+
+        train, val = train_test_split(indices, test_size=count, random_state=seed, stratify=strata)
+    except ValueError:  # a class with one member, or fewer held-out items than classes
+        val = _rounded_per_class(strata, count / total, seed) or [int(np.random.default_rng(seed).integers(total))]
+        train = sorted(set(range(total)) - set(val))
+    return sorted(int(i) for i in train), sorted(int(i) for i in val)
+
+
+def _rounded_per_class(strata: list[str], fraction: float, seed: int) -> list[int]:
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for index, label in enumerate(strata):
+        by_label[label].append(index)
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for label in sorted(by_label):
+        members = by_label[label]
+        count = min(len(members) - 1, int(round(len(members) * fraction)))  # never a whole class
+        chosen.extend(int(i) for i in rng.permutation(members)[:max(0, count)])
+    return sorted(chosen)

@@ -13,7 +13,7 @@ from transferkit.plugins.audio_classification import data as data_lib
 from transferkit.plugins.audio_classification.config import AudioClassificationConfig
 from transferkit.plugins.audio_classification.preprocessor import AudioPreprocessor
 from transferkit.registry import register_task
-from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
+from transferkit.sampling import SUBSET_SEED_OFFSET, split_validation, stratified_subset
 from transferkit.task import ParityCheck, TaskData
 from transferkit.vision.classifier import PixelClassifier
 
@@ -71,10 +71,8 @@ class AudioClassification(PixelClassifier):
         if len(class_names) < 2:
             raise DataError(f"{cfg.train}: found {len(class_names)} class(es) {class_names}; expected at least 2")
         if not cfg.val:
-            order = np.random.default_rng(seed).permutation(len(train_clips))
-            n_val = max(1, int(round(len(train_clips) * cfg.val_split)))
-            val_clips = [train_clips[i] for i in order[:n_val]]
-            train_clips = [train_clips[i] for i in order[n_val:]]
+            kept, held = split_validation([c.label for c in train_clips], cfg.val_split, seed)
+            train_clips, val_clips = [train_clips[i] for i in kept], [train_clips[i] for i in held]
         if cfg.train_fraction < 1.0:
             keep = stratified_subset([c.label for c in train_clips], cfg.train_fraction, seed + SUBSET_SEED_OFFSET)
             train_clips = [train_clips[i] for i in keep]

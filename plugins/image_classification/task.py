@@ -15,7 +15,7 @@ from transferkit.plugins.image_classification.config import ImageClassificationC
 from transferkit import paths
 from transferkit.vision import packing, streaming
 from transferkit.registry import register_task
-from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
+from transferkit.sampling import SUBSET_SEED_OFFSET, split_validation, stratified_subset
 from transferkit.task import TaskData
 from transferkit.vision.classifier import PixelClassifier
 from transferkit.vision.preprocessor import ImagePreprocessor
@@ -86,10 +86,8 @@ class ImageClassification(PixelClassifier):
         if len(class_names) < 2:
             raise DataError(f"{cfg.train}: found {len(class_names)} class(es) {class_names}; expected at least 2")
         if not cfg.val:
-            order = np.random.default_rng(seed).permutation(len(train_samples))
-            n_val = max(1, int(round(len(train_samples) * cfg.val_split)))
-            val_samples = [train_samples[i] for i in order[:n_val]]
-            train_samples = [train_samples[i] for i in order[n_val:]]
+            kept, held = split_validation([s.label for s in train_samples], cfg.val_split, seed)
+            train_samples, val_samples = [train_samples[i] for i in kept], [train_samples[i] for i in held]
         if cfg.train_fraction < 1.0:
             keep = stratified_subset([s.label for s in train_samples], cfg.train_fraction, seed + SUBSET_SEED_OFFSET)
             train_samples = [train_samples[i] for i in keep]

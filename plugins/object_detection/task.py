@@ -15,7 +15,7 @@ from transferkit.plugins.object_detection import annotations as annotations_lib
 from transferkit.plugins.object_detection import data as data_lib
 from transferkit.plugins.object_detection.config import DEFAULT_MAX_BOXES, ObjectDetectionConfig
 from transferkit.registry import register_task
-from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
+from transferkit.sampling import SUBSET_SEED_OFFSET, split_validation, stratified_subset
 from transferkit.vision.preprocessor import ImagePreprocessor
 from transferkit.task import CacheSplit, Task, TaskData
 
@@ -88,15 +88,13 @@ class ObjectDetection(Task):
             val_annotations, val_problems = self._read(cfg.val, cfg.val_images, class_names)
             problems += val_problems
         else:
-            order = np.random.default_rng(seed).permutation(len(train_annotations))
-            n_val = max(1, int(round(len(train_annotations) * cfg.val_split)))
-            val_annotations = [train_annotations[i] for i in sorted(order[:n_val])]
-            train_annotations = [train_annotations[i] for i in sorted(order[n_val:])]
+            kept, held = split_validation(_main_labels(train_annotations), cfg.val_split, seed)
+            train_annotations, val_annotations = ([train_annotations[i] for i in kept],
+                                                  [train_annotations[i] for i in held])
         if not train_annotations:
             raise DataError(f"{cfg.train}: no training images left after holding out the validation split")
         if cfg.train_fraction < 1.0:
-            strata = [Counter(a.labels).most_common(1)[0][0] if len(a.labels) else "" for a in train_annotations]
-            keep = stratified_subset(strata, cfg.train_fraction, seed + SUBSET_SEED_OFFSET)
+            keep = stratified_subset(_main_labels(train_annotations), cfg.train_fraction, seed + SUBSET_SEED_OFFSET)
             train_annotations = [train_annotations[i] for i in keep]
         most = max(1, max(len(a.labels) for a in [*train_annotations, *val_annotations]))
         max_boxes = min(most, cfg.max_boxes or DEFAULT_MAX_BOXES)
@@ -398,3 +396,8 @@ def _with_boxes(loaded):
         return images, tf.gather(boxes, rows), tf.gather(class_ids, rows)
 
     return add
+
+
+def _main_labels(annotations) -> list:
+    """Each image's most frequent box label ("" without boxes): the stratum of its splits and subsets."""
+    return [Counter(a.labels).most_common(1)[0][0] if len(a.labels) else "" for a in annotations]

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -441,27 +440,6 @@ def drop_duplicates(train: list[TextExample], val: list[TextExample]) -> tuple[l
             seen[example.key] = example
             kept.append(example)
     return kept, notes
-
-
-def stratified_split(examples: Sequence[TextExample], held_out: int | float, seed: int
-                     ) -> tuple[list[TextExample], list[TextExample]]:
-    """(rest, held_out): per class the same share held out, seeded; `held_out` a count or a fraction."""
-    by_label: dict[str, list[int]] = defaultdict(list)
-    for index, example in enumerate(examples):
-        by_label[example.label].append(index)
-    total = len(examples)
-    fraction = held_out / total if isinstance(held_out, int) else float(held_out)
-    if isinstance(held_out, int) and held_out >= total:
-        raise DataError(f"data.val_count: {held_out} is not less than the {total} examples available")
-    rng = np.random.default_rng(seed)
-    chosen: set[int] = set()
-    for label in sorted(by_label):
-        indices = by_label[label]
-        count = int(round(len(indices) * fraction))
-        chosen.update(int(i) for i in rng.permutation(indices)[:count])
-    rest = [e for i, e in enumerate(examples) if i not in chosen]
-    out = [e for i, e in enumerate(examples) if i in chosen]
-    return rest, out
 
 
 # Texts tokenised per map call when the token ids are cached: larger calls amortise the tokenizer's overhead.

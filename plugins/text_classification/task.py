@@ -13,7 +13,7 @@ from transferkit.plugins.text_classification import data as data_lib
 from transferkit.plugins.text_classification.config import TextClassificationConfig
 from transferkit.classification.task import ClassificationTask
 from transferkit.registry import register_task
-from transferkit.sampling import SUBSET_SEED_OFFSET, stratified_subset
+from transferkit.sampling import SUBSET_SEED_OFFSET, split_validation, stratified_subset
 from transferkit.plugins.text_classification.preprocessor import TextPreprocessor
 from transferkit.task import CacheSplit, ParityCheck, TaskData
 
@@ -154,10 +154,13 @@ class TextClassification(ClassificationTask):
             # Deduplicate first, so no text lands on both sides of the split.
             train_examples, duplicates = data_lib.drop_duplicates(train_examples, [])
             held_out = cfg.val_count if cfg.val_count else cfg.val_split
-            train_examples, val_examples = data_lib.stratified_split(train_examples, held_out, seed)
+            kept, held = split_validation([e.label for e in train_examples], held_out, seed,
+                                          field="data.val_count" if cfg.val_count else "data.val_split")
+            train_examples, val_examples = [train_examples[i] for i in kept], [train_examples[i] for i in held]
         problems += duplicates
         if cfg.max_train and cfg.max_train < len(train_examples):
-            _, train_examples = data_lib.stratified_split(train_examples, cfg.max_train, seed + 1)
+            held = split_validation([e.label for e in train_examples], cfg.max_train, seed + 1, "data.max_train")[1]
+            train_examples = [train_examples[i] for i in held]
         if cfg.train_fraction < 1.0:
             keep = stratified_subset([e.label for e in train_examples], cfg.train_fraction,
                                      seed + SUBSET_SEED_OFFSET)

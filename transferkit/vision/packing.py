@@ -170,9 +170,9 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
                      for s in val_samples if s.label not in index]
         splits["val"] = [s for s in val_samples if s.label in index]
     elif val_split:
-        from transferkit.sampling import stratified_subset
+        from transferkit.sampling import split_validation
 
-        held = set(stratified_subset([s.label for s in samples], val_split, seed))
+        held = set(split_validation([s.label for s in samples], val_split, seed, field="--val-split")[1])
         splits = {"train": [s for i, s in enumerate(samples) if i not in held],
                   "val": [s for i, s in enumerate(samples) if i in held]}
 

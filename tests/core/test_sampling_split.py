@@ -1,0 +1,35 @@
+"""The one validation splitter every task uses (issue 33): stratified, seeded, never an empty side."""
+
+import pytest
+
+from transferkit.errors import ConfigError, DataError
+from transferkit.sampling import split_validation
+
+
+def test_the_split_is_stratified_and_seeded():
+    labels = ["a"] * 80 + ["b"] * 20
+    train, val = split_validation(labels, 0.25, seed=3)
+    assert len(val) == 25 and len(train) == 75 and not set(train) & set(val)
+    assert sum(labels[i] == "b" for i in val) == 5  # the same share of every class
+    assert split_validation(labels, 0.25, seed=3) == (train, val)
+    assert split_validation(labels, 0.25, seed=4)[1] != val
+    assert len(split_validation(labels, 10, seed=0)[1]) == 10  # a count
+
+
+def test_classes_too_small_to_stratify_still_split_without_emptying_a_class():
+    labels = ["a", "a", "a", "b", "c"]  # one-member classes: scikit-learn refuses to stratify
+    train, val = split_validation(labels, 0.2, seed=0)
+    assert len(val) >= 1 and sorted(train + val) == list(range(5))
+    assert {labels[i] for i in train} >= {"b", "c"}  # a class is never moved whole to validation
+
+
+@pytest.mark.parametrize("held_out, error", [(0.0, ConfigError), (1.0, ConfigError), (5, ConfigError),
+                                             (0, ConfigError), (-2, ConfigError)])
+def test_bad_shares_name_the_field(held_out, error):
+    with pytest.raises(error, match="data.val_split"):
+        split_validation(["a", "b", "a", "b", "a"], held_out, seed=0)
+
+
+def test_one_example_cannot_be_split():
+    with pytest.raises(DataError, match="cannot be split"):
+        split_validation(["a"], 0.5, seed=0)
