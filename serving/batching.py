@@ -36,6 +36,19 @@ def _default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+# Every field's range. The upper bounds keep a parameters file from asking for what no 2-core or GPU server
+# can give (a billion-row batch is allocated at warmup; ten thousand threads exhaust the process), and far
+# above what TF Serving's own guide suggests tuning to (batches in the hundreds, threads = cores).
+LIMITS = {
+    "max_batch_size": (1, 4096),
+    "batch_timeout_micros": (0, 60_000_000),  # a minute
+    "num_batch_threads": (1, 256),
+    "max_enqueued_batches": (1, 1_000_000),
+}
+MAX_ALLOWED_SIZES = 64
+MAX_PARAMETERS_BYTES = 64 << 10
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchingOptions:
     """How concurrent requests are batched (TF Serving's `BatchingParameters`).
@@ -69,15 +82,15 @@ class BatchingOptions:
 
     def __post_init__(self):
         object.__setattr__(self, "allowed_batch_sizes", tuple(int(s) for s in self.allowed_batch_sizes))
-        for name in ("max_batch_size", "num_batch_threads", "max_enqueued_batches"):
+        for name, (low, high) in LIMITS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"BatchingOptions: {name} must be an integer >= 1. Received: {name}={value!r}")
-        if isinstance(self.batch_timeout_micros, bool) or not isinstance(self.batch_timeout_micros, int) \
-                or self.batch_timeout_micros < 0:
-            raise ValueError(f"BatchingOptions: batch_timeout_micros must be an integer >= 0. "
-                             f"Received: batch_timeout_micros={self.batch_timeout_micros!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"BatchingOptions: {name} must be an integer in [{low}, {high}]. "
+                                 f"Received: {name}={value!r}")
         sizes = self.allowed_batch_sizes
+        if len(sizes) > MAX_ALLOWED_SIZES:
+            raise ValueError(f"BatchingOptions: allowed_batch_sizes holds at most {MAX_ALLOWED_SIZES} sizes. "
+                             f"Received: {len(sizes)}")
         if sizes:
             if any(s < 1 for s in sizes) or any(b <= a for a, b in zip(sizes, sizes[1:])):
                 raise ValueError(f"BatchingOptions: allowed_batch_sizes must be increasing integers >= 1. "
@@ -139,6 +152,9 @@ class BatchingOptions:
     def read(cls, path: str | Path) -> "BatchingOptions":
         path = Path(path)
         try:
+            if path.stat().st_size > MAX_PARAMETERS_BYTES:
+                raise ValueError(f"{path}: {path.stat().st_size} bytes; a batching parameters file is at most "
+                                 f"{MAX_PARAMETERS_BYTES} bytes")
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise ValueError(f"{path}: cannot read batching parameters ({getattr(error, 'strerror', None) or error})"

@@ -323,16 +323,15 @@ def _check_serve_options(args) -> None:
     """Every numeric `serve` option in its range, before anything starts (an idle loop, a wrapped port)."""
     import math
 
+    from transferkit.serving.batching import LIMITS
+
     checks = [("--port", args.port, 0 <= args.port <= 65535, "a port in [0, 65535] (0 picks a free one)"),
               ("--rest-port", args.rest_port, -1 <= args.rest_port <= 65535, "a port in [0, 65535], or -1 for no REST"),
               ("--poll-seconds", args.poll_seconds, math.isfinite(args.poll_seconds) and 0.05 <= args.poll_seconds
                <= 3600, "seconds in [0.05, 3600]"),
-              ("--max-batch-size", args.max_batch_size, args.max_batch_size is None or args.max_batch_size >= 1,
-               "an integer >= 1"),
-              ("--num-batch-threads", args.num_batch_threads,
-               args.num_batch_threads is None or args.num_batch_threads >= 1, "an integer >= 1"),
-              ("--batch-timeout-micros", args.batch_timeout_micros,
-               args.batch_timeout_micros is None or args.batch_timeout_micros >= 0, "an integer >= 0")]
+              *((flag, getattr(args, field), getattr(args, field) is None
+                 or LIMITS[field][0] <= getattr(args, field) <= LIMITS[field][1],
+                 f"an integer in [{LIMITS[field][0]}, {LIMITS[field][1]}]") for field, flag in _BATCHING_FLAGS)]
     for name, value, ok, expected in checks:
         if not ok:
             raise TransferkitError(f"serve {name}: expected {expected}. Received: {value}")

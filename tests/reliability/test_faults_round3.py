@@ -107,3 +107,37 @@ def test_fault_31_01_demo_refuses_a_users_folder(tmp_path, capsys):
     assert main(["demo", "--quick", "--output", str(tmp_path)]) == 2
     assert "did not write" in capsys.readouterr().err
     assert (tmp_path / "data" / "survey.csv").read_text() == "a,b\n"
+
+
+# -- 7 and 17: batching parameters have upper bounds, in files and on the command line -------------------------
+
+
+@pytest.mark.parametrize("text, field", [
+    ("max_batch_size { value: 1000000000 }", "max_batch_size"),
+    ("max_batch_size { value: 9223372036854775807 }", "max_batch_size"),
+    ("num_batch_threads { value: 10000 }", "num_batch_threads"),
+    ("batch_timeout_micros { value: 9223372036854775807 }", "batch_timeout_micros"),
+    ("max_batch_size { value: 8 }\n" + "".join(f"allowed_batch_sizes: {i}\n" for i in range(1, 100)) ,
+     "allowed_batch_sizes"),
+])
+def test_fault_31_07_batching_parameter_files_out_of_range_are_one_line_errors(tmp_path, text, field, capsys):
+    (tmp_path / "params.txt").write_text(text)
+    assert main(["serve", "--model-base", str(tmp_path), "--batching-parameters-file",
+                 str(tmp_path / "params.txt")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and field in error and "params.txt" in error
+
+
+@pytest.mark.parametrize("option", [["--max-batch-size", "1000000000"], ["--num-batch-threads", "10000"],
+                                    ["--batch-timeout-micros", "99999999999999999999999"]])
+def test_fault_31_07_batching_flags_out_of_range_are_one_line_errors(tmp_path, option, capsys):
+    assert main(["serve", "--model-base", str(tmp_path), "--batching", *option]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and option[0] in error and "in [" in error
+
+
+def test_fault_31_07_a_huge_parameters_file_is_refused_unread(tmp_path, capsys):
+    big = tmp_path / "params.txt"
+    big.write_text("max_batch_size { value: 8 }\n" * 10_000)
+    assert main(["serve", "--model-base", str(tmp_path), "--batching-parameters-file", str(big)]) == 2
+    assert "at most" in capsys.readouterr().err
