@@ -27,6 +27,7 @@ from transferkit.fileio import atomic_path, atomic_write_text, ensure_room, weig
 from transferkit.ownership import check_output_folder, remove_written, write_marker
 from transferkit.multi_worker import create_strategy, output_dir, remove_output_dir, weights_digest
 from transferkit.registry import get_task
+from transferkit.task import check_class_names
 from transferkit.stages import StageTrainer, log
 from transferkit.stages import use_feature_cache  # noqa: F401  (importable from here, as before the split)
 from transferkit.streaming import pipeline_options
@@ -73,6 +74,7 @@ def prepare_run(config: RunConfig, strategy=None):
     keras.utils.set_random_seed(config.training.seed)
     task = get_task(config.task)(config)
     data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
+    check_class_names(data.info.get("class_names"), f"{config.task} data ({_data_source(config)})")
     task.info = dict(data.info)
     with (strategy or tf.distribute.get_strategy()).scope():
         backbone = task.load_backbone(config.backbone)
@@ -81,6 +83,11 @@ def prepare_run(config: RunConfig, strategy=None):
         keras.utils.set_random_seed(config.training.seed)
         full_model = task.build_model(backbone, task.info)
     return task, data, backbone, full_model
+
+
+def _data_source(config: RunConfig) -> str:
+    section = get_task(config.task).data_section_of(config)
+    return str(getattr(section, "train", None) or "data.train")
 
 
 def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,

@@ -8,6 +8,7 @@ and `transferkit show` print the same page for a run made today or a year ago.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -17,11 +18,44 @@ from typing import Any
 MAX_CLASS_ROWS = 20
 
 
-def _read(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+# A run's own JSON files are small; one larger than this is not read (a summary must not hang on it).
+MAX_JSON_BYTES = 64 << 20
+# Longer class names are cut in the table (labels.txt keeps them whole).
+NAME_WIDTH = 40
+MAX_SECONDS = 10 * 365 * 86400  # a longer time is a damaged value
+
+
+def _read(path: Path, expected: type, notes: list[str]) -> Any:
+    """The file's JSON value when it has the `expected` type; otherwise None, and a note of why when the
+    file exists (damaged, too large, another type): a summary says what it could not read."""
+    if not path.exists():
         return None
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            notes.append(f"{path.name}: larger than {MAX_JSON_BYTES >> 20} MB; not read")
+            return None
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        notes.append(f"{path.name}: damaged ({type(error).__name__}); not read")
+        return None
+    if not isinstance(value, expected):
+        notes.append(f"{path.name}: expected a JSON {'object' if expected is dict else 'list'}, found "
+                     f"{type(value).__name__}; not read")
+        return None
+    return value
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count_or_none(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10 ** 12 else None
+
+
+def _name(value) -> str:
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= NAME_WIDTH else text[:NAME_WIDTH - 1] + "…"
 
 
 def problem_kind(reason: str) -> str:
@@ -42,25 +76,29 @@ def _seconds(value: float) -> str:
 
 def _data_lines(info: dict, metrics: dict) -> list[str]:
     parts = []
-    for key, name in (("num_train", "train"), ("num_val", "val"), ("num_test", "test")):
-        if isinstance(info.get(key), int):
+    for key, name in (("num_train", "train"), ("num_val", "val"), ("num_test", "test"),
+                      ("num_train_boxes", "train boxes"), ("num_val_boxes", "val boxes")):
+        if _count_or_none(info.get(key)) is not None:
             parts.append(f"{name} {_count(info[key])}")
-    for key, name in (("num_train_boxes", "train boxes"), ("num_val_boxes", "val boxes")):
-        if isinstance(info.get(key), int):
-            parts.append(f"{name} {_count(info[key])}")
-    classes = info.get("class_names") or []
+    classes = _class_names(info)
     if classes:
         parts.append(f"{len(classes)} classes")
     return [f"data      {' · '.join(parts)}"] if parts else []
 
 
+def _class_names(info: dict) -> list[str]:
+    names = info.get("class_names")
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
 def _class_table(info: dict, metrics: dict) -> list[str]:
-    classes = list(info.get("class_names") or [])
+    classes = _class_names(info)
     per_class = metrics.get("per_class") if isinstance(metrics.get("per_class"), dict) else {}
-    train_counts = info.get("train_class_counts") or []
+    counts = info.get("train_class_counts")
+    train_counts = counts if isinstance(counts, list) and all(_count_or_none(c) is not None for c in counts) else []
     if not classes or not (per_class or train_counts) or len(classes) > MAX_CLASS_ROWS:
         return []
-    width = max(len("class"), *(len(c) for c in classes))
+    width = max(len("class"), *(len(_name(c)) for c in classes))
     metric_names = [k for k in ("precision", "recall", "f1", "ap", "ap50") if any(
         isinstance(per_class.get(c), dict) and k in per_class[c] for c in classes)]
     header = f"  {'class':<{width}}  {'train':>7}  {'val':>6}" + "".join(f"  {m:>9}" for m in metric_names)
@@ -68,10 +106,9 @@ def _class_table(info: dict, metrics: dict) -> list[str]:
     for i, name in enumerate(classes):
         row = per_class.get(name, {}) if isinstance(per_class.get(name), dict) else {}
         train = _count(train_counts[i]) if i < len(train_counts) else "-"
-        val = _count(row["support"]) if "support" in row else "-"
-        values = "".join(f"  {row[m]:>9.3f}" if isinstance(row.get(m), (int, float)) else f"  {'-':>9}"
-                         for m in metric_names)
-        lines.append(f"  {name:<{width}}  {train:>7}  {val:>6}{values}")
+        val = _count(row["support"]) if _count_or_none(row.get("support")) is not None else "-"
+        values = "".join(f"  {row[m]:>9.3f}" if _finite(row.get(m)) else f"  {'-':>9}" for m in metric_names)
+        lines.append(f"  {_name(name):<{width}}  {train:>7}  {val:>6}{values}")
     return lines
 
 
@@ -90,11 +127,13 @@ def _stage_lines(history: list) -> list[str]:
     stages: dict[str, dict[str, Any]] = {}
     previous_end = 0.0
     for row in history:
-        stage = stages.setdefault(str(row.get("stage", "?")), {"epochs": 0, "start": previous_end, "end": previous_end,
+        if not isinstance(row, dict):
+            continue
+        stage = stages.setdefault(_name(row.get("stage", "?")), {"epochs": 0, "start": previous_end, "end": previous_end,
                                                                 "cached": False})
         stage["epochs"] += 1
         elapsed = row.get("elapsed")
-        if isinstance(elapsed, (int, float)):
+        if _finite(elapsed) and 0 <= elapsed < MAX_SECONDS:
             stage["end"] = previous_end = float(elapsed)
         stage["cached"] = stage["cached"] or bool(row.get("feature_cache"))
     parts = [f"{name} {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} {_seconds(s['end'] - s['start'])}"
@@ -104,38 +143,40 @@ def _stage_lines(history: list) -> list[str]:
 
 def _scores(metrics: dict) -> dict[str, float]:
     skip = {"num_examples", "best_epoch", "elapsed_seconds", "time_limit_reached"}
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in skip}
+    return {_name(k): float(v) for k, v in metrics.items() if _finite(v) and k not in skip}
 
 
 def run_summary(run_dir: str | Path, metrics_dir: str | Path | None = None) -> str:
     """The run's summary page; `metrics_dir` is an evaluation folder of the run (`evaluate --data`)."""
     run_dir = Path(run_dir)
     folder = Path(metrics_dir) if metrics_dir is not None else run_dir
-    info = _read(run_dir / "info.json") or {}
-    metrics = _read(folder / "metrics.json") or {}
-    history = _read(run_dir / "history.json") or []
+    notes: list[str] = []
+    info = _read(run_dir / "info.json", dict, notes) or {}
+    metrics = _read(folder / "metrics.json", dict, notes) or {}
+    history = _read(run_dir / "history.json", list, notes) or []
     problems = metrics.get("problems") if isinstance(metrics.get("problems"), list) else (
-        _read(run_dir / "problems.json") or [])
-    backbone = Path(str(info.get("backbone", "?"))).name
-    lines = [f"{info.get('task', 'run')} on {backbone}: {run_dir}"]
+        _read(run_dir / "problems.json", list, notes) or [])
+    backbone = _name(Path(str(info.get("backbone", "?"))).name)
+    lines = [f"{_name(info.get('task', 'run'))} on {backbone}: {run_dir}"]
+    lines += [f"unread    {note}" for note in notes]
     lines += _data_lines(info, metrics)
     lines += _class_table(info, metrics)
     lines += _problem_lines(problems, folder / "metrics.json" if metrics_dir else run_dir / "problems.json")
     lines += _stage_lines(history)
     scores = _scores(metrics)
     if scores:
-        evaluated = metrics.get("num_examples")
+        evaluated = _count_or_none(metrics.get("num_examples"))
         where = f" on {_count(evaluated)} {'validation' if metrics_dir is None else 'evaluation'} examples" \
-            if isinstance(evaluated, int) else ""
+            if evaluated is not None else ""
         lines.append(f"result    {' · '.join(f'{k} {v:.4f}' for k, v in scores.items())}{where}")
         if isinstance(metrics.get("test"), dict):
             test = metrics["test"]
-            count = f" on {_count(test['num_examples'])} test examples" if isinstance(test.get("num_examples"), int) else ""
+            count = f" on {_count(test['num_examples'])} test examples" \
+                if _count_or_none(test.get("num_examples")) is not None else ""
             lines.append(f"test      {' · '.join(f'{k} {v:.4f}' for k, v in _scores(test).items())}{count}"
                          f" (report in {folder / 'test' / 'report'})")
-    skipped = metrics.get("skipped_in_evaluation") or []
-    if skipped:
+    skipped = metrics.get("skipped_in_evaluation")
+    if isinstance(skipped, list) and skipped:
         lines.append(f"          {len(skipped)} validation inputs did not decode; listed in metrics.json")
     figures = sorted((folder / "report").glob("*.png")) + sorted((folder / "report").glob("*.md"))
     if figures:
@@ -151,6 +192,6 @@ def _closing_line(run_dir: Path, info: dict, metrics: dict, scores: dict, folder
     name = next((k for k in ("map", "accuracy", "loss") if k in scores), next(iter(scores), None))
     score = f"{name} {scores[name]:.4f}" if name in scores else "no score"
     elapsed = metrics.get("elapsed_seconds")
-    took = f" in {_seconds(float(elapsed))}" if isinstance(elapsed, (int, float)) else ""
-    best = f", best epoch {metrics['best_epoch']}" if isinstance(metrics.get("best_epoch"), int) else ""
+    took = f" in {_seconds(float(elapsed))}" if _finite(elapsed) and 0 <= elapsed < MAX_SECONDS else ""
+    best = f", best epoch {metrics['best_epoch']}" if _count_or_none(metrics.get("best_epoch")) is not None else ""
     return f"done: {score}{took}{best}; model {run_dir / 'model.keras'}, metrics {folder / 'metrics.json'}"

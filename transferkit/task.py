@@ -102,6 +102,28 @@ class ParityCheck:
     tolerance: float | None = None
 
 
+# A class name is a label a person reads in reports and `labels.txt` (one per line).
+MAX_CLASS_NAME = 256
+
+
+def check_class_names(names, source: str = "the data") -> None:
+    """Every class name a non-empty string of at most MAX_CLASS_NAME characters with no line break or control
+    character; a DataError naming the first that is not."""
+    from transferkit.errors import DataError
+
+    if names is None:
+        return
+    for position, name in enumerate(names, start=1):
+        shown = repr(str(name)[:40]) + ("…" if len(str(name)) > 40 else "")
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(f"{source}: class name {position} is {shown}; expected a non-empty name")
+        if len(name) > MAX_CLASS_NAME:
+            raise DataError(f"{source}: class name {position} ({shown}) has {len(name):,} characters; expected at "
+                            f"most {MAX_CLASS_NAME}")
+        if any(ord(c) < 32 or c == "\x7f" for c in name):
+            raise DataError(f"{source}: class name {position} ({shown}) holds a line break or control character")
+
+
 class Task(abc.ABC):
     """Base class of a transfer-learning task plugin.
 

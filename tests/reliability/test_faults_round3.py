@@ -141,3 +141,64 @@ def test_fault_31_07_a_huge_parameters_file_is_refused_unread(tmp_path, capsys):
     big.write_text("max_batch_size { value: 8 }\n" * 10_000)
     assert main(["serve", "--model-base", str(tmp_path), "--batching-parameters-file", str(big)]) == 2
     assert "at most" in capsys.readouterr().err
+
+
+# -- 14, 15: `show` on damaged or mistyped run files says so, and prints only valid values ---------------------
+
+
+def _fake_run(folder: Path, **files) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    defaults = {"info.json": {"task": "image_classification", "backbone": "b", "class_names": ["a", "b"],
+                              "num_train": 4, "num_val": 2},
+                "metrics.json": {"accuracy": 0.5, "num_examples": 2, "elapsed_seconds": 3.0}}
+    for name, value in {**defaults, **files}.items():
+        (folder / name).write_text(value if isinstance(value, str) else json.dumps(value))
+    return folder
+
+
+@pytest.mark.parametrize("name, content, note", [
+    ("metrics.json", "[1, 2, 3]", "metrics.json: expected a JSON object, found list"),
+    ("metrics.json", '{"accuracy": 0.9', "metrics.json: damaged"),
+    ("history.json", '{"a": 1}', "history.json: expected a JSON list, found dict"),
+    ("history.json", "[1, \"x\", null]", None),
+    ("problems.json", '"hello"', "problems.json: expected a JSON list"),
+])
+def test_fault_31_14_show_reads_mistyped_files_without_a_traceback(tmp_path, capsys, name, content, note):
+    run = _fake_run(tmp_path / "run", **{name: content})
+    assert main(["show", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1].startswith("done:")
+    if note:
+        assert note in out
+
+
+@pytest.mark.parametrize("info", ['"hello"', '{"class_names": 5, "train_class_counts": "x", "num_train": -5}'])
+def test_fault_31_14_show_with_a_mistyped_info(tmp_path, capsys, info):
+    run = _fake_run(tmp_path / "run", **{"info.json": info})
+    assert main(["show", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "-5" not in out and "classes" not in out
+
+
+def test_fault_31_15_show_prints_only_valid_numbers(tmp_path, capsys):
+    run = _fake_run(tmp_path / "run", **{"metrics.json": '{"accuracy": NaN, "num_examples": -5, '
+                                                         '"elapsed_seconds": 1e300, "best_epoch": true}'})
+    assert main(["show", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out.lower() and "-5" not in out and "min" not in out and "best epoch" not in out
+    assert "done: no score" in out
+
+
+def test_fault_31_19_a_huge_class_name_is_cut_in_the_summary_and_refused_in_training(tmp_path, capsys):
+    long = "x" * 100_000
+    run = _fake_run(tmp_path / "run", **{"info.json": {"task": "image_classification", "class_names": [long, "b"],
+                                                       "train_class_counts": [2, 2]},
+                                         "metrics.json": {"accuracy": 0.5, "per_class": {long: {"f1": 0.5}}}})
+    assert main(["show", str(run)]) == 0
+    assert len(capsys.readouterr().out) < 2000
+    images = make_image_folder(tmp_path / "images", classes=("circle", "square"), per_class=2, size=16)
+    rows = [f"{p},{'a' * 300 if p.parent.name == 'circle' else 'b'}" for p in sorted(images.rglob("*.png"))]
+    (tmp_path / "list.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(TransferkitError, match="has 300 characters; expected at most 256"):
+        train(build_run_config(_one_epoch(tmp_path / "list.csv")), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
