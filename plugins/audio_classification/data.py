@@ -12,10 +12,9 @@ from typing import Sequence
 import numpy as np
 
 from transferkit.errors import DataError
+from transferkit.plugins.audio_classification.preprocessor import MAX_CLIP_SECONDS, MAX_RATE, MIN_RATE
 
 AUDIO_SUFFIXES = (".wav", ".wave")
-# Clips longer than this are bad inputs: one hour-long file would otherwise hold gigabytes in memory.
-MAX_CLIP_SECONDS = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,19 +57,34 @@ def _clips_from_csv(source: Path) -> tuple[list[Clip], list[dict[str, str]]]:
     return clips, problems
 
 
+def check_rate_and_length(rate: int, samples: int) -> None:
+    """A ValueError unless `rate` is in [MIN_RATE, MAX_RATE] Hz and the clip lasts at most MAX_CLIP_SECONDS."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise ValueError(f"sample rate {rate} Hz; expected {MIN_RATE} to {MAX_RATE} Hz")
+    if samples > MAX_CLIP_SECONDS * rate:
+        raise ValueError(f"{samples / rate:.0f} s long, more than the {MAX_CLIP_SECONDS:.0f} s a clip may be")
+
+
 def read_wav(path: str | os.PathLike | bytes) -> tuple[np.ndarray, int]:
     """A WAV file (or its bytes) -> (mono float32 waveform in [-1, 1], sample rate).
 
-    Integer PCM of 8, 16, 24 or 32 bits and 32/64-bit float, any number of channels (averaged).
+    Integer PCM of 8, 16, 24 or 32 bits and 32/64-bit float, any number of channels (averaged). A truncated
+    body, a rate outside [MIN_RATE, MAX_RATE] or a clip longer than MAX_CLIP_SECONDS is a ValueError.
     """
     import warnings
 
     from scipy.io import wavfile
 
     source = io.BytesIO(path) if isinstance(path, bytes) else path
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", wavfile.WavFileWarning)  # unknown chunks are skipped, as they should be
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", wavfile.WavFileWarning)
         rate, data = wavfile.read(source, mmap=False)
+    for warning in caught:
+        # Unknown chunks are skipped, as they should be; a short body is refused, as the serving graph's
+        # decoder refuses it, so `predict`, training and the server agree on what a valid clip is.
+        if "prematurely" in str(warning.message) or "EOF" in str(warning.message):
+            raise ValueError(f"truncated WAV: {warning.message}")
+    check_rate_and_length(int(rate), len(data))
     if data.dtype == np.uint8:
         samples = (data.astype(np.float32) - 128.0) / 128.0
     elif data.dtype.kind == "i":
@@ -131,8 +145,6 @@ def load_clips(clips: Sequence[Clip], class_names: Sequence[str], preprocessor, 
                 samples, rate = read_wav(clip.path)
                 if not len(samples):
                     reason = "the clip holds no samples"
-                elif len(samples) > MAX_CLIP_SECONDS * rate:
-                    reason = f"{len(samples) / rate:.0f} s long, more than the {MAX_CLIP_SECONDS:.0f} s a clip may be"
             except Exception as error:  # scipy raises ValueError, OSError and struct errors on bad files
                 reason = f"unreadable WAV: {type(error).__name__}: {error}"
         if reason is not None:

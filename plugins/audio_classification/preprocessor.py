@@ -10,6 +10,10 @@ from transferkit.preprocessing import Preprocessor
 
 # Taps on each side of the windowed-sinc resampling filter: enough to keep speech bands clean.
 RESAMPLE_HALF_TAPS = 16
+# What a clip may be, in the serving graph and in the file reader (`data.read_wav`): sample rates from
+# telephone speech to studio recordings, and clips up to ten minutes (an hour would hold gigabytes).
+MIN_RATE, MAX_RATE = 1000, 384000
+MAX_CLIP_SECONDS = 600
 # Decibels below the clip's loudest bin that the image's darkest value stands for.
 DYNAMIC_RANGE_DB = 80.0
 
@@ -153,8 +157,32 @@ class AudioPreprocessor(Preprocessor):
         return tf.ensure_shape(padded, [size])
 
     def prepare(self, samples, rate):
-        """A decoded clip (mono samples at `rate` Hz) -> the model's waveform: resampled, cut or padded."""
-        return self.fit_length(self.resample(samples, rate))
+        """A decoded clip (mono samples at `rate` Hz) -> the model's waveform: resampled, cut or padded.
+
+        The clip is cut around its centre to what the output needs (plus the filter's reach) before it is
+        resampled, so the work and memory are bounded by the clip length, not by the file's length or rate.
+        An InvalidArgumentError for a rate outside [MIN_RATE, MAX_RATE] or a clip beyond MAX_CLIP_SECONDS.
+        """
+        import tensorflow as tf
+
+        samples = tf.convert_to_tensor(samples, tf.float32)
+        rate = tf.cast(rate, tf.int64)
+        length = tf.shape(samples, out_type=tf.int64)[0]
+        checks = [
+            tf.debugging.assert_greater_equal(rate, tf.constant(MIN_RATE, tf.int64),
+                                              message=f"WAV sample rate below {MIN_RATE} Hz"),
+            tf.debugging.assert_less_equal(rate, tf.constant(MAX_RATE, tf.int64),
+                                           message=f"WAV sample rate above {MAX_RATE} Hz"),
+            tf.debugging.assert_less_equal(length, tf.cast(MAX_CLIP_SECONDS, tf.int64) * rate,
+                                           message=f"WAV clip longer than {MAX_CLIP_SECONDS:.0f} s"),
+        ]
+        with tf.control_dependencies(checks):
+            # Source samples the centred output reads: its span at `rate`, and the filter's taps on both sides.
+            needed = (tf.constant(self.clip_samples, tf.int64) * rate + self.sample_rate - 1) // self.sample_rate \
+                + 2 * (RESAMPLE_HALF_TAPS + 1)
+            start = tf.maximum((length - needed) // 2, 0)
+            window = samples[start:start + needed]
+        return self.fit_length(self.resample(window, tf.cast(rate, tf.int32)))
 
     def log_mel(self, waveforms):
         """(batch, clip_samples) -> (batch, frames, num_mels) log-mel power, in decibels."""

@@ -202,3 +202,86 @@ def test_fault_31_19_a_huge_class_name_is_cut_in_the_summary_and_refused_in_trai
     with pytest.raises(TransferkitError, match="has 300 characters; expected at most 256"):
         train(build_run_config(_one_epoch(tmp_path / "list.csv")), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# -- 3, 10, 16: clips are cut before resampling; rate, length and truncation are checked the same everywhere -----
+
+
+def _wav_bytes(rate: int, samples: int, declared_rate: int | None = None) -> bytes:
+    import io
+    import struct
+
+    import numpy as np
+    from scipy.io import wavfile
+
+    buffer = io.BytesIO()
+    wavfile.write(buffer, rate, (np.sin(np.arange(samples) / 3.0) * 8000).astype(np.int16))
+    data = bytearray(buffer.getvalue())
+    if declared_rate is not None:  # the fmt chunk's rate and byte rate, as a hostile file would set them
+        struct.pack_into("<II", data, 24, declared_rate, declared_rate * 2)
+    return bytes(data)
+
+
+def test_fault_31_03_a_long_or_low_rate_clip_is_cut_before_resampling():
+    import dataclasses
+
+    import numpy as np
+
+    from transferkit.plugins.audio_classification.preprocessor import AudioPreprocessor
+
+    resampled_lengths = []
+
+    @dataclasses.dataclass(frozen=True)
+    class Recording(AudioPreprocessor):
+        def resample(self, waveform, rate):
+            resampled_lengths.append(int(waveform.shape[0]))
+            return super().resample(waveform, rate)
+
+    pre = Recording(sample_rate=16000, clip_seconds=0.5, image_size=(32, 32), num_mels=32)
+    # 590 s at 8 kHz: resampled whole it would be 9.4M outputs x 32 taps (gigabytes of index tensors).
+    long_clip = np.sin(np.arange(590 * 8000, dtype=np.float32) / 5.0)
+    out = pre.prepare(long_clip, 8000).numpy()
+    assert resampled_lengths == [4000 + 2 * 17]  # 0.5 s at 8 kHz and the filter's reach on both sides
+    assert out.shape == (8000,) and np.isfinite(out).all() and np.abs(out).max() > 0.5
+    # The output is still the clip's centre: the same as resampling a centred excerpt.
+    centre = long_clip[len(long_clip) // 2 - 2000: len(long_clip) // 2 + 2000]
+    np.testing.assert_allclose(out[1000:-1000], pre.prepare(centre, 8000).numpy()[1000:-1000], atol=0.05)
+
+
+@pytest.mark.parametrize("rate, message", [(1, "below 1000 Hz"), (0, "below 1000 Hz"), (10_000_000, "above")])
+def test_fault_31_03_the_serving_graph_refuses_a_rate_out_of_range(rate, message):
+    import tensorflow as tf
+
+    from transferkit.plugins.audio_classification.preprocessor import AudioPreprocessor
+
+    pre = AudioPreprocessor(sample_rate=16000, clip_seconds=0.5, image_size=(32, 32), num_mels=32)
+    serve = tf.function(pre.preprocess, input_signature=[tf.TensorSpec([], tf.string)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        serve(tf.constant(_wav_bytes(16000, 600, declared_rate=rate)))
+
+
+@pytest.mark.parametrize("case", ["truncated", "huge_declared_size", "zero_rate", "one_hz"])
+def test_fault_31_10_16_bad_wavs_are_refused_by_the_local_reader_as_by_the_server(tmp_path, case):
+    import struct
+
+    import tensorflow as tf
+
+    from transferkit.plugins.audio_classification import data as data_lib
+
+    good = _wav_bytes(16000, 4000)
+    if case == "truncated":
+        bad = good[:3000]
+    elif case == "huge_declared_size":
+        bad = bytearray(good[:144])
+        struct.pack_into("<I", bad, 40, 2 ** 31)  # the data chunk's size
+        bad = bytes(bad)
+    else:
+        bad = _wav_bytes(16000, 600, declared_rate=0 if case == "zero_rate" else 1)
+    with pytest.raises(ValueError):
+        data_lib.read_wav(bad)
+    from transferkit.plugins.audio_classification.preprocessor import AudioPreprocessor
+
+    pre = AudioPreprocessor(sample_rate=16000, clip_seconds=0.5, image_size=(32, 32), num_mels=32)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        pre.preprocess(tf.constant(bad))
+    data_lib.read_wav(good)  # the same reader takes the intact file
