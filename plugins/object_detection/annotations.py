@@ -24,7 +24,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from transferkit.compressed import DAMAGE, inner_suffix, is_compressed, open_binary
+from transferkit.compressed import DAMAGE, inner_suffix, is_compressed, read_bounded
 from transferkit.errors import ConfigError, DataError
 from transferkit.fileio import atomic_path, atomic_writer, checked_rows
 
@@ -241,8 +241,7 @@ def _size(width, height) -> tuple[int | None, int | None]:
 def _read_text(path: Path, problems: _Problems, encoding: str = "utf-8") -> str | None:
     """The file's text; a .gz, .bz2 or .xz file is decompressed as it is read."""
     try:
-        with open_binary(path) as stream:
-            data = stream.read()
+        data = read_bounded(path)
     except DAMAGE as error:
         if not is_compressed(path):
             raise

@@ -285,3 +285,67 @@ def test_fault_31_10_16_bad_wavs_are_refused_by_the_local_reader_as_by_the_serve
     with pytest.raises(tf.errors.InvalidArgumentError):
         pre.preprocess(tf.constant(bad))
     data_lib.read_wav(good)  # the same reader takes the intact file
+
+
+# -- 5, 6: compressed inputs are bounded and their copies do not pile up --------------------------------------
+
+
+def _gzip(path: Path, data: bytes) -> Path:
+    import gzip
+
+    with gzip.open(path, "wb", compresslevel=9) as handle:
+        handle.write(data)
+    return path
+
+
+def test_fault_31_05_a_gzip_bomb_image_csv_is_refused_early(tmp_path):
+    from transferkit.vision.samples import list_samples
+
+    images = make_image_folder(tmp_path / "images", per_class=1, size=16)
+    row = f"{next(images.rglob('*.png'))},circle\n".encode()
+    bomb = _gzip(tmp_path / "list.csv.gz", b"path,label\n" + row * (40_000_000 // len(row)))
+    assert bomb.stat().st_size < 1_000_000
+    with pytest.raises(TransferkitError, match="decompression bomb"):
+        list_samples(bomb)
+
+
+def test_fault_31_05_a_gzip_bomb_text_csv_leaves_no_copy(tmp_path, isolated_home):
+    from transferkit.compressed import plain_copy
+
+    bomb = _gzip(tmp_path / "texts.csv.gz", b"text,label\n" + b"0" * 40_000_000)
+    with pytest.raises(TransferkitError, match="decompression bomb"):
+        plain_copy(bomb)
+    folder = Path(isolated_home) / "decompressed"
+    assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_fault_31_05_the_decompressed_size_limit_is_set_by_the_environment(tmp_path, monkeypatch):
+    import os
+
+    from transferkit.compressed import plain_copy
+
+    source = _gzip(tmp_path / "texts.csv.gz", b"text,label\n" + os.urandom(3_000_000).hex().encode())
+    monkeypatch.setenv("TRANSFERKIT_MAX_DECOMPRESSED_MB", "1")
+    with pytest.raises(TransferkitError, match="more than 1 MB"):
+        plain_copy(source)
+    monkeypatch.setenv("TRANSFERKIT_MAX_DECOMPRESSED_MB", "lots")
+    with pytest.raises(TransferkitError, match="TRANSFERKIT_MAX_DECOMPRESSED_MB"):
+        plain_copy(source)
+    monkeypatch.delenv("TRANSFERKIT_MAX_DECOMPRESSED_MB")
+    assert plain_copy(source).stat().st_size == 11 + 6_000_000
+
+
+def test_fault_31_06_a_changed_source_replaces_its_decompressed_copy(tmp_path, isolated_home):
+    import os
+
+    from transferkit.compressed import plain_copy
+
+    source = _gzip(tmp_path / "texts.csv.gz", b"text,label\nfirst,a\n")
+    other = _gzip(tmp_path / "other.csv.gz", b"text,label\nother,a\n")
+    first, kept = plain_copy(source), plain_copy(other)
+    _gzip(source, b"text,label\nsecond,a\n")
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
+    second = plain_copy(source)
+    assert second != first and not first.exists() and second.read_bytes().endswith(b"second,a\n")
+    assert kept.exists()  # another source's copy is left alone
+    assert sorted(p.name for p in (Path(isolated_home) / "decompressed").iterdir()) == sorted([second.name, kept.name])

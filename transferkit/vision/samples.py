@@ -11,7 +11,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from transferkit.compressed import DAMAGE, inner_suffix, open_binary
+from transferkit.compressed import DAMAGE, inner_suffix, read_bounded
 from transferkit.errors import DataError
 from transferkit.fileio import checked_rows
 
@@ -70,8 +70,7 @@ def _list_folder(root: Path) -> tuple[list[Sample], list[dict[str, str]]]:
 def _list_csv(path: Path) -> tuple[list[Sample], list[dict[str, str]]]:
     samples, problems = [], []
     try:
-        with open_binary(path) as handle:
-            text = handle.read().decode("utf-8")
+        text = read_bounded(path).decode("utf-8")
     except DAMAGE as error:
         raise DataError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
     except UnicodeDecodeError as error:
