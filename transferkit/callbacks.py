@@ -50,6 +50,9 @@ class EpochRecorder:
                 self._start = time.perf_counter()
 
             def on_epoch_end(self, epoch, logs=None):
+                from transferkit.streaming import record_finished_caches
+
+                record_finished_caches()  # a disk cache the first pass completed is vouched for at once
                 logs = dict(logs or {})
                 optimizer = self.model.optimizer
                 lr = optimizer.learning_rate

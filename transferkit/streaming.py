@@ -10,6 +10,7 @@ writers left behind.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import math
@@ -80,24 +81,39 @@ def _cache_files(prefix: Path) -> list[Path]:
                   if not p.name.endswith((".lockfile", SUMS_SUFFIX)) and p.is_file())
 
 
-def _cache_intact(prefix: Path) -> bool:
-    """Whether a finished tf.data file cache is as it was first found complete.
+def _current_sums(prefix: Path) -> dict[str, list[int]]:
+    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in _cache_files(prefix)}
 
-    A finished cache is never rewritten, so the first run that finds it records each file's size
-    and modification time (`PREFIX.sums.json`) and later runs compare: a truncated, deleted or
-    rewritten cache is rebuilt instead of failing every run with DataLossError. No file is read.
+
+def _cache_intact(prefix: Path) -> bool:
+    """Whether a finished tf.data file cache is as its writer left it.
+
+    A finished cache is never rewritten, so the process that wrote it records each file's size and
+    modification time (`PREFIX.sums.json`) as soon as the cache is complete, and later runs compare: a
+    truncated, deleted or rewritten cache is rebuilt instead of failing every run with DataLossError. A
+    cache without sums (its writer died first, or an older version wrote it) is rebuilt too: it cannot be
+    vouched for. No file is read.
     """
     sums_path = prefix.parent / (prefix.name + SUMS_SUFFIX)
-    files = _cache_files(prefix)
-    if not any(".data-" in f.name for f in files):
+    if not any(".data-" in f.name for f in _cache_files(prefix)):
         return False
-    current = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
     try:
         recorded = json.loads(sums_path.read_text())
     except (OSError, ValueError):
-        atomic_write_text(sums_path, json.dumps(current))
-        return True
-    return recorded == current
+        return False
+    return recorded == _current_sums(prefix)
+
+
+# Caches this process is writing, recorded once complete (after an epoch, at the next lookup, at exit).
+_WRITING: set[Path] = set()
+
+
+def record_finished_caches() -> None:
+    """Writes the sums of every cache this process started and tf.data has since finished (its `.index`)."""
+    for prefix in sorted(_WRITING):
+        if (prefix.parent / (prefix.name + ".index")).is_file():
+            atomic_write_text(prefix.parent / (prefix.name + SUMS_SUFFIX), json.dumps(_current_sums(prefix)))
+            _WRITING.discard(prefix)
 
 
 def disk_cache_prefix(folder: Path) -> Path:
@@ -109,6 +125,7 @@ def disk_cache_prefix(folder: Path) -> Path:
     writing (its lock file and temporary state stay behind) never blocks the
     next run; those leftovers are removed once their process is gone.
     """
+    record_finished_caches()
     folder.mkdir(parents=True, exist_ok=True)
     for index in sorted(folder.glob("data-*.index")):
         prefix = index.with_suffix("")
@@ -123,4 +140,8 @@ def disk_cache_prefix(folder: Path) -> Path:
         if not process_alive(pid):
             for leftover in folder.glob(lock.name.split("_0.lockfile")[0] + "*"):
                 leftover.unlink(missing_ok=True)
-    return folder / f"data-{os.getpid()}-{time.time_ns():x}"
+    prefix = folder / f"data-{os.getpid()}-{time.time_ns():x}"
+    if not _WRITING:
+        atexit.register(record_finished_caches)
+    _WRITING.add(prefix)
+    return prefix

@@ -349,3 +349,38 @@ def test_fault_31_06_a_changed_source_replaces_its_decompressed_copy(tmp_path, i
     assert second != first and not first.exists() and second.read_bytes().endswith(b"second,a\n")
     assert kept.exists()  # another source's copy is left alone
     assert sorted(p.name for p in (Path(isolated_home) / "decompressed").iterdir()) == sorted([second.name, kept.name])
+
+
+# -- 11: a disk cache is vouched for by its writer, so damage before its first reuse is found ----------------------
+
+
+def test_fault_31_11_a_cache_damaged_before_its_first_reuse_is_rebuilt(tmp_path):
+    import tensorflow as tf
+
+    from transferkit import streaming
+
+    folder = tmp_path / "cache"
+
+    def values(prefix):
+        return [int(v) for v in tf.data.Dataset.range(40).map(lambda v: v * 2).cache(str(prefix))]
+
+    first = streaming.disk_cache_prefix(folder)
+    assert values(first) == list(range(0, 80, 2))
+    streaming.record_finished_caches()  # what the run does after each epoch
+    assert (folder / (first.name + streaming.SUMS_SUFFIX)).is_file()
+    data = next(folder.glob(first.name + ".data-*"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # damaged before anyone reused it
+    rebuilt = streaming.disk_cache_prefix(folder)
+    assert rebuilt != first and values(rebuilt) == list(range(0, 80, 2))
+
+
+def test_fault_31_11_a_cache_nobody_vouched_for_is_not_reused(tmp_path):
+    import tensorflow as tf
+
+    from transferkit import streaming
+
+    folder = tmp_path / "cache"
+    first = streaming.disk_cache_prefix(folder)
+    list(tf.data.Dataset.range(10).cache(str(first)))
+    streaming._WRITING.discard(first)  # as if its writer died before recording it
+    assert streaming.disk_cache_prefix(folder) != first and not list(folder.glob(first.name + "*"))
