@@ -116,6 +116,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
         # Each worker's clock would stop it at a different batch, and the others would wait for it forever.
         raise TransferkitError("time_limit: not available with several workers (training.distribute: multi_worker)")
     task, data, backbone, full_model = prepare_run(config, strategy)
+    section = task.data_section()
+    # The test split is read now: a missing or unusable data.test stops the run before training, not after.
+    test_data = split_data(task, task.info, section.test) if section is not None and section.test else None
     if latest is not None:
         _check_same_data_facts(run_dir, task.info)
     out = _prepare_output_folder(config, run_dir, role, latest is None, task, backbone, data)
@@ -130,7 +133,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     stages.train_all()
     _record_dropped_inputs(config, data, stages.dropped, out)
     stages.release_feature_caches()
-    _save_final_model_and_metrics(out, task, data, full_model, state, clock)
+    _save_final_model_and_metrics(out, task, data, full_model, state, clock, test_data)
     _mark_complete(recorder.store, full_model, state, clock)
     if role is not None:
         _end_worker(role, out, full_model)
@@ -206,7 +209,8 @@ def _record_dropped_inputs(config: RunConfig, data, dropped, out: Path) -> None:
         atomic_write_text(out / "problems.json", json.dumps(data.problems, indent=2))
 
 
-def _save_final_model_and_metrics(out: Path, task, data, full_model, state: dict[str, Any], clock: RunClock) -> None:
+def _save_final_model_and_metrics(out: Path, task, data, full_model, state: dict[str, Any], clock: RunClock,
+                                  test_data=None) -> None:
     """model.keras with the best weights, then its evaluation on the validation data in metrics.json and report/."""
     if (out / "best.weights.h5").exists():
         load_model_weights(full_model, out / "best.weights.h5")
@@ -216,18 +220,36 @@ def _save_final_model_and_metrics(out: Path, task, data, full_model, state: dict
              "elapsed_seconds": round(clock.elapsed(), 3)}
     section = task.data_section()
     if section is not None and section.test:
-        facts["test"] = evaluate_split(task, full_model, data.info, section.test, out / "test" / "report")
+        facts["test"] = evaluate_split(task, full_model, data.info, section.test, out / "test" / "report",
+                                       seen=data.input_ids, prepared=test_data)
     write_metrics(out, metrics, data.problems, facts)
 
 
-def evaluate_split(task, model, info: dict[str, Any], split: str, report_dir: Path) -> dict[str, Any]:
-    """The metrics of `model` on another split of data (`data.test`), its report under `report_dir`."""
+def split_data(task, info: dict[str, Any], split: str):
+    """(task for `split`, its TaskData): another split of data read as the run's validation data is."""
     config = task.config_for_evaluation(info, split)
     other = get_task(config.task)(config, info)
-    log(config, f"evaluating on the test split: {split}")
-    split_data = other.datasets().with_options(pipeline_options(config.training.data_autotune))
-    metrics = other.evaluate(model, split_data, info, report_dir)
-    return {**metrics, "data": str(split), "problems": split_data.problems}
+    return other, other.datasets().with_options(pipeline_options(config.training.data_autotune))
+
+
+def evaluate_split(task, model, info: dict[str, Any], split: str, report_dir: Path,
+                   seen: dict[str, frozenset[str]] | None = None, prepared=None) -> dict[str, Any]:
+    """The metrics of `model` on another split of data (`data.test`), its report under `report_dir`.
+
+    `seen`: the run's training and validation inputs (`TaskData.input_ids`); the result counts the test
+    inputs that are among them (`also_in_train`, `also_in_val`), which a test score should not include.
+    `prepared`: the split's (task, TaskData) when already read (`train` reads data.test before training,
+    so a bad test split stops the run before it starts).
+    """
+    log(task.config, f"evaluating on the test split: {split}")
+    other, data = prepared if prepared is not None else split_data(task, info, split)
+    metrics = other.evaluate(model, data, info, report_dir)
+    result = {**metrics, "data": str(split), "problems": data.problems}
+    tested = data.input_ids.get("val")
+    if seen and tested:
+        result["also_in_train"] = len(tested & seen.get("train", frozenset()))
+        result["also_in_val"] = len(tested & seen.get("val", frozenset()))
+    return result
 
 
 def _mark_complete(store, full_model, state: dict[str, Any], clock: RunClock) -> None:

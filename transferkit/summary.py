@@ -173,8 +173,14 @@ def run_summary(run_dir: str | Path, metrics_dir: str | Path | None = None) -> s
             test = metrics["test"]
             count = f" on {_count(test['num_examples'])} test examples" \
                 if _count_or_none(test.get("num_examples")) is not None else ""
-            lines.append(f"test      {' · '.join(f'{k} {v:.4f}' for k, v in _scores(test).items())}{count}"
+            overlap = {name: _count_or_none(test.get(f"also_in_{name}")) for name in ("train", "val")}
+            scores_shown = {k: v for k, v in _scores(test).items() if not k.startswith("also_in_")}
+            lines.append(f"test      {' · '.join(f'{k} {v:.4f}' for k, v in scores_shown.items())}{count}"
                          f" (report in {folder / 'test' / 'report'})")
+            if any(overlap.values()):
+                parts = [f"{n:,} also in {'training' if k == 'train' else 'validation'}"
+                         for k, n in overlap.items() if n]
+                lines.append(f"          warning: {' and '.join(parts)}: the test score is not a held-out score")
     skipped = metrics.get("skipped_in_evaluation")
     if isinstance(skipped, list) and skipped:
         lines.append(f"          {len(skipped)} validation inputs did not decode; listed in metrics.json")

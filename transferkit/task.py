@@ -62,6 +62,9 @@ class TaskData:
     # task's streaming `Evaluation`; `val_records[row]` is what the report names (a path, a text, boxes).
     val_indexed: "tf.data.Dataset | None" = None
     val_records: Sequence[Any] | None = None
+    # What each split's inputs are, to tell when a test split overlaps them: {"train": ..., "val": ...},
+    # resolved file paths or digests of texts (`input_identity`). Empty when the task cannot say (a pack).
+    input_ids: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
 
     def with_options(self, options: "tf.data.Options") -> "TaskData":
         """The same data with `options` applied to every pipeline."""
@@ -100,6 +103,19 @@ class ParityCheck:
     name: str
     max_abs_diff: float
     tolerance: float | None = None
+
+
+def input_identity(value: str | bytes) -> str:
+    """One input's identity for overlap checks: a file path resolved, or the digest of a text's key."""
+    import os
+
+    if isinstance(value, bytes):
+        return "key:" + value.hex()
+    return os.path.realpath(value)
+
+
+def input_ids(values) -> frozenset[str]:
+    return frozenset(input_identity(v) for v in values)
 
 
 # A class name is a label a person reads in reports and `labels.txt` (one per line).

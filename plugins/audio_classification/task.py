@@ -14,7 +14,7 @@ from transferkit.plugins.audio_classification.config import AudioClassificationC
 from transferkit.plugins.audio_classification.preprocessor import AudioPreprocessor
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, split_validation, stratified_subset
-from transferkit.task import ParityCheck, TaskData
+from transferkit.task import ParityCheck, TaskData, input_ids
 from transferkit.vision.classifier import PixelClassifier
 
 AUDIO_INPUT = "audio"
@@ -129,6 +129,7 @@ class AudioClassification(PixelClassifier):
             problems=problems,
             steps_per_epoch=math.ceil(len(train) / cfg.batch_size),
             examples=list(val.paths),
+            input_ids={"train": input_ids(train.paths), "val": input_ids(val.paths)},
         )
 
     # -- evaluation and prediction -------------------------------------------

@@ -16,7 +16,7 @@ from transferkit import paths
 from transferkit.vision import packing, streaming
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, split_validation, stratified_subset
-from transferkit.task import TaskData
+from transferkit.task import TaskData, input_ids
 from transferkit.vision.classifier import PixelClassifier
 from transferkit.vision.preprocessor import ImagePreprocessor
 
@@ -128,9 +128,11 @@ class ImageClassification(PixelClassifier):
         # each example is (and which ones the stream dropped); the label is looked up by row.
         val_labels = np.asarray(val.labels, np.int32)
         val_by_row = dataclasses.replace(val, labels=np.arange(len(val_labels), dtype=np.int32))
-        return self._task_data(batches, train, val_by_row, class_names, counts, len(val_labels), problems,
+        data = self._task_data(batches, train, val_by_row, class_names, counts, len(val_labels), problems,
                                list(val.paths), streamed=mode == "none", find_dropped=find_dropped,
                                val_labels=val_labels, val_records=list(val.paths))
+        data.input_ids = {"train": input_ids(train.paths), "val": input_ids(val.paths)}
+        return data
 
     def _packed_batches(self):
         """`datasets()` for a pack folder (`transferkit data pack`): its train and val splits' shards."""

@@ -17,7 +17,7 @@ from transferkit.plugins.object_detection.config import DEFAULT_MAX_BOXES, Objec
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, split_validation, stratified_subset
 from transferkit.vision.preprocessor import ImagePreprocessor
-from transferkit.task import CacheSplit, Task, TaskData
+from transferkit.task import CacheSplit, Task, TaskData, input_ids
 
 # Evaluation keeps low-scoring boxes, as COCO evaluation expects (100 per image).
 EVAL_SCORE_THRESHOLD = 0.01
@@ -153,6 +153,7 @@ class ObjectDetection(Task):
             problems=problems,
             steps_per_epoch=math.ceil(len(train) / cfg.batch_size),
             examples=list(val.paths),
+            input_ids={"train": input_ids(train.paths), "val": input_ids(val.paths)},
         )
 
     def _streamed_images(self, loaded, shuffle: bool, mode: str):

@@ -15,7 +15,7 @@ from transferkit.classification.task import ClassificationTask
 from transferkit.registry import register_task
 from transferkit.sampling import SUBSET_SEED_OFFSET, split_validation, stratified_subset
 from transferkit.plugins.text_classification.preprocessor import TextPreprocessor
-from transferkit.task import CacheSplit, ParityCheck, TaskData
+from transferkit.task import CacheSplit, ParityCheck, TaskData, input_ids
 
 # How many validation texts travel in info.json for warmup and the export's parity check.
 EXAMPLE_TEXTS = 32
@@ -220,6 +220,8 @@ class TextClassification(ClassificationTask):
             info=info,
             problems=problems,
             steps_per_epoch=math.ceil(len(train_labels) / cfg.batch_size),
+            input_ids={"train": input_ids(e.key for e in train_examples),
+                       "val": input_ids(e.key for e in val_examples)},
         )
 
     def _truncated_fraction(self, examples, seed: int, sample: int = 4096) -> float:

@@ -384,3 +384,35 @@ def test_fault_31_11_a_cache_nobody_vouched_for_is_not_reused(tmp_path):
     list(tf.data.Dataset.range(10).cache(str(first)))
     streaming._WRITING.discard(first)  # as if its writer died before recording it
     assert streaming.disk_cache_prefix(folder) != first and not list(folder.glob(first.name + "*"))
+
+
+# -- 9, 12: data.test is read before training, and a test split that overlaps the training data is said ---------
+
+
+def test_fault_31_09_a_test_split_equal_to_the_training_data_is_flagged(tmp_path, capsys):
+    from transferkit.summary import run_summary
+
+    images = make_image_folder(tmp_path / "images", per_class=4, size=16)
+    config = _one_epoch(images)
+    config["data"]["test"] = str(images)
+    run = train(build_run_config(config), tmp_path / "run")
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert test["also_in_train"] + test["also_in_val"] == test["num_examples"] == 12
+    assert test["also_in_val"] == json.loads((run / "metrics.json").read_text())["num_examples"]
+    assert "the test score is not a held-out score" in run_summary(run)
+
+
+@pytest.mark.parametrize("kind", ["empty_folder", "missing", "another_tasks_csv"])
+def test_fault_31_12_a_bad_test_split_stops_the_run_before_training(tmp_path, kind):
+    images = make_image_folder(tmp_path / "images", per_class=4, size=16)
+    test = tmp_path / "test"
+    if kind == "empty_folder":
+        test.mkdir()
+    elif kind == "another_tasks_csv":
+        test = tmp_path / "boxes.csv"
+        test.write_text("image,xmin,ymin,xmax,ymax,label\na.png,1,1,5,5,cat\n")
+    config = _one_epoch(images)
+    config["data"]["test"] = str(test)
+    with pytest.raises(TransferkitError):
+        train(build_run_config(config), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
