@@ -25,6 +25,7 @@ into extra graph inputs. See README, "Export for phones and other runtimes".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -104,7 +105,7 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
                               f"today: image, audio and text classification, object detection")
     task_data = _task_data(task, config)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as scratch:
+    with _writing(output), tempfile.TemporaryDirectory() as scratch:
         saved_model = Path(scratch) / "saved_model"
         _write_saved_model(saved_model, edge)
         with atomic_path(output, suffix=output.suffix) as tmp:
@@ -141,9 +142,32 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
                  "preprocessor": preprocessor.get_config() if preprocessor is not None else None,
                  "app_steps": [*(preprocessor.edge_steps if preprocessor is not None else ()),
                                *task_output_steps(edge)]}
-    atomic_write_text(_sibling(output, ".signature.json"), json.dumps(signature, indent=2) + "\n")
-    atomic_write_text(_sibling(output, ".export_report.json"), json.dumps(report, indent=2) + "\n")
+    with _writing(output):
+        atomic_write_text(_sibling(output, ".signature.json"), json.dumps(signature, indent=2) + "\n")
+        atomic_write_text(_sibling(output, ".export_report.json"), json.dumps(report, indent=2) + "\n")
     return report
+
+
+@contextlib.contextmanager
+def _writing(output: Path):
+    """Turns a full disk, a file-size limit or an unwritable folder into one error naming `output`; the
+    temporary files are gone by then (atomic_path and the scratch folder remove theirs)."""
+    import errno
+
+    import tensorflow as tf
+
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise EdgeExportError(f"--output {output}: could not be written ({error.strerror}); nothing was "
+                              f"half-written") from None
+    except (tf.errors.OutOfRangeError, tf.errors.ResourceExhaustedError, tf.errors.InternalError,
+            tf.errors.UnknownError, tf.errors.PermissionDeniedError) as error:
+        first = " ".join(getattr(error, "message", str(error)).split())[:300]
+        raise EdgeExportError(f"--output {output}: could not be written ({first}); nothing was half-written, "
+                              f"free some space and export again") from None
 
 
 SIGNATURE_KIND = "edge-export"

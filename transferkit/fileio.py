@@ -33,8 +33,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     `suffix` keeps an extension that the writer checks (".keras", ".h5").
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as error:  # say the user's path, not the hidden temporary one
+        from transferkit.errors import TransferkitError
+
+        raise TransferkitError(f"{path}: cannot be written ({error.strerror or error})") from None
     os.close(fd)
     try:
         yield Path(tmp)

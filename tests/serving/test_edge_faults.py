@@ -120,3 +120,27 @@ def test_fault_31_08_evaluate_refuses_another_runs_file(trained_run, exported, t
 def test_fault_31_20_an_image_file_given_a_text_says_what_it_takes(exported, capsys):
     assert main(["predict", str(exported), "--text", "hello"]) == 2
     assert "takes files (images or clips), not texts" in capsys.readouterr().err
+
+
+def test_fault_31_18_an_export_that_runs_out_of_space_is_a_one_line_error(trained_run, tmp_path):
+    import subprocess
+    import sys
+
+    output = tmp_path / "m.tflite"
+    command = (f"ulimit -f 50; exec {sys.executable} -m transferkit export {trained_run} --format tflite "
+               f"--output {output}")
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "could not be written" in last and str(output) in last and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing half-written, no temporary left
+
+
+def test_fault_31_an_unwritable_output_names_the_users_path(trained_run, tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"  # a file where the output's folder would be (root ignores chmod)
+    blocker.write_text("mine")
+    target = blocker / "m.tflite"
+    assert main(["export", str(trained_run), "--format", "tflite", "--output", str(target)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert str(target) in error and "cannot be written" in error and "/.m.tflite" not in error
+    assert blocker.read_text() == "mine"
