@@ -206,6 +206,12 @@ def read_signature(path: str | os.PathLike) -> dict[str, Any]:
         raise EdgeExportError(f"{path}: expected a .tflite or .onnx file written by `transferkit export`")
     if not path.is_file():
         raise EdgeExportError(f"{path}: no such file")
+    if path.suffix.lower() == ".tflite":
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+        if len(head) < 8 or head[4:8] != b"TFL3":  # the FlatBuffer file identifier of every LiteRT model
+            raise EdgeExportError(f"{path}: not a LiteRT model (no TFL3 identifier); expected a .tflite file "
+                                  f"written by `transferkit export`")
     sig_path = signature_path(path)
     signature = _read_signature_json(sig_path)
     if signature.get("transferkit") != SIGNATURE_KIND or not isinstance(signature.get("sha256"), str):

@@ -78,7 +78,10 @@ def read_wav(path: str | os.PathLike | bytes) -> tuple[np.ndarray, int]:
     source = io.BytesIO(path) if isinstance(path, bytes) else path
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", wavfile.WavFileWarning)
-        rate, data = wavfile.read(source, mmap=False)
+        try:
+            rate, data = wavfile.read(source, mmap=False)
+        except Exception as error:  # scipy's parser raises many types on damaged headers (zero channels, ...)
+            raise ValueError(f"not a readable WAV file ({type(error).__name__}: {error})") from None
     for warning in caught:
         # Unknown chunks are skipped, as they should be; a short body is refused, as the serving graph's
         # decoder refuses it, so `predict`, training and the server agree on what a valid clip is.

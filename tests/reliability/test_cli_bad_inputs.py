@@ -1,5 +1,6 @@
 """Every command, a family of bad inputs: exit 2, one line on stderr, no traceback, nothing changed on disk."""
 
+import gzip
 import hashlib
 from pathlib import Path
 
@@ -26,6 +27,13 @@ def workspace(tmp_path_factory):
     (run / "model.keras").write_bytes(b"not a model")
     (run / "config.yaml").write_text(yaml.safe_dump(good))
     (run / "info.json").write_text("{not json")
+    (root / "fake.tflite").write_text("hello")
+    (root / "notes.tflite").write_text("mine")
+    row = f"{root / 'images' / 'circle' / 'circle_000.png'},circle\n".encode()
+    with gzip.open(root / "bomb.csv.gz", "wb", compresslevel=9) as handle:
+        handle.write(b"path,label\n" + row * (30_000_000 // len(row)))
+    whole = gzip.compress(b"path,label\n" + row * 50)
+    (root / "truncated.csv.gz").write_bytes(whole[: len(whole) // 2])
     return root
 
 
@@ -66,6 +74,21 @@ CASES = [
     ("lr-find, infinite rate", ["lr-find", "{root}/good.yaml", "--max-lr", "inf"]),
     ("presets import, unknown name", ["presets", "import", "nosuch"]),
     ("predict, server without model", ["predict", "--server", "127.0.0.1:1", "{root}/images/circle/circle_000.png"]),
+    # Issue 31: edge files, show, compressed inputs, output folders.
+    ("export tflite, over the run's model", ["export", "{root}/broken_run", "--format", "tflite", "--output",
+                                            "{root}/broken_run/model.keras", "--force"]),
+    ("export tflite, over a user's file", ["export", "{root}/broken_run", "--format", "tflite", "--output",
+                                          "{root}/notes.tflite", "--force"]),
+    ("predict, a text file named .tflite", ["predict", "{root}/fake.tflite", "{root}/images/circle/circle_000.png"]),
+    ("predict, a .tflite given texts", ["predict", "{root}/fake.tflite", "--text", "hello"]),
+    ("evaluate, a text file named .tflite", ["evaluate", "{root}/broken_run", "--model", "{root}/fake.tflite"]),
+    ("show, not a run", ["show", "{root}/images"]),
+    ("train, gzip bomb CSV", ["train", "{root}/good.yaml", "--set", "data.train={root}/bomb.csv.gz",
+                             "--output", "{root}/out_bomb"]),
+    ("train, truncated gzip CSV", ["train", "{root}/good.yaml", "--set", "data.train={root}/truncated.csv.gz",
+                                   "--output", "{root}/out_truncated"]),
+    ("train, a user's folder as output", ["train", "{root}/good.yaml", "--output", "{root}/images"]),
+    ("serve, huge batch", ["serve", "--model-base", "{root}/models", "--batching", "--max-batch-size", "1000000000"]),
 ]
 
 
