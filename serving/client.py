@@ -14,7 +14,6 @@ with GrpcClient("localhost:8500") as client:
 from __future__ import annotations
 
 import base64
-import dataclasses
 import http.client
 import json
 import random
@@ -164,14 +163,14 @@ class GrpcClient:
         return decode_records(self.predict_encoded(model, files, **kwargs), top_k)
 
     def detect(self, model: str, images: Sequence[bytes], extra_inputs: dict[str, Any] | None = None,
-               **kwargs) -> list[list[Detection]]:
-        """Encoded images through a detector: the detections of each image, as typed records.
+               **kwargs) -> list[Any]:
+        """Encoded images through a detector: the records its task decodes (its detections) per image.
 
         `extra_inputs` feeds the other inputs of a signature, e.g. the
         thresholds of `serving_thresholds` (`signature="serving_thresholds"`).
         """
         inputs = {"images": list(images), **(extra_inputs or {})}
-        return detections_from_outputs(self.predict(model, inputs, **kwargs))
+        return decode_records(self.predict(model, inputs, **kwargs))
 
     def classify_texts(self, model: str, texts: Sequence[str], **kwargs) -> dict[str, Any]:
         """Raw texts through a text classifier's `serving_default` (tokenised in the served graph)."""
@@ -209,34 +208,6 @@ class GrpcClient:
                  "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
                  "error_code": s.status.error_code, "error_message": s.status.error_message}
                 for s in response.model_version_status]
-
-
-@dataclasses.dataclass(frozen=True)
-class Detection:
-    """One detected object: its box in the original image's pixels, class and score."""
-
-    label: str
-    class_id: int
-    score: float
-    box: tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
-
-    def __str__(self) -> str:
-        xmin, ymin, xmax, ymax = self.box
-        return f"{self.score:7.4f}  {self.label}  [{xmin:.1f}, {ymin:.1f}, {xmax:.1f}, {ymax:.1f}]"
-
-
-def detections_from_outputs(outputs: dict[str, Any]) -> list[list[Detection]]:
-    """A detector's batched outputs (boxes, scores, class_ids, labels, num_detections) as records per image."""
-    outputs = _decode_labels(dict(outputs))
-    boxes = np.asarray(outputs["boxes"], dtype=np.float32)
-    counts = np.asarray(outputs["num_detections"]).reshape(-1)
-    result = []
-    for i, count in enumerate(counts):
-        result.append([
-            Detection(label=str(outputs["labels"][i][j]), class_id=int(outputs["class_ids"][i][j]),
-                      score=float(outputs["scores"][i][j]), box=tuple(float(v) for v in boxes[i, j]))
-            for j in range(int(count))])
-    return result
 
 
 def decode_records(outputs: dict[str, Any], top_k: int | None = None) -> list[Any]:
@@ -342,9 +313,9 @@ class RestClient:
         """Encoded files through `serving_default`, decoded by their task: one record per file."""
         return decode_records(batch_rows(self.predict_images(model, files, **kwargs)), top_k)
 
-    def detect(self, model: str, images: Sequence[bytes], **kwargs) -> list[list[Detection]]:
-        """Encoded images through a detector's `serving_default`: the detections of each image, as typed records."""
-        return detections_from_outputs(batch_rows(self.predict_images(model, images, **kwargs)))
+    def detect(self, model: str, images: Sequence[bytes], **kwargs) -> list[Any]:
+        """Encoded images through a detector's `serving_default`: the records its task decodes per image."""
+        return decode_records(batch_rows(self.predict_images(model, images, **kwargs)))
 
     def predict_pixels(self, model: str, pixels: np.ndarray, **kwargs) -> list[dict[str, Any]]:
         body = {"signature_name": "serving_pixels", "instances": np.asarray(pixels, np.float32).tolist()}

@@ -141,7 +141,7 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
                  "labels": list(info["class_names"]),
                  "preprocessor": preprocessor.get_config() if preprocessor is not None else None,
                  "app_steps": [*(preprocessor.edge_steps if preprocessor is not None else ()),
-                               *task_output_steps(edge)]}
+                               *edge.output_steps]}
     with _writing(output):
         atomic_write_text(_sibling(output, ".signature.json"), json.dumps(signature, indent=2) + "\n")
         atomic_write_text(_sibling(output, ".export_report.json"), json.dumps(report, indent=2) + "\n")
@@ -268,14 +268,6 @@ def _task_data(task, config):
 
     with held_tensorflow_notes():
         return task.datasets().with_options(pipeline_options(config.training.data_autotune))
-
-
-def task_output_steps(edge) -> list[str]:
-    if edge.one_example:
-        return ["run one image at a time; read boxes (xyxy, in model-input pixels: scale by the original "
-                "size over image_size), scores, class_ids (labels order) and num_detections (rows past it "
-                "are padding)"]
-    return ["read probabilities; argmax gives the label"]
 
 
 def _sibling(path: Path, suffix: str) -> Path:
@@ -673,27 +665,25 @@ def predict_edge(path: str | os.PathLike, inputs: list[str], top_k: int = 3, tex
         wanted = "texts (--text or --file)" if takes_texts(preprocessor) else "files (images or clips), not texts"
         raise EdgeExportError(f"{path}: this {signature['task']} file takes {wanted}")
     runner, labels = runner_for(path, signature), signature["labels"]
-    k = max(1, min(int(top_k), len(labels)))
+    task_class = edge_task_class(path, signature)
     for item in inputs:
         outputs = runner(_prepared(preprocessor, item))
-        if "num_detections" in outputs:
-            count = int(np.asarray(outputs["num_detections"]).reshape(-1)[0])
-            yield item, [(_label(labels, c), float(s), [round(float(v), 1) for v in b]) for b, s, c in
-                         zip(outputs["boxes"][0][:count], outputs["scores"][0][:count],
-                             outputs["class_ids"][0][:count])]
-            continue
-        probabilities = np.asarray(next(iter(outputs.values())) if len(outputs) == 1
-                                   else outputs["probabilities"], np.float32)[0]
-        if probabilities.shape != (len(labels),):
-            raise EdgeExportError(f"{path}: gives {probabilities.shape[0]} scores for the {len(labels)} labels "
-                                  f"of {signature_path(path).name}")
-        order = np.argsort(-probabilities)[:k]
-        yield item, [(labels[i], float(probabilities[i])) for i in order]
+        try:
+            yield item, task_class.decode_edge(outputs, labels, top_k)[0]
+        except (ValueError, KeyError, IndexError) as error:
+            raise EdgeExportError(f"{path}: its outputs do not fit {signature_path(path).name} ({error})") from None
 
 
-def _label(labels: list[str], class_id) -> str:
-    index = int(class_id)
-    return labels[index] if 0 <= index < len(labels) else f"class {index}"
+def edge_task_class(path: str | os.PathLike, signature: dict[str, Any] | None = None):
+    """The task that exported the file (its signature's `task`): it decodes and describes the records."""
+    from transferkit.registry import get_task
+
+    signature = _read_signature_json(signature_path(path)) if signature is None else signature
+    try:
+        return get_task(str(signature.get("task")))
+    except TransferkitError:
+        raise EdgeExportError(f"{path}: exported by task {_short_json(signature.get('task'))}, which is not "
+                              f"installed") from None
 
 
 def _prepared(preprocessor, item: str):

@@ -138,18 +138,12 @@ def _cmd_predict(args) -> int:
     if not args.run_dir:
         raise TransferkitError("predict: give a RUN_DIR, or --server HOST:PORT --model NAME")
     if Path(args.run_dir).suffix.lower() in (".tflite", ".onnx"):
-        from transferkit.classification.records import ClassifierRecords
-        from transferkit.serving.edge_export import predict_edge
+        from transferkit.serving.edge_export import edge_task_class, predict_edge
 
         texts = _texts_from_args(args)
-        for item, records in predict_edge(args.run_dir, texts or args.images, top_k=args.top_k,
-                                          texts=bool(texts)):
-            if records and len(records[0]) == 3:  # a detector's (label, score, box)
-                described = "\n".join(f"  {score:7.4f}  {label}  {box}" for label, score, box in records) or \
-                    "  (no detections)"
-            else:
-                described = ClassifierRecords.describe(records)
-            print(f"{_excerpt(item) if texts else item}\n{described}")
+        records = predict_edge(args.run_dir, texts or args.images, top_k=args.top_k, texts=bool(texts))
+        for item, record in records:  # the signature is checked before the first record
+            print(f"{_excerpt(item) if texts else item}\n{edge_task_class(args.run_dir).describe(record)}")
         return 0
     texts = _texts_from_args(args)
     if texts:

@@ -76,6 +76,7 @@ class EdgeModel:
         int8_float_ops: LiteRT op types that int8 files keep in float, except where they make the
             file's outputs (which stay integer, so the outputs can be uint8 or int8 as asked).
             A transformer's: `TRANSFORMER_INT8_FLOAT_OPS`.
+        output_steps: what an app does with the file's outputs, for the signature file's `app_steps`.
     """
 
     inputs: dict[str, Any]
@@ -86,6 +87,7 @@ class EdgeModel:
     calibration: Callable[[list], list] | None = None
     int8_integer_scope: str | None = None
     int8_float_ops: tuple[str, ...] = ()
+    output_steps: tuple[str, ...] = ("read the outputs as the task's signature names them",)
 
     @property
     def input_names(self) -> list[str]:

@@ -405,6 +405,12 @@ class Task(abc.ABC):
         """One record (from `predict` or `decode`) as indented lines, for the terminal."""
         return f"  {record}"
 
+    @classmethod
+    def decode_edge(cls, outputs: Mapping[str, Any], labels: list[str], top_k: int = 3) -> list[Any]:
+        """A batch of an exported (LiteRT, ONNX) file's outputs -> one record per example, as `predict`
+        gives them; the file's `labels` name the classes. A ValueError when the outputs do not fit."""
+        raise NotImplementedError(f"task {cls.name!r} does not decode edge outputs")
+
 
     # -- what travels with the model -----------------------------------------
 

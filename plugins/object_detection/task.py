@@ -284,7 +284,7 @@ class ObjectDetection(Task):
         return {key: np.asarray(value) for key, value in out.items()}
 
     def _records(self, out, index, scale, class_names):
-        from transferkit.serving.client import Detection
+        from transferkit.plugins.object_detection.records import Detection
 
         return [Detection(label=class_names[int(out["class_ids"][index, j])], class_id=int(out["class_ids"][index, j]),
                           score=float(out["scores"][index, j]),
@@ -326,7 +326,21 @@ class ObjectDetection(Task):
         # Quantised whole, box decoding shares one int8 scale between anchors (hundreds of pixels) and
         # deltas (about 1), and every box collapses to one point (mAP 0 on raccoon): only the network is int8.
         return EdgeModel(inputs={"pixels": spec}, function=detect,
-                         score=lambda data: DetectionScore(data, info), one_example=True, int8_integer_scope=model.name)
+                         score=lambda data: DetectionScore(data, info), one_example=True, int8_integer_scope=model.name,
+                         output_steps=("run one image at a time; read boxes (xyxy, in model-input pixels: scale by "
+                                       "the original size over image_size), scores, class_ids (labels order) and "
+                                       "num_detections (rows past it are padding)",))
+
+    @classmethod
+    def decode_edge(cls, outputs, labels: list[str], top_k: int = 3):
+        """An exported detector's outputs -> [Detection, ...] per image, boxes in model-input pixels."""
+        from transferkit.plugins.object_detection.records import Detection
+
+        counts = np.asarray(outputs["num_detections"]).reshape(-1)
+        return [[Detection(label=labels[c] if 0 <= (c := int(outputs["class_ids"][i][j])) < len(labels)
+                           else f"class {c}", class_id=c, score=float(outputs["scores"][i][j]),
+                           box=tuple(round(float(v), 1) for v in outputs["boxes"][i][j]))
+                 for j in range(int(count))] for i, count in enumerate(counts)]
 
     def predict(self, model, paths, info, save_dir=None, score_threshold: float | None = None, **options):
         """Yields (path, [Detection, ...]) with boxes in the image's own pixels; `save_dir` gets annotated copies."""
@@ -356,7 +370,7 @@ class ObjectDetection(Task):
     @classmethod
     def decode(cls, outputs, top_k=None):
         """[Detection, ...] per image, from the served boxes, scores, classes and counts."""
-        from transferkit.serving.client import detections_from_outputs
+        from transferkit.plugins.object_detection.records import detections_from_outputs
 
         return detections_from_outputs(outputs)
 

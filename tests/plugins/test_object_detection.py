@@ -201,7 +201,8 @@ def test_a_fresh_process_evaluates_and_predicts_a_saved_detector(trained, shapes
 def test_served_detector_answers_grpc_and_rest_with_typed_detections(trained, shapes_csv, capsys):
     import tensorflow as tf
 
-    from transferkit.serving.client import Detection, GrpcClient, RestClient
+    from transferkit.plugins.object_detection.records import Detection
+    from transferkit.serving.client import GrpcClient, RestClient
     from transferkit.serving.server import EmbeddedServer
 
     base = trained["export_dir"].parent.parent

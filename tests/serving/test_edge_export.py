@@ -190,8 +190,10 @@ def test_a_detector_exports_with_nms_in_the_file_and_is_scored_by_map(detection_
     _, _, _, info = load_run(detection_run)
     image = sorted((detection_run.parent / "data" / "images").iterdir())[0]
     records = next(predict_edge(output, [str(image)]))[1]
-    assert records and all(label in info["class_names"] and 0 <= score <= 1 and len(box) == 4
-                           for label, score, box in records)
+    assert records and all(d.label in info["class_names"] and 0 <= d.score <= 1 and len(d.box) == 4
+                           for d in records)
+    assert main(["predict", str(output), str(image)]) == 0
+    assert str(records[0]) in capsys.readouterr().out  # described by the detection task, as `predict RUN` is
     assert main(["evaluate", str(detection_run), "--model", str(output)]) == 0
     assert "map50" in capsys.readouterr().out
 

@@ -51,4 +51,18 @@ class ClassifierRecords:
         transformer_text = names == ["padding_mask", "token_ids"]
         return EdgeModel(inputs=specs, function=classify, keras_model=model if names == ["pixels"] else None,
                          calibration=packed_token_rows if transformer_text else None,
-                         int8_float_ops=TRANSFORMER_INT8_FLOAT_OPS if transformer_text else ())
+                         int8_float_ops=TRANSFORMER_INT8_FLOAT_OPS if transformer_text else (),
+                         output_steps=("read probabilities; argmax gives the label",))
+
+    @classmethod
+    def decode_edge(cls, outputs, labels: list[str], top_k: int = 3) -> list[list[tuple[str, float]]]:
+        """An exported file's outputs for a batch -> [(label, probability), ...] per example, best first."""
+        import numpy as np
+
+        probabilities = np.asarray(outputs["probabilities"] if "probabilities" in outputs
+                                   else next(iter(outputs.values())), np.float32)
+        if probabilities.ndim != 2 or probabilities.shape[1] != len(labels):
+            raise ValueError(f"{probabilities.shape[-1]} scores for {len(labels)} labels")
+        k = max(1, min(int(top_k), len(labels)))
+        order = np.argsort(-probabilities, axis=1)[:, :k]
+        return [[(labels[i], float(row[i])) for i in ranked] for row, ranked in zip(probabilities, order)]
