@@ -217,7 +217,7 @@ def _save_final_model_and_metrics(out: Path, task, data, full_model, state: dict
     save_model(full_model, out / "model.keras")
     metrics = task.evaluate(full_model, data, data.info, out / "report") if data.val is not None else {}
     facts = {"best_epoch": state.get("best_epoch"), "time_limit_reached": bool(state.get("time_limit_reached")),
-             "elapsed_seconds": round(clock.elapsed(), 3)}
+             "elapsed_seconds": round(clock.elapsed(), 3), "score": task.score()[0]}
     section = task.data_section()
     if section is not None and section.test:
         facts["test"] = evaluate_split(task, full_model, data.info, section.test, out / "test" / "report",
@@ -358,7 +358,7 @@ def load_run(run_dir: str | os.PathLike):
 
 
 # What training recorded in metrics.json that an evaluation cannot know, kept when the run is re-evaluated.
-TRAINING_FACTS = ("best_epoch", "time_limit_reached", "elapsed_seconds", "test")
+TRAINING_FACTS = ("best_epoch", "time_limit_reached", "elapsed_seconds", "score", "test")
 
 
 def evaluation_dir(run_dir: str | os.PathLike, data: str | None) -> Path:

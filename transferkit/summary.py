@@ -194,8 +194,11 @@ def run_summary(run_dir: str | Path, metrics_dir: str | Path | None = None) -> s
 
 
 def _closing_line(run_dir: Path, info: dict, metrics: dict, scores: dict, folder: Path) -> str:
-    # The score `compare` reports for each task (Task.score): mAP for detection, accuracy for classifiers.
-    name = next((k for k in ("map", "accuracy", "loss") if k in scores), next(iter(scores), None))
+    # The score the task names (Task.score, recorded in metrics.json as "score"); runs from before it was
+    # recorded: the first of mAP, accuracy, loss.
+    named = metrics.get("score") if isinstance(metrics.get("score"), str) else None
+    name = named if named in scores else next((k for k in ("map", "accuracy", "loss") if k in scores),
+                                              next(iter(scores), None))
     score = f"{name} {scores[name]:.4f}" if name in scores else "no score"
     elapsed = metrics.get("elapsed_seconds")
     took = f" in {_seconds(float(elapsed))}" if _finite(elapsed) and 0 <= elapsed < MAX_SECONDS else ""

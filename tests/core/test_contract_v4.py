@@ -1,0 +1,35 @@
+"""Contract v4 (issue 33): core asks the task, not a list of task names."""
+
+import json
+
+import numpy as np
+import pytest
+
+
+def test_the_summary_closes_on_the_score_the_task_names(tmp_path):
+    from transferkit.summary import run_summary
+
+    (tmp_path / "info.json").write_text(json.dumps({"task": "some_task", "class_names": ["a", "b"]}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"map": 0.3, "accuracy": 0.5, "score": "accuracy"}))
+    assert run_summary(tmp_path).splitlines()[-1].startswith("done: accuracy 0.5000")
+    (tmp_path / "metrics.json").write_text(json.dumps({"map": 0.3, "accuracy": 0.5}))  # an older run
+    assert run_summary(tmp_path).splitlines()[-1].startswith("done: map 0.3000")
+
+
+def test_classifier_edge_outputs_decode_to_ranked_records():
+    from transferkit.classification.records import ClassifierRecords
+
+    records = ClassifierRecords.decode_edge({"probabilities": np.array([[0.1, 0.7, 0.2]])}, ["a", "b", "c"], 2)
+    assert records == [[("b", pytest.approx(0.7)), ("c", pytest.approx(0.2))]]
+    with pytest.raises(ValueError, match="3 scores for 2 labels"):
+        ClassifierRecords.decode_edge({"probabilities": np.zeros((1, 3))}, ["a", "b"])
+
+
+def test_detector_edge_outputs_decode_to_detections():
+    from transferkit.plugins.object_detection.records import Detection
+    from transferkit.registry import get_task
+
+    outputs = {"boxes": np.array([[[1, 2, 3, 4], [0, 0, 0, 0]]], np.float32), "scores": np.array([[0.9, 0.0]]),
+               "class_ids": np.array([[1, 0]]), "num_detections": np.array([1])}
+    records = get_task("object_detection").decode_edge(outputs, ["cat", "dog"])
+    assert records == [[Detection(label="dog", class_id=1, score=pytest.approx(0.9), box=(1.0, 2.0, 3.0, 4.0))]]
