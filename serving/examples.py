@@ -28,8 +28,9 @@ def as_servable_bytes(data: bytes) -> bytes:
         return out.getvalue()
 
 
-def encoded_image_examples(info: Mapping[str, Any], count: int) -> list[bytes]:
-    """Up to `count` encoded images recorded by the run, or generated ones when the files are gone."""
+def encoded_image_examples(info: Mapping[str, Any], count: int, image_size: tuple[int, int]) -> list[bytes]:
+    """Up to `count` encoded images recorded by the run, or generated ones of `image_size` (the run's
+    preprocessor's) when the files are gone."""
     encoded: list[bytes] = []
     for path in info.get("examples", info.get("sample_images", [])):
         if len(encoded) >= count:
@@ -42,7 +43,7 @@ def encoded_image_examples(info: Mapping[str, Any], count: int) -> list[bytes]:
         import tensorflow as tf
 
         rng = np.random.default_rng(0)
-        height, width = info["image_size"]
+        height, width = image_size
         for _ in range(min(count, 4)):
             pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
             encoded.append(tf.io.encode_jpeg(pixels).numpy())

@@ -297,11 +297,12 @@ class _FlopCounter:
         from transferkit.models.freezing import apply_freeze_plan
         from transferkit.registry import get_task
 
+        task = get_task(config.task)(config, info)
+        preprocessor = task.preprocessor(info)  # the model's input shape: image size, sequence length, ...
         key = (config.task, config.backbone.preset, json.dumps(config.backbone.config, sort_keys=True),
-               json.dumps(info.get("image_size")), len(info.get("class_names", [])),
-               json.dumps(info.get("sequence_length")))
+               json.dumps(preprocessor.get_config() if preprocessor is not None else None, sort_keys=True),
+               len(info.get("class_names", [])))
         if key not in self._built:
-            task = get_task(config.task)(config, info)
             backbone = task.load_backbone(config.backbone, load_weights=False)
             model = task.build_model(backbone, info)
             self._built[key] = (backbone, count_forward_flops(model, backbone))

@@ -333,7 +333,7 @@ class ImageClassification(PixelClassifier):
     def serving_examples(self, info, count):
         from transferkit.serving.examples import encoded_image_examples
 
-        return [{"images": image} for image in encoded_image_examples(info, count)]
+        return [{"images": image} for image in encoded_image_examples(info, count, self.preprocessor(info).image_size)]
 
     def check_serving(self, model, signatures, examples, info):
         import tensorflow as tf

@@ -393,7 +393,7 @@ class ObjectDetection(Task):
     def serving_examples(self, info, count):
         from transferkit.serving.examples import encoded_image_examples
 
-        return [{"images": image} for image in encoded_image_examples(info, count)]
+        return [{"images": image} for image in encoded_image_examples(info, count, self.preprocessor(info).image_size)]
 
     def check_serving(self, model, signatures, examples, info):
         from transferkit.plugins.object_detection.serving import check_detection_parity
