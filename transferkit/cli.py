@@ -550,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that never import TensorFlow, so stay fast.
-LIGHT_COMMANDS = frozenset({"tasks", "config"})
+LIGHT_COMMANDS = frozenset({"tasks", "config", "show"})  # none of these needs TensorFlow
 
 
 def _add_verbose(parser: argparse.ArgumentParser) -> None:

@@ -416,3 +416,16 @@ def test_fault_31_12_a_bad_test_split_stops_the_run_before_training(tmp_path, ki
     with pytest.raises(TransferkitError):
         train(build_run_config(config), tmp_path / "run")
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+def test_fault_31_show_answers_without_importing_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    run = _fake_run(tmp_path / "run")
+    code = ("import sys; from transferkit.cli import main; "
+            f"main(['show', {str(run)!r}]); main(['show', {str(tmp_path / 'none')!r}]); "
+            "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stderr[-2000:]
+    assert "no info.json" in result.stderr
