@@ -1,6 +1,6 @@
 """One interface over every pretrained backbone.
 
-`load_backbone(config, image_size)` returns a `FeatureBackbone`: the Keras
+`load_backbone(config)` returns a `FeatureBackbone`: the Keras
 backbone model, the normalisation its weights expect, and its layers grouped
 into blocks from input to output. Freezing, learning-rate groups and feature
 caching all work on that interface, whatever the architecture.
@@ -114,7 +114,7 @@ class FeatureBackbone:
     Example:
 
     ```python
-    backbone = load_backbone(BackboneConfig(preset="efficientnet-lite0"), (224, 224))
+    backbone = load_backbone(BackboneConfig(preset="efficientnet-lite0"))
     [b.name for b in backbone.blocks()]  # ['stem', 'block1', ..., 'top']
     ```
     """
@@ -274,8 +274,7 @@ def _keras_hub_backbone_class(architecture: str) -> type:
     )
 
 
-def load_backbone(config: BackboneConfig, image_size: Sequence[int] = (224, 224),
-                  unused_layers: Sequence[str] = ()) -> FeatureBackbone:
+def load_backbone(config: BackboneConfig, unused_layers: Sequence[str] = ()) -> FeatureBackbone:
     """Builds the backbone a config names (see BackboneConfig); `unused_layers` stay out of its blocks."""
     backbone = _load(config)
     return backbone.without_layers(unused_layers) if unused_layers else backbone
