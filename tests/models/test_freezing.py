@@ -10,7 +10,7 @@ from transferkit.testing import TINY_EFFICIENTNET
 
 @pytest.fixture
 def backbone():
-    return load_backbone(BackboneConfig(**TINY_EFFICIENTNET), (32, 32))
+    return load_backbone(BackboneConfig(**TINY_EFFICIENTNET))
 
 
 def _trainable_layers(backbone):

@@ -19,7 +19,7 @@ def test_unknown_named_preset_offline_explains_routes(monkeypatch):
 
     monkeypatch.setattr(keras_hub.models.Backbone, "from_preset", offline)
     with pytest.raises(PresetError) as error:
-        load_backbone(BackboneConfig(preset="resnet_18_imagenet"), (32, 32))
+        load_backbone(BackboneConfig(preset="resnet_18_imagenet"))
     message = str(error.value)
     assert "preset 'resnet_18_imagenet' could not be loaded" in message
     assert "local preset folder" in message and "transferkit presets import" in message
@@ -52,7 +52,7 @@ def test_import_then_list_and_load_by_name(tmp_path, capsys):
     assert "imported 'efficientnet-lite0' into" in capsys.readouterr().out
     assert main(["presets", "list"]) == 0
     assert "cached" in capsys.readouterr().out
-    backbone = load_backbone(BackboneConfig(preset="efficientnet-lite0"), (224, 224))
+    backbone = load_backbone(BackboneConfig(preset="efficientnet-lite0"))
     assert backbone.feature_dim == 1280
     assert [b.name for b in backbone.blocks()][-3:] == ["block6", "block7", "top"]
     assert backbone.normalization.scale == pytest.approx([1 / 128] * 3)

@@ -61,7 +61,7 @@ def timm_folder(tmp_path_factory):
 
 def test_timm_folder_loads_with_its_weights_and_normalisation(timm_folder):
     folder, tensors = timm_folder
-    backbone = load_backbone(BackboneConfig(preset=str(folder)), (64, 64))
+    backbone = load_backbone(BackboneConfig(preset=str(folder)))
     assert backbone.architecture == "ResNetBackbone"
     assert backbone.feature_dim == 512
     kernel = np.asarray(backbone.model.get_layer("conv1_conv").kernel)
