@@ -84,7 +84,7 @@ def test_cli_export_and_predict_from_the_file(trained_run, tmp_path, capsys):
     assert lines[0] == image and len(lines) == 3
     (tmp_path / "shapes.signature.json").unlink()
     assert main(["predict", str(output), image]) == 2
-    assert "no shapes.signature.json next to it" in capsys.readouterr().err
+    assert "shapes.signature.json: missing" in capsys.readouterr().err
 
 
 def test_evaluate_scores_an_exported_file_next_to_the_keras_model(trained_run, tmp_path, capsys):
