@@ -30,11 +30,14 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(BIN)/transferkit demo --output runs/demo
 
+# Both cores: tests run in two processes, each test file on one (its module fixtures are built once).
+PYTEST_PARALLEL := -n auto --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not integration"
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs

@@ -90,6 +90,9 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
     versions = list_versions(model_dir)  # complete or not: a new export never reuses a number
     version = version or (versions[-1] + 1 if versions else 1)
     final = model_dir / str(version)
+    if final.exists() and force and not (final / "saved_model.pb").is_file():
+        raise ExportError(f"{final}: exists and is not a SavedModel (no saved_model.pb); not replaced, even with "
+                          f"--force")
     if final.exists() and not force:
         raise ExportError(f"{final}: version {version} of {name!r} already exists; pass --force to replace it "
                           f"or leave --version out to write version {versions[-1] + 1}")
@@ -134,8 +137,11 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
         bar.set_postfix_str("reload and parity check")
         report = verify_export(tmp, model, task, info, examples[:8], expected=set(signatures))
         bar.update(1)
-        (tmp / "assets.extra" / "transferkit_export.json").write_text(json.dumps(
-            {"run_dir": str(run_dir.resolve()), "task": config.task, "version": version, **report}, indent=2))
+        # Every file's sha256: `transferkit serve` checks them before TensorFlow reads the version.
+        (tmp / "assets.extra" / EXPORT_RECORD).write_text(json.dumps(
+            {"run_dir": str(run_dir.resolve()), "task": config.task, "version": version, **report,
+             "labels": list(info.get("class_names", [])), "preprocessor": info.get("preprocessor"),
+             "files": file_digests(tmp)}, indent=2))
         _move_into_place(tmp, final, force)
         bar.update(1)
     except BaseException:
@@ -175,10 +181,43 @@ def verify_export(saved_dir: Path, model, task, info: dict[str, Any], examples: 
             "custom_ops": non_core_ops(graph_ops(saved_dir))}
 
 
+EXPORT_RECORD = "transferkit_export.json"
+
+
+def file_digests(saved_dir: Path) -> dict[str, str]:
+    """{path inside the SavedModel: sha256} of the model's files: the graph, variables and assets. Not
+    `assets.extra/`, which operators edit (TF Serving's warmup requests) and which holds this record."""
+    from transferkit.fileio import file_sha256
+
+    return {str(p.relative_to(saved_dir)): file_sha256(p) for p in sorted(saved_dir.rglob("*"))
+            if p.is_file() and p.relative_to(saved_dir).parts[0] != "assets.extra"}
+
+
+def check_file_digests(saved_dir: Path) -> None:
+    """Raises ValueError naming the first file of a transferkit export that differs from its recorded sha256
+    (damaged, truncated or replaced since export). SavedModels without the record are not checked."""
+    record = Path(saved_dir) / "assets.extra" / EXPORT_RECORD
+    try:
+        files = json.loads(record.read_text()).get("files") if record.stat().st_size < (16 << 20) else None
+    except (OSError, ValueError, AttributeError):
+        return  # written elsewhere, or before the record held digests: TensorFlow's own checks apply
+    if not isinstance(files, dict):
+        return
+    for name, digest in files.items():
+        from transferkit.fileio import file_sha256
+
+        path = Path(saved_dir) / str(name)
+        if not path.is_file() or file_sha256(path) != digest:
+            raise ValueError(f"{path}: does not match the sha256 recorded at export (damaged, truncated or "
+                             f"replaced); export the run again")
+
+
 def _move_into_place(tmp: Path, final: Path, force: bool) -> None:
     if final.exists():
         if not force:
             raise ExportError(f"{final}: appeared while exporting; not replaced (use --force)")
+        if not (final / "saved_model.pb").is_file():
+            raise ExportError(f"{final}: is not a SavedModel (no saved_model.pb); not replaced, even with --force")
         old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
         os.replace(final, old)
         os.replace(tmp, final)

@@ -118,8 +118,11 @@ class LoadedVersion:
     def __init__(self, name: str, version: int, path: Path, batching: BatchingOptions | None):
         import tensorflow as tf
 
+        from transferkit.serving.export import check_file_digests
+
         self.name, self.version, self.path = name, version, path
         self.stamp = version_stamp(path)
+        check_file_digests(path)  # a damaged transferkit export fails to load with the file's name
         load_op_libraries(path)
         self.module = tf.saved_model.load(str(path))
         self.signatures = {key: Signature(key, fn, batching) for key, fn in self.module.signatures.items()}

@@ -102,6 +102,9 @@ def test_fault_31_13_a_text_file_named_tflite_is_refused(tmp_path, capsys):
     fake = tmp_path / "m.tflite"
     fake.write_text("hello")
     assert main(["predict", str(fake), str(fake)]) == 2
+    assert "not a LiteRT model (no TFL3 identifier)" in capsys.readouterr().err
+    fake.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 64)  # looks like one, but nothing vouches for it
+    assert main(["predict", str(fake), str(fake)]) == 2
     assert "m.signature.json: missing" in capsys.readouterr().err
 
 
@@ -144,3 +147,27 @@ def test_fault_31_an_unwritable_output_names_the_users_path(trained_run, tmp_pat
     error = capsys.readouterr().err.strip()
     assert str(target) in error and "cannot be written" in error and "/.m.tflite" not in error
     assert blocker.read_text() == "mine"
+
+
+def test_fault_31_a_damaged_savedmodel_export_fails_to_load_naming_its_file(trained_run, tmp_path):
+    from transferkit.serving.export import export_run
+    from transferkit.serving.model_manager import LoadedVersion
+
+    version = export_run(trained_run, tmp_path / "models", "m", version=1, warmup_records=0)
+    record = json.loads((version / "assets.extra" / "transferkit_export.json").read_text())
+    assert "saved_model.pb" in record["files"] and record["task"] == "image_classification"
+    variables = next((version / "variables").glob("variables.data-*"))
+    raw = bytearray(variables.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    variables.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"variables\.data-.*does not match the sha256 recorded at export"):
+        LoadedVersion("m", 1, version, None)
+
+
+def test_fault_31_export_force_never_replaces_a_folder_that_is_not_a_savedmodel(trained_run, tmp_path, capsys):
+    mine = tmp_path / "models" / "m" / "1"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    assert main(["export", str(trained_run), "--model-base", str(tmp_path / "models"), "--name", "m",
+                 "--version", "1", "--force"]) == 2
+    assert "not a SavedModel" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "mine"
