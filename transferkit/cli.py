@@ -142,8 +142,10 @@ def _cmd_predict(args) -> int:
 
         texts = _texts_from_args(args)
         records = predict_edge(args.run_dir, texts or args.images, top_k=args.top_k, texts=bool(texts))
+        describe = None
         for item, record in records:  # the signature is checked before the first record
-            print(f"{_excerpt(item) if texts else item}\n{edge_task_class(args.run_dir).describe(record)}")
+            describe = describe or edge_task_class(args.run_dir).describe
+            print(f"{_excerpt(item) if texts else item}\n{describe(record)}")
         return 0
     texts = _texts_from_args(args)
     if texts:

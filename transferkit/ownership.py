@@ -21,6 +21,7 @@ from transferkit.fileio import atomic_write_text
 
 RUN_MARKER = ".transferkit-run.json"
 DEMO_MARKER = ".transferkit-demo.json"
+MARKERS = {"run": RUN_MARKER, "demo": DEMO_MARKER}  # the marker file of each kind of folder
 _MARKER_BYTES = 1 << 20  # a marker is a short list of names; a larger file is not ours
 
 
@@ -41,8 +42,8 @@ def _is_legacy_run(folder: Path) -> bool:
     """A run written before the marker: config.yaml, checkpoints/ and an info.json object with a task."""
     if not ((folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir()):
         return False
-    marker = _read_info(folder / "info.json")
-    return marker is not None and isinstance(marker.get("task"), str)
+    info = _read_info(folder / "info.json")
+    return info is not None and isinstance(info.get("task"), str)
 
 
 def _read_info(path: Path) -> dict | None:
@@ -62,7 +63,7 @@ def _is_empty_folder(folder: Path) -> bool:
 def check_output_folder(folder: str | os.PathLike, kind: str = "run") -> Path:
     """Raises unless `folder` is new, empty, or a folder transferkit wrote as a `kind` ("run" or "demo")."""
     folder = Path(folder)
-    marker = RUN_MARKER if kind == "run" else DEMO_MARKER
+    marker = MARKERS[kind]
     if folder.is_symlink() and not folder.exists():
         raise TransferkitError(f"--output {folder}: is a broken symbolic link; expected a folder")
     if not folder.exists():
@@ -87,7 +88,7 @@ def _safe_names(names: Iterable) -> list[str]:
 
 def written_names(folder: Path, kind: str = "run") -> list[str]:
     """The names a previous `kind` recorded in its marker (or, for a legacy run, its artifacts.json files)."""
-    marker = _read_marker(folder / (RUN_MARKER if kind == "run" else DEMO_MARKER), kind)
+    marker = _read_marker(folder / MARKERS[kind], kind)
     if marker is not None:
         return _safe_names(marker.get("written", []))
     legacy = folder / "artifacts.json"
@@ -116,4 +117,4 @@ def write_marker(folder: Path, written: Iterable[str], kind: str = "run") -> Non
     from transferkit.version import __version__
 
     marker = {"kind": kind, "transferkit": __version__, "written": sorted(set(_safe_names(written)))}
-    atomic_write_text(folder / (RUN_MARKER if kind == "run" else DEMO_MARKER), json.dumps(marker, indent=2) + "\n")
+    atomic_write_text(folder / MARKERS[kind], json.dumps(marker, indent=2) + "\n")
