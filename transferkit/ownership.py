@@ -5,7 +5,8 @@ the names the run wrote. A fresh start in that folder removes those names and
 nothing else. A folder without the marker is taken only when it is new or empty;
 a non-empty folder that is not ours is a one-line error before anything is
 written or read. Runs written before the marker existed are recognised by their
-`config.yaml`, `info.json` (a JSON object naming a task) and `checkpoints/`.
+`config.yaml`, `info.json` (a JSON object naming a task) and `checkpoints/`; demo
+folders by holding only the demo's folders, with such a run in `run/`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ def _is_legacy_run(folder: Path) -> bool:
     return info is not None and isinstance(info.get("task"), str)
 
 
+def _is_legacy_demo(folder: Path) -> bool:
+    """A demo folder written before the marker: only the demo's own folders, its `run/` a transferkit run."""
+    run = folder / "run"
+    return ({p.name for p in folder.iterdir()} <= {"data", "run", "models", "detection"}
+            and ((run / RUN_MARKER).is_file() or _is_legacy_run(run)))
+
+
 def _read_info(path: Path) -> dict | None:
     try:
         if path.stat().st_size > 64 * _MARKER_BYTES:
@@ -74,6 +82,8 @@ def check_output_folder(folder: str | os.PathLike, kind: str = "run") -> Path:
     if _read_marker(folder / marker, kind) is not None or _is_empty_folder(folder):
         return folder
     if kind == "run" and _is_legacy_run(folder):
+        return folder
+    if kind == "demo" and _is_legacy_demo(folder):
         return folder
     raise TransferkitError(
         f"--output {folder}: is a non-empty folder that transferkit did not write (no {marker}); nothing in it "

@@ -101,6 +101,18 @@ def test_fault_31_01_an_output_that_is_a_file_is_refused(tmp_path):
     assert target.read_text() == "mine"
 
 
+def test_fault_31_01_a_demo_folder_from_before_the_marker_is_still_a_demo(tmp_path):
+    legacy = tmp_path / "demo"
+    (legacy / "run" / "checkpoints").mkdir(parents=True)
+    (legacy / "data").mkdir()
+    (legacy / "run" / "config.yaml").write_text("task: image_classification\n")
+    (legacy / "run" / "info.json").write_text(json.dumps({"task": "image_classification"}))
+    assert check_output_folder(legacy, kind="demo") == legacy
+    (legacy / "thesis.tex").write_text("mine")  # anything else in it: not the demo's folder
+    with pytest.raises(TransferkitError, match="did not write"):
+        check_output_folder(legacy, kind="demo")
+
+
 def test_fault_31_01_demo_refuses_a_users_folder(tmp_path, capsys):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "survey.csv").write_text("a,b\n")
