@@ -1,6 +1,6 @@
-"""Built-in task plugins, registered by the explicit imports below."""
+"""Built-in task plugins.
 
-from transferkit.plugins import image_classification  # noqa: F401  (registers "image_classification")
-from transferkit.plugins import object_detection  # noqa: F401  (registers "object_detection")
-from transferkit.plugins import text_classification  # noqa: F401  (registers "text_classification")
-from transferkit.plugins import audio_classification  # noqa: F401  (registers "audio_classification")
+Each sub-package registers its task when imported. They are found through the
+`transferkit.tasks` entry points in setup.cfg, the same group a third-party
+plugin declares, so nothing here lists them.
+"""

@@ -1,11 +1,11 @@
 """The task registry: `register_task(name)` is the one way a task is added.
 
-Built-in tasks register when `transferkit.plugins` is imported (explicit
-imports there). Third-party packages declare an entry point in the group
-`transferkit.tasks`; the registry loads those lazily, the first time a task is
-looked up or listed, each inside its own error boundary: a plugin that fails to
-import is reported once and skipped, and the others keep working. Set
-`TRANSFERKIT_DISABLE_PLUGIN_AUTOLOAD=1` to skip entry points altogether.
+Every task, built-in or not, is found through an entry point in the group
+`transferkit.tasks` (transferkit's own are in its setup.cfg). The registry loads
+them lazily, the first time a task is looked up or listed, each inside its own
+error boundary: a plugin that fails to import is reported once and skipped, and
+the others keep working. Set `TRANSFERKIT_DISABLE_PLUGIN_AUTOLOAD=1` to skip
+other packages' entry points; transferkit's own still load.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "transferkit.tasks"
 DISABLE_AUTOLOAD_ENV = "TRANSFERKIT_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN = "built-in"
+BUILTIN_DISTRIBUTION = "transferkit"
 
 
 T = TypeVar("T", bound=type)
@@ -63,7 +64,6 @@ class PluginFailure:
 _tasks: dict[str, TaskEntry] = {}
 _failures: list[PluginFailure] = []
 _lock = threading.RLock()
-_builtins_loaded = False
 _entry_points_loaded = False
 # The distribution whose entry point is being imported; tasks registered while
 # it imports are attributed to it.
@@ -143,51 +143,57 @@ def unregister_task(name: str) -> None:
         _tasks.pop(name, None)
 
 
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    importlib.import_module("transferkit.plugins")
-    _builtins_loaded = True  # only once the import worked: a failure is raised again next time
-
-
 def _load_entry_points() -> None:
-    global _entry_points_loaded, _loading_source
+    global _entry_points_loaded
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    if os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip() not in ("", "0", "false", "False"):
-        return
+    others_disabled = os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip() not in ("", "0", "false", "False")
+    found_builtin = False
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(entry_point, "dist", None)
         dist_name = dist.metadata["Name"] if dist is not None else "unknown"
-        _loading_source = dist_name
-        try:
-            loaded = entry_point.load()
-            # An entry point may name the Task class itself rather than a module
-            # whose import registers it.
-            from transferkit.task import Task
+        builtin = dist_name == BUILTIN_DISTRIBUTION
+        found_builtin |= builtin
+        if others_disabled and not builtin:
+            continue
+        _load_one(entry_point.name, f"{entry_point.name} = {entry_point.value}", entry_point.load,
+                  BUILTIN if builtin else dist_name)
+    if not found_builtin:
+        # A source tree on sys.path without an install has no entry points: its plugin folders stand in.
+        import pkgutil
 
-            if isinstance(loaded, type) and issubclass(loaded, Task) and loaded not in {
-                e.task_class for e in _tasks.values()
-            }:
-                register_task(entry_point.name)(loaded)
-        except Exception as error:  # the error boundary: one plugin, one report
-            failure = PluginFailure(
-                entry_point=f"{entry_point.name} = {entry_point.value}",
-                distribution=dist_name,
-                error=f"{type(error).__name__}: {error}",
-            )
-            _failures.append(failure)
-            print(f"transferkit: warning: {failure}", file=sys.stderr)  # once: printed, not also logged
-        finally:
-            _loading_source = None
+        import transferkit.plugins
+
+        for module in pkgutil.iter_modules(transferkit.plugins.__path__, "transferkit.plugins."):
+            if module.ispkg:
+                _load_one(module.name.rpartition(".")[2], module.name,
+                          lambda name=module.name: importlib.import_module(name), BUILTIN)
+
+
+def _load_one(name: str, described: str, load: Callable[[], Any], source: str) -> None:
+    """Imports one plugin inside the error boundary; a Task class it names is registered as `name`."""
+    global _loading_source
+    _loading_source = source
+    try:
+        loaded = load()
+        from transferkit.task import Task
+
+        if isinstance(loaded, type) and issubclass(loaded, Task) and loaded not in {
+            e.task_class for e in _tasks.values()
+        }:
+            register_task(name)(loaded)
+    except Exception as error:  # the error boundary: one plugin, one report
+        failure = PluginFailure(entry_point=described, distribution=source, error=f"{type(error).__name__}: {error}")
+        _failures.append(failure)
+        print(f"transferkit: warning: {failure}", file=sys.stderr)  # once: printed, not also logged
+    finally:
+        _loading_source = None
 
 
 def load_plugins() -> None:
-    """Loads built-in tasks and (once) the entry-point plugins."""
+    """Loads (once) the tasks of every entry point, transferkit's own included."""
     with _lock:
-        _load_builtins()
         _load_entry_points()
 
 

@@ -214,6 +214,8 @@ def _save_final_model_and_metrics(out: Path, task, data, full_model, state: dict
     """model.keras with the best weights, then its evaluation on the validation data in metrics.json and report/."""
     if (out / "best.weights.h5").exists():
         load_model_weights(full_model, out / "best.weights.h5")
+    if data.val is not None:
+        task.calibrate(full_model, data)
     save_model(full_model, out / "model.keras")
     metrics = task.evaluate(full_model, data, data.info, out / "report") if data.val is not None else {}
     facts = {"best_epoch": state.get("best_epoch"), "time_limit_reached": bool(state.get("time_limit_reached")),

@@ -350,6 +350,11 @@ class Task(abc.ABC):
         name, mode = self.monitor()
         return name.removeprefix("val_"), mode
 
+    def calibrate(self, model: "keras.Model", data: TaskData) -> None:
+        """Fits, on `data`'s validation split once training ends, what the task chooses there rather than
+        learns (a multi-label model's decision thresholds), into `model`'s own non-trainable weights, so it
+        is saved in `model.keras` and every export. By default nothing."""
+
     # -- evaluation and prediction -------------------------------------------
 
     def evaluation(self, info: Mapping[str, Any], records: Sequence[Any] | None) -> "Evaluation | None":

@@ -9,12 +9,11 @@ skipped, or is fatal with `on_bad_image: error`.
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from transferkit.errors import DataError
-from transferkit.progress import progress
+from transferkit.vision.decoding import decode_images
 from transferkit.vision.samples import IMAGE_EXTENSIONS, Sample, list_samples  # noqa: F401  (re-exported)
 # The one decoder and resize of the project, shared with the serving graph and other tasks.
 from transferkit.vision.images import (  # noqa: F401  (re-exported)
@@ -50,25 +49,8 @@ def load_images(samples: list[Sample], class_names: list[str], preprocessor, on_
             problems.append({"path": sample.path, "reason": reason})
         else:
             usable.append(sample)
-
-    def decode(sample: Sample):
-        try:
-            return preprocessor.read_file(sample.path), None
-        except Exception as error:  # Pillow raises many types for bad files
-            return None, f"unreadable image: {type(error).__name__}: {error}"
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(progress(pool.map(decode, usable), "decoding images", len(usable), unit="image"))
-    images, labels, kept = [], [], []
-    for sample, (array, reason) in zip(usable, results):
-        if array is None:
-            if on_bad_image == "error":
-                raise DataError(f"{sample.path}: {reason} (data.on_bad_image is 'error')")
-            problems.append({"path": sample.path, "reason": reason})
-            continue
-        images.append(array)
-        labels.append(index[sample.label])
-        kept.append(sample.path)
-    if not images:
+    if not usable:
         raise DataError("no usable images: " + "; ".join(f"{p['path']}: {p['reason']}" for p in problems[:5]))
-    return LoadedImages(np.stack(images), np.asarray(labels, dtype=np.int32), kept, problems)
+    images, kept, decode_problems = decode_images([s.path for s in usable], preprocessor, on_bad_image, workers)
+    return LoadedImages(images, np.asarray([index[usable[i].label] for i in kept], dtype=np.int32),
+                        [usable[i].path for i in kept], problems + decode_problems)
