@@ -51,8 +51,14 @@ def records_from_scores(probabilities: np.ndarray, thresholds: np.ndarray, class
 
 
 def _shown(ranked: list[LabelScore], top_k: int | None) -> list[LabelScore]:
-    applying = sum(item.applies for item in ranked)
-    return ranked[:max(applying, top_k or len(ranked))]
+    """Every applying label, and the best of the others while fewer than `top_k` are shown; score order."""
+    room = max(0, (top_k or len(ranked)) - sum(item.applies for item in ranked))
+    shown = []
+    for item in ranked:
+        if item.applies or room:
+            room -= not item.applies
+            shown.append(item)
+    return shown
 
 
 class MultiLabelRecords:

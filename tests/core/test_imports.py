@@ -149,3 +149,34 @@ def test_classification_and_vision_import_no_plugin():
                       if name.startswith(("transferkit.classification", "transferkit.vision"))
                       for target in targets if _plugin_of(target))
     assert not reaching, reaching
+
+
+# The application layer: commands and reports built on the foundation (the rest of transferkit/, models/,
+# serving/). It may use plugins (the demo shows two tasks); the foundation never names one.
+APPLICATION = frozenset({"transferkit.cli", "transferkit.__main__", "transferkit.demo", "transferkit.compare",
+                         "transferkit.compare_report", "transferkit.lr_find", "transferkit.summary"})
+
+
+def _layer_crossings(graph: dict[str, set[str]]) -> list[str]:
+    crossings = []
+    for name, targets in graph.items():
+        if name in APPLICATION or _plugin_of(name) or name == "transferkit.plugins":
+            continue
+        # `transferkit.plugins` itself (it imports nothing) is where the registry finds an uninstalled tree's plugins.
+        crossings += [f"{name} -> {target}" for target in sorted(targets) if target in APPLICATION or _plugin_of(target)]
+    return crossings
+
+
+def test_the_foundation_imports_no_application_module_and_no_plugin():
+    graph = _import_graph()
+    assert APPLICATION <= set(graph), f"an application module moved: {sorted(APPLICATION - set(graph))}"
+    crossings = _layer_crossings(graph)
+    assert not crossings, f"foundation modules reaching up a layer: {crossings}"
+
+
+def test_the_layer_rule_sees_a_crossing():
+    assert _layer_crossings({"transferkit.runner": {"transferkit.summary"},
+                             "transferkit.edge": {"transferkit.plugins.text_classification.task"},
+                             "transferkit.cli": {"transferkit.plugins.image_classification.testing"}}) == [
+        "transferkit.runner -> transferkit.summary",
+        "transferkit.edge -> transferkit.plugins.text_classification.task"]

@@ -158,6 +158,27 @@ def test_autoload_can_be_disabled(plugin_site, monkeypatch):
     registry.reload_plugins()
     assert "image_regression" not in registry.available_tasks()
     assert registry.plugin_failures() == []
+    assert registry.available_tasks()["multilabel_classification"].source == "built-in"  # own entry points load
+
+
+def test_built_in_tasks_come_from_the_same_entry_points_as_plugins():
+    """No hand-kept list: setup.cfg's transferkit.tasks group names every plugin folder, and
+    transferkit.plugins imports none of them."""
+    import ast
+    import configparser
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    parser = configparser.ConfigParser()
+    parser.read(root / "setup.cfg")
+    declared = {line.split("=")[0].strip(): line.split("=")[1].strip()
+                for line in parser["options.entry_points"]["transferkit.tasks"].splitlines() if "=" in line}
+    folders = {p.name for p in (root / "plugins").iterdir() if (p / "__init__.py").exists()}
+    assert declared == {name: f"transferkit.plugins.{name}" for name in folders}
+    tree = ast.parse((root / "plugins" / "__init__.py").read_text())
+    assert not [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    installed = {ep.name for ep in __import__("importlib").metadata.entry_points(group=registry.ENTRY_POINT_GROUP)}
+    assert set(declared) <= installed, "reinstall (pip install -e .): the installed entry points are stale"
 
 
 def test_registration_validates_the_plugin_class():
