@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Hashable, Sequence
+from typing import Callable, Hashable, Sequence, TypeVar
 
 import numpy as np
 
 from transferkit.config import check
+
+T = TypeVar("T")
 
 
 def stratified_subset(labels: Sequence[Hashable], fraction: float, seed: int) -> list[int]:
@@ -91,3 +93,27 @@ def _rounded_per_class(strata: list[str], fraction: float, seed: int) -> list[in
         count = min(len(members) - 1, int(round(len(members) * fraction)))  # never a whole class
         chosen.extend(int(i) for i in rng.permutation(members)[:max(0, count)])
     return sorted(chosen)
+
+
+def hold_out_and_subset(train: Sequence[T], val: Sequence[T] | None, strata: Callable[[Sequence[T]], list[Hashable]],
+                        val_split: float, train_fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """(training items, validation items) as every task takes them from its data section.
+
+    `val` when the data has its own validation split, else a seeded, stratified `val_split` of `train`
+    (`split_validation`); then a seeded, stratified `train_fraction` of the training items
+    (`stratified_subset`, with its own random stream). `strata(items)` gives each item's stratum (its
+    label, or what stands for it: a detection's main class, a multi-label image's rarest label).
+
+    Example:
+
+    ```python
+    train, val = hold_out_and_subset(samples, None, lambda items: [s.label for s in items], 0.2, 1.0, seed=0)
+    ```
+    """
+    train = list(train)
+    if val is None:
+        kept, held = split_validation(strata(train), val_split, seed)
+        train, val = [train[i] for i in kept], [train[i] for i in held]
+    if train_fraction < 1.0:
+        train = [train[i] for i in stratified_subset(strata(train), train_fraction, seed + SUBSET_SEED_OFFSET)]
+    return train, list(val)

@@ -13,7 +13,7 @@ from transferkit.plugins.audio_classification import data as data_lib
 from transferkit.plugins.audio_classification.config import AudioClassificationConfig
 from transferkit.plugins.audio_classification.preprocessor import AudioPreprocessor
 from transferkit.registry import register_task
-from transferkit.sampling import SUBSET_SEED_OFFSET, split_validation, stratified_subset
+from transferkit.sampling import hold_out_and_subset
 from transferkit.task import ParityCheck, TaskData, input_ids
 from transferkit.vision.classifier import PixelClassifier
 
@@ -70,12 +70,9 @@ class AudioClassification(PixelClassifier):
         class_names = list(cfg.class_names) if cfg.class_names else sorted({c.label for c in train_clips})
         if len(class_names) < 2:
             raise DataError(f"{cfg.train}: found {len(class_names)} class(es) {class_names}; expected at least 2")
-        if not cfg.val:
-            kept, held = split_validation([c.label for c in train_clips], cfg.val_split, seed)
-            train_clips, val_clips = [train_clips[i] for i in kept], [train_clips[i] for i in held]
-        if cfg.train_fraction < 1.0:
-            keep = stratified_subset([c.label for c in train_clips], cfg.train_fraction, seed + SUBSET_SEED_OFFSET)
-            train_clips = [train_clips[i] for i in keep]
+        train_clips, val_clips = hold_out_and_subset(train_clips, val_clips if cfg.val else None,
+                                                     lambda clips: [c.label for c in clips], cfg.val_split,
+                                                     cfg.train_fraction, seed)
         train = data_lib.load_clips(train_clips, class_names, preprocessor, cfg.on_bad_clip)
         val = data_lib.load_clips(val_clips, class_names, preprocessor, cfg.on_bad_clip)
         problems += train.problems + val.problems

@@ -15,7 +15,7 @@ from transferkit.plugins.image_classification.config import ImageClassificationC
 from transferkit import paths
 from transferkit.vision import packing, streaming
 from transferkit.registry import register_task
-from transferkit.sampling import SUBSET_SEED_OFFSET, split_validation, stratified_subset
+from transferkit.sampling import hold_out_and_subset
 from transferkit.task import TaskData, input_ids
 from transferkit.vision.classifier import PixelClassifier
 from transferkit.vision.preprocessor import ImagePreprocessor
@@ -85,12 +85,8 @@ class ImageClassification(PixelClassifier):
         class_names = self.class_names(train_samples)
         if len(class_names) < 2:
             raise DataError(f"{cfg.train}: found {len(class_names)} class(es) {class_names}; expected at least 2")
-        if not cfg.val:
-            kept, held = split_validation([s.label for s in train_samples], cfg.val_split, seed)
-            train_samples, val_samples = [train_samples[i] for i in kept], [train_samples[i] for i in held]
-        if cfg.train_fraction < 1.0:
-            keep = stratified_subset([s.label for s in train_samples], cfg.train_fraction, seed + SUBSET_SEED_OFFSET)
-            train_samples = [train_samples[i] for i in keep]
+        train_samples, val_samples = hold_out_and_subset(train_samples, val_samples if cfg.val else None,
+                                                         _labels, cfg.val_split, cfg.train_fraction, seed)
         num_classes = len(class_names)
         mode = self.cache_mode(len(train_samples) + len(val_samples))
         preprocessor = self.build_preprocessor()
@@ -353,6 +349,10 @@ class ImageClassification(PixelClassifier):
             ParityCheck("serving_default", float(np.abs(from_bytes["probabilities"].numpy() - expected).max())),
             ParityCheck("serving_pixels", float(np.abs(from_pixels["probabilities"].numpy() - expected).max())),
         ]
+
+
+def _labels(samples) -> list[str]:
+    return [s.label for s in samples]
 
 
 def _undecodable_finder(paths: list[str], max_pixels: int):

@@ -13,7 +13,7 @@ from transferkit.plugins.multilabel_classification.config import MultiLabelConfi
 from transferkit.plugins.multilabel_classification.data import list_labelled_images
 from transferkit.plugins.multilabel_classification.records import MultiLabelRecords, records_from_scores
 from transferkit.registry import register_task
-from transferkit.sampling import SUBSET_SEED_OFFSET, split_validation, stratified_subset
+from transferkit.sampling import hold_out_and_subset
 from transferkit.task import TaskData, input_ids
 from transferkit.vision.classifier import PixelClassifier
 from transferkit.vision.preprocessor import ImagePreprocessor
@@ -73,14 +73,9 @@ class MultiLabelClassification(MultiLabelRecords, PixelClassifier):
             raise DataError(f"{cfg.train}: no image has a label; expected at least one label name")
         train_images = self._known(train_images, class_names, problems)
         val_images = self._known(val_images, class_names, problems)
-        if not cfg.val:
-            strata = self._strata(train_images, class_names)
-            kept, held = split_validation(strata, cfg.val_split, seed)
-            train_images, val_images = [train_images[i] for i in kept], [train_images[i] for i in held]
-        if cfg.train_fraction < 1.0:
-            keep = stratified_subset(self._strata(train_images, class_names), cfg.train_fraction,
-                                     seed + SUBSET_SEED_OFFSET)
-            train_images = [train_images[i] for i in keep]
+        train_images, val_images = hold_out_and_subset(train_images, val_images if cfg.val else None,
+                                                       lambda images: self._strata(images, class_names),
+                                                       cfg.val_split, cfg.train_fraction, seed)
         height, width = cfg.image_size
         needed_mb = (len(train_images) + len(val_images)) * height * width * 3 / 2**20
         if needed_mb > cfg.cache_memory_mb:

@@ -15,7 +15,7 @@ from transferkit.plugins.object_detection import annotations as annotations_lib
 from transferkit.plugins.object_detection import data as data_lib
 from transferkit.plugins.object_detection.config import DEFAULT_MAX_BOXES, ObjectDetectionConfig
 from transferkit.registry import register_task
-from transferkit.sampling import SUBSET_SEED_OFFSET, split_validation, stratified_subset
+from transferkit.sampling import hold_out_and_subset
 from transferkit.vision.preprocessor import ImagePreprocessor
 from transferkit.task import CacheSplit, Task, TaskData, input_ids
 
@@ -84,18 +84,14 @@ class ObjectDetection(Task):
         class_names = list(cfg.class_names) if cfg.class_names else annotations_lib.class_names_of(train_annotations)
         if not class_names:
             raise DataError(f"{cfg.train}: no labelled boxes found; expected at least one class")
+        val_annotations = None
         if cfg.val:
             val_annotations, val_problems = self._read(cfg.val, cfg.val_images, class_names)
             problems += val_problems
-        else:
-            kept, held = split_validation(_main_labels(train_annotations), cfg.val_split, seed)
-            train_annotations, val_annotations = ([train_annotations[i] for i in kept],
-                                                  [train_annotations[i] for i in held])
+        train_annotations, val_annotations = hold_out_and_subset(train_annotations, val_annotations, _main_labels,
+                                                                 cfg.val_split, cfg.train_fraction, seed)
         if not train_annotations:
             raise DataError(f"{cfg.train}: no training images left after holding out the validation split")
-        if cfg.train_fraction < 1.0:
-            keep = stratified_subset(_main_labels(train_annotations), cfg.train_fraction, seed + SUBSET_SEED_OFFSET)
-            train_annotations = [train_annotations[i] for i in keep]
         most = max(1, max(len(a.labels) for a in [*train_annotations, *val_annotations]))
         max_boxes = min(most, cfg.max_boxes or DEFAULT_MAX_BOXES)
         load = dict(class_names=class_names, image_size=cfg.image_size, max_boxes=max_boxes,

@@ -10,7 +10,8 @@ BUILT_IN = sorted(name for name, entry in available_tasks().items() if entry.sou
 
 
 def test_every_built_in_task_ships_an_example_config(tmp_path):
-    assert {"image_classification", "object_detection", "text_classification", "audio_classification"} <= set(BUILT_IN)
+    assert {"image_classification", "object_detection", "text_classification", "audio_classification",
+            "multilabel_classification"} <= set(BUILT_IN)
     for name in BUILT_IN:
         config = available_tasks()[name].task_class.example_config(tmp_path / name)
         assert isinstance(config, dict) and config["task"] == name, name

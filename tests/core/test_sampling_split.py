@@ -33,3 +33,19 @@ def test_bad_shares_name_the_field(held_out, error):
 def test_one_example_cannot_be_split():
     with pytest.raises(DataError, match="cannot be split"):
         split_validation(["a"], 0.5, seed=0)
+
+
+def test_hold_out_and_subset_is_the_split_every_task_takes():
+    from transferkit.sampling import hold_out_and_subset, split_validation, stratified_subset
+
+    items = [f"{label}{i}" for label in "ab" for i in range(10)]
+    strata = lambda chosen: [item[0] for item in chosen]  # noqa: E731
+    train, val = hold_out_and_subset(items, None, strata, 0.2, 1.0, seed=3)
+    kept, held = split_validation(strata(items), 0.2, 3)
+    assert val == [items[i] for i in held] and train == [items[i] for i in kept]
+    given = ["x", "y"]
+    train, val = hold_out_and_subset(items, given, strata, 0.2, 0.5, seed=3)
+    assert val == given and len(train) == 10 and strata(train).count("a") == 5  # only training is subset
+    # The subset draws from its own stream: a different fraction never moves the validation split.
+    assert hold_out_and_subset(items, None, strata, 0.2, 0.5, seed=3)[1] == hold_out_and_subset(
+        items, None, strata, 0.2, 1.0, seed=3)[1]
