@@ -1,7 +1,7 @@
 """Multi-label on real photos: collages of ants, bees and raccoons from ../shared/datasets, with a one-label baseline.
 
     python benchmarks/multilabel_collage.py OUT [--shared ../shared/datasets] [--train-count 480]
-        [--test-count 240] [--seed 0] [--preset efficientnet-lite0] [--no-train]
+        [--test-count 240] [--seeds 0,1,2] [--preset efficientnet-lite0] [--no-train]
 
 Builds OUT/train and OUT/test: each image is a 2x2 grid of 112-pixel tiles at 224x224, one to three tiles
 holding a photo (hymenoptera's ants and bees, raccoon's raccoons; centre square crops), the rest grey
@@ -14,8 +14,9 @@ Then it trains (unless --no-train), on EfficientNet-Lite0 with each task's defau
 - image_classification on the same collages with one label each (the first photo's class): what a user
   with a one-label tool would do;
 and scores both on the test collages: mAP over labels (the one-label model's softmax as its scores),
-micro F1 and exact match of the label sets (the one-label model predicts its top-1 class). Prints a
-table and writes benchmarks/results/multilabel_collage.json.
+micro F1 and exact match of the label sets (the one-label model predicts its top-1 class). Each seed
+draws its own collages and trains with that seed (OUT/seed<N>); the table gives the mean and the standard
+deviation over seeds, and benchmarks/results/multilabel_collage.json every seed's numbers.
 """
 
 from __future__ import annotations
@@ -125,46 +126,59 @@ def score(truth: np.ndarray, scores: np.ndarray, predicted: np.ndarray) -> dict:
     }
 
 
+def run_seed(out: Path, shared: Path, seed: int, train_count: int, test_count: int, preset: str,
+             train_models: bool) -> dict:
+    rng = np.random.default_rng(seed)
+    pools = photos(shared)
+    facts = {split: build(out / split, pools[split], count, rng)
+             for split, count in (("train", train_count), ("test", test_count))}
+    print(json.dumps({"seed": seed, **facts}), flush=True)
+    result = {"seed": seed, "data": facts, "runs": {}}
+    if not train_models:
+        return result
+    from transferkit.config import build_run_config
+    from transferkit.runner import train
+
+    paths, truth = truth_of(out / "test")
+    for name, task, train_file in (("multilabel", "multilabel_classification", "labels.csv"),
+                                   ("one_label", "image_classification", "one_label.csv")):
+        config = build_run_config({"task": task, "backbone": {"preset": preset},
+                                   "data": {"train": str(out / "train" / train_file), "image_size": [224, 224],
+                                            "batch_size": 32},
+                                   "training": {"seed": seed, "verbose": 0, "tensorboard": False}})
+        run_dir = out / "runs" / name
+        started = time.perf_counter()
+        train(config, run_dir, resume=False)
+        seconds = time.perf_counter() - started
+        scores, predicted = scores_of(run_dir, paths, multilabel=task == "multilabel_classification")
+        result["runs"][name] = {"task": task, "train_seconds": round(seconds, 1), **score(truth, scores, predicted)}
+    return result
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "datasets")
     parser.add_argument("--train-count", type=int, default=480)
     parser.add_argument("--test-count", type=int, default=240)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--preset", default="efficientnet-lite0")
     parser.add_argument("--no-train", action="store_true")
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(args.seed)
-    pools = photos(args.shared)
-    facts = {split: build(args.out / split, pools[split], count, rng)
-             for split, count in (("train", args.train_count), ("test", args.test_count))}
-    print(json.dumps(facts))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = [run_seed(args.out / f"seed{seed}", args.shared, seed, args.train_count, args.test_count,
+                        args.preset, not args.no_train) for seed in seeds]
     if args.no_train:
         return
-    from transferkit.config import build_run_config
-    from transferkit.runner import train
-
-    paths, truth = truth_of(args.out / "test")
-    results = {"data": facts, "seed": args.seed, "preset": args.preset, "runs": {}}
-    for name, task, train_file in (("multilabel", "multilabel_classification", "labels.csv"),
-                                   ("one_label", "image_classification", "one_label.csv")):
-        config = build_run_config({"task": task, "backbone": {"preset": args.preset},
-                                   "data": {"train": str(args.out / "train" / train_file), "image_size": [224, 224],
-                                            "batch_size": 32},
-                                   "training": {"seed": args.seed, "verbose": 0, "tensorboard": False}})
-        run_dir = args.out / "runs" / name
-        started = time.perf_counter()
-        train(config, run_dir, resume=False)
-        seconds = time.perf_counter() - started
-        scores, predicted = scores_of(run_dir, paths, multilabel=task == "multilabel_classification")
-        results["runs"][name] = {"task": task, "train_seconds": round(seconds, 1), **score(truth, scores, predicted)}
-    print(f"{'run':<12} {'mAP':>6} {'micro F1':>9} {'macro F1':>9} {'exact':>6} {'train s':>8}")
-    for name, row in results["runs"].items():
-        print(f"{name:<12} {row['map']:6.3f} {row['micro_f1']:9.3f} {row['macro_f1']:9.3f} {row['exact_match']:6.3f} "
-              f"{row['train_seconds']:8.0f}")
+    print(f"{'run':<12} {'mAP':>13} {'micro F1':>13} {'macro F1':>13} {'exact':>13} {'train s':>8}")
+    for name in results[0]["runs"]:
+        rows = [r["runs"][name] for r in results]
+        cells = [f"{np.mean([r[k] for r in rows]):.3f} ± {np.std([r[k] for r in rows]):.3f}"
+                 for k in ("map", "micro_f1", "macro_f1", "exact_match")]
+        print(f"{name:<12} " + " ".join(f"{c:>13}" for c in cells) +
+              f" {np.mean([r['train_seconds'] for r in rows]):8.0f}")
     target = Path(__file__).resolve().parent / "results" / "multilabel_collage.json"
-    target.write_text(json.dumps(results, indent=2) + "\n")
+    target.write_text(json.dumps({"preset": args.preset, "seeds": results}, indent=2) + "\n")
     print(f"written: {target}")
 
 

@@ -6,9 +6,9 @@ import dataclasses
 from typing import Literal
 
 from transferkit.classification.head import HeadConfig
-from transferkit.config import ABSENT, ImageDataSection, PATH, check
+from transferkit.config import ImageDataSection, PATH, check
 from transferkit.errors import ConfigError
-from transferkit.vision.images import MAX_PIXELS
+from transferkit.vision.input_section import ImageInputSection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +49,11 @@ class AugmentConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig(ImageDataSection):
+class DataConfig(ImageInputSection, ImageDataSection):
     """Where the images are and how they are read.
 
-    `train` (and `val`) is an image folder with one sub-folder per class, or a
+    The image input keys (`image_size`, `resize`, `crop_fraction`, `interpolation`, `max_pixels`)
+    come from `ImageInputSection`. `train` (and `val`) is an image folder with one sub-folder per class, or a
     CSV file with `path,label` columns (paths relative to the CSV). Without
     `val`, a seeded `val_split` of the training data is held out.
     """
@@ -62,15 +63,6 @@ class DataConfig(ImageDataSection):
     # Evaluated once, after training, and reported apart (metrics.json "test"); never picks the best epoch.
     test: str | None = dataclasses.field(default=None, metadata={PATH: True})
     val_split: float = 0.2
-    image_size: tuple[int, int] = (224, 224)
-    resize: Literal["crop", "pad", "stretch"] = "crop"
-    # With resize: crop, keep this central fraction of the largest crop: 0.875 is
-    # the ImageNet evaluation crop that pretrained backbones are measured with.
-    crop_fraction: float = 0.875
-    # area: a box filter when shrinking (twice as fast as bilinear on photos, see README); bilinear:
-    # antialiased bilinear, what runs before this option existed used. Recorded with the run, so
-    # serving and predict resize the same way.
-    interpolation: Literal["area", "bilinear"] = dataclasses.field(default="area", metadata={ABSENT: "bilinear"})
     batch_size: int = 32
     class_names: list[str] | None = None
     class_weights: Literal["none", "balanced"] = "none"
@@ -83,31 +75,17 @@ class DataConfig(ImageDataSection):
     # Default: $TRANSFERKIT_HOME/data_cache.
     cache_dir: str | None = dataclasses.field(default=None, metadata={PATH: True})
     cache_memory_mb: int = 2048
-    # Images whose header declares more pixels are bad inputs, here and in the exported model.
-    max_pixels: int = MAX_PIXELS
     # Train on a seeded, stratified share of the training images (learning curves); validation is unchanged.
     train_fraction: float = 1.0
-
-    def preprocessor(self):
-        """The `ImagePreprocessor` of these settings: what the model's input is made with."""
-        from transferkit.vision.preprocessor import ImagePreprocessor
-
-        return ImagePreprocessor(image_size=tuple(self.image_size), resize=self.resize,
-                                 crop_fraction=self.crop_fraction, interpolation=self.interpolation,
-                                 max_pixels=self.max_pixels)
 
     def __post_init__(self):
         if not self.train:
             raise ConfigError("data.train: required; expected an image folder or a CSV file path")
         check(0.0 < self.val_split < 1.0, "data.val_split", self.val_split, "a number in (0, 1)")
-        check(all(8 <= s <= 4096 for s in self.image_size), "data.image_size", list(self.image_size),
-              "two integers in [8, 4096], [height, width]")
-        check(0.1 <= self.crop_fraction <= 1.0, "data.crop_fraction", self.crop_fraction, "a number in [0.1, 1]")
+        self.check_image_input()
         check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
         check(0.0 < self.train_fraction <= 1.0, "data.train_fraction", self.train_fraction, "a number in (0, 1]")
         check(self.cache_memory_mb >= 0, "data.cache_memory_mb", self.cache_memory_mb, "an integer >= 0")
-        check(self.max_pixels >= self.image_size[0] * self.image_size[1], "data.max_pixels", self.max_pixels,
-              "an integer >= the pixels of data.image_size")
         if self.class_names is not None:
             check(len(set(self.class_names)) == len(self.class_names) and len(self.class_names) >= 2,
                   "data.class_names", self.class_names, "at least two distinct names")

@@ -7,11 +7,11 @@ from typing import Literal
 
 from transferkit.config import ImageDataSection, PATH, check
 from transferkit.errors import ConfigError
-from transferkit.vision.images import MAX_PIXELS
+from transferkit.vision.input_section import ImageInputSection
 
 
 @dataclasses.dataclass(frozen=True)
-class MultiLabelDataConfig(ImageDataSection):
+class MultiLabelDataConfig(ImageInputSection, ImageDataSection):
     """Where the images and their label sets are.
 
     `train` (and `val`, `test`) is one of:
@@ -20,7 +20,8 @@ class MultiLabelDataConfig(ImageDataSection):
     - a CSV with a `path` column and one 0/1 column per label;
     - a folder of images, each with a text file of the same stem (`cat_01.jpg`, `cat_01.txt`) holding its
       labels, one per line or separated by `label_separator`.
-    Without `val`, a seeded `val_split` of the training images is held out.
+    Without `val`, a seeded `val_split` of the training images is held out. The image input keys
+    (`image_size`, `resize`, `crop_fraction`, `interpolation`, `max_pixels`) come from `ImageInputSection`.
     """
 
     train: str = dataclasses.field(default="", metadata={PATH: True})
@@ -28,25 +29,12 @@ class MultiLabelDataConfig(ImageDataSection):
     test: str | None = dataclasses.field(default=None, metadata={PATH: True})
     val_split: float = 0.2
     label_separator: str = ";"
-    image_size: tuple[int, int] = (224, 224)
-    resize: Literal["crop", "pad", "stretch"] = "crop"
-    crop_fraction: float = 0.875
-    interpolation: Literal["area", "bilinear"] = "area"
     batch_size: int = 32
     class_names: list[str] | None = None
     on_bad_image: Literal["skip", "error"] = "skip"
     # The decoded images are held in memory; more than this many MB is refused before decoding.
     cache_memory_mb: int = 4096
-    max_pixels: int = MAX_PIXELS
     train_fraction: float = 1.0
-
-    def preprocessor(self):
-        """The `ImagePreprocessor` of these settings: what the model's input is made with."""
-        from transferkit.vision.preprocessor import ImagePreprocessor
-
-        return ImagePreprocessor(image_size=tuple(self.image_size), resize=self.resize,
-                                 crop_fraction=self.crop_fraction, interpolation=self.interpolation,
-                                 max_pixels=self.max_pixels)
 
     def __post_init__(self):
         if not self.train:
@@ -54,14 +42,10 @@ class MultiLabelDataConfig(ImageDataSection):
         check(0.0 < self.val_split < 1.0, "data.val_split", self.val_split, "a number in (0, 1)")
         check(len(self.label_separator) == 1 and self.label_separator not in ",\n\r\"",
               "data.label_separator", self.label_separator, "one character other than a comma, quote or newline")
-        check(all(8 <= s <= 4096 for s in self.image_size), "data.image_size", list(self.image_size),
-              "two integers in [8, 4096], [height, width]")
-        check(0.1 <= self.crop_fraction <= 1.0, "data.crop_fraction", self.crop_fraction, "a number in [0.1, 1]")
+        self.check_image_input()
         check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
         check(0.0 < self.train_fraction <= 1.0, "data.train_fraction", self.train_fraction, "a number in (0, 1]")
         check(self.cache_memory_mb >= 1, "data.cache_memory_mb", self.cache_memory_mb, "an integer >= 1")
-        check(self.max_pixels >= self.image_size[0] * self.image_size[1], "data.max_pixels", self.max_pixels,
-              "an integer >= the pixels of data.image_size")
         if self.class_names is not None:
             check(len(set(self.class_names)) == len(self.class_names) and len(self.class_names) >= 1,
                   "data.class_names", self.class_names, "at least one name, all distinct")

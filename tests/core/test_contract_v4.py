@@ -33,3 +33,20 @@ def test_detector_edge_outputs_decode_to_detections():
                "class_ids": np.array([[1, 0]]), "num_detections": np.array([1])}
     records = get_task("object_detection").decode_edge(outputs, ["cat", "dog"])
     assert records == [[Detection(label="dog", class_id=1, score=pytest.approx(0.9), box=(1.0, 2.0, 3.0, 4.0))]]
+
+
+def test_image_input_keys_are_declared_once_and_named_as_the_preprocessors():
+    import dataclasses
+
+    from transferkit.plugins.image_classification.config import DataConfig
+    from transferkit.plugins.multilabel_classification.config import MultiLabelDataConfig
+    from transferkit.vision.input_section import ImageInputSection
+    from transferkit.vision.preprocessor import ImagePreprocessor
+
+    assert {f.name for f in dataclasses.fields(ImageInputSection)} == {f.name for f in dataclasses.fields(ImagePreprocessor)}
+    for config_class in (DataConfig, MultiLabelDataConfig):
+        assert issubclass(config_class, ImageInputSection)
+        config = config_class(train="x.csv", image_size=(40, 48), resize="pad", crop_fraction=0.5,
+                              interpolation="bilinear", max_pixels=10_000)
+        assert config.preprocessor() == ImagePreprocessor(image_size=(40, 48), resize="pad", crop_fraction=0.5,
+                                                          interpolation="bilinear", max_pixels=10_000)
