@@ -360,6 +360,10 @@ def _cmd_compare(args) -> int:
     print(f"compare written to {args.output}: compare.md, compare.json and 3 plots "
           f"({sum(1 for c in summary['cells'] if c.get('status') == 'finished')}/{len(summary['cells'])} cells "
           f"finished)")
+    for row in summary.get("versus_baseline", []):
+        print(f"  {row['recipe']} ({row['backbone']}) at fraction {row['fraction']:g}: {summary['score']} "
+              f"{row['score']:.4f} vs {row['reference']} {row['reference_score']:.4f}: {row['verdict']} "
+              f"({row['points_ahead']:+.1f} points, spread {row['spread_points']:.1f})")
     return 0
 
 
@@ -509,12 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_cmd_serve)
 
     compare = commands.add_parser(
-        "compare", help="measure recipes (transfer, frozen, finetune_all, scratch) across data fractions, seeds "
+        "compare", help="measure recipes (transfer, frozen, finetune_all, scratch, baseline) across data fractions, seeds "
                         "and backbones; each cell an ordinary run")
     compare.add_argument("config", help="a run config YAML file (its stages are the transfer recipe)")
     compare.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key (repeatable)")
     compare.add_argument("--recipes", default="transfer,frozen,finetune_all,scratch",
-                         help="comma-separated (default: all four)")
+                         help="comma-separated (default: the four network recipes; add baseline for the task's "
+                              "own non-transfer method, TF-IDF + logistic regression for text)")
     compare.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="training-set fractions (default 0.1,0.25,0.5,1.0)")
     compare.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
     compare.add_argument("--backbones", help="comma-separated presets (default: the config's)")

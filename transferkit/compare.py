@@ -35,13 +35,18 @@ from transferkit.config import FreezeConfig, RunConfig, StageConfig, check, load
 from transferkit.errors import ConfigError
 from transferkit.fileio import atomic_write_text
 
-RECIPES = ("transfer", "frozen", "finetune_all", "scratch")
+RECIPES = ("transfer", "frozen", "finetune_all", "scratch", "baseline")
 RECIPE_HELP = {
     "transfer": "the config's own schedule (frozen, then unfreezing)",
     "frozen": "the schedule's frozen-backbone stages alone (a linear probe on cached features)",
     "finetune_all": "everything trainable from the first step, at a low learning rate",
     "scratch": "the same architecture, randomly initialised, everything trainable",
+    "baseline": "what a user would try first without transfer (the task's own method, for text TF-IDF with "
+                "logistic regression) on the same training subset and validation split",
 }
+# What a transfer recipe is measured against: the task's baseline method, else the network from scratch.
+REFERENCE_RECIPES = ("baseline", "scratch")
+BASELINE_FILE = "baseline.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +126,8 @@ def recipe_stages(stages: Sequence[StageConfig], recipe: str, options: CompareOp
         return (StageConfig(name="finetune_all", freeze=FreezeConfig(all=True),
                             epochs=options.finetune_epochs or total_epochs,
                             learning_rate=options.finetune_learning_rate, decay="cosine"),)
+    if recipe == "baseline":
+        return tuple(stages)  # no network is trained; the cell's config records the data it used
     if recipe == "scratch":
         return (StageConfig(name="scratch", freeze=FreezeConfig(all=True),
                             epochs=options.scratch_epochs or 3 * total_epochs,
@@ -193,6 +200,8 @@ def plan_cells(base: RunConfig, options: CompareOptions) -> list[Cell]:
 def _cell_finished(folder: Path) -> bool:
     from transferkit.models.checkpoints import CheckpointStore
 
+    if (folder / BASELINE_FILE).is_file():
+        return (folder / "metrics.json").is_file()
     latest = CheckpointStore(folder).latest() if folder.is_dir() else None
     return bool(latest and latest[1].get("complete") and (folder / "metrics.json").exists())
 
@@ -223,6 +232,8 @@ def run_compare(config_path: str | os.PathLike | None, output: str | os.PathLike
     for backbone in options.backbones:  # an unknown name is an error before any cell, not a column of failures
         check_preset_known(backbone)
     configs = {cell: cell_config(base, cell, options) for cell in cells}  # every cell checked before any runs
+    if "baseline" in options.recipes:
+        _check_task_has_baseline(base)
     if report_only:
         results = {cell: {"status": "finished", "resumed": True} if _cell_finished(output / cell.folder)
                    else {"status": "not run", "reason": "--report-only"} for cell in cells}
@@ -257,7 +268,10 @@ def run_compare(config_path: str | os.PathLike | None, output: str | os.PathLike
             log(f"[{position + 1}/{len(order)}] {cell.folder}{_eta(ran_minutes, len(order) - position)}")
             cell_started = time.perf_counter()
             try:
-                runner.train(configs[cell], folder, resume=True, time_limit=limit)
+                if cell.recipe == "baseline":
+                    _run_baseline(configs[cell], folder)
+                else:
+                    runner.train(configs[cell], folder, resume=True, time_limit=limit)
                 results[cell] = {"status": "finished"}
                 ran_minutes.append((time.perf_counter() - cell_started) / 60)
             except KeyboardInterrupt:
@@ -279,6 +293,32 @@ def run_compare(config_path: str | os.PathLike | None, output: str | os.PathLike
     summary["wall_seconds_this_session"] = round(time.perf_counter() - started, 1)
     write_outputs(output, summary, plots=True)
     return summary
+
+
+def _check_task_has_baseline(config: RunConfig) -> None:
+    from transferkit.registry import get_task
+    from transferkit.task import Task
+
+    if get_task(config.task).baseline is Task.baseline:
+        raise ConfigError(f"compare --recipes baseline: task {config.task!r} has no baseline method of its own; "
+                          f"its baseline is the 'scratch' recipe (the same network, randomly initialised)")
+
+
+def _run_baseline(config: RunConfig, folder: Path) -> None:
+    """A baseline cell: the task's `baseline()` on the cell's data, written as a run's metrics.json."""
+    from transferkit.config import write_config
+    from transferkit.registry import get_task
+
+    task = get_task(config.task)(config)
+    result = task.baseline()
+    folder.mkdir(parents=True, exist_ok=True)
+    write_config(config, folder)
+    metrics = {**result["metrics"], "elapsed_seconds": result.get("seconds"), "score": task.score()[0],
+               "baseline": result}
+    atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(folder / "info.json", json.dumps({"task": config.task, "num_train": result.get("num_train"),
+                                                        "num_val": result.get("num_val")}, indent=2))
+    atomic_write_text(folder / BASELINE_FILE, json.dumps(result, indent=2))  # last: the cell is finished
 
 
 # --------------------------------------------------------------------------
@@ -328,7 +368,7 @@ def read_cell(folder: Path, config: RunConfig, monitor: tuple[str, str], score: 
     examples = int(info.get("num_train") or 0)
     curve, flops, error = [], 0, None
     try:
-        costs = counter.stage_costs(config, info)
+        costs = None if (folder / BASELINE_FILE).is_file() else counter.stage_costs(config, info)
     except Exception as failure:  # FLOPs are a report, not a reason to lose the cell
         costs, error = None, f"{type(failure).__name__}: {failure}"
     previous_cached_stage = None
@@ -440,10 +480,36 @@ def summarize(output: Path, base: RunConfig, options: CompareOptions, cells: lis
                                                                if m["backbone"] == backbone
                                                                and m.get("forward_flops_per_example")), None)})
     ranking.sort(key=lambda r: -r["probe_score"] if mode == "max" else r["probe_score"])
+    versus = versus_reference(rows, mode)
     return {"task": base.task, "score": name, "mode": mode, "monitor": monitor[0],
             "options": dataclasses.asdict(options),
             "recipes": {r: RECIPE_HELP[r] for r in options.recipes}, "ranking": ranking, "summary": rows,
+            "versus_baseline": versus,
             "cells": records}
+
+
+def versus_reference(rows: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
+    """Per backbone, fraction and transfer recipe: its mean score minus the reference recipe's (`baseline`,
+    else `scratch`) at the same fraction, in points, with the spread of that difference over seeds
+    (the two standard deviations added in quadrature) and whether transfer is ahead by more than it."""
+    by_key = {(r["backbone"], r["recipe"], r["fraction"]): r for r in rows}
+    compared = []
+    for row in rows:
+        if row["recipe"] in REFERENCE_RECIPES or row["mean"] is None:
+            continue
+        reference = next((by_key.get((row["backbone"], name, row["fraction"])) for name in REFERENCE_RECIPES
+                          if by_key.get((row["backbone"], name, row["fraction"]), {}).get("mean") is not None), None)
+        if reference is None:
+            continue
+        sign = 1.0 if mode == "max" else -1.0
+        difference = sign * (row["mean"] - reference["mean"]) * 100
+        spread = math.hypot(row["std"] or 0.0, reference["std"] or 0.0) * 100
+        compared.append({"backbone": row["backbone"], "recipe": row["recipe"], "fraction": row["fraction"],
+                         "reference": reference["recipe"], "score": row["mean"], "reference_score": reference["mean"],
+                         "points_ahead": difference, "spread_points": spread,
+                         "verdict": ("ahead" if difference > spread else "behind" if -difference > spread
+                                     else "within the spread")})
+    return compared
 
 
 _FLOPS = _FlopCounter()

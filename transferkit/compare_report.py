@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-RECIPE_COLOURS = {"transfer": "tab:blue", "frozen": "tab:green", "finetune_all": "tab:orange", "scratch": "tab:red"}
+RECIPE_COLOURS = {"transfer": "tab:blue", "frozen": "tab:green", "finetune_all": "tab:orange", "scratch": "tab:red",
+                  "baseline": "tab:gray"}
 BACKBONE_STYLES = ("-", "--", ":", "-.")
 
 
@@ -56,6 +57,7 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{_number(row['mean'])} | {_number(row['std'])} | {_number(row['min'])} | {_number(row['max'])} | "
             f"{_seconds(row['wall_seconds'])} | {_number(row['epochs'], 1)} | {_flops(row['train_flops'])} | "
             f"{t90} | {t95} | {'; '.join(notes)} |")
+    lines += _versus_lines(summary)
     lines += ["", "Wall time includes reading the data, building the model and any feature caching; training "
               "FLOPs count forward and backward passes over the training set (a multiply-add is 2 FLOPs; a "
               "backward pass is 2x the forward FLOPs of trainable layers, 1x of frozen layers above the lowest "
@@ -64,6 +66,24 @@ def markdown(summary: dict[str, Any]) -> str:
               "(runs that reached it / runs).", "",
               "Plots: `accuracy_vs_fraction.png`, `accuracy_vs_time.png`, `accuracy_vs_flops.png`.", ""]
     return "\n".join(lines)
+
+
+def _versus_lines(summary: dict[str, Any]) -> list[str]:
+    """Whether each transfer recipe beats the baseline (or scratch) at each fraction, and by how much."""
+    versus = summary.get("versus_baseline") or []
+    if not versus:
+        return []
+    lines = ["", "## Against the baseline", "",
+             "Points ahead: the recipe's mean score minus the reference's at the same fraction, x100 (for a score "
+             "where lower is better, the reference's minus the recipe's). Spread: both standard deviations over "
+             "seeds, added in quadrature; \"ahead\" or \"behind\" only beyond it.", "",
+             "| backbone | recipe | fraction | reference | score | reference score | points ahead | spread | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in versus:
+        lines.append(f"| {row['backbone']} | {row['recipe']} | {row['fraction']:g} | {row['reference']} | "
+                     f"{_number(row['score'])} | {_number(row['reference_score'])} | {row['points_ahead']:+.1f} | "
+                     f"{row['spread_points']:.1f} | {row['verdict']} |")
+    return lines
 
 
 def plot_all(summary: dict[str, Any], output: Path) -> list[Path]:

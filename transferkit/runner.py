@@ -220,11 +220,30 @@ def _save_final_model_and_metrics(out: Path, task, data, full_model, state: dict
     metrics = task.evaluate(full_model, data, data.info, out / "report") if data.val is not None else {}
     facts = {"best_epoch": state.get("best_epoch"), "time_limit_reached": bool(state.get("time_limit_reached")),
              "elapsed_seconds": round(clock.elapsed(), 3), "score": task.score()[0]}
+    baseline = baseline_facts(task, data.info)
+    if baseline is not None:
+        facts["baseline"] = baseline
     section = task.data_section()
     if section is not None and section.test:
         facts["test"] = evaluate_split(task, full_model, data.info, section.test, out / "test" / "report",
                                        seen=data.input_ids, prepared=test_data)
     write_metrics(out, metrics, data.problems, facts)
+
+
+def baseline_facts(task, info: dict[str, Any]) -> dict[str, Any] | None:
+    """The task's baseline on the run's own split when it is cheap, else how to measure it; None: it has none."""
+    from transferkit.task import Task
+
+    if type(task).baseline is Task.baseline:
+        return None
+    if not task.baseline_is_cheap(info):
+        return {"skipped": f"{info.get('num_train')} training examples, too many to fit at the end of every run; "
+                           f"`transferkit compare CONFIG --recipes transfer,baseline` measures it"}
+    log(task.config, "fitting the baseline for comparison")
+    try:
+        return task.baseline()
+    except Exception as error:  # a baseline is a comparison, never a reason to lose the run
+        return {"error": f"{type(error).__name__}: {error}"}
 
 
 def split_data(task, info: dict[str, Any], split: str):

@@ -181,6 +181,7 @@ def run_summary(run_dir: str | Path, metrics_dir: str | Path | None = None) -> s
                 parts = [f"{n:,} also in {'training' if k == 'train' else 'validation'}"
                          for k, n in overlap.items() if n]
                 lines.append(f"          warning: {' and '.join(parts)}: the test score is not a held-out score")
+    lines += _baseline_lines(metrics)
     skipped = metrics.get("skipped_in_evaluation")
     if isinstance(skipped, list) and skipped:
         lines.append(f"          {len(skipped)} validation inputs did not decode; listed in metrics.json")
@@ -191,6 +192,27 @@ def run_summary(run_dir: str | Path, metrics_dir: str | Path | None = None) -> s
         lines.append(f"logs      tensorboard --logdir {run_dir / 'logs'}")
     lines.append(_closing_line(run_dir, info, metrics, scores, folder))
     return "\n".join(lines)
+
+
+def _baseline_lines(metrics: dict) -> list[str]:
+    """The baseline's score beside the run's (`Task.baseline`), or why it was not fitted."""
+    baseline = metrics.get("baseline")
+    if not isinstance(baseline, dict):
+        return []
+    if isinstance(baseline.get("skipped"), str):
+        return [f"baseline  not fitted: {baseline['skipped'][:200]}"]
+    if isinstance(baseline.get("error"), str):
+        return [f"baseline  failed: {baseline['error'][:200]}"]
+    name = metrics.get("score") if isinstance(metrics.get("score"), str) else None
+    values = baseline.get("metrics") if isinstance(baseline.get("metrics"), dict) else {}
+    if name is None or not _finite(values.get(name)) or not _finite(metrics.get(name)):
+        return []
+    ours, theirs = float(metrics[name]), float(values[name])
+    verdict = "transfer is ahead" if ours > theirs else "the baseline is ahead" if theirs > ours else "a tie"
+    if name == "loss":
+        verdict = "transfer is ahead" if ours < theirs else "the baseline is ahead" if theirs < ours else "a tie"
+    method = _name(baseline.get("method", "baseline"))
+    return [f"baseline  {method}: {name} {theirs:.4f} ({verdict} by {abs(ours - theirs) * 100:.1f} points)"]
 
 
 def _closing_line(run_dir: Path, info: dict, metrics: dict, scores: dict, folder: Path) -> str:

@@ -350,6 +350,17 @@ class Task(abc.ABC):
         name, mode = self.monitor()
         return name.removeprefix("val_"), mode
 
+    def baseline(self) -> dict[str, Any] | None:
+        """What a user would try first without transfer learning (for text, TF-IDF with logistic regression),
+        fitted on this config's training split and scored on its validation split:
+        `{"method": str, "metrics": {name: value, ...}, "seconds": float, ...}` with the task's score among
+        the metrics. None: the task has no such method; `compare`'s `scratch` recipe is its baseline."""
+        return None
+
+    def baseline_is_cheap(self, info: Mapping[str, Any]) -> bool:
+        """Whether `train` fits `baseline()` for the run's summary (it should take seconds)."""
+        return False
+
     def calibrate(self, model: "keras.Model", data: TaskData) -> None:
         """Fits, on `data`'s validation split once training ends, what the task chooses there rather than
         learns (a multi-label model's decision thresholds), into `model`'s own non-trainable weights, so it

@@ -137,9 +137,9 @@ class TextClassification(ClassificationTask):
         return streaming.resolve_cache(cfg.cache, count, cfg.sequence_length * 8, cfg.cache_memory_mb,
                                        beyond="none")
 
-    def datasets(self) -> TaskData:
-        import tensorflow as tf
-
+    def _examples(self):
+        """(training examples, validation examples, class names, problems): the split every run and the
+        baseline take."""
         cfg = self.task_config.data
         seed = self.config.training.seed
         train_read = data_lib.read_examples(cfg.train, cfg)
@@ -175,6 +175,30 @@ class TextClassification(ClassificationTask):
         if not train_examples or not val_examples:
             raise DataError(f"{cfg.train}: {len(train_examples)} training and {len(val_examples)} validation "
                             f"texts after skipping bad inputs; expected at least one of each")
+        return train_examples, val_examples, class_names, problems
+
+    # Below this many training texts, `train` fits the TF-IDF baseline for its summary (seconds on 2 cores).
+    CHEAP_BASELINE_TEXTS = 30_000
+
+    def baseline_is_cheap(self, info) -> bool:
+        return int(info.get("num_train", 0)) <= self.CHEAP_BASELINE_TEXTS
+
+    def baseline(self):
+        """TF-IDF with logistic regression on the run's own training and validation texts."""
+        from transferkit.plugins.text_classification.baseline import tfidf_baseline
+
+        train_examples, val_examples, _, _ = self._examples()
+        return tfidf_baseline([e.text for e in train_examples], [e.label for e in train_examples],
+                              [e.text for e in val_examples], [e.label for e in val_examples],
+                              self.config.training.seed)
+
+    def datasets(self) -> TaskData:
+        import tensorflow as tf
+
+        cfg = self.task_config.data
+        seed = self.config.training.seed
+        train_examples, val_examples, class_names, problems = self._examples()
+        index = {name: i for i, name in enumerate(class_names)}
 
         # The tokens travel in info.json (the preprocessor), so a run (its evaluation, its export) never
         # needs the preset again.

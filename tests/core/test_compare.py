@@ -78,9 +78,13 @@ def test_flops_follow_the_recipes_freeze_plans(finished):
 
 def test_table_and_plots(finished):
     text = (finished / "compare.md").read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| efficientnet")]
+    results, against = text.split("## Against the baseline")
+    rows = [line for line in results.splitlines() if line.startswith("| efficientnet")]
     assert len(rows) == 4  # one row per recipe and fraction
     assert any("| scratch | 0.5 | 1/1 |" in line for line in rows)
+    # Without a baseline recipe, the frozen probe is measured against the network from scratch.
+    versus = [line for line in against.splitlines() if line.startswith("| efficientnet")]
+    assert len(versus) == 2 and all("| frozen |" in line and "| scratch |" in line for line in versus)
     assert "| 1 | efficientnet (from config) |" in text  # the probe ranking
     for name in ("accuracy_vs_fraction.png", "accuracy_vs_time.png", "accuracy_vs_flops.png"):
         with Image.open(finished / name) as image:
@@ -188,9 +192,24 @@ def test_every_task_compares_on_its_own_score(task, tmp_path):
         config["stages"] = [{"name": "head", "freeze": {"backbone": True}, "epochs": 1, "learning_rate": 1e-3}]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    summary = run_compare(path, tmp_path / "out", CompareOptions(recipes=("frozen",), fractions=(0.5,), seeds=1),
+    recipes = ("frozen", "baseline") if task == "text_classification" else ("frozen",)
+    if task == "object_detection":  # no method of its own: its reference is the scratch recipe
+        with pytest.raises(ConfigError, match="has no baseline method of its own; its baseline is the 'scratch'"):
+            run_compare(path, tmp_path / "no", CompareOptions(recipes=("frozen", "baseline"), fractions=(0.5,),
+                                                              seeds=1), log=lambda _: None)
+    summary = run_compare(path, tmp_path / "out", CompareOptions(recipes=recipes, fractions=(0.5,), seeds=1),
                           log=lambda _: None)
-    (cell,) = summary["cells"]
+    cell = summary["cells"][0]
+    if task == "text_classification":
+        baseline_cell = summary["cells"][1]
+        assert baseline_cell["recipe"] == "baseline" and baseline_cell["status"] == "finished"
+        baseline = json.loads((tmp_path / "out" / baseline_cell["folder"] / "baseline.json").read_text())
+        assert baseline_cell["score"] == baseline["metrics"]["accuracy"]
+        assert baseline["num_train"] == cell["num_train"]  # the same training subset as the network's
+        (versus,) = summary["versus_baseline"]
+        assert versus["reference"] == "baseline" and versus["points_ahead"] == pytest.approx(
+            (cell["score"] - baseline_cell["score"]) * 100)
+        assert "## Against the baseline" in (tmp_path / "out" / "compare.md").read_text()
     assert summary["score"] == score and cell["status"] == "finished"
     metrics = json.loads((tmp_path / "out" / cell["folder"] / "metrics.json").read_text())
     assert cell["score"] == metrics[score]
@@ -234,3 +253,22 @@ def test_core_reads_a_data_section_only_through_its_typed_interface(shapes, tmp_
 
     with pytest.raises(ConfigError, match="has no data.train_fraction"):
         cell_config(image.replace(task_config=Untyped()), cell, options)
+
+
+def test_versus_reference_prefers_the_baseline_and_says_when_a_gap_is_within_the_spread():
+    from transferkit.compare import versus_reference
+
+    def row(recipe, mean, std):
+        return {"backbone": "b", "recipe": recipe, "fraction": 1.0, "mean": mean, "std": std}
+
+    rows = [row("transfer", 0.80, 0.02), row("frozen", 0.76, 0.05), row("scratch", 0.50, 0.0),
+            row("baseline", 0.79, 0.0)]
+    by_recipe = {r["recipe"]: r for r in versus_reference(rows, "max")}
+    assert set(by_recipe) == {"transfer", "frozen"} and by_recipe["transfer"]["reference"] == "baseline"
+    assert by_recipe["transfer"]["verdict"] == "within the spread"  # 1 point ahead, 2 points of spread
+    assert by_recipe["frozen"]["verdict"] == "within the spread"
+    rows[-1] = row("baseline", 0.70, 0.0)
+    assert {r["recipe"]: r["verdict"] for r in versus_reference(rows, "max")} == {"transfer": "ahead",
+                                                                                  "frozen": "ahead"}
+    # Without a baseline the network from scratch is the reference; lower-is-better scores flip the sign.
+    assert versus_reference(rows[:3], "min")[0]["points_ahead"] == pytest.approx(-30.0)

@@ -58,8 +58,17 @@ def test_run_task_test_text_classification(trained):
 def test_learns_the_tiny_sentiment_task(text_root, tmp_path):
     config = build_run_config(tiny_text_config(text_root, stages=[
         {"name": "all", "freeze": {"all": True}, "epochs": 8, "learning_rate": 3e-3}]))
-    metrics = json.loads((train(config, tmp_path / "run") / "metrics.json").read_text())
+    run_dir = train(config, tmp_path / "run")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["accuracy"] >= 0.9
+    # The TF-IDF baseline was fitted on the same split, and the summary sets the two side by side.
+    baseline = metrics["baseline"]
+    assert baseline["method"].startswith("TF-IDF") and baseline["num_val"] == metrics["num_examples"]
+    assert 0.0 <= baseline["metrics"]["accuracy"] <= 1.0
+    from transferkit.summary import run_summary
+
+    line = next(l for l in run_summary(run_dir).splitlines() if l.startswith("baseline"))
+    assert f"accuracy {baseline['metrics']['accuracy']:.4f}" in line and "points" in line
 
 
 def test_cut_cache_trains_the_same_top_layers_as_full_passes(text_root, tmp_path, capsys):
@@ -544,3 +553,24 @@ def test_fault_24_12_negative_token_ids_are_invalid_argument(trained):
     with pytest.raises(ServingError) as caught:
         run_signature(signature, {"token_ids": ids, "padding_mask": mask})
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and "token_ids must be >= 0" in caught.value.message
+
+
+def test_tfidf_baseline_learns_words_and_handles_classes_too_small_to_cross_validate():
+    from transferkit.plugins.text_classification.baseline import tfidf_baseline
+
+    good, bad = ["a great film", "great acting, great plot"] * 3, ["an awful film", "awful plot, awful acting"] * 3
+    result = tfidf_baseline(good + bad, ["pos"] * 6 + ["neg"] * 6, ["great fun", "awful mess"], ["pos", "neg"])
+    assert result["metrics"]["accuracy"] == 1.0 and result["settings"]["C"] in (0.3, 1.0, 3.0, 10.0, 30.0)
+    tiny = tfidf_baseline(["great", "awful"], ["pos", "neg"], ["great"], ["pos"])  # one text per class: no CV
+    assert tiny["metrics"]["accuracy"] == 1.0 and tiny["settings"]["C"] == 10.0
+
+
+@pytest.mark.parametrize("baseline", [
+    "not a dict", {"metrics": "x"}, {"metrics": {"accuracy": float("nan")}}, {"metrics": {}},
+    {"skipped": "x" * 10_000}, {"error": 3},
+])
+def test_summary_baseline_line_survives_a_hostile_metrics_file(baseline):
+    from transferkit.summary import _baseline_lines
+
+    lines = _baseline_lines({"score": "accuracy", "accuracy": 0.9, "baseline": baseline})
+    assert all(len(line) < 260 for line in lines)
