@@ -33,7 +33,7 @@ def tfidf_baseline(train_texts: Sequence[str], train_labels: Sequence[str], val_
     features = vectorizer.fit_transform(train_texts)
     smallest = int(np.min(np.unique(train_labels, return_counts=True)[1]))
     if smallest >= 3:  # cross-validation needs three examples of every class
-        model = LogisticRegressionCV(Cs=[0.3, 1.0, 3.0, 10.0, 30.0], cv=3, max_iter=2000, random_state=seed,
+        model = LogisticRegressionCV(Cs=[0.3, 1.0, 3.0, 10.0, 30.0, 100.0], cv=3, max_iter=2000, random_state=seed,
                                      scoring="accuracy")
     else:
         model = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
