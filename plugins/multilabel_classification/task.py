@@ -259,14 +259,14 @@ class MultiLabelClassification(MultiLabelRecords, PixelClassifier):
         from transferkit.edge import EdgeModel
         from transferkit.plugins.multilabel_classification.evaluation import MultiLabelEdgeScore
 
-        thresholds = tf.constant(
-            np.asarray(model.get_layer("classifier_head").get_layer("label_thresholds").thresholds, np.float32))
+        values = np.asarray(model.get_layer("classifier_head").get_layer("label_thresholds").thresholds, np.float32)
         shape = [None, *(int(d) for d in model.inputs[0].shape[1:])]
 
         def classify(pixels):
             probabilities = tf.cast(model(pixels, training=False), tf.float32)
-            return {"probabilities": probabilities,
-                    "thresholds": tf.zeros_like(probabilities) + thresholds[None, :]}
+            # Made inside the traced function: a captured tensor would become a second input of an ONNX file.
+            thresholds = tf.constant(values)[None, :]
+            return {"probabilities": probabilities, "thresholds": tf.zeros_like(probabilities) + thresholds}
 
         return EdgeModel(inputs={"pixels": tf.TensorSpec(shape, tf.float32, name="pixels")}, function=classify,
                          score=lambda data: MultiLabelEdgeScore(),

@@ -117,8 +117,9 @@ def test_tuned_thresholds_maximise_each_labels_f1():
     truth = np.array([[1, 0], [1, 0], [0, 0], [0, 0]], np.float32)
     scores = np.array([[0.3, 0.9], [0.25, 0.1], [0.2, 0.2], [0.1, 0.3]], np.float32)
     cuts = tuned_thresholds(truth, scores, default=0.5)
-    # Label 0: scores 0.3 and 0.25 are the positives, so a cut at 0.25 gives F1 1; label 1 has no positive.
-    assert cuts[0] == pytest.approx(0.25) and cuts[1] == pytest.approx(0.5)
+    # Label 0: scores 0.3 and 0.25 are the positives, so a cut at 0.25 gives F1 1; the threshold sits halfway
+    # to the next lower score (0.2). Label 1 has no positive.
+    assert cuts[0] == pytest.approx(0.225) and cuts[1] == pytest.approx(0.5)
     metrics = multilabel_metrics(truth, scores, cuts, ["a", "b"])
     assert metrics["per_label"]["a"]["f1"] == 1.0 and metrics["per_label"]["a"]["average_precision"] == 1.0
     assert "average_precision" not in metrics["per_label"]["b"]  # no positive: not in the mAP
@@ -234,3 +235,17 @@ def test_datasets_report_unknown_labels_and_refuse_what_does_not_fit(tmp_path):
     folders = make_image_folder(tmp_path / "classes", per_class=2, size=16)
     with pytest.raises(DataError, match="no label file"):
         _task(tiny_config(folders)).datasets()
+
+
+def test_an_onnx_file_carries_the_thresholds_and_predicts_as_the_run(trained_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from transferkit.runner import predict_files
+    from transferkit.serving.edge_export import EdgeExportOptions, export_edge, predict_edge
+
+    run_dir, csv = trained_run
+    image = str(csv.parent / "image_001.png")
+    report = export_edge(run_dir, tmp_path / "multilabel.onnx", EdgeExportOptions(format="onnx"))
+    assert report["drop_points"] == pytest.approx(0.0, abs=1e-6)
+    ((_, from_file),) = list(predict_edge(tmp_path / "multilabel.onnx", [image], top_k=3))
+    ((_, local, _),) = predict_files(run_dir, [image], top_k=3)
+    assert [(i.label, round(i.threshold, 5)) for i in from_file] == [(i.label, round(i.threshold, 5)) for i in local]

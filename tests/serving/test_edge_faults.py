@@ -171,3 +171,22 @@ def test_fault_31_export_force_never_replaces_a_folder_that_is_not_a_savedmodel(
     assert main(["export", str(trained_run), "--model-base", str(tmp_path / "models"), "--name", "m",
                  "--version", "1", "--force"]) == 2
     assert "not a SavedModel" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "mine"
+
+
+def test_an_onnx_file_with_inputs_the_edge_model_does_not_have_is_refused(tmp_path):
+    """The converter turning a constant into an input is caught by name, for any task's inputs."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from transferkit.serving.edge_export import EdgeExportError, _OnnxRunner
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["pixels", "stray_constant"], ["probabilities"])], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2]) for n in ("pixels", "stray_constant")],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, 2])])
+    path = tmp_path / "two_inputs.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    with pytest.raises(EdgeExportError, match=r"left 2 graph inputs \(pixels, stray_constant\); expected pixels"):
+        _OnnxRunner(path, input_names=["pixels"])
+    runner = _OnnxRunner(path, input_names=["stray_constant", "pixels"])  # a task with two inputs of these names
+    assert sorted(runner.feeds) == ["pixels", "stray_constant"]
