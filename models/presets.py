@@ -20,6 +20,7 @@ from typing import Callable
 
 from transferkit import paths
 from transferkit.errors import PresetError
+from transferkit.models import run_presets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +128,8 @@ def cached_preset_path(name: str) -> Path:
 
 def import_preset(name: str, to: str | os.PathLike | None = None, force: bool = False) -> Path:
     """Imports packaged weights `name` into `to` (default: the local cache)."""
+    if name not in IMPORTERS and Path(name).expanduser().is_dir():
+        return _import_run(Path(name).expanduser(), to, force)
     importer = IMPORTERS.get(name)
     if importer is None:
         raise PresetError(
@@ -152,6 +155,35 @@ def import_preset(name: str, to: str | os.PathLike | None = None, force: bool = 
         raise PresetError(f"{dest}: {error}") from None
 
 
+def _import_run(run: Path, to: str | os.PathLike | None, force: bool) -> Path:
+    """Copies a finished run's backbone preset into `to` (a folder, or a name in the cache)."""
+    import shutil
+
+    if not run_presets.is_run_folder(run):
+        raise PresetError(f"{run}: not a transferkit run folder, nor a name of {', '.join(sorted(IMPORTERS))}")
+    try:
+        source = run_presets.run_preset_folder(run)
+    except run_presets.RunPresetError as error:
+        raise PresetError(str(error)) from None
+    if to is None:
+        raise PresetError(f"presets import {run}: name it with --name NAME (or give --to FOLDER)")
+    dest = Path(to) if os.sep in str(to) or str(to).startswith(".") else cached_preset_path(str(to))
+    if dest.exists():
+        ours = (dest / run_presets.FACTS_FILE).is_file() and (dest / "config.json").is_file()
+        if not (force and ours):
+            raise PresetError(f"{dest}: exists; " + ("pass --force to replace it" if ours else
+                                                    "not a preset imported from a run, so never replaced"))
+    staging = dest.parent / f".{dest.name}.importing"
+    if staging.exists():
+        shutil.rmtree(staging)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, staging)
+    if dest.exists():
+        shutil.rmtree(dest)
+    staging.rename(dest)
+    return dest
+
+
 def list_presets() -> list[PresetRow]:
     rows = []
     for name, importer in sorted(IMPORTERS.items()):
@@ -174,6 +206,11 @@ def list_presets() -> list[PresetRow]:
 def resolve_preset(spec: str) -> str:
     """Turns a preset spec into a folder path, or returns a named preset as is."""
     path = Path(spec).expanduser()
+    if path.is_dir() and not (path / "config.json").exists() and run_presets.is_run_folder(path):
+        try:  # a finished transferkit run: its fine-tuned backbone
+            return str(run_presets.run_preset_folder(path))
+        except run_presets.RunPresetError as error:
+            raise PresetError(str(error)) from None
     if path.is_dir():
         if not (path / "config.json").exists():
             raise PresetError(

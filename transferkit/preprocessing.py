@@ -46,6 +46,10 @@ class Preprocessor:
     # What an app does around an edge export (a LiteRT or ONNX file takes model inputs, not raw
     # files), written into the file's signature.json.
     edge_steps: ClassVar[tuple[str, ...]] = ("prepare the raw input as this preprocessor's settings say",)
+    # The fields a new run must share with a run whose backbone it starts from (`backbone.preset: RUN`):
+    # those that change what the backbone's input features mean. An image's size may change; a spectrogram's
+    # mel bands may not.
+    matched_on_transfer: ClassVar[tuple[str, ...]] = ()
 
     # -- serialisation ---------------------------------------------------------------
 

@@ -73,6 +73,7 @@ def prepare_run(config: RunConfig, strategy=None):
 
     keras.utils.set_random_seed(config.training.seed)
     task = get_task(config.task)(config)
+    check_start_preset(task, config)  # a run of another kind as the preset: refused before the data is read
     data = task.datasets().with_options(pipeline_options(config.training.data_autotune))
     check_class_names(data.info.get("class_names"), f"{config.task} data ({_data_source(config)})")
     task.info = dict(data.info)
@@ -83,6 +84,27 @@ def prepare_run(config: RunConfig, strategy=None):
         keras.utils.set_random_seed(config.training.seed)
         full_model = task.build_model(backbone, task.info)
     return task, data, backbone, full_model
+
+
+def check_start_preset(task, config: RunConfig) -> None:
+    """When `backbone.preset` is a finished run (or was imported from one), the new task must read inputs as
+    that run's backbone was trained to (`run_presets.check_preprocessor`); a ConfigError says what differs."""
+    from transferkit.errors import ConfigError
+    from transferkit.models import presets, run_presets
+
+    preset = config.backbone.preset
+    if not preset or config.backbone.config is not None:
+        return
+    folder = Path(preset).expanduser()
+    if not folder.is_dir() and not presets.cached_preset_path(preset).is_dir():
+        return  # a KerasHub name or an importer: not a run
+    try:
+        resolved = presets.resolve_preset(preset)
+        if run_presets.run_facts(resolved) is not None:
+            run_presets.check_preprocessor(resolved, type(task).preprocessor_class, task.build_preprocessor,
+                                           config.task, preset)
+    except run_presets.RunPresetError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _data_source(config: RunConfig) -> str:
@@ -134,6 +156,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     _record_dropped_inputs(config, data, stages.dropped, out)
     stages.release_feature_caches()
     _save_final_model_and_metrics(out, task, data, full_model, state, clock, test_data)
+    _write_run_preset(out, task, backbone)
     _mark_complete(recorder.store, full_model, state, clock)
     if role is not None:
         _end_worker(role, out, full_model)
@@ -230,6 +253,18 @@ def _save_final_model_and_metrics(out: Path, task, data, full_model, state: dict
     write_metrics(out, metrics, data.problems, facts)
 
 
+def _write_run_preset(out: Path, task, backbone) -> None:
+    """`out/backbone/`: the fine-tuned backbone as a preset another run can start from (`backbone.preset: RUN`)."""
+    from transferkit.models.run_presets import write_run_preset
+
+    preprocessor = task.preprocessor()
+    written = write_run_preset(out, backbone, task.name, preprocessor.get_config() if preprocessor else None,
+                               type(preprocessor).__name__ if preprocessor else None)
+    if written is None:
+        log(task.config, "no backbone/ preset written (the backbone is not a KerasHub one, or a backbone/ folder "
+                         "that transferkit did not write is in the way): this run cannot start another")
+
+
 def baseline_facts(task, info: dict[str, Any]) -> dict[str, Any] | None:
     """The task's baseline on the run's own split when it is cheap, else how to measure it; None: it has none."""
     from transferkit.task import Task
@@ -288,7 +323,8 @@ def _end_worker(role, out: Path, full_model) -> None:
 
 # What every run writes; a fresh start removes them (and the task's artifacts its marker lists) so nothing
 # stale is reused. Nothing else in the folder is touched.
-RUN_OUTPUTS = ("checkpoints", "feature_cache", "freeze", "logs", "report", "test", "best.weights.h5", "model.keras",
+RUN_OUTPUTS = ("checkpoints", "feature_cache", "freeze", "logs", "report", "test", "backbone", "best.weights.h5",
+               "model.keras",
                "metrics.json", "history.json", "problems.json", "info.json", "labels.txt", "artifacts.json")
 
 

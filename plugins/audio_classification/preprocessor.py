@@ -46,6 +46,8 @@ class AudioPreprocessor(Preprocessor):
                   "bottom, time left to right, resized (bilinear) to image_size",
                   "feed it as NHWC pixels, the spectrogram repeated on 3 channels")
 
+    matched_on_transfer = ("sample_rate", "frame_ms", "hop_ms", "num_mels", "min_hz", "max_hz")
+
     sample_rate: int = 16000
     clip_seconds: float = 1.0
     frame_ms: float = 25.0

@@ -33,6 +33,8 @@ class TextPreprocessor(Preprocessor):
                   "feed token_ids = [CLS] tokens [SEP], cut and padded with [PAD] to sequence_length, and "
                   "padding_mask = 1 for real tokens, 0 for padding (int32, shape [N, sequence_length])")
 
+    matched_on_transfer = ("vocabulary", "lowercase", "strip_accents")
+
     vocabulary: tuple[str, ...] = ()
     sequence_length: int = 128
     lowercase: bool = True
