@@ -35,12 +35,13 @@ def write_run_preset(run_dir: Path, backbone, task_name: str, preprocessor: Mapp
     staging = Path(tempfile.mkdtemp(prefix=f".{FOLDER}.", dir=run_dir))
     try:
         model.save_to_preset(str(staging))
-        normalization = backbone.normalization
         facts = {
-            "normalization": {"scale": normalization.scale, "offset": normalization.offset},
             "from_run": {"run": str(Path(run_dir).resolve()), "task": task_name, "backbone": backbone.source,
                          "preprocessor_class": preprocessor_class, "preprocessor": dict(preprocessor or {})},
         }
+        normalization = _normalization_of(backbone)
+        if normalization is not None:  # pixels in; a text backbone takes token ids
+            facts["normalization"] = {"scale": normalization.scale, "offset": normalization.offset}
         if preprocessor and preprocessor.get("image_size"):
             facts["image_size"] = list(preprocessor["image_size"])
         tokens = (preprocessor or {}).get("vocabulary")
@@ -55,6 +56,15 @@ def write_run_preset(run_dir: Path, backbone, task_name: str, preprocessor: Mapp
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _normalization_of(backbone):
+    from transferkit.errors import PresetError
+
+    try:
+        return backbone.normalization
+    except PresetError:
+        return None
 
 
 def is_run_folder(path: Path) -> bool:

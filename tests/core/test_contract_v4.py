@@ -50,3 +50,15 @@ def test_image_input_keys_are_declared_once_and_named_as_the_preprocessors():
                               interpolation="bilinear", max_pixels=10_000)
         assert config.preprocessor() == ImagePreprocessor(image_size=(40, 48), resize="pad", crop_fraction=0.5,
                                                           interpolation="bilinear", max_pixels=10_000)
+
+
+def test_audio_data_keys_are_the_preprocessors_with_its_defaults():
+    import dataclasses
+
+    from transferkit.plugins.audio_classification.config import AudioDataConfig
+    from transferkit.plugins.audio_classification.preprocessor import AudioPreprocessor
+
+    section = {f.name: f.default for f in dataclasses.fields(AudioDataConfig)}
+    for field in dataclasses.fields(AudioPreprocessor):
+        assert field.name in section and section[field.name] == field.default, field.name
+    assert AudioDataConfig(train="x").preprocessor() == AudioPreprocessor()

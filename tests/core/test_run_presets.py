@@ -97,3 +97,24 @@ def test_presets_import_copies_a_runs_backbone_under_a_name(image_run, tmp_path)
         from transferkit.models.presets import import_preset
 
         import_preset(str(mine), to="x")
+
+
+def test_a_text_run_starts_a_text_run_with_its_vocabulary(tmp_path):
+    from transferkit.plugins.text_classification.testing import make_text_dataset, tiny_text_config
+
+    make_text_dataset(tmp_path / "texts", count=24)
+    first = tiny_text_config(tmp_path / "texts", stages=[
+        {"name": "top", "freeze": {"top_layers": 1}, "epochs": 1, "learning_rate": 1e-3}])
+    run = train(build_run_config(first), tmp_path / "run")
+    _, first_task, trained, first_info = load_run(run)
+    again = tiny_text_config(tmp_path / "texts")
+    again["backbone"] = {"preset": str(run)}
+    again.get("tokenizer", {}).pop("vocabulary", None)
+    task, _, backbone, _ = prepare_run(build_run_config(again))
+    assert task.preprocessor().vocabulary == first_task.preprocessor(first_info).vocabulary
+    # Every value of the new run's backbone is one of the trained run's (its fine-tuned top layer included),
+    # but for the layers the text task does not use (BERT's pooler), which its model does not hold.
+    trained_values = {(w.shape, float(np.asarray(w, np.float64).sum())) for w in trained.get_weights()}
+    used = [v for v in backbone.model.weights if v.path.split("/")[0] not in backbone.unused_layers]
+    assert len(used) < len(backbone.model.weights)
+    assert all((tuple(v.shape), float(np.asarray(v, np.float64).sum())) in trained_values for v in used)
