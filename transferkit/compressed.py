@@ -142,3 +142,26 @@ def plain_copy(path: str | os.PathLike) -> Path:
         if older != copy and not older.name.startswith("."):
             older.unlink(missing_ok=True)
     return copy
+
+
+def read_csv_table(path: str | os.PathLike, rows: str):
+    """A `csv.DictReader` over a (decompressed) UTF-8 CSV with its header names stripped; a DataError naming
+    the file when it is damaged, not UTF-8 text, holds NUL bytes or has no readable header. `rows` says
+    what its rows should be ("path,label rows"), for the messages."""
+    import csv
+
+    path = Path(path)
+    try:
+        text = read_bounded(path).decode("utf-8")
+    except DAMAGE as error:
+        raise DataError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not a UTF-8 text CSV (byte {error.start}); expected {rows}") from None
+    if "\x00" in text:
+        raise DataError(f"{path}: contains NUL bytes; expected a text CSV with {rows}")
+    reader = csv.DictReader(text.splitlines())
+    try:
+        reader.fieldnames = [name.strip() for name in (reader.fieldnames or [])]
+    except csv.Error as error:
+        raise DataError(f"{path}: line 1: not a readable CSV header: {error}") from None
+    return reader

@@ -3,12 +3,11 @@ images with a label file per image. Listing checks names and files; decoding is 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 from pathlib import Path
 
-from transferkit.compressed import DAMAGE, inner_suffix, read_bounded
+from transferkit.compressed import inner_suffix, read_csv_table
 from transferkit.errors import DataError
 from transferkit.fileio import checked_rows
 from transferkit.vision.samples import IMAGE_EXTENSIONS
@@ -79,20 +78,8 @@ def _list_folder(root: Path, separator: str) -> tuple[list[LabelledImage], list[
 
 
 def _list_csv(path: Path, separator: str) -> tuple[list[LabelledImage], list[dict[str, str]], list[str] | None]:
-    try:
-        text = read_bounded(path).decode("utf-8")
-    except DAMAGE as error:
-        raise DataError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not a UTF-8 text CSV (byte {error.start}); expected path,labels rows") from None
-    if "\x00" in text:
-        raise DataError(f"{path}: contains NUL bytes; expected a text CSV with path,labels rows")
-    reader = csv.DictReader(text.splitlines())
-    try:
-        fields = [f.strip() for f in (reader.fieldnames or [])]
-    except csv.Error as error:
-        raise DataError(f"{path}: line 1: not a readable CSV header: {error}") from None
-    reader.fieldnames = fields
+    reader = read_csv_table(path, "path,labels rows")
+    fields = reader.fieldnames
     if "path" not in fields:
         raise DataError(f"{path}: expected a header with a 'path' column and a 'labels' column (or one 0/1 "
                         f"column per label), received {fields}")

@@ -173,6 +173,8 @@ def test_the_run_tunes_thresholds_and_reports_per_label(trained_run):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["score"] == "map" and 0.0 <= metrics["map"] <= 1.0
     assert set(metrics["per_label"]) == {"circle", "square", "triangle"}
+    assert (run_dir / "report" / "training_curves.png").is_file()
+    assert (run_dir / "report" / "worst_labelled.png").is_file() == (metrics["exact_match"] < 1.0)
     _, _, model, _ = load_run(run_dir)
     carried = thresholds_of(model)
     reported = [metrics["per_label"][name]["threshold"] for name in ("circle", "square", "triangle")]

@@ -6,12 +6,11 @@ classification, `transferkit data pack` and any task that reads class-labelled i
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 from pathlib import Path
 
-from transferkit.compressed import DAMAGE, inner_suffix, read_bounded
+from transferkit.compressed import inner_suffix, read_csv_table
 from transferkit.errors import DataError
 from transferkit.fileio import checked_rows
 
@@ -69,19 +68,8 @@ def _list_folder(root: Path) -> tuple[list[Sample], list[dict[str, str]]]:
 
 def _list_csv(path: Path) -> tuple[list[Sample], list[dict[str, str]]]:
     samples, problems = [], []
-    try:
-        text = read_bounded(path).decode("utf-8")
-    except DAMAGE as error:
-        raise DataError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not a UTF-8 text CSV (byte {error.start}); expected path,label rows") from None
-    if "\x00" in text:
-        raise DataError(f"{path}: contains NUL bytes; expected a text CSV with path,label rows")
-    reader = csv.DictReader(text.splitlines())
-    try:
-        fields = reader.fieldnames or []
-    except csv.Error as error:
-        raise DataError(f"{path}: line 1: not a readable CSV header: {error}") from None
+    reader = read_csv_table(path, "path,label rows")
+    fields = reader.fieldnames
     if "path" not in fields or "label" not in fields:
         raise DataError(f"{path}: expected a header with columns 'path' and 'label', received {fields}")
     for line, row in enumerate(checked_rows(reader, str(path)), start=2):
