@@ -177,7 +177,10 @@ def main(argv=None) -> None:
                  for k in ("map", "micro_f1", "macro_f1", "exact_match")]
         print(f"{name:<12} " + " ".join(f"{c:>13}" for c in cells) +
               f" {np.mean([r['train_seconds'] for r in rows]):8.0f}")
-    target = Path(__file__).resolve().parent / "results" / "multilabel_collage.json"
+    # Another starting point (an imported name, or a finished run: `--preset runs/hymenoptera`) gets its own file.
+    suffix = "" if args.preset == "efficientnet-lite0" else "_from_" + "".join(
+        c if c.isalnum() else "_" for c in Path(args.preset).name)
+    target = Path(__file__).resolve().parent / "results" / f"multilabel_collage{suffix}.json"
     target.write_text(json.dumps({"preset": args.preset, "seeds": results}, indent=2) + "\n")
     print(f"written: {target}")
 
