@@ -180,6 +180,16 @@ class TextClassification(ClassificationTask):
     # Below this many training texts, `train` fits the TF-IDF baseline for its summary (seconds on 2 cores).
     CHEAP_BASELINE_TEXTS = 30_000
 
+    def edge_model(self, model, info):
+        """The classifier's edge model, with a transformer's int8 needs: calibration rows of real tokens only,
+        and the ops that lose accuracy or speed in int8 kept in float (see `edge.py` of this plugin)."""
+        import dataclasses
+
+        from transferkit.plugins.text_classification.edge import TRANSFORMER_INT8_FLOAT_OPS, packed_token_rows
+
+        return dataclasses.replace(super().edge_model(model, info), calibration=packed_token_rows,
+                                   int8_float_ops=TRANSFORMER_INT8_FLOAT_OPS)
+
     def baseline_is_cheap(self, info) -> bool:
         return int(info.get("num_train", 0)) <= self.CHEAP_BASELINE_TEXTS
 

@@ -62,3 +62,23 @@ def test_audio_data_keys_are_the_preprocessors_with_its_defaults():
     for field in dataclasses.fields(AudioPreprocessor):
         assert field.name in section and section[field.name] == field.default, field.name
     assert AudioDataConfig(train="x").preprocessor() == AudioPreprocessor()
+
+
+def test_the_foundation_names_no_text_or_audio_input():
+    """Code (not prose) in transferkit/, models/ and serving/ never branches on a task's input names: the
+    task says what its inputs need (`Task.edge_model`, its preprocessor)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    names = {"token_ids", "padding_mask", "segment_ids", "audio", "waveform"}
+    found = []
+    for folder in ("transferkit", "models", "serving"):
+        for path in (root / folder).rglob("*.py"):
+            if path.name == "testing.py":  # the test kit builds tiny backbones of every kind
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            prose = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+            found += [f"{path.relative_to(root)}:{node.lineno} {node.value!r}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Constant) and node.value in names and id(node) not in prose]
+    assert not found, found

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from transferkit.edge import packed_token_rows
+from transferkit.plugins.text_classification.edge import packed_token_rows
 
 
 def _example(tokens, length=8):

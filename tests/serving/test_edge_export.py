@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from transferkit.cli import main
-from transferkit.edge import TRANSFORMER_INT8_FLOAT_OPS
+from transferkit.plugins.text_classification.edge import TRANSFORMER_INT8_FLOAT_OPS
 from transferkit.serving import edge_export
 from transferkit.serving.edge_export import EdgeExportError, EdgeExportOptions, export_edge, predict_edge
 

@@ -30,10 +30,11 @@ class ClassifierRecords:
         return "\n".join(f"  {score:7.4f}  {label}" for label, score in record)
 
     def edge_model(self, model, info):
-        """The model from its inputs (NHWC pixels, or token ids and a padding mask) to class probabilities."""
+        """The model from its inputs (NHWC pixels, or named inputs such as token ids and a padding mask) to class
+        probabilities. A task refines it (a text task's int8 calibration and float ops)."""
         import tensorflow as tf
 
-        from transferkit.edge import TRANSFORMER_INT8_FLOAT_OPS, EdgeModel, packed_token_rows
+        from transferkit.edge import EdgeModel
 
         inputs = model.inputs
         if len(inputs) == 1 and len(inputs[0].shape) == 4:
@@ -48,10 +49,7 @@ class ClassifierRecords:
             features = tensors[0] if names == ["pixels"] else dict(zip(names, tensors))
             return {"probabilities": tf.cast(model(features, training=False), tf.float32)}
 
-        transformer_text = names == ["padding_mask", "token_ids"]
         return EdgeModel(inputs=specs, function=classify, keras_model=model if names == ["pixels"] else None,
-                         calibration=packed_token_rows if transformer_text else None,
-                         int8_float_ops=TRANSFORMER_INT8_FLOAT_OPS if transformer_text else (),
                          output_steps=("read probabilities; argmax gives the label",))
 
     @classmethod
