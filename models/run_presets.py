@@ -25,9 +25,10 @@ class RunPresetError(ValueError):
 
 
 def write_run_preset(run_dir: Path, backbone, task_name: str, preprocessor: Mapping[str, Any] | None,
-                     preprocessor_class: str | None) -> Path | None:
+                     preprocessor_class: str | None, unchanged_in_stage: str | None = None) -> Path | None:
     """Writes `run_dir/backbone/` (through a temporary folder, then a rename); None when the backbone is not a
-    KerasHub backbone (KerasCV's cannot be saved as a preset)."""
+    KerasHub backbone (KerasCV's cannot be saved as a preset). `unchanged_in_stage`: the frozen stage of the
+    best epoch, when the saved weights are the starting backbone's."""
     model = backbone.model
     target = Path(run_dir) / FOLDER
     if not hasattr(model, "save_to_preset") or (target.exists() and run_facts(target) is None):
@@ -37,7 +38,8 @@ def write_run_preset(run_dir: Path, backbone, task_name: str, preprocessor: Mapp
         model.save_to_preset(str(staging))
         facts = {
             "from_run": {"run": str(Path(run_dir).resolve()), "task": task_name, "backbone": backbone.source,
-                         "preprocessor_class": preprocessor_class, "preprocessor": dict(preprocessor or {})},
+                         "preprocessor_class": preprocessor_class, "preprocessor": dict(preprocessor or {}),
+                         "unchanged_in_stage": unchanged_in_stage},
         }
         normalization = _normalization_of(backbone)
         if normalization is not None:  # pixels in; a text backbone takes token ids

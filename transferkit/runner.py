@@ -156,7 +156,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = True,
     _record_dropped_inputs(config, data, stages.dropped, out)
     stages.release_feature_caches()
     _save_final_model_and_metrics(out, task, data, full_model, state, clock, test_data)
-    _write_run_preset(out, task, backbone)
+    _write_run_preset(out, task, backbone, state)
     _mark_complete(recorder.store, full_model, state, clock)
     if role is not None:
         _end_worker(role, out, full_model)
@@ -253,16 +253,37 @@ def _save_final_model_and_metrics(out: Path, task, data, full_model, state: dict
     write_metrics(out, metrics, data.problems, facts)
 
 
-def _write_run_preset(out: Path, task, backbone) -> None:
+def _write_run_preset(out: Path, task, backbone, state: dict[str, Any]) -> None:
     """`out/backbone/`: the fine-tuned backbone as a preset another run can start from (`backbone.preset: RUN`)."""
     from transferkit.models.run_presets import write_run_preset
 
     preprocessor = task.preprocessor()
+    frozen_stage = _frozen_stage_of_best_epoch(task.config, out, state.get("best_epoch"))
     written = write_run_preset(out, backbone, task.name, preprocessor.get_config() if preprocessor else None,
-                               type(preprocessor).__name__ if preprocessor else None)
+                               type(preprocessor).__name__ if preprocessor else None,
+                               unchanged_in_stage=frozen_stage)
+    if written is not None and frozen_stage is not None:
+        log(task.config, f"backbone/ holds the starting backbone's weights: the best epoch was in stage "
+                         f"{frozen_stage!r}, which froze the whole backbone")
     if written is None:
         log(task.config, "no backbone/ preset written (the backbone is not a KerasHub one, or a backbone/ folder "
                          "that transferkit did not write is in the way): this run cannot start another")
+
+
+def _frozen_stage_of_best_epoch(config: RunConfig, out: Path, best_epoch) -> str | None:
+    """The name of the stage the best epoch belongs to when that stage froze the whole backbone, else None."""
+    try:
+        history = json.loads((out / "history.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(history, list):
+        return None
+    row = next((r for r in history if isinstance(r, dict) and r.get("global_epoch") == best_epoch), None)
+    index = row.get("stage_index") if row else None
+    if not isinstance(index, int) or not 0 <= index < len(config.stages):
+        return None
+    stage = config.stages[index]
+    return stage.name if stage.freeze.freezes_whole_backbone else None
 
 
 def baseline_facts(task, info: dict[str, Any]) -> dict[str, Any] | None:

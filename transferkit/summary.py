@@ -188,10 +188,23 @@ def run_summary(run_dir: str | Path, metrics_dir: str | Path | None = None) -> s
     figures = sorted((folder / "report").glob("*.png")) + sorted((folder / "report").glob("*.md"))
     if figures:
         lines.append(f"report    {', '.join(str(p) for p in figures)}")
+    lines += _preset_lines(run_dir, notes)
     if (run_dir / "logs").is_dir():
         lines.append(f"logs      tensorboard --logdir {run_dir / 'logs'}")
     lines.append(_closing_line(run_dir, info, metrics, scores, folder))
     return "\n".join(lines)
+
+
+def _preset_lines(run_dir: Path, notes: list[str]) -> list[str]:
+    """Where the run's fine-tuned backbone is, and whether it is the starting one (`backbone.preset: RUN`)."""
+    facts = _read(run_dir / "backbone" / "transferkit.json", dict, notes)
+    origin = facts.get("from_run") if isinstance(facts, dict) else None
+    if not isinstance(origin, dict):
+        return []
+    stage = origin.get("unchanged_in_stage")
+    if isinstance(stage, str):
+        return [f"preset    {run_dir / 'backbone'}: the starting weights (best epoch in frozen stage {_name(stage)!r})"]
+    return [f"preset    {run_dir / 'backbone'}: start another run from it with backbone.preset: {run_dir}"]
 
 
 def _baseline_lines(metrics: dict) -> list[str]:

@@ -29,6 +29,22 @@ def test_a_finished_run_saves_its_fine_tuned_backbone_as_a_preset(image_run):
     assert (folder / "config.json").is_file() and facts["from_run"]["task"] == "image_classification"
     assert facts["from_run"]["preprocessor_class"] == "ImagePreprocessor"
     assert "backbone" in json.loads((image_run / ".transferkit-run.json").read_text())["written"]
+    # Its one stage trained the top blocks, so the saved backbone is a fine-tuned one and the summary says where.
+    from transferkit.summary import run_summary
+
+    assert facts["from_run"]["unchanged_in_stage"] is None
+    assert f"preset    {folder}: start another run from it with backbone.preset: {image_run}" in run_summary(image_run)
+
+
+def test_a_run_whose_best_epoch_froze_the_backbone_says_its_preset_is_the_starting_one(tmp_path):
+    from transferkit.summary import run_summary
+
+    config = tiny_config(make_image_folder(tmp_path / "images", per_class=4, size=32), stages=[
+        {"name": "probe", "freeze": {"backbone": True}, "epochs": 1, "learning_rate": 1e-2}])
+    run = train(build_run_config(config), tmp_path / "run")
+    facts = json.loads((run / "backbone" / "transferkit.json").read_text())
+    assert facts["from_run"]["unchanged_in_stage"] == "probe"
+    assert "the starting weights (best epoch in frozen stage 'probe')" in run_summary(run)
 
 
 def test_another_task_of_the_same_inputs_starts_from_the_runs_weights(image_run, tmp_path):
