@@ -17,7 +17,7 @@ from transferkit.vision import packing, streaming
 from transferkit.registry import register_task
 from transferkit.sampling import hold_out_and_subset
 from transferkit.task import TaskData, input_ids
-from transferkit.vision.classifier import PixelClassifier
+from transferkit.vision.classifier import PixelClassifier, check_image_serving, image_serving_examples
 from transferkit.vision.preprocessor import ImagePreprocessor
 
 
@@ -327,28 +327,10 @@ class ImageClassification(PixelClassifier):
                                          top_k=self.task_config.head.top_k)
 
     def serving_examples(self, info, count):
-        from transferkit.serving.examples import encoded_image_examples
-
-        return [{"images": image} for image in encoded_image_examples(info, count, self.preprocessor(info).image_size)]
+        return image_serving_examples(self, info, count)
 
     def check_serving(self, model, signatures, examples, info):
-        import tensorflow as tf
-
-        from transferkit.task import ParityCheck
-
-        preprocessor = self.preprocessor(info)
-        encoded = [example["images"] for example in examples]
-        pixels = tf.stack([preprocessor.preprocess(e) for e in encoded])
-        expected = np.asarray(model(pixels, training=False), dtype=np.float32)
-        from_bytes = signatures["serving_default"](images=tf.constant(encoded))
-        from_pixels = signatures["serving_pixels"](pixels=pixels)
-        for key in ("probabilities", "scores"):
-            if from_bytes[key].dtype != tf.float32:
-                raise TypeError(f"output {key!r} is {from_bytes[key].dtype.name}, expected float32")
-        return [
-            ParityCheck("serving_default", float(np.abs(from_bytes["probabilities"].numpy() - expected).max())),
-            ParityCheck("serving_pixels", float(np.abs(from_pixels["probabilities"].numpy() - expected).max())),
-        ]
+        return check_image_serving(model, signatures, examples, self.preprocessor(info), float_outputs=("probabilities", "scores"))
 
 
 def _labels(samples) -> list[str]:

@@ -61,7 +61,12 @@ def build_multilabel_head(feature_dim: int, num_labels: int, config) -> keras.Mo
     return keras.Model(inputs, outputs, name="classifier_head")
 
 
+def threshold_layer(model) -> LabelThresholds:
+    """The `LabelThresholds` layer of a model (or of its classifier head)."""
+    head = model.get_layer("classifier_head") if "classifier_head" in [l.name for l in model.layers] else model
+    return head.get_layer("label_thresholds")
+
+
 def thresholds_of(model) -> np.ndarray:
     """The thresholds a model (or its classifier head) carries."""
-    head = model.get_layer("classifier_head") if "classifier_head" in [l.name for l in model.layers] else model
-    return np.asarray(head.get_layer("label_thresholds").thresholds, np.float32)
+    return np.asarray(threshold_layer(model).thresholds, np.float32)

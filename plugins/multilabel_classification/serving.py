@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from transferkit.plugins.multilabel_classification.layers import threshold_layer
 from transferkit.plugins.multilabel_classification.records import multilabel_outputs
 
 
@@ -18,7 +19,7 @@ def multilabel_signatures(model, preprocessor, class_names) -> dict[str, Any]:
 
     class_names = list(class_names)
     height, width = preprocessor.image_size
-    thresholds = model.get_layer("classifier_head").get_layer("label_thresholds").thresholds
+    thresholds = threshold_layer(model).thresholds
 
     def outputs(pixels):
         return multilabel_outputs(model(pixels, training=False), thresholds, class_names)

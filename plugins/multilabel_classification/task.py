@@ -15,7 +15,7 @@ from transferkit.plugins.multilabel_classification.records import MultiLabelReco
 from transferkit.registry import register_task
 from transferkit.sampling import hold_out_and_subset
 from transferkit.task import TaskData, input_ids
-from transferkit.vision.classifier import PixelClassifier
+from transferkit.vision.classifier import PixelClassifier, check_image_serving, image_serving_examples
 from transferkit.vision.preprocessor import ImagePreprocessor
 
 
@@ -177,15 +177,10 @@ class MultiLabelClassification(MultiLabelRecords, PixelClassifier):
 
     # -- model and training ----------------------------------------------------
 
-    def classifier_head(self, backbone, info, feature_dim: int):
+    def build_head(self, feature_dim: int, info):
         from transferkit.plugins.multilabel_classification.layers import build_multilabel_head
 
-        cached = getattr(self, "_built_head", None)
-        if cached is not None and cached[0] is backbone:
-            return cached[1]
-        head = build_multilabel_head(feature_dim, len(info["class_names"]), self.task_config.head)
-        self._built_head = (backbone, head)
-        return head
+        return build_multilabel_head(feature_dim, len(info["class_names"]), self.task_config.head)
 
     def compile(self, model, optimizer=None):
         import keras
@@ -210,6 +205,7 @@ class MultiLabelClassification(MultiLabelRecords, PixelClassifier):
         """Sets each label's threshold to the one that maximises its F1 on the validation images."""
         from transferkit.models.inference import traced_forward
         from transferkit.plugins.multilabel_classification.evaluation import tuned_thresholds
+        from transferkit.plugins.multilabel_classification.layers import threshold_layer
 
         head = self.task_config.head
         if head.thresholds != "tuned" or data.val is None:
@@ -222,7 +218,7 @@ class MultiLabelClassification(MultiLabelRecords, PixelClassifier):
         if not scores:
             return
         chosen = tuned_thresholds(np.concatenate(truth), np.concatenate(scores), head.threshold)
-        model.get_layer("classifier_head").get_layer("label_thresholds").set_thresholds(chosen)
+        threshold_layer(model).set_thresholds(chosen)
 
     # -- evaluation and prediction -------------------------------------------
 
@@ -259,7 +255,9 @@ class MultiLabelClassification(MultiLabelRecords, PixelClassifier):
         from transferkit.edge import EdgeModel
         from transferkit.plugins.multilabel_classification.evaluation import MultiLabelEdgeScore
 
-        values = np.asarray(model.get_layer("classifier_head").get_layer("label_thresholds").thresholds, np.float32)
+        from transferkit.plugins.multilabel_classification.layers import thresholds_of
+
+        values = thresholds_of(model)
         shape = [None, *(int(d) for d in model.inputs[0].shape[1:])]
 
         def classify(pixels):
@@ -279,28 +277,10 @@ class MultiLabelClassification(MultiLabelRecords, PixelClassifier):
         return multilabel_signatures(model, self.preprocessor(info), info["class_names"])
 
     def serving_examples(self, info, count):
-        from transferkit.serving.examples import encoded_image_examples
-
-        return [{"images": image} for image in encoded_image_examples(info, count, self.preprocessor(info).image_size)]
+        return image_serving_examples(self, info, count)
 
     def check_serving(self, model, signatures, examples, info):
-        import tensorflow as tf
-
-        from transferkit.task import ParityCheck
-
-        preprocessor = self.preprocessor(info)
-        encoded = [example["images"] for example in examples]
-        pixels = tf.stack([preprocessor.preprocess(e) for e in encoded])
-        expected = np.asarray(model(pixels, training=False), dtype=np.float32)
-        from_bytes = signatures["serving_default"](images=tf.constant(encoded))
-        from_pixels = signatures["serving_pixels"](pixels=pixels)
-        for key in ("probabilities", "scores", "thresholds"):
-            if from_bytes[key].dtype != tf.float32:
-                raise TypeError(f"output {key!r} is {from_bytes[key].dtype.name}, expected float32")
-        return [
-            ParityCheck("serving_default", float(np.abs(from_bytes["probabilities"].numpy() - expected).max())),
-            ParityCheck("serving_pixels", float(np.abs(from_pixels["probabilities"].numpy() - expected).max())),
-        ]
+        return check_image_serving(model, signatures, examples, self.preprocessor(info), float_outputs=("probabilities", "scores", "thresholds"))
 
 
 def _multi_hot(images, class_names) -> np.ndarray:

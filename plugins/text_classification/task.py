@@ -139,7 +139,12 @@ class TextClassification(ClassificationTask):
 
     def _examples(self):
         """(training examples, validation examples, class names, problems): the split every run and the
-        baseline take."""
+        baseline take; read once per task (the baseline at the end of a run reuses the run's)."""
+        if getattr(self, "_split", None) is None:
+            self._split = self._read_split()
+        return self._split
+
+    def _read_split(self):
         cfg = self.task_config.data
         seed = self.config.training.seed
         train_read = data_lib.read_examples(cfg.train, cfg)

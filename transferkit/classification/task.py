@@ -34,14 +34,18 @@ class ClassificationTask(ClassifierRecords, Task):
 
     def classifier_head(self, backbone, info: Mapping[str, Any], feature_dim: int):
         """The head on pooled features; built once per backbone so every stage's model shares it."""
-        from transferkit.classification.head import build_classifier_head
-
         cached = getattr(self, "_built_head", None)
         if cached is not None and cached[0] is backbone:
             return cached[1]
-        head = build_classifier_head(feature_dim, len(info["class_names"]), self.task_config.head)
+        head = self.build_head(feature_dim, info)
         self._built_head = (backbone, head)
         return head
+
+    def build_head(self, feature_dim: int, info: Mapping[str, Any]):
+        """A new head (`classifier_head` keeps one per backbone): a softmax over the classes by default."""
+        from transferkit.classification.head import build_classifier_head
+
+        return build_classifier_head(feature_dim, len(info["class_names"]), self.task_config.head)
 
     def compile(self, model, optimizer=None):
         import keras

@@ -77,3 +77,32 @@ class PixelClassifier(ClassificationTask):
             pixels = self.read_input(path, info)
             probabilities = np.asarray(model(pixels[None].astype("float32"), training=False))
             yield path, self.ranked(probabilities, names, top_k)[0]
+
+
+def image_serving_examples(task, info, count: int) -> list[dict]:
+    """`Task.serving_examples` of a task whose `serving_default` takes encoded `images`."""
+    from transferkit.serving.examples import encoded_image_examples
+
+    return [{"images": image} for image in encoded_image_examples(info, count, task.preprocessor(info).image_size)]
+
+
+def check_image_serving(model, signatures, examples, preprocessor, float_outputs=("probabilities", "scores")):
+    """`Task.check_serving` of a model whose signatures take encoded `images` and `pixels` and return
+    `probabilities`: the largest difference of each signature's from the Keras model's, with `float_outputs`
+    checked to be float32."""
+    import tensorflow as tf
+
+    from transferkit.task import ParityCheck
+
+    encoded = [example["images"] for example in examples]
+    pixels = tf.stack([preprocessor.preprocess(e) for e in encoded])
+    expected = np.asarray(model(pixels, training=False), dtype=np.float32)
+    from_bytes = signatures["serving_default"](images=tf.constant(encoded))
+    from_pixels = signatures["serving_pixels"](pixels=pixels)
+    for key in float_outputs:
+        if from_bytes[key].dtype != tf.float32:
+            raise TypeError(f"output {key!r} is {from_bytes[key].dtype.name}, expected float32")
+    return [
+        ParityCheck("serving_default", float(np.abs(from_bytes["probabilities"].numpy() - expected).max())),
+        ParityCheck("serving_pixels", float(np.abs(from_pixels["probabilities"].numpy() - expected).max())),
+    ]
