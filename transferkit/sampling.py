@@ -96,13 +96,16 @@ def _rounded_per_class(strata: list[str], fraction: float, seed: int) -> list[in
 
 
 def hold_out_and_subset(train: Sequence[T], val: Sequence[T] | None, strata: Callable[[Sequence[T]], list[Hashable]],
-                        val_split: float, train_fraction: float, seed: int) -> tuple[list[T], list[T]]:
+                        val_split: float | int, train_fraction: float, seed: int, max_train: int | None = None,
+                        val_field: str = "data.val_split") -> tuple[list[T], list[T]]:
     """(training items, validation items) as every task takes them from its data section.
 
     `val` when the data has its own validation split, else a seeded, stratified `val_split` of `train`
     (`split_validation`); then a seeded, stratified `train_fraction` of the training items
     (`stratified_subset`, with its own random stream). `strata(items)` gives each item's stratum (its
     label, or what stands for it: a detection's main class, a multi-label image's rarest label).
+    `val_split` is a share or a count (named `val_field` in errors); `max_train` caps the training
+    items first, with a stratified draw of that many.
 
     Example:
 
@@ -112,8 +115,10 @@ def hold_out_and_subset(train: Sequence[T], val: Sequence[T] | None, strata: Cal
     """
     train = list(train)
     if val is None:
-        kept, held = split_validation(strata(train), val_split, seed)
+        kept, held = split_validation(strata(train), val_split, seed, field=val_field)
         train, val = [train[i] for i in kept], [train[i] for i in held]
+    if max_train and max_train < len(train):
+        train = [train[i] for i in split_validation(strata(train), max_train, seed + 1, "data.max_train")[1]]
     if train_fraction < 1.0:
         train = [train[i] for i in stratified_subset(strata(train), train_fraction, seed + SUBSET_SEED_OFFSET)]
     return train, list(val)

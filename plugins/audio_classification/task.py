@@ -13,7 +13,7 @@ from transferkit.plugins.audio_classification import data as data_lib
 from transferkit.plugins.audio_classification.config import AudioClassificationConfig
 from transferkit.plugins.audio_classification.preprocessor import AudioPreprocessor
 from transferkit.registry import register_task
-from transferkit.sampling import hold_out_and_subset
+from transferkit.splits import SplitSource, read_splits
 from transferkit.task import ParityCheck, TaskData, input_ids
 from transferkit.vision.classifier import PixelClassifier
 
@@ -61,18 +61,13 @@ class AudioClassification(PixelClassifier):
         cfg = self.task_config.data
         seed = self.config.training.seed
         preprocessor = cfg.preprocessor()
-        train_clips, problems = data_lib.list_clips(cfg.train)
-        if cfg.val:
-            val_clips, val_problems = data_lib.list_clips(cfg.val)
-            problems += val_problems
-        if cfg.on_bad_clip == "error" and problems:
-            raise DataError.for_bad_inputs(problems, "data.on_bad_clip")
-        class_names = list(cfg.class_names) if cfg.class_names else sorted({c.label for c in train_clips})
-        if len(class_names) < 2:
-            raise DataError(f"{cfg.train}: found {len(class_names)} class(es) {class_names}; expected at least 2")
-        train_clips, val_clips = hold_out_and_subset(train_clips, val_clips if cfg.val else None,
-                                                     lambda clips: [c.label for c in clips], cfg.val_split,
-                                                     cfg.train_fraction, seed)
+        splits = read_splits(
+            SplitSource(cfg.train, cfg.val, cfg.val_split, cfg.train_fraction, seed, cfg.on_bad_clip,
+                        "data.on_bad_clip"),
+            read=lambda path, names: data_lib.list_clips(path),
+            class_names=lambda clips: list(cfg.class_names) if cfg.class_names else sorted({c.label for c in clips}),
+            strata=lambda clips, names: [c.label for c in clips])
+        train_clips, val_clips, class_names, problems = splits.train, splits.val, splits.class_names, splits.problems
         train = data_lib.load_clips(train_clips, class_names, preprocessor, cfg.on_bad_clip)
         val = data_lib.load_clips(val_clips, class_names, preprocessor, cfg.on_bad_clip)
         problems += train.problems + val.problems

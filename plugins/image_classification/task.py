@@ -15,7 +15,7 @@ from transferkit.plugins.image_classification.config import ImageClassificationC
 from transferkit import paths
 from transferkit.vision import packing, streaming
 from transferkit.registry import register_task
-from transferkit.sampling import hold_out_and_subset
+from transferkit.splits import SplitSource, read_splits
 from transferkit.task import TaskData, input_ids
 from transferkit.vision.classifier import PixelClassifier, check_image_serving, image_serving_examples
 from transferkit.vision.preprocessor import ImagePreprocessor
@@ -76,17 +76,13 @@ class ImageClassification(PixelClassifier):
         seed = self.config.training.seed
         if packing.is_pack(cfg.train):
             return self._task_data(*self._packed_batches())
-        train_samples, problems = data_lib.list_samples(cfg.train)
-        if cfg.val:
-            val_samples, val_problems = data_lib.list_samples(cfg.val)
-            problems += val_problems
-        if cfg.on_bad_image == "error" and problems:  # skipped rows, missing files and links are bad inputs too
-            raise DataError.for_bad_inputs(problems, "data.on_bad_image")
-        class_names = self.class_names(train_samples)
-        if len(class_names) < 2:
-            raise DataError(f"{cfg.train}: found {len(class_names)} class(es) {class_names}; expected at least 2")
-        train_samples, val_samples = hold_out_and_subset(train_samples, val_samples if cfg.val else None,
-                                                         _labels, cfg.val_split, cfg.train_fraction, seed)
+        splits = read_splits(
+            SplitSource(cfg.train, cfg.val, cfg.val_split, cfg.train_fraction, seed, cfg.on_bad_image,
+                        "data.on_bad_image"),
+            read=lambda path, names: data_lib.list_samples(path), class_names=self.class_names,
+            strata=lambda samples, names: _labels(samples))
+        train_samples, val_samples, class_names, problems = (splits.train, splits.val, splits.class_names,
+                                                             splits.problems)
         num_classes = len(class_names)
         mode = self.cache_mode(len(train_samples) + len(val_samples))
         preprocessor = self.build_preprocessor()

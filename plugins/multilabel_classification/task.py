@@ -13,7 +13,7 @@ from transferkit.plugins.multilabel_classification.config import MultiLabelConfi
 from transferkit.plugins.multilabel_classification.data import list_labelled_images
 from transferkit.plugins.multilabel_classification.records import MultiLabelRecords, records_from_scores
 from transferkit.registry import register_task
-from transferkit.sampling import hold_out_and_subset
+from transferkit.splits import SplitSource, read_splits
 from transferkit.task import TaskData, input_ids
 from transferkit.vision.classifier import PixelClassifier, check_image_serving, image_serving_examples
 from transferkit.vision.preprocessor import ImagePreprocessor
@@ -63,19 +63,23 @@ class MultiLabelClassification(MultiLabelRecords, PixelClassifier):
 
         cfg = self.task_config.data
         seed = self.config.training.seed
-        problems: list[dict[str, str]] = []
-        train_images, columns = self._listed(cfg.train, problems)
-        val_images, _ = self._listed(cfg.val, problems) if cfg.val else ([], None)
-        if cfg.on_bad_image == "error" and problems:
-            raise DataError.for_bad_inputs(problems, "data.on_bad_image")
-        class_names = list(cfg.class_names or columns or sorted({l for image in train_images for l in image.labels}))
-        if not class_names:
-            raise DataError(f"{cfg.train}: no image has a label; expected at least one label name")
-        train_images = self._known(train_images, class_names, problems)
-        val_images = self._known(val_images, class_names, problems)
-        train_images, val_images = hold_out_and_subset(train_images, val_images if cfg.val else None,
-                                                       lambda images: self._strata(images, class_names),
-                                                       cfg.val_split, cfg.train_fraction, seed)
+        columns: list = []
+
+        def read(path, names):
+            found: list = []
+            images, path_columns = self._listed(path, found)
+            if names is None:
+                columns.append(path_columns)
+            return images, found
+
+        splits = read_splits(
+            SplitSource(cfg.train, cfg.val, cfg.val_split, cfg.train_fraction, seed, cfg.on_bad_image,
+                        "data.on_bad_image"),
+            read=read, min_classes=1,
+            class_names=lambda images: list(cfg.class_names or columns[0]
+                                            or sorted({l for image in images for l in image.labels})),
+            keep=self._known, strata=self._strata)
+        train_images, val_images, class_names, problems = splits.train, splits.val, splits.class_names, splits.problems
         height, width = cfg.image_size
         needed_mb = (len(train_images) + len(val_images)) * height * width * 3 / 2**20
         if needed_mb > cfg.cache_memory_mb:

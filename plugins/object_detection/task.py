@@ -15,7 +15,7 @@ from transferkit.plugins.object_detection import annotations as annotations_lib
 from transferkit.plugins.object_detection import data as data_lib
 from transferkit.plugins.object_detection.config import DEFAULT_MAX_BOXES, ObjectDetectionConfig
 from transferkit.registry import register_task
-from transferkit.sampling import hold_out_and_subset
+from transferkit.splits import SplitSource, read_splits
 from transferkit.vision.preprocessor import ImagePreprocessor
 from transferkit.task import CacheSplit, Task, TaskData, input_ids
 
@@ -80,18 +80,14 @@ class ObjectDetection(Task):
 
         cfg = self.task_config.data
         seed = self.config.training.seed
-        train_annotations, problems = self._read(cfg.train, cfg.images, cfg.class_names)
-        class_names = list(cfg.class_names) if cfg.class_names else annotations_lib.class_names_of(train_annotations)
-        if not class_names:
-            raise DataError(f"{cfg.train}: no labelled boxes found; expected at least one class")
-        val_annotations = None
-        if cfg.val:
-            val_annotations, val_problems = self._read(cfg.val, cfg.val_images, class_names)
-            problems += val_problems
-        train_annotations, val_annotations = hold_out_and_subset(train_annotations, val_annotations, _main_labels,
-                                                                 cfg.val_split, cfg.train_fraction, seed)
-        if not train_annotations:
-            raise DataError(f"{cfg.train}: no training images left after holding out the validation split")
+        splits = read_splits(
+            SplitSource(cfg.train, cfg.val, cfg.val_split, cfg.train_fraction, seed),  # the reader skips or raises
+            read=lambda path, names: (self._read(path, cfg.images, cfg.class_names) if names is None
+                                      else self._read(path, cfg.val_images, names)),
+            class_names=lambda found: list(cfg.class_names) if cfg.class_names else annotations_lib.class_names_of(found),
+            strata=lambda found, names: _main_labels(found), min_classes=1)
+        train_annotations, val_annotations, class_names, problems = (splits.train, splits.val, splits.class_names,
+                                                                     splits.problems)
         most = max(1, max(len(a.labels) for a in [*train_annotations, *val_annotations]))
         max_boxes = min(most, cfg.max_boxes or DEFAULT_MAX_BOXES)
         load = dict(class_names=class_names, image_size=cfg.image_size, max_boxes=max_boxes,

@@ -13,7 +13,7 @@ from transferkit.plugins.text_classification import data as data_lib
 from transferkit.plugins.text_classification.config import TextClassificationConfig
 from transferkit.classification.task import ClassificationTask
 from transferkit.registry import register_task
-from transferkit.sampling import SUBSET_SEED_OFFSET, split_validation, stratified_subset
+from transferkit.splits import SplitSource, read_splits
 from transferkit.plugins.text_classification.preprocessor import TextPreprocessor
 from transferkit.task import CacheSplit, ParityCheck, TaskData, input_ids
 
@@ -146,41 +146,25 @@ class TextClassification(ClassificationTask):
 
     def _read_split(self):
         cfg = self.task_config.data
-        seed = self.config.training.seed
-        train_read = data_lib.read_examples(cfg.train, cfg)
-        problems = train_read.problems + train_read.notes
-        train_examples = train_read.examples
-        if cfg.val:
-            val_read = data_lib.read_examples(cfg.val, cfg)
-            problems += val_read.problems + val_read.notes
-            val_examples = val_read.examples
-            train_examples, duplicates = data_lib.drop_duplicates(train_examples, val_examples)
-        else:
-            # Deduplicate first, so no text lands on both sides of the split.
-            train_examples, duplicates = data_lib.drop_duplicates(train_examples, [])
-            held_out = cfg.val_count if cfg.val_count else cfg.val_split
-            kept, held = split_validation([e.label for e in train_examples], held_out, seed,
-                                          field="data.val_count" if cfg.val_count else "data.val_split")
-            train_examples, val_examples = [train_examples[i] for i in kept], [train_examples[i] for i in held]
-        problems += duplicates
-        if cfg.max_train and cfg.max_train < len(train_examples):
-            held = split_validation([e.label for e in train_examples], cfg.max_train, seed + 1, "data.max_train")[1]
-            train_examples = [train_examples[i] for i in held]
-        if cfg.train_fraction < 1.0:
-            keep = stratified_subset([e.label for e in train_examples], cfg.train_fraction,
-                                     seed + SUBSET_SEED_OFFSET)
-            train_examples = [train_examples[i] for i in keep]
-        class_names = list(cfg.class_names) if cfg.class_names else sorted({e.label for e in train_examples})
-        if len(class_names) < 2:
-            raise DataError(f"{cfg.train}: found {len(class_names)} class(es) {class_names}; expected at least 2")
-        index = {name: i for i, name in enumerate(class_names)}
-        unknown = sorted({e.label for e in train_examples + val_examples} - set(index))
+
+        def read(path, class_names):
+            found = data_lib.read_examples(path, cfg)
+            return found.examples, found.problems + found.notes
+
+        def without_duplicates(train, val):  # first, so no text lands on both sides of the split
+            train, duplicates = data_lib.drop_duplicates(train, val or [])
+            return train, val, duplicates
+
+        splits = read_splits(
+            SplitSource(cfg.train, cfg.val, cfg.val_count or cfg.val_split, cfg.train_fraction,
+                        self.config.training.seed, max_train=cfg.max_train or None,
+                        val_field="data.val_count" if cfg.val_count else "data.val_split"),
+            read=read, class_names=lambda train: list(cfg.class_names or ()) or sorted({e.label for e in train}),
+            strata=lambda examples, names: [e.label for e in examples], before_split=without_duplicates)
+        unknown = sorted({e.label for e in splits.train + splits.val} - set(splits.class_names))
         if unknown:
-            raise DataError(f"labels {unknown[:5]} are not in data.class_names {class_names}")
-        if not train_examples or not val_examples:
-            raise DataError(f"{cfg.train}: {len(train_examples)} training and {len(val_examples)} validation "
-                            f"texts after skipping bad inputs; expected at least one of each")
-        return train_examples, val_examples, class_names, problems
+            raise DataError(f"labels {unknown[:5]} are not in data.class_names {splits.class_names}")
+        return splits.train, splits.val, splits.class_names, splits.problems
 
     # Below this many training texts, `train` fits the TF-IDF baseline for its summary (seconds on 2 cores).
     CHEAP_BASELINE_TEXTS = 30_000

@@ -49,3 +49,44 @@ def test_hold_out_and_subset_is_the_split_every_task_takes():
     # The subset draws from its own stream: a different fraction never moves the validation split.
     assert hold_out_and_subset(items, None, strata, 0.2, 0.5, seed=3)[1] == hold_out_and_subset(
         items, None, strata, 0.2, 1.0, seed=3)[1]
+
+
+def test_read_splits_runs_every_hook_in_order_and_caps_training():
+    from transferkit.splits import SplitSource, read_splits
+
+    listed = {"train": [f"{label}{i}" for label in "ab" for i in range(10)] + ["zz", "a0"], "val": None}
+    seen = []
+
+    def read(path, names):
+        seen.append((path, names))
+        return list(listed[path]), [{"path": path, "reason": "one bad row"}]
+
+    def keep(items, names, problems):  # an unknown label becomes a problem, not a training example
+        problems += [{"path": i, "reason": "unknown label"} for i in items if i[0] not in names]
+        return [i for i in items if i[0] in names]
+
+    def dedupe(train, val):
+        return sorted(set(train), key=train.index), val, [{"path": "a0", "reason": "duplicate"}]
+
+    splits = read_splits(SplitSource("train", None, 4, 1.0, seed=0, max_train=8), read=read,
+                         class_names=lambda items: ["a", "b"], strata=lambda items, names: [i[0] for i in items],
+                         keep=keep, before_split=dedupe)
+    assert seen == [("train", None)]
+    assert len(splits.val) == 4 and len(splits.train) == 8 and not set(splits.train) & set(splits.val)
+    assert [p["reason"] for p in splits.problems] == ["one bad row", "unknown label", "duplicate"]
+
+
+def test_read_splits_refuses_problems_under_error_and_too_few_classes():
+    from transferkit.splits import SplitSource, read_splits
+
+    def read(path, names):
+        return ["a1", "a2", "a3"], ([{"path": "x.jpg", "reason": "not an image"}] if path == "val" else [])
+
+    source = SplitSource("train", "val", 0.2, 1.0, seed=0, on_bad="error", on_bad_field="data.on_bad_image")
+    hooks = dict(read=read, class_names=lambda items: sorted({i[0] for i in items}),
+                 strata=lambda items, names: [i[0] for i in items])
+    with pytest.raises(DataError, match="x.jpg.*not an image|data.on_bad_image"):
+        read_splits(source, **hooks)
+    with pytest.raises(DataError, match=r"train: found 1 class\(es\) \['a'\]; expected at least 2"):
+        read_splits(SplitSource("train", None, 0.2, 1.0, seed=0), **hooks)
+    assert read_splits(SplitSource("train", None, 1, 1.0, seed=0), min_classes=1, **hooks).class_names == ["a"]
