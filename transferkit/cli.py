@@ -52,14 +52,17 @@ def _cmd_presets_list(args) -> int:
     from transferkit.models import presets
 
     rows = presets.list_presets()
-    print(f"{'PRESET':<32}  {'WHERE':<10}  {'PARAMS':>7}  {'SIZE':>7}  {'GFLOPS':>6}  DETAIL")
+    print(f"{'PRESET':<32}  {'WHERE':<10}  {'PARAMS':>7}  {'SIZE':>7}  {'GFLOPS':>6}  {'SOURCE':<24}  DETAIL")
     for row in rows:
         params = f"{row.parameters / 1e6:.2f}M" if row.parameters else "-"
-        size = f"{row.native_size[0]}px" if row.native_size else "-"
+        size = f"{row.native_size[0]}px" if row.native_size and row.native_size[0] == row.native_size[1] else (
+            "x".join(map(str, row.native_size)) if row.native_size else "-")
         flops = f"{row.forward_flops / 1e9:.2f}" if row.forward_flops else "-"
-        print(f"{row.name:<32}  {row.where:<10}  {params:>7}  {size:>7}  {flops:>6}  {row.detail}")
-    print("PARAMS, SIZE, GFLOPS: the backbone without a classifier, at its native size; FLOPs per image, "
-          "a multiply-add counted as 2")
+        source = (f"{row.source_dataset}, {row.classes} cl." if row.classes else row.source_dataset) or "-"
+        licence = f"; licence: {row.licence}" if row.licence else ""
+        print(f"{row.name:<32}  {row.where:<10}  {params:>7}  {size:>7}  {flops:>6}  {source:<24}  {row.detail}{licence}")
+    print("PARAMS, SIZE, GFLOPS: the model without a classifier (a detector: whole), at its native input; FLOPs "
+          "per input, a multiply-add counted as 2. SOURCE: the dataset the weights were trained on, its classes")
     return 0
 
 
@@ -133,6 +136,8 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_predict(args) -> int:
+    if args.preset:
+        return _predict_with_preset(args)
     if args.server or args.rest:
         return _predict_remote(args)
     if not args.run_dir:
@@ -160,6 +165,26 @@ def _cmd_predict(args) -> int:
         print(f"{path}\n{text}")
     if args.save:
         print(f"# annotated copies in {args.save}")
+    return 0
+
+
+def _predict_with_preset(args) -> int:
+    """What a pretrained model itself says about the inputs, with its own head and labels (COCO boxes,
+    AudioSet classes), before anything is transferred."""
+    from transferkit.models import presets
+
+    importer = presets.importers().get(args.preset)
+    if importer is None or importer.predict is None:
+        with_heads = [name for name, item in presets.importers().items() if item.predict is not None]
+        raise TransferkitError(f"predict --preset: {args.preset!r} is not a preset with a head of its own; "
+                               f"expected one of {', '.join(with_heads) or 'none installed'}")
+    inputs = ([args.run_dir] if args.run_dir else []) + list(args.images)
+    if not inputs:
+        raise TransferkitError(f"predict --preset {args.preset}: give the files to predict")
+    folder = Path(presets.resolve_preset(args.preset))
+    for item, text in importer.predict(folder, inputs):
+        print(f"{item}\n{text}")
+    print(f"# {importer.description}; source: {importer.source_dataset}, {importer.classes} classes")
     return 0
 
 
@@ -462,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--save", metavar="DIR", help="write annotated copies of the images here (detection)")
     predict.add_argument("--server", metavar="HOST:PORT", help="ask TF Serving (or transferkit serve) over gRPC")
     predict.add_argument("--rest", metavar="URL", help="ask over REST, e.g. http://127.0.0.1:8501")
+    predict.add_argument("--preset", metavar="NAME", help="ask an imported pretrained model with its own head "
+                         "(yolov4-tiny-coco: COCO boxes; yamnet-audioset: AudioSet classes)")
     predict.add_argument("--model", help="served model name")
     predict.add_argument("--model-version", type=int, help="a specific version (default: latest)")
     predict.add_argument("--timeout", type=float, default=30.0)

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 
 def _read_umask() -> int:
@@ -269,3 +269,41 @@ def weights_bytes(*models) -> int:
                 count *= d
             total += count * 4 + 512  # float32 data and HDF5 object headers
     return int(total * 1.1) + (1 << 20)
+
+
+@contextlib.contextmanager
+def staged_folder(dest: str | os.PathLike, recheck: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """Yields an empty hidden sibling of `dest` to fill; when the block ends cleanly, `recheck(dest)`
+    runs (the destination may have changed meanwhile) and the filled folder replaces `dest`.
+
+    An earlier `dest` is moved aside first and put back if the swap fails; an error inside the block
+    leaves `dest` as it was and removes the staging folder.
+
+    Example:
+
+    ```python
+    with staged_folder("presets/my-net") as staging:
+        model.save_to_preset(str(staging))
+    ```
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    os.chmod(staging, 0o755)  # mkdtemp's 0700 would make the preset private
+    retired = None
+    try:
+        yield staging
+        if recheck is not None:
+            recheck(dest)
+        if dest.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+            os.replace(dest, retired / dest.name)
+        os.replace(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if retired is not None and not dest.exists():
+            os.replace(retired / dest.name, dest)  # put the earlier folder back
+        raise
+    finally:
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)

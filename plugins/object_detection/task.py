@@ -10,7 +10,6 @@ from typing import Any, Mapping
 import numpy as np
 
 from transferkit.vision import streaming
-from transferkit.errors import DataError
 from transferkit.plugins.object_detection import annotations as annotations_lib
 from transferkit.plugins.object_detection import data as data_lib
 from transferkit.plugins.object_detection.config import DEFAULT_MAX_BOXES, ObjectDetectionConfig

