@@ -49,7 +49,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import importlib.metadata
 import json
@@ -60,7 +59,7 @@ from typing import Mapping
 import numpy as np
 
 from transferkit.errors import DataError
-from transferkit.fileio import staged_folder
+from transferkit.fileio import file_sha256, staged_folder
 from transferkit.models.torch_legacy import read_legacy_state_dict
 
 __all__ = [
@@ -513,14 +512,6 @@ def build_efficientnet_lite_classifier(
 # --------------------------------------------------------------------------
 
 
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _installed_distribution(variant: EfficientNetLiteVariant):
     try:
         return importlib.metadata.distribution(variant.package)
@@ -540,7 +531,7 @@ def _write_provenance(folder: pathlib.Path, weights_path: pathlib.Path, variant:
         "source_package": variant.package,
         "source_package_version": dist.version if dist else None,
         "source_file": weights_path.name,
-        "source_sha256": _sha256(weights_path),
+        "source_sha256": file_sha256(weights_path),
         "license": "Apache-2.0",
         "original_weights": f"TensorFlow {variant.title} (tensorflow/tpu), "
         "ported to EfficientNet-PyTorch naming by the source package",

