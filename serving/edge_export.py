@@ -33,7 +33,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -124,7 +124,7 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
             report.update(format=options.format, quantize=options.quantize, file=str(output.resolve()),
                           bytes=tmp.stat().st_size, saved_model_bytes=saved_model_bytes,
                           tolerance_points=options.tolerance, runtime=runner.name,
-                          seconds=round(time.perf_counter() - started, 1), input=runner.input_facts())
+                          seconds=round(time.perf_counter() - started, 1), input=runner.input_facts(edge.input_notes))
             if options.format == "tflite" and options.quantize == "int8":
                 report["float_ops"] = _float_ops(tmp.read_bytes())
             if report["drop_points"] > options.tolerance:
@@ -137,7 +137,7 @@ def export_edge(run_dir: str | os.PathLike, output: str | os.PathLike, options: 
     signature = {"transferkit": SIGNATURE_KIND, "version": __version__, "task": config.task,
                  "format": options.format, "quantize": options.quantize, "file": output.name,
                  "sha256": file_sha256(output), "bytes": output.stat().st_size,
-                 "input": runner.input_facts(), "output": runner.output_facts(),
+                 "input": runner.input_facts(edge.input_notes), "output": runner.output_facts(),
                  "labels": list(info["class_names"]),
                  "preprocessor": preprocessor.get_config() if preprocessor is not None else None,
                  "app_steps": [*(preprocessor.edge_steps if preprocessor is not None else ()),
@@ -272,9 +272,6 @@ def _task_data(task, config):
 
 def _sibling(path: Path, suffix: str) -> Path:
     return path.with_name(path.stem + suffix)
-
-
-PIXELS = "pixels"
 
 
 def _write_saved_model(folder: Path, edge) -> None:
@@ -497,20 +494,16 @@ class _LiteRtRunner:
         self.outputs = self.signature.get_output_details()
         self.invoked = False
 
-    def input_facts(self) -> dict[str, Any]:
-        if list(self.inputs) == [PIXELS]:
-            detail = self.inputs[PIXELS]
+    def input_facts(self, notes: Mapping[str, dict] | None = None) -> dict[str, Any]:
+        facts = {}
+        for name, detail in sorted(self.inputs.items()):
+            shape = [int(d) for d in detail["shape_signature"]]
+            facts[name] = {"shape": [1 if shape[0] == 1 else None, *shape[1:]], "dtype": np.dtype(detail["dtype"]).name}
             scale, zero_point = detail["quantization"]
-            facts = {"name": PIXELS, "shape": [None, *[int(d) for d in detail["shape_signature"][1:]]],
-                     "layout": "NHWC RGB", "dtype": np.dtype(detail["dtype"]).name, "range": [0, 255]}
-            if int(detail["shape_signature"][0]) == 1:
-                facts["shape"][0] = 1
             if scale:
-                facts["quantization"] = {"scale": float(scale), "zero_point": int(zero_point),
-                                         "real_value": "(q - zero_point) * scale"}
-            return facts
-        return {name: {"shape": [None, *[int(d) for d in detail["shape_signature"][1:]]],
-                       "dtype": np.dtype(detail["dtype"]).name} for name, detail in sorted(self.inputs.items())}
+                facts[name]["quantization"] = {"scale": float(scale), "zero_point": int(zero_point),
+                                               "real_value": "(q - zero_point) * scale"}
+        return _described_inputs(facts, notes)
 
     def output_facts(self) -> dict[str, Any]:
         return {name: {"shape": [None if d < 0 else int(d) for d in detail["shape_signature"]],
@@ -530,6 +523,16 @@ class _LiteRtRunner:
             scale, zero_point = self.outputs[name]["quantization"]
             outputs[name] = (value.astype(np.float32) - zero_point) * scale if scale else value
         return outputs
+
+
+def _described_inputs(facts: dict[str, dict], notes: Mapping[str, dict] | None) -> dict[str, Any]:
+    """The signature's `input`: each input's shape and dtype with the task's notes on it (`EdgeModel.
+    input_notes`); one input is written flat, with its name."""
+    facts = {name: {**fact, **dict((notes or {}).get(name, {}))} for name, fact in facts.items()}
+    if len(facts) == 1:
+        (name, fact), = facts.items()
+        return {"name": name, **fact}
+    return facts
 
 
 class _OnnxRunner:
@@ -562,12 +565,12 @@ class _OnnxRunner:
         self.output_names = output_names if output_names and len(output_names) == len(files) else (
             ["probabilities"] if len(files) == 1 else [name.split(":")[0] for name in files])
 
-    def input_facts(self) -> dict[str, Any]:
-        if len(self.feeds) == 1:
-            feed = next(iter(self.feeds.values()))
-            return {"name": feed.name, "shape": [None if not isinstance(d, int) else d for d in feed.shape],
-                    "layout": "NHWC RGB", "dtype": "float32", "range": [0, 255]}
-        return {name: {"shape": [None, *feed.shape[1:]], "dtype": "int32"} for name, feed in sorted(self.feeds.items())}
+    def input_facts(self, notes: Mapping[str, dict] | None = None) -> dict[str, Any]:
+        facts = {name: {"shape": [d if isinstance(d, int) else None for d in feed.shape],
+                        "dtype": "float32" if "float" in feed.type else "int32"} for name, feed in sorted(self.feeds.items())}
+        if len(facts) == 1 and notes and len(notes) == 1:  # the converter may have renamed the one input
+            facts = {next(iter(notes)): next(iter(facts.values()))}
+        return _described_inputs(facts, notes)
 
     def output_facts(self) -> dict[str, Any]:
         return {name: {"shape": [None if not isinstance(d, int) else d for d in output.shape]}

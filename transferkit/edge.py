@@ -77,6 +77,8 @@ class EdgeModel:
             file's outputs (which stay integer, so the outputs can be uint8 or int8 as asked).
             A transformer's are the text task's `TRANSFORMER_INT8_FLOAT_OPS`.
         output_steps: what an app does with the file's outputs, for the signature file's `app_steps`.
+        input_notes: per input, what an app must know beyond its shape and dtype (an image's layout and
+            value range), for the signature file's `input`.
     """
 
     inputs: dict[str, Any]
@@ -88,6 +90,7 @@ class EdgeModel:
     int8_integer_scope: str | None = None
     int8_float_ops: tuple[str, ...] = ()
     output_steps: tuple[str, ...] = ("read the outputs as the task's signature names them",)
+    input_notes: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     @property
     def input_names(self) -> list[str]:
@@ -98,3 +101,7 @@ class EdgeModel:
         import tensorflow as tf
 
         return all(spec.dtype == tf.float32 for spec in self.inputs.values())
+
+
+# What an app must know of an image input: pixels in NHWC order, RGB, 0..255 (the model normalises).
+PIXEL_INPUT_NOTES = {"layout": "NHWC RGB", "range": [0, 255]}

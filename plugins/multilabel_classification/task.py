@@ -256,7 +256,7 @@ class MultiLabelClassification(MultiLabelRecords, PixelClassifier):
         """Pixels -> `probabilities` and each label's `thresholds` (both [batch, labels], label order)."""
         import tensorflow as tf
 
-        from transferkit.edge import EdgeModel
+        from transferkit.edge import PIXEL_INPUT_NOTES, EdgeModel
         from transferkit.plugins.multilabel_classification.evaluation import MultiLabelEdgeScore
 
         from transferkit.plugins.multilabel_classification.layers import thresholds_of
@@ -273,7 +273,8 @@ class MultiLabelClassification(MultiLabelRecords, PixelClassifier):
         return EdgeModel(inputs={"pixels": tf.TensorSpec(shape, tf.float32, name="pixels")}, function=classify,
                          score=lambda data: MultiLabelEdgeScore(),
                          output_steps=("read probabilities and thresholds (labels order); a label applies where "
-                                       "its probability is at least its threshold",))
+                                       "its probability is at least its threshold",),
+                         input_notes={"pixels": PIXEL_INPUT_NOTES})
 
     def serving_signatures(self, model, info: dict[str, Any]) -> dict[str, Any]:
         from transferkit.plugins.multilabel_classification.serving import multilabel_signatures

@@ -34,6 +34,13 @@ def _coco_ground_truth(val, class_names: Sequence[str]):
     return coco
 
 
+def _model_size(info: Mapping[str, Any]) -> tuple[int, int]:
+    """The model's (height, width), from the run's preprocessor (older runs: read by its legacy path)."""
+    from transferkit.vision.preprocessor import ImagePreprocessor
+
+    return ImagePreprocessor.from_info(info).image_size
+
+
 def _scales(val, image_size) -> np.ndarray:
     """Per image: model pixels -> original pixels, as (sx, sy, sx, sy)."""
     height, width = image_size
@@ -47,7 +54,7 @@ def coco_metrics(detections: Mapping[str, np.ndarray], val, info: Mapping[str, A
 
     class_names = list(info["class_names"])
     ground_truth = _coco_ground_truth(val, class_names)
-    scales = _scales(val, info["image_size"])
+    scales = _scales(val, _model_size(info))
     results = []
     for i in range(len(val)):
         for j in range(int(detections["num_detections"][i])):
@@ -188,7 +195,7 @@ def contact_sheet(detections, val, info, path: Path, threshold: float, count: in
     from transferkit.fileio import atomic_path
     from transferkit.vision.images import read_image
 
-    scales = _scales(val, info["image_size"])
+    scales = _scales(val, _model_size(info))
     names = info["class_names"]
     rows = []
     for i in range(len(val)):

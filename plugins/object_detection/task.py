@@ -67,7 +67,7 @@ class ObjectDetection(Task):
         from transferkit.plugins.object_detection.architectures import detector_head
 
         info = info or self.info
-        size = info.get("image_size") or list(self.task_config.data.image_size)
+        size = self.preprocessor(info if info.get("preprocessor") else {}).image_size
         return detector_head(self.task_config.model, size, len(info["class_names"]))
 
     def _read(self, source: str, images: str | None, class_names):
@@ -217,7 +217,7 @@ class ObjectDetection(Task):
         cached = getattr(self, "_built_head", None)
         if cached is not None and cached[0] is backbone:
             return cached[1]
-        height, width = info["image_size"]
+        height, width = self.preprocessor(info).image_size
         pyramid = backbone.pyramid_model(self._levels(backbone, info))
         shapes = {level: (height // 2 ** int(level[1:]), width // 2 ** int(level[1:]), int(out.shape[-1]))
                   for level, out in pyramid.output.items()}
@@ -228,7 +228,7 @@ class ObjectDetection(Task):
     def _pyramid_features(self, backbone, info, training):
         import keras
 
-        inputs = keras.Input(shape=(*info["image_size"], 3), name="pixels")
+        inputs = keras.Input(shape=(*self.preprocessor(info).image_size, 3), name="pixels")
         pyramid = backbone.pyramid_model(self._levels(backbone, info))
         from transferkit.models.backbones import InferenceMode
 
@@ -300,12 +300,12 @@ class ObjectDetection(Task):
         per-class NMS in LiteRT builtin ops; int8 files keep decoding and NMS in float."""
         import tensorflow as tf
 
-        from transferkit.edge import EdgeModel
+        from transferkit.edge import PIXEL_INPUT_NOTES, EdgeModel
         from transferkit.plugins.object_detection.evaluation import DetectionScore
         from transferkit.plugins.object_detection.nms import select_detections_one_image
 
         detector = self.detector(info)
-        height, width = info.get("image_size") or self.task_config.data.image_size
+        height, width = self.preprocessor(info).image_size
 
         def detect(pixels):
             raw = model(pixels, training=False)
@@ -320,7 +320,8 @@ class ObjectDetection(Task):
                          score=lambda data: DetectionScore(data, info), one_example=True, int8_integer_scope=model.name,
                          output_steps=("run one image at a time; read boxes (xyxy, in model-input pixels: scale by "
                                        "the original size over image_size), scores, class_ids (labels order) and "
-                                       "num_detections (rows past it are padding)",))
+                                       "num_detections (rows past it are padding)",),
+                         input_notes={"pixels": PIXEL_INPUT_NOTES})
 
     @classmethod
     def decode_edge(cls, outputs, labels: list[str], top_k: int = 3):

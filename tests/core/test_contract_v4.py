@@ -82,3 +82,16 @@ def test_the_foundation_names_no_text_or_audio_input():
             found += [f"{path.relative_to(root)}:{node.lineno} {node.value!r}" for node in ast.walk(tree)
                       if isinstance(node, ast.Constant) and node.value in names and id(node) not in prose]
     assert not found, found
+
+
+def test_edge_input_facts_come_from_the_task_not_from_the_exporter():
+    from transferkit.serving.edge_export import _described_inputs
+
+    # One input: written flat with its name and the task's notes; nothing assumes an image.
+    assert _described_inputs({"waveform": {"shape": [None, 16000], "dtype": "float32"}},
+                             {"waveform": {"sample_rate": 16000}}) == {
+        "name": "waveform", "shape": [None, 16000], "dtype": "float32", "sample_rate": 16000}
+    assert _described_inputs({"pixels": {"shape": [1, 32, 32, 3], "dtype": "uint8"}}, {}) == {
+        "name": "pixels", "shape": [1, 32, 32, 3], "dtype": "uint8"}
+    two = {"token_ids": {"shape": [None, 8], "dtype": "int32"}, "padding_mask": {"shape": [None, 8], "dtype": "int32"}}
+    assert _described_inputs(two, None) == two

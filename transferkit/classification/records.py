@@ -34,7 +34,7 @@ class ClassifierRecords:
         probabilities. A task refines it (a text task's int8 calibration and float ops)."""
         import tensorflow as tf
 
-        from transferkit.edge import EdgeModel
+        from transferkit.edge import PIXEL_INPUT_NOTES, EdgeModel
 
         inputs = model.inputs
         if len(inputs) == 1 and len(inputs[0].shape) == 4:
@@ -50,7 +50,8 @@ class ClassifierRecords:
             return {"probabilities": tf.cast(model(features, training=False), tf.float32)}
 
         return EdgeModel(inputs=specs, function=classify, keras_model=model if names == ["pixels"] else None,
-                         output_steps=("read probabilities; argmax gives the label",))
+                         output_steps=("read probabilities; argmax gives the label",),
+                         input_notes={"pixels": PIXEL_INPUT_NOTES} if names == ["pixels"] else {})
 
     @classmethod
     def decode_edge(cls, outputs, labels: list[str], top_k: int = 3) -> list[list[tuple[str, float]]]:
