@@ -10,12 +10,12 @@ the feature cache need them).
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
 
 from transferkit.errors import DataError
+from transferkit.vision.decoding import decode_each
 from transferkit.vision.images import MAX_PIXELS, read_image, resize_array
 from transferkit.plugins.object_detection.annotations import ImageAnnotation
 
@@ -103,23 +103,11 @@ def load_detections(annotations: Sequence[ImageAnnotation], class_names: Sequenc
     """Decodes every annotated image once; boxes past `max_boxes` per image are dropped (and reported)."""
     index = {name: i for i, name in enumerate(class_names)}
     height, width = int(image_size[0]), int(image_size[1])
-    problems: list[dict[str, str]] = []
-
-    def decode(annotation: ImageAnnotation):
-        try:
-            return read_image(annotation.path), None
-        except Exception as error:  # decoders raise many types for bad files
-            return None, f"unreadable image: {type(error).__name__}: {error}"
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = list(pool.map(decode, annotations))
+    decoded, kept, problems = decode_each([a.path for a in annotations], read_image, on_bad_annotation,
+                                          "data.on_bad_annotation", workers)
     images, boxes, ids, sizes, paths = [], [], [], [], []
-    for annotation, (pixels, reason) in zip(annotations, decoded):
-        if pixels is None:
-            if on_bad_annotation == "error":
-                raise DataError(f"{annotation.path}: {reason} (data.on_bad_annotation is 'error')")
-            problems.append({"path": annotation.path, "reason": reason})
-            continue
+    for pixels, row in zip(decoded, kept):
+        annotation = annotations[row]
         real_h, real_w = pixels.shape[:2]
         image_boxes, image_ids = _padded_boxes(annotation, real_h, real_w, index, image_size, max_boxes, problems)
         images.append(resize_array(pixels, (height, width), "stretch"))
@@ -127,7 +115,5 @@ def load_detections(annotations: Sequence[ImageAnnotation], class_names: Sequenc
         ids.append(image_ids)
         sizes.append((real_h, real_w))
         paths.append(annotation.path)
-    if not images:
-        raise DataError("no usable images: " + "; ".join(f"{p['path']}: {p['reason']}" for p in problems[:5]))
     return LoadedDetections(np.stack(images), np.stack(boxes), np.stack(ids), np.asarray(sizes, np.int32), paths,
                             problems, (height, width))
