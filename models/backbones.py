@@ -228,9 +228,11 @@ class FeatureBackbone:
                 blocks.append(Block(name=name, layers=[layer]))
         return blocks
 
-    def feature_extractor(self, image_size: Sequence[int | None] = (None, None)) -> keras.Model:
-        """A model from 0..255 pixels to pooled features, in inference mode."""
-        inputs = keras.Input(shape=(*image_size, 3), name="pixels")
+    def feature_extractor(self, input_shape: Sequence[int | None] = (None, None)) -> keras.Model:
+        """A model from the task's input (0..255 pixels; `(height, width)` means 3 channels) to pooled
+        features, in inference mode."""
+        shape = (*input_shape, 3) if len(input_shape) == 2 else tuple(input_shape)
+        inputs = keras.Input(shape=shape, name="pixels")
         x = self.normalization(inputs)
         x = self.model(x, training=False)
         if len(x.shape) == 4:

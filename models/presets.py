@@ -179,6 +179,26 @@ def resolve_preset(spec: str) -> str:
     return spec
 
 
+def preset_input(spec: str | None) -> dict:
+    """What a preset folder says of its input (`transferkit.json`: a family's `input`, or a run preset's
+    preprocessor); {} for a named preset, a folder that says nothing, or none at all."""
+    if not spec:
+        return {}
+    resolved = Path(resolve_preset(spec))
+    try:
+        meta = json.loads((resolved / "transferkit.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    declared = meta.get("input")
+    if isinstance(declared, dict):
+        return declared
+    from_run = meta.get("from_run")
+    preprocessor = from_run.get("preprocessor") if isinstance(from_run, dict) else None
+    return preprocessor if isinstance(preprocessor, dict) else {}
+
+
 def check_preset_known(spec: str) -> None:
     """Raises PresetError unless `spec` is a preset folder, an importable or cached preset, or a name
     that KerasHub or KerasCV lists: a typo is refused before anything trains."""

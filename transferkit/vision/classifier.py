@@ -49,7 +49,7 @@ class PixelClassifier(ClassificationTask):
         if not backbone.is_frozen():
             return None  # only a wholly frozen backbone is cached
         head = model.get_layer("classifier_head")
-        return CacheSplit(extractor=backbone.feature_extractor(self.preprocessor().image_size), trainable=head)
+        return CacheSplit(extractor=backbone.feature_extractor(self.preprocessor().model_input_shape), trainable=head)
 
     def explain_missing(self, info):
         """For the report: why a validation input the stream dropped is missing (None: none is dropped)."""

