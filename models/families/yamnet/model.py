@@ -45,7 +45,7 @@ import tensorflow as tf
 
 from transferkit.errors import DataError
 from transferkit.fileio import file_sha256, staged_folder
-from transferkit.models.families.yamnet import PRESET_VERSION
+from transferkit.models.families.yamnet.preset_format import PRESET_VERSION
 
 __all__ = [
     "PACKAGE",
