@@ -20,6 +20,7 @@ from pathlib import Path
 from transferkit import paths
 from transferkit.errors import PresetError
 from transferkit.models import run_presets
+from transferkit.models.families import preset_facts
 
 
 def importers():
@@ -60,12 +61,7 @@ def cached_preset_path(name: str) -> Path:
 def is_preset_folder(folder: Path) -> bool:
     """A KerasHub, timm or Hugging Face folder (config.json), or a family's own preset (a transferkit.json
     naming the importer that wrote it)."""
-    if (folder / "config.json").is_file():
-        return True
-    try:
-        return bool(json.loads((folder / "transferkit.json").read_text(encoding="utf-8")).get("importer"))
-    except (OSError, ValueError, AttributeError):
-        return False
+    return (folder / "config.json").is_file() or bool(preset_facts(folder).get("importer"))
 
 
 def import_preset(name: str, to: str | os.PathLike | None = None, force: bool = False) -> Path:
@@ -185,13 +181,7 @@ def preset_input(spec: str | None) -> dict:
     preprocessor); {} for a named preset, a folder that says nothing, or none at all."""
     if not spec:
         return {}
-    resolved = Path(resolve_preset(spec))
-    try:
-        meta = json.loads((resolved / "transferkit.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(meta, dict):
-        return {}
+    meta = preset_facts(resolve_preset(spec))
     declared = meta.get("input")
     if isinstance(declared, dict):
         return declared
@@ -202,10 +192,7 @@ def preset_input(spec: str | None) -> dict:
 
 def _preset_version(folder: Path) -> int:
     """The format version a family importer recorded in its preset (`preset_version`; 1 when not said)."""
-    try:
-        version = json.loads((folder / "transferkit.json").read_text(encoding="utf-8")).get("preset_version", 1)
-    except (OSError, ValueError, AttributeError):
-        return 1
+    version = preset_facts(folder).get("preset_version", 1)
     return version if isinstance(version, int) else 1
 
 
@@ -309,11 +296,9 @@ def _preset_normalization(resolved: str) -> tuple | None:
         offset = converter.offset if converter.offset is not None else 0.0
         return scale, offset
     folder = Path(resolved)
-    meta = folder / "transferkit.json"
-    if meta.exists():
-        norm = json.loads(meta.read_text()).get("normalization")
-        if norm:
-            return norm.get("scale", 1 / 255.0), norm.get("offset", 0.0)
+    norm = preset_facts(folder).get("normalization")
+    if isinstance(norm, dict) and norm:
+        return norm.get("scale", 1 / 255.0), norm.get("offset", 0.0)
     stats = None
     if (folder / "config.json").exists():
         cfg = json.loads((folder / "config.json").read_text()).get("pretrained_cfg") or {}

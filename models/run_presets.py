@@ -89,14 +89,9 @@ def run_preset_folder(path: str | Path) -> Path:
 
 def run_facts(folder: str | Path) -> dict[str, Any] | None:
     """`from_run` of a preset folder that came from a run (task, preprocessor), else None."""
-    meta = Path(folder) / FACTS_FILE
-    if not meta.is_file():
-        return None
-    try:
-        facts = json.loads(meta.read_text())
-    except (OSError, ValueError):
-        return None
-    origin = facts.get("from_run") if isinstance(facts, dict) else None
+    from transferkit.models.families import preset_facts
+
+    origin = preset_facts(folder).get("from_run")
     return origin if isinstance(origin, dict) else None
 
 

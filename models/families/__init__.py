@@ -84,16 +84,30 @@ def importers() -> dict[str, Importer]:
         return dict(sorted(_importers.items()))
 
 
+PRESET_FACTS_FILE = "transferkit.json"
+MAX_PRESET_FACTS_BYTES = 1 << 20  # a few hundred bytes in practice
+
+
+def preset_facts(folder: str | Path) -> dict:
+    """A preset folder's `transferkit.json` (who wrote it, its input, normalisation, run origin), or {}
+    when there is none, it is unreadable, too large or not a JSON object: every reader of it goes here."""
+    import json
+
+    path = Path(folder) / PRESET_FACTS_FILE
+    try:
+        if path.stat().st_size > MAX_PRESET_FACTS_BYTES:
+            return {}
+        facts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return facts if isinstance(facts, dict) else {}
+
+
 def import_preset_module(folder: Path) -> None:
     """Imports the module that wrote a family preset (its `transferkit.json` `importer`), so the Keras
     classes it saved are registered before the preset loads. Only a module inside a loaded family is
     imported: a preset folder never names arbitrary code to run."""
-    import json
-
-    try:
-        named = json.loads((Path(folder) / "transferkit.json").read_text(encoding="utf-8")).get("importer")
-    except (OSError, ValueError, AttributeError):
-        return
+    named = preset_facts(folder).get("importer")
     if not isinstance(named, str):
         return
     importers()

@@ -81,6 +81,11 @@ def test_predict_with_the_source_models_own_heads(tmp_path, monkeypatch, capsys)
     out = capsys.readouterr().out
     first = out.splitlines()[1].split()
     assert first[0] == "person" and float(first[1]) > 0.5, out
+    (tmp_path / "truncated.jpg").write_bytes((tmp_path / "astronaut.jpg").read_bytes()[:200])
+    (tmp_path / "empty.png").write_bytes(b"")
+    for bad in ("truncated.jpg", "empty.png"):
+        assert main(["predict", "--preset", "yolov4-tiny-coco", str(tmp_path / bad)]) != 0
+        assert f"{bad}: not a readable image" in capsys.readouterr().err
     t = np.arange(22050) / 22050  # a 1 kHz tone at 22.05 kHz: resampled to YAMNet's 16 kHz
     wavfile.write(tmp_path / "beep.wav", 22050, (0.5 * np.sin(2 * np.pi * 1000 * t) * 32767).astype(np.int16))
     (tmp_path / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVE")
@@ -116,3 +121,15 @@ def test_a_preset_cached_by_an_older_importer_is_imported_again(fresh_families, 
     assert presets.resolve_preset("acme-net") == str(cached) and len(runs) == 1
     assert json.loads((cached / "transferkit.json").read_text())["preset_version"] == 2
     assert presets.resolve_preset("acme-net") == str(cached) and len(runs) == 1  # current: not imported again
+
+
+@pytest.mark.parametrize("content", [b"", b"{truncated", b"[1, 2]", b'"a string"', b"\xff\xfe not utf-8",
+                                     b'{"importer": "x", "pad": "' + b"a" * (2 << 20) + b'"}'])
+def test_preset_facts_of_a_hostile_file_are_empty(tmp_path, content):
+    (tmp_path / "transferkit.json").write_bytes(content)
+    assert families.preset_facts(tmp_path) == {}
+    assert not presets.is_preset_folder(tmp_path)  # nothing vouches for it, so it is not replaced either
+
+
+def test_preset_facts_of_another_kind_of_folder():
+    assert families.preset_facts("/nonexistent-folder") == {}

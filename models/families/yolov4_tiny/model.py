@@ -382,10 +382,9 @@ def _read_source(source: str | os.PathLike | None) -> tuple[dict[str, bytes], st
 
 
 def _is_our_preset(folder: pathlib.Path) -> bool:
-    try:
-        return json.loads((folder / PROVENANCE_FILE).read_text(encoding="utf-8")).get("importer") == IMPORTER
-    except (OSError, ValueError, AttributeError):
-        return False
+    from transferkit.models.families import preset_facts
+
+    return preset_facts(folder).get("importer") == IMPORTER
 
 
 def _refuse_foreign(dest: pathlib.Path) -> None:
@@ -444,24 +443,3 @@ def load_yolov4_tiny_coco(preset_dir: str | os.PathLike) -> tuple[keras.Model, d
     scales = yolo_scales((folder / CFG_FILE).read_text(encoding="utf-8"))
     names = (folder / "class_names.txt").read_text(encoding="utf-8").split("\n")
     return model, scales, [name for name in names if name]
-
-
-MAX_IMAGE_PIXELS = 40_000_000  # larger images are refused before decoding (decompression bombs)
-
-
-def read_image(path: str | os.PathLike, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """An image file as float32 RGB pixels (0..255) stretched to size x size, and its original (height, width)."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = pathlib.Path(path)
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise DataError(f"{path}: {width}x{height} pixels; expected at most {MAX_IMAGE_PIXELS}")
-            pixels = np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32)
-    except DataError:
-        raise
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(f"{path}: not a readable image ({error})") from None
-    return pixels, (height, width)
