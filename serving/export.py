@@ -67,8 +67,6 @@ def forbidden_ops(saved_model_dir: Path) -> list[str]:
 def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: str, version: int | None = None,
                force: bool = False, warmup_records: int = 32) -> Path:
     """Exports the run's model to `<model_base>/<name>/<version>/` and returns that path."""
-    import tensorflow as tf
-
     from transferkit.runner import load_run
 
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
@@ -79,6 +77,8 @@ def export_run(run_dir: str | os.PathLike, model_base: str | os.PathLike, name: 
         raise ExportError(f"warmup_records: TF Serving reads at most 1000, received {warmup_records}")
     run_dir = Path(run_dir)
     config, task, model, info = load_run(run_dir)
+    import tensorflow as tf  # after the argument and run folder checks: those answer without it
+
     model = _float32_model(config, task, model, info)
 
     base = Path(model_base).resolve()

@@ -20,7 +20,6 @@ from pathlib import Path
 import grpc
 
 from transferkit.errors import TransferkitError
-from transferkit.serving.grpc_server import build_grpc_server
 from transferkit.serving.model_manager import DEFAULT_MAX_REQUEST_BATCH, BatchingOptions, ModelManager, ModelSource
 from transferkit.serving.saved_models import list_versions
 
@@ -155,6 +154,8 @@ class EmbeddedServer:
         if self.tls:
             self.tls.check()
         self.manager.start()
+        from transferkit.serving.grpc_server import build_grpc_server  # TensorFlow Serving's protos, TensorFlow
+
         credentials = self.tls.grpc_credentials() if self.tls else None
         self._grpc_server, self.grpc_port = build_grpc_server(
             self.manager, f"{self.host}:{self._grpc_port_wanted}", max_message_bytes=self.max_message_bytes,

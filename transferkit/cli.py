@@ -1,8 +1,10 @@
 """The `transferkit` command line.
 
 Each sub-command is a small function; heavy modules (TensorFlow, Keras) are
-imported inside the commands that need them, so `--help`, `--version`,
-`tasks` and `config check` stay fast.
+imported inside the commands that need them, after the command's arguments,
+paths and config are checked, so `--help`, `--version`, `tasks`, `config check
+--no-backbone`, `show` and every argument error answer without TensorFlow
+(tests/core/test_cli_light.py, benchmarks/cli_startup.py).
 """
 
 from __future__ import annotations
@@ -207,8 +209,6 @@ def _excerpt(text: str, width: int = 78) -> str:
 
 
 def _predict_remote(args) -> int:
-    from transferkit.serving.client import GrpcClient, RestClient, batch_rows
-
     if not args.model:
         raise TransferkitError("predict --server/--rest: --model NAME is required")
     texts = _texts_from_args(args)
@@ -223,6 +223,8 @@ def _predict_remote(args) -> int:
                 inputs.append(Path(path).read_bytes())
             except OSError as error:
                 raise TransferkitError(f"{path}: cannot read file: {error.strerror}") from None
+    from transferkit.serving.client import GrpcClient, RestClient, batch_rows  # TensorFlow's protos: after the checks
+
     tls = dict(root_cert=args.root_cert, client_cert=args.client_cert, client_key=args.client_key)
     if args.server:
         with GrpcClient(args.server, timeout=args.timeout, **tls) as client:
@@ -551,7 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "own non-transfer method, TF-IDF + logistic regression for text)")
     compare.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="training-set fractions (default 0.1,0.25,0.5,1.0)")
     compare.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
-    compare.add_argument("--backbones", help="comma-separated presets (default: the config's)")
+    compare.add_argument("--backbones", help="comma-separated starting points (default: the config's backbone): "
+                         "presets, finished runs, or run configs (X.yaml: its backbone, model, stages and input "
+                         "size, on this config's data)")
     compare.add_argument("--native-size", action="store_true",
                          help="train each imported preset at its own resolution (e.g. 240 px for Lite1)")
     compare.add_argument("--budget", type=float, metavar="MINUTES", help="wall-time limit per cell")
@@ -585,10 +589,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands that never import TensorFlow, so stay fast.
-LIGHT_COMMANDS = frozenset({"tasks", "config", "show"})  # none of these needs TensorFlow
-
-
 def _add_verbose(parser: argparse.ArgumentParser) -> None:
     """`--verbose` (TensorFlow's start-up logs and warnings shown) and `--quiet` (no progress bars) everywhere."""
     for action in parser._actions:
@@ -618,10 +618,16 @@ def main(argv: list[str] | None = None) -> int:
         from transferkit.logs import VERBOSE_ENV
 
         os.environ[VERBOSE_ENV] = "1"
-    if args.command not in LIGHT_COMMANDS:
-        from transferkit.logs import import_tensorflow
+    # TensorFlow is not imported here: a command imports it when it first needs it (after its arguments, paths
+    # and config are checked), and that first import, in any command, is a quiet one unless --verbose.
+    from transferkit.logs import quiet_tensorflow_import
 
-        import_tensorflow(verbose=args.verbose)
+    with quiet_tensorflow_import(verbose=args.verbose):
+        return _run(args)
+
+
+def _run(args) -> int:
+    """The command's handler; a user's mistake is one line on stderr and exit status 2."""
     try:
         return args.handler(args)
     except TransferkitError as error:

@@ -6,11 +6,18 @@ UNKNOWN ERROR (303)" on a healthy CPU machine. The only reliable filter is the
 process's own stderr: it is pointed at a temporary file while TensorFlow
 imports and initialises its devices, and afterwards only lines that are not
 known start-up noise are written back.
+
+The CLI does not import TensorFlow up front (a config error or `--help` must
+answer in a fraction of a second): it runs each command inside
+`quiet_tensorflow_import()`, so whichever module first imports TensorFlow, in
+whichever command, gets that quiet start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.machinery
 import logging
 import os
 import re
@@ -95,3 +102,65 @@ def import_tensorflow(verbose: bool = False):
         tf.config.list_physical_devices()  # device platforms log while they initialise: now, not later
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing hints and the like
     return tf
+
+
+class _QuietTensorFlowLoader(importlib.abc.Loader):
+    """TensorFlow's own loader, run as `import_tensorflow()` runs it: start-up noise held back, devices initialised."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        _remove_holds()  # one import only, whatever it brings
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        with held_stderr(lambda line: not NOISE.search(line)):
+            self._loader.exec_module(module)
+            module.config.list_physical_devices()  # device platforms log while they initialise: now, not later
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing hints and the like
+
+    def __getattr__(self, name):  # get_filename, get_resource_reader, is_package, ...: the real loader's
+        if name == "_loader":
+            raise AttributeError(name)
+        return getattr(self._loader, name)
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` as the other finders do, and hands its spec the quiet loader."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "tensorflow":
+            return None
+        for finder in [f for f in sys.meta_path if f is not self]:
+            find_spec = getattr(finder, "find_spec", None)
+            spec = find_spec(fullname, path, target) if find_spec is not None else None
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _QuietTensorFlowLoader(spec.loader)
+                return spec
+        return None
+
+
+def _remove_holds() -> None:
+    for finder in [f for f in sys.meta_path if isinstance(f, _QuietTensorFlowFinder)]:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(finder)
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_import(verbose: bool = False) -> Iterator[None]:
+    """While the block runs, the first import of TensorFlow, wherever it happens (keras, keras_hub, TF
+    Serving's protos, ...), is as quiet as `import_tensorflow()`; TensorFlow is not imported here. Nothing
+    changes when it is imported already, or with `verbose` (its start-up lines are shown as it imports)."""
+    if verbose or "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
+        yield
+        return
+    finder = _QuietTensorFlowFinder()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(finder)

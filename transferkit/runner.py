@@ -412,18 +412,19 @@ def save_model(model, path: Path) -> Path:
 
 def load_run(run_dir: str | os.PathLike):
     """The (config, task, model, info) of a finished run directory."""
-    import keras
-    import keras_hub  # noqa: F401  (registers the backbone classes for deserialisation)
-
-    import transferkit.models.backbones  # noqa: F401  (registers Normalization)
-    import transferkit.models.schedules  # noqa: F401  (registers WarmupSchedule, in saved optimizers)
-
     run_dir = Path(run_dir)
     model_path = run_dir / "model.keras"
     if not model_path.exists():
         raise TransferkitError(f"{run_dir}: no model.keras; is this a finished `transferkit train` run directory?")
     config = load_saved_config(run_dir / "config.yaml")
     info = _read_info(run_dir)
+    # Keras (and TensorFlow) only now: a folder that is not a run, or a damaged config or info, answers without.
+    import keras
+    import keras_hub  # noqa: F401  (registers the backbone classes for deserialisation)
+
+    import transferkit.models.backbones  # noqa: F401  (registers Normalization)
+    import transferkit.models.schedules  # noqa: F401  (registers WarmupSchedule, in saved optimizers)
+
     task = get_task(config.task)(config, info)
     task.register_keras_objects()
     try:

@@ -138,8 +138,6 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
     before they are written, so each shard mixes the classes. A per-image bar
     shows the progress on a terminal.
     """
-    import tensorflow as tf
-
     from transferkit.vision.images import MAX_PIXELS
     from transferkit.vision.samples import list_samples
     from transferkit.vision.streaming import check_image_files
@@ -175,6 +173,8 @@ def pack_images(source: str | os.PathLike, out: str | os.PathLike, val: str | os
         held = set(split_validation([s.label for s in samples], val_split, seed, field="--val-split")[1])
         splits = {"train": [s for i, s in enumerate(samples) if i not in held],
                   "val": [s for i, s in enumerate(samples) if i in held]}
+
+    import tensorflow as tf  # after every refusal above: those answer without it
 
     remove_stale_temporaries(out.parent, of=out.name)  # a killed pack's half-written folders
     staging = temporary_sibling(out)
