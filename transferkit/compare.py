@@ -152,11 +152,44 @@ def native_image_size(backbone: str) -> list[int] | None:
     return None
 
 
+def is_config_start(backbone: str) -> bool:
+    """Whether a `--backbones` entry is a run config (a whole starting point) rather than a preset."""
+    return Path(backbone).suffix.lower() in (".yaml", ".yml")
+
+
+def starting_point(base: RunConfig, path: str) -> RunConfig:
+    """A run config used as a starting point: read, and checked to be of `base`'s task."""
+    if not Path(path).is_file():
+        raise ConfigError(f"--backbones: {path}: no such config file")
+    start = load_config(path)
+    if start.task != base.task:
+        raise ConfigError(f"--backbones: {path} is a {start.task!r} config; the compare is of {base.task!r}")
+    return start
+
+
+def _from_start(base: RunConfig, start: RunConfig) -> RunConfig:
+    """`base` with `start`'s backbone, stages, task sections other than data (model, augment, ...) and input
+    size and batch: the data, the splits and the evaluation stay `base`'s, so the cells are comparable."""
+    from transferkit.registry import get_task
+
+    task = get_task(base.task)
+    data, start_data = task.data_section_of(base), task.data_section_of(start)
+    carried = {name: getattr(start_data, name) for name in ("image_size", "batch_size")
+               if hasattr(data, name) and hasattr(start_data, name)}
+    sections = {f.name: getattr(start.task_config, f.name) for f in dataclasses.fields(start.task_config)
+                if f.name != "data"}
+    task_config = dataclasses.replace(base.task_config, **sections, data=dataclasses.replace(data, **carried))
+    return base.replace(task_config=task_config, backbone=start.backbone, stages=start.stages)
+
+
 def cell_config(base: RunConfig, cell: Cell, options: CompareOptions) -> RunConfig:
-    """`base` changed for one cell: backbone, stages, training fraction, seed; evaluation unchanged."""
+    """`base` changed for one cell: backbone (or a whole starting point, a config file), stages, training
+    fraction, seed; evaluation unchanged."""
     from transferkit.config_sections import ImageDataSection
     from transferkit.registry import get_task
 
+    if is_config_start(cell.backbone):
+        base = _from_start(base, starting_point(base, cell.backbone))
     data = get_task(base.task).data_section_of(base)
     if data is None:
         raise ConfigError(f"compare: task {base.task!r} has no data.train_fraction, so its training set "
@@ -168,7 +201,7 @@ def cell_config(base: RunConfig, cell: Cell, options: CompareOptions) -> RunConf
             data_changes["image_size"] = tuple(size)
     task_config = dataclasses.replace(base.task_config, data=dataclasses.replace(data, **data_changes))
     backbone = base.backbone
-    if cell.backbone != _backbone_name(base):
+    if cell.backbone != _backbone_name(base) and not is_config_start(cell.backbone):
         backbone = dataclasses.replace(backbone, preset=cell.backbone, architecture=None, config=None)
     if cell.recipe == "scratch":
         backbone = dataclasses.replace(backbone, load_weights=False)
@@ -230,7 +263,10 @@ def run_compare(config_path: str | os.PathLike | None, output: str | os.PathLike
     from transferkit.models.presets import check_preset_known
 
     for backbone in options.backbones:  # an unknown name is an error before any cell, not a column of failures
-        check_preset_known(backbone)
+        if is_config_start(backbone):
+            check_preset_known(starting_point(base, backbone).backbone.preset or "")
+        else:
+            check_preset_known(backbone)
     configs = {cell: cell_config(base, cell, options) for cell in cells}  # every cell checked before any runs
     if "baseline" in options.recipes:
         _check_task_has_baseline(base)
@@ -365,6 +401,7 @@ def read_cell(folder: Path, config: RunConfig, monitor: tuple[str, str], score: 
     scored = [v for v in values if v is not None]
     best = (max(scored) if mode == "max" else min(scored)) if scored else None
     final = metrics.get(score[0])
+    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
     examples = int(info.get("num_train") or 0)
     curve, flops, error = [], 0, None
     try:
@@ -388,6 +425,8 @@ def read_cell(folder: Path, config: RunConfig, monitor: tuple[str, str], score: 
     return {
         # The task's own evaluation of the best weights on the whole validation set.
         "score": float(final) if isinstance(final, (int, float)) else None,
+        # The config's data.test, scored once with the same weights (never used to choose them).
+        "test": {k: float(v) for k, v in test.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
         "best_monitor": best,
         "epochs": len(history),
         "wall_seconds": metrics.get("elapsed_seconds"),
@@ -406,6 +445,12 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
     return mean, std
+
+
+def _test_means(cells: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Mean and spread over seeds of every test-split figure the cells share ({} without a data.test)."""
+    shared = set.intersection(*(set(c.get("test") or {}) for c in cells)) if cells else set()
+    return {key: dict(zip(("mean", "std"), _mean_std([c["test"][key] for c in cells]))) for key in sorted(shared)}
 
 
 def _time_to(curve: list[dict[str, Any]], target: float, mode: str) -> float | None:
@@ -458,6 +503,7 @@ def summarize(output: Path, base: RunConfig, options: CompareOptions, cells: lis
                "epochs": _mean_std([m["epochs"] for m in scored])[0],
                "train_flops": _mean_std([m["train_flops"] for m in scored if m.get("train_flops") is not None])[0],
                "time_limit_reached": sum(1 for m in scored if m.get("time_limit_reached")),
+               "test": _test_means(scored),
                "not_finished": [f"seed {m['seed']}: {m.get('status')}" + (f" ({m['reason']})" if m.get("reason") else "")
                                 for m in members if m.get("score") is None]}
         for share in (0.9, 0.95):

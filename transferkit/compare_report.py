@@ -57,6 +57,7 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{_number(row['mean'])} | {_number(row['std'])} | {_number(row['min'])} | {_number(row['max'])} | "
             f"{_seconds(row['wall_seconds'])} | {_number(row['epochs'], 1)} | {_flops(row['train_flops'])} | "
             f"{t90} | {t95} | {'; '.join(notes)} |")
+    lines += _test_lines(summary)
     lines += _versus_lines(summary)
     lines += ["", "Wall time includes reading the data, building the model and any feature caching; training "
               "FLOPs count forward and backward passes over the training set (a multiply-add is 2 FLOPs; a "
@@ -66,6 +67,23 @@ def markdown(summary: dict[str, Any]) -> str:
               "(runs that reached it / runs).", "",
               "Plots: `accuracy_vs_fraction.png`, `accuracy_vs_time.png`, `accuracy_vs_flops.png`.", ""]
     return "\n".join(lines)
+
+
+def _test_lines(summary: dict[str, Any]) -> list[str]:
+    """The config's test split, scored once per run with the weights validation chose."""
+    rows = [row for row in summary["summary"] if (row.get("test") or {}).get(summary["score"])]
+    if not rows:
+        return []
+    extra = sorted({key for row in rows for key in row["test"]} & {"map50", "accuracy", "macro_f1"} - {summary["score"]})
+    lines = ["", "## Test split", "", f"`{summary['score']}`" + "".join(f" and `{k}`" for k in extra)
+             + " on the config's `data.test`, scored once per run; mean ± std over seeds.", "",
+             "| backbone | recipe | fraction | " + " | ".join([summary["score"], *extra]) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in [summary["score"], *extra]) + " |"]
+    for row in rows:
+        cells = [f"{_number(row['test'][k]['mean'])} ± {_number(row['test'][k]['std'])}" if k in row["test"] else "-"
+                 for k in [summary["score"], *extra]]
+        lines.append(f"| {row['backbone']} | {row['recipe']} | {row['fraction']:g} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _versus_lines(summary: dict[str, Any]) -> list[str]:

@@ -377,6 +377,12 @@ def _short(value) -> str:
 def _write_info(run_dir: Path, config: RunConfig, task, backbone, data) -> None:
     info = dict(task.info)
     info.update({"task": config.task, "backbone": backbone.source, "architecture": backbone.architecture})
+    from transferkit.models.families import preset_facts
+
+    # The module that registers a family backbone's Keras classes, so the run reloads where the preset is absent.
+    module = preset_facts(backbone.source).get("importer") if Path(backbone.source).is_dir() else None
+    if module:
+        info["backbone_module"] = module
     # Real validation inputs, for export checks and TF Serving warmup records.
     info["examples"] = [str(Path(p).resolve()) for p in data.examples[:64]]
     atomic_write_text(run_dir / "info.json", json.dumps(info, indent=2))
@@ -425,6 +431,9 @@ def load_run(run_dir: str | os.PathLike):
     import transferkit.models.backbones  # noqa: F401  (registers Normalization)
     import transferkit.models.schedules  # noqa: F401  (registers WarmupSchedule, in saved optimizers)
 
+    from transferkit.models.families import import_family_module
+
+    import_family_module(info.get("backbone_module"))  # a family backbone's own layers (YAMNet's, YOLOv4-tiny's)
     task = get_task(config.task)(config, info)
     task.register_keras_objects()
     try:

@@ -107,7 +107,12 @@ def import_preset_module(folder: Path) -> None:
     """Imports the module that wrote a family preset (its `transferkit.json` `importer`), so the Keras
     classes it saved are registered before the preset loads. Only a module inside a loaded family is
     imported: a preset folder never names arbitrary code to run."""
-    named = preset_facts(folder).get("importer")
+    import_family_module(preset_facts(folder).get("importer"))
+
+
+def import_family_module(named) -> None:
+    """Imports `named` (a module that saved Keras classes: a preset's importer, recorded in a run's info.json)
+    if it lies inside a loaded family; anything else is ignored."""
     if not isinstance(named, str):
         return
     importers()

@@ -96,9 +96,14 @@ class DetectionModelConfig:
     YOLOv8: P3-P5 (min_level/max_level must be 3 and 5) projected to
     `fpn_channels`, a path-aggregation FPN of depth `head_convs - 1` (at
     least 1), anchor-free heads; the anchor settings do not apply.
+    YOLOv4-tiny (`backbone.preset: yolov4-tiny-coco`): the whole COCO
+    detector, its neck and heads included, comes from the preset; only the
+    class rows of its output convolutions are new. `init_from` starts a class
+    from a COCO class's rows (`{raccoon: bear}`); the level, channel and
+    anchor settings do not apply.
     """
 
-    architecture: Literal["retinanet", "yolo_v8"] = "retinanet"
+    architecture: Literal["retinanet", "yolo_v8", "yolov4_tiny"] = "retinanet"
     min_level: int = 3
     max_level: int = 7
     fpn_channels: int = 256
@@ -107,6 +112,8 @@ class DetectionModelConfig:
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     anchor_size: float = 4.0
     box_loss_weight: float = 1.0
+    # Your class -> the source detector's class whose output rows it starts from (yolov4_tiny only).
+    init_from: dict[str, str] | None = None
 
     def __post_init__(self):
         check(2 <= self.min_level <= self.max_level <= 8, "model.min_level", [self.min_level, self.max_level],
@@ -118,6 +125,12 @@ class DetectionModelConfig:
               list(self.aspect_ratios), "positive numbers")
         check(0 < self.anchor_size <= 64, "model.anchor_size", self.anchor_size, "a number in (0, 64]")
         check(0 < self.box_loss_weight <= 1000, "model.box_loss_weight", self.box_loss_weight, "a number in (0, 1000]")
+        if self.init_from is not None:
+            check(self.architecture == "yolov4_tiny", "model.init_from", self.init_from,
+                  "no value unless architecture: yolov4_tiny (the only detector whose class rows are pretrained)")
+            check(len(self.init_from) >= 1 and all(isinstance(k, str) and isinstance(v, str) and k and v
+                                                   for k, v in self.init_from.items()),
+                  "model.init_from", self.init_from, "a mapping of your class names to source class names")
         if self.architecture == "yolo_v8":
             check((self.min_level, self.max_level) == (3, 5), "model.min_level", [self.min_level, self.max_level],
                   "min_level: 3 and max_level: 5 with architecture: yolo_v8 (it reads P3-P5)")

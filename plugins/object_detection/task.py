@@ -1,4 +1,4 @@
-"""The object-detection task: RetinaNet on a backbone's feature pyramid."""
+"""The object-detection task: RetinaNet, YOLOv8 or a whole transferred YOLOv4-tiny on a backbone's pyramid."""
 
 from __future__ import annotations
 
@@ -29,9 +29,11 @@ class ObjectDetection(Task):
 
     The task owns its whole graph: pixels -> the backbone's pyramid levels ->
     the detector head (`model.architecture`: RetinaNet, KerasHub's
-    FeaturePyramid and shared box and class heads; or YOLOv8, KerasCV's
-    path-aggregation FPN and head). Anchors, targets and decoding live in
-    `retinanet.py` and `yolo_v8.py`, NMS in `nms.py`; the exported `serving_default`
+    FeaturePyramid and shared box and class heads; YOLOv8, KerasCV's
+    path-aggregation FPN and head; or YOLOv4-tiny, whose neck and heads come
+    with their COCO weights from the `yolov4-tiny-coco` preset). Anchors,
+    targets and decoding live in `retinanet.py`, `yolo_v8.py` and
+    `yolo_v4_tiny.py`, NMS in `nms.py`; the exported `serving_default`
     decodes, resizes, runs the model, decodes boxes and applies NMS in the
     graph, and answers in the original image's pixels.
 
@@ -68,7 +70,7 @@ class ObjectDetection(Task):
 
         info = info or self.info
         size = self.preprocessor(info if info.get("preprocessor") else {}).image_size
-        return detector_head(self.task_config.model, size, len(info["class_names"]))
+        return detector_head(self.task_config.model, size, len(info["class_names"]), info.get("detector"))
 
     def _read(self, source: str, images: str | None, class_names):
         cfg = self.task_config.data
@@ -76,6 +78,8 @@ class ObjectDetection(Task):
 
     def datasets(self) -> TaskData:
         import tensorflow as tf
+
+        from transferkit.plugins.object_detection.architectures import detector_facts
 
         cfg = self.task_config.data
         seed = self.config.training.seed
@@ -100,6 +104,7 @@ class ObjectDetection(Task):
         info = {"class_names": class_names, "image_size": list(cfg.image_size),
                 "preprocessor": self.build_preprocessor().get_config(), "max_boxes": max_boxes, "num_train": len(train), "num_val": len(val),
                 "num_train_boxes": int((train.class_ids >= 0).sum()), "num_val_boxes": int((val.class_ids >= 0).sum())}
+        info["detector"] = detector_facts(self.task_config.model, self.config.backbone, class_names)
         detector = self.detector(info)
 
         def to_model(images, boxes, class_ids):
@@ -247,6 +252,10 @@ class ObjectDetection(Task):
     def register_keras_objects(self) -> None:
         import transferkit.plugins.object_detection.retinanet  # noqa: F401  (registers the heads and losses)
         import transferkit.plugins.object_detection.yolo_v8  # noqa: F401
+
+        if self.task_config.model.architecture == "yolov4_tiny":
+            import transferkit.models.families.yolov4_tiny.model  # noqa: F401  (its backbone's channel-group layer)
+            import transferkit.plugins.object_detection.yolo_v4_tiny  # noqa: F401
 
     def cache_split(self, model, backbone):
         import keras

@@ -73,3 +73,147 @@ def tiny_detection_config(train: str | os.PathLike, image_size: int = 64, **sect
     config["data"].setdefault("image_size", [image_size, image_size])
     config.setdefault("model", {"fpn_channels": 16, "head_convs": 1, "min_level": 3, "max_level": 5})
     return config
+
+
+# A Darknet cfg of YOLOv4-tiny's shape (channel-split routes, two [yolo] outputs at strides 32 and 16, an
+# upsampling path between them) with a few channels per layer: tests build a preset from it in a second.
+TINY_YOLO_CFG = """
+[net]
+width=64
+height=64
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+stride=2
+pad=1
+activation=leaky
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+[route]
+layers=-1
+groups=2
+group_id=1
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+stride=1
+pad=1
+activation=leaky
+[route]
+layers=-1,-3
+[maxpool]
+size=2
+stride=2
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride=2
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+batch_normalize=1
+filters=8
+size=1
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=24
+activation=linear
+[yolo]
+mask=3,4,5
+anchors=6,8, 10,12, 14,20, 20,22, 28,30, 44,40
+classes=3
+num=6
+scale_x_y=1.05
+ignore_thresh=.7
+[route]
+layers=-4
+[convolutional]
+batch_normalize=1
+filters=4
+size=1
+stride=1
+pad=1
+activation=leaky
+[upsample]
+stride=2
+[route]
+layers=-1,6
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=24
+activation=linear
+[yolo]
+mask=0,1,2
+anchors=6,8, 10,12, 14,20, 20,22, 28,30, 44,40
+classes=3
+num=6
+scale_x_y=1.05
+ignore_thresh=.7
+"""
+TINY_YOLO_CLASSES = ("person", "cat", "dog")
+
+
+def make_tiny_yolo_preset(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A YOLOv4-tiny-shaped preset folder (randomly initialised, 3 source classes `TINY_YOLO_CLASSES`)
+    laid out as `import_yolov4_tiny_coco` writes one, for `backbone.preset` with `architecture: yolov4_tiny`."""
+    import json
+
+    import keras
+
+    from transferkit.models.families.yolov4_tiny import model as yt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    detector = yt.build_yolov4_tiny(TINY_YOLO_CFG, 64)
+    backbone = yt.YoloV4TinyBackbone(TINY_YOLO_CFG)
+    for layer in backbone.layers:
+        if layer.weights:
+            layer.set_weights(detector.get_layer(layer.name).get_weights())
+    detector.save(folder / "model.keras")
+    backbone.save_to_preset(str(folder))
+    (folder / yt.CFG_FILE).write_text(TINY_YOLO_CFG, encoding="utf-8")
+    (folder / "class_names.txt").write_text("\n".join(TINY_YOLO_CLASSES) + "\n", encoding="utf-8")
+    facts = {"importer": yt.IMPORTER, "cfg": yt.CFG_FILE, "preset_version": yt.PRESET_VERSION,
+             "classes": len(TINY_YOLO_CLASSES), "normalization": {"scale": 1 / 255, "offset": 0.0}}
+    (folder / yt.PROVENANCE_FILE).write_text(json.dumps(facts), encoding="utf-8")
+    return folder

@@ -272,3 +272,44 @@ def test_versus_reference_prefers_the_baseline_and_says_when_a_gap_is_within_the
                                                                                   "frozen": "ahead"}
     # Without a baseline the network from scratch is the reference; lower-is-better scores flip the sign.
     assert versus_reference(rows[:3], "min")[0]["points_ahead"] == pytest.approx(-30.0)
+
+
+def test_a_config_file_is_a_whole_starting_point_on_the_compare_configs_data(shapes, tmp_path):
+    """`--backbones A.yaml`: that config's backbone, stages, model sections and input size; the compare
+    config's data and splits. Another task's config, or a missing file, is refused by name."""
+    from transferkit.compare import Cell, cell_config
+    from transferkit.plugins.text_classification.testing import make_text_dataset, tiny_text_config
+
+    base = build_run_config(tiny_config(shapes, data={"image_size": [32, 32]}))
+    start_data = tiny_config(tmp_path / "elsewhere", data={"image_size": [64, 64], "batch_size": 3},
+                             head={"dropout": 0.5},
+                             stages=[{"name": "only", "freeze": {"all": True}, "epochs": 3, "learning_rate": 0.01}])
+    start = tmp_path / "start.yaml"
+    start.write_text(yaml.safe_dump(start_data))
+    config = cell_config(base, Cell(str(start), "transfer", 0.5, 4), CompareOptions())
+    data = config.task_config.data
+    assert data.train == base.task_config.data.train and data.train_fraction == 0.5  # the compare's data
+    assert tuple(data.image_size) == (64, 64) and data.batch_size == 3  # the start's input
+    assert config.task_config.head.dropout == 0.5 and [s.name for s in config.stages] == ["only"]
+    assert config.training.seed == 4
+
+    text = tmp_path / "text.yaml"
+    text.write_text(yaml.safe_dump(tiny_text_config(make_text_dataset(tmp_path / "texts", count=8))))
+    with pytest.raises(ConfigError, match=r"text.yaml is a 'text_classification' config"):
+        cell_config(base, Cell(str(text), "transfer", 1.0, 0), CompareOptions())
+    with pytest.raises(ConfigError, match=r"missing.yaml: no such config file"):
+        cell_config(base, Cell(str(tmp_path / "missing.yaml"), "transfer", 1.0, 0), CompareOptions())
+
+
+def test_test_split_figures_are_averaged_over_seeds_and_tabled():
+    from transferkit import compare_report
+    from transferkit.compare import _test_means
+
+    cells = [{"test": {"map": 0.4, "map50": 0.8}}, {"test": {"map": 0.6, "map50": 0.9, "extra": 1.0}}]
+    means = _test_means(cells)
+    assert set(means) == {"map", "map50"}  # only what every seed has
+    assert means["map"]["mean"] == pytest.approx(0.5) and means["map"]["std"] == pytest.approx(0.1414, abs=1e-3)
+    summary = {"score": "map", "summary": [{"backbone": "b", "recipe": "transfer", "fraction": 1.0, "test": means}]}
+    lines = compare_report._test_lines(summary)
+    assert "| b | transfer | 1 | 0.500 ± 0.141 | 0.850 ± 0.071 |" in lines
+    assert compare_report._test_lines({"score": "map", "summary": [{"test": {}}]}) == []

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from transferkit.errors import DataError
+from transferkit.models.families import importers
 from transferkit.models.families.yolov4_tiny import model as yt
 
 pytestmark = [
@@ -59,7 +60,8 @@ def astronaut() -> np.ndarray:
 
 def test_preset_files_groups_and_scales(preset, loaded):
     model, scales, names = loaded
-    assert sorted(p.name for p in preset.iterdir()) == ["class_names.txt", "model.keras", "transferkit.json",
+    assert sorted(p.name for p in preset.iterdir()) == ["class_names.txt", "config.json", "metadata.json",
+                                                         "model.keras", "model.weights.h5", "transferkit.json",
                                                          "yolov4-tiny.cfg"]
     assert not [p for p in preset.parent.iterdir() if p.name.startswith(".")]  # no staging or retired folder left
     info = json.loads((preset / "transferkit.json").read_text())
@@ -76,6 +78,24 @@ def test_preset_files_groups_and_scales(preset, loaded):
     assert (scales["p5"].mask, scales["p4"].mask) == ((3, 4, 5), (1, 2, 3))
     assert scales["p5"].anchors == ((81, 82), (135, 169), (344, 319)) and scales["p4"].stride == 16
     assert scales["p5"].scale_x_y == 1.05
+    assert info["preset_version"] == yt.PRESET_VERSION == importers()["yolov4-tiny-coco"].preset_version
+
+
+def test_the_backbone_preset_is_the_detectors_backbone_with_its_weights(preset, loaded):
+    """`backbone.preset: yolov4-tiny-coco` loads CSPDarknet-tiny alone (KerasHub files), P4 and P5 as the neck
+    reads them, each convolution one freeze block, every weight the detector's."""
+    from transferkit.models.backbones import load_backbone_preset
+
+    model = loaded[0]
+    backbone = load_backbone_preset(str(preset))
+    assert backbone.architecture == "YoloV4TinyBackbone"
+    assert {k: v.shape[-1] for k, v in backbone.pyramid_outputs.items()} == {"P4": 256, "P5": 512}
+    blocks = backbone.blocks(strict=True)
+    assert len(blocks) == 15 and blocks[0].name == "backbone_conv_0" and blocks[-1].name == "backbone_conv_26"
+    for layer in backbone.model.layers:
+        for mine, theirs in zip(layer.weights, model.get_layer(layer.name).weights if layer.weights else []):
+            np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    assert backbone.normalization.scale == pytest.approx(1 / 255)
 
 
 def _darknet_numpy(cfg_text: str, weights: bytes, image: np.ndarray) -> dict[int, np.ndarray]:

@@ -53,5 +53,5 @@ IMPORTERS = (
              description="YOLOv4-tiny detector, COCO 2017 (80 classes), Darknet weights",
              run=_run, native_size=(416, 416), parameters=6_062_814, forward_flops=6_922_776_949,
              source_dataset="COCO 2017", classes=80, licence="YOLO licence (Darknet, public domain); wheel MIT",
-             predict=predict_images),
+             predict=predict_images, preset_version=2),
 )

