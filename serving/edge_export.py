@@ -335,10 +335,12 @@ def _convert_tflite(saved_model: Path, options: EdgeExportOptions, calibration: 
     # A selective file keeps named ops in float: a detector's post-processing (int8_integer_scope), a
     # transformer's slow or inaccurate int8 ops (int8_float_ops).
     float_nodes: list[str] = []
-    if edge.int8_integer_scope is not None or edge.int8_float_ops:
+    if edge.int8_integer_scope is not None or edge.int8_float_ops or edge.int8_float_layers:
         float_graph = _run_converter(converter_for("none").convert, "none")
         if edge.int8_integer_scope is not None:
             float_nodes += _nodes_outside(float_graph, edge.int8_integer_scope)
+        if edge.int8_float_layers:
+            float_nodes += _nodes_of_layers(float_graph, edge.int8_float_layers)
         if edge.int8_float_ops:
             float_nodes += _nodes_of_types(float_graph, edge.int8_float_ops)
     if not float_nodes:
@@ -415,6 +417,12 @@ def _nodes_outside(flatbuffer: bytes, scope: str) -> list[str]:
     """The names of a LiteRT graph's op outputs that are not under `scope` (or a numbered copy of it)."""
     inside = re.compile(rf"(^|;){re.escape(scope)}(_\d+)?/")
     return sorted({name for op in _graph_ops(flatbuffer)[0] for name in op.outputs if not inside.search(name)})
+
+
+def _nodes_of_layers(flatbuffer: bytes, layers) -> list[str]:
+    """The output names of a LiteRT graph's ops made by the named Keras layers (or numbered copies of them)."""
+    inside = re.compile(rf"(^|[/;])({'|'.join(re.escape(layer) for layer in layers)})(_\d+)?(/|;|$)")
+    return sorted({name for op in _graph_ops(flatbuffer)[0] for name in op.outputs if inside.search(name)})
 
 
 def _nodes_of_types(flatbuffer: bytes, op_types) -> list[str]:

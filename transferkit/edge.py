@@ -73,6 +73,9 @@ class EdgeModel:
         int8_integer_scope: for a graph with post-processing (a detector's box decoding and NMS): int8
             files quantize only the ops under this name scope (the network, named as the Keras model)
             and keep the rest in float. None (and no `int8_float_ops`): the whole graph in integer kernels.
+        int8_float_layers: Keras layer names whose ops int8 files keep in float wherever they sit (a
+            YOLO head's output convolutions, whose one tensor mixes box offsets near 0 with logits near
+            -10: one int8 scale cannot hold both).
         int8_float_ops: LiteRT op types that int8 files keep in float, except where they make the
             file's outputs (which stay integer, so the outputs can be uint8 or int8 as asked).
             A transformer's are the text task's `TRANSFORMER_INT8_FLOAT_OPS`.
@@ -88,6 +91,7 @@ class EdgeModel:
     one_example: bool = False
     calibration: Callable[[list], list] | None = None
     int8_integer_scope: str | None = None
+    int8_float_layers: tuple[str, ...] = ()
     int8_float_ops: tuple[str, ...] = ()
     output_steps: tuple[str, ...] = ("read the outputs as the task's signature names them",)
     input_notes: dict[str, dict] = dataclasses.field(default_factory=dict)

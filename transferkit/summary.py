@@ -142,8 +142,22 @@ def _stage_lines(history: list) -> list[str]:
 
 
 def _scores(metrics: dict) -> dict[str, float]:
+    """The figures of merit: finite numbers that are not counts, and not COCO's -1 for "no such boxes"."""
     skip = {"num_examples", "best_epoch", "elapsed_seconds", "time_limit_reached"}
-    return {_name(k): float(v) for k, v in metrics.items() if _finite(v) and k not in skip}
+    return {_name(k): float(v) for k, v in metrics.items()
+            if _finite(v) and k not in skip and not str(k).startswith("num_") and not (v == -1 and k.startswith("ma"))}
+
+
+def _counted(metrics: dict, examples: str) -> str:
+    """" on 24 images, 25 boxes": what a metrics record counted (`num_examples` named `examples`), as integers."""
+    parts = [f"{_count(int(v))} {examples if k == 'num_examples' else _name(k[4:]).replace('_', ' ')}"
+             for k, v in metrics.items()
+             if str(k).startswith("num_") and _finite(v) and float(v).is_integer() and 0 <= v < 10 ** 12]
+    return f" on {', '.join(parts)}" if parts else ""
+
+
+def _figures(scores: dict[str, float]) -> str:
+    return " · ".join(f"{k} {v:.4f}" for k, v in scores.items())
 
 
 def run_summary(run_dir: str | Path, metrics_dir: str | Path | None = None) -> str:
@@ -165,17 +179,13 @@ def run_summary(run_dir: str | Path, metrics_dir: str | Path | None = None) -> s
     lines += _stage_lines(history)
     scores = _scores(metrics)
     if scores:
-        evaluated = _count_or_none(metrics.get("num_examples"))
-        where = f" on {_count(evaluated)} {'validation' if metrics_dir is None else 'evaluation'} examples" \
-            if evaluated is not None else ""
-        lines.append(f"result    {' · '.join(f'{k} {v:.4f}' for k, v in scores.items())}{where}")
+        examples = f"{'validation' if metrics_dir is None else 'evaluation'} examples"
+        lines.append(f"result    {_figures(scores)}{_counted(metrics, examples)}")
         if isinstance(metrics.get("test"), dict):
             test = metrics["test"]
-            count = f" on {_count(test['num_examples'])} test examples" \
-                if _count_or_none(test.get("num_examples")) is not None else ""
             overlap = {name: _count_or_none(test.get(f"also_in_{name}")) for name in ("train", "val")}
             scores_shown = {k: v for k, v in _scores(test).items() if not k.startswith("also_in_")}
-            lines.append(f"test      {' · '.join(f'{k} {v:.4f}' for k, v in scores_shown.items())}{count}"
+            lines.append(f"test      {_figures(scores_shown)}{_counted(test, 'test examples')}"
                          f" (report in {folder / 'test' / 'report'})")
             if any(overlap.values()):
                 parts = [f"{n:,} also in {'training' if k == 'train' else 'validation'}"

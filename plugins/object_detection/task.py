@@ -52,6 +52,15 @@ class ObjectDetection(Task):
     preprocessor_class = ImagePreprocessor
 
     @classmethod
+    def validate_config(cls, config) -> None:
+        from transferkit.errors import ConfigError
+
+        if config.task_config.model.architecture == "yolov4_tiny" and not config.backbone.preset:
+            raise ConfigError("model.architecture: yolov4_tiny takes the whole detector from a YOLOv4-tiny preset; "
+                              "expected backbone.preset: yolov4-tiny-coco, received a backbone built from "
+                              "backbone.config")
+
+    @classmethod
     def example_config(cls, root):
         from transferkit.plugins.object_detection.testing import make_detection_dataset, tiny_detection_config
 
@@ -103,7 +112,9 @@ class ObjectDetection(Task):
         problems += train.problems + val.problems
         info = {"class_names": class_names, "image_size": list(cfg.image_size),
                 "preprocessor": self.build_preprocessor().get_config(), "max_boxes": max_boxes, "num_train": len(train), "num_val": len(val),
-                "num_train_boxes": int((train.class_ids >= 0).sum()), "num_val_boxes": int((val.class_ids >= 0).sum())}
+                "num_train_boxes": int((train.class_ids >= 0).sum()), "num_val_boxes": int((val.class_ids >= 0).sum()),
+                "train_class_counts": np.bincount(train.class_ids[train.class_ids >= 0].ravel(),
+                                                  minlength=len(class_names)).tolist()}  # boxes per class
         info["detector"] = detector_facts(self.task_config.model, self.config.backbone, class_names)
         detector = self.detector(info)
 
@@ -327,6 +338,7 @@ class ObjectDetection(Task):
         # deltas (about 1), and every box collapses to one point (mAP 0 on raccoon): only the network is int8.
         return EdgeModel(inputs={"pixels": spec}, function=detect,
                          score=lambda data: DetectionScore(data, info), one_example=True, int8_integer_scope=model.name,
+                         int8_float_layers=getattr(detector, "int8_float_layers", ()),
                          output_steps=("run one image at a time; read boxes (xyxy, in model-input pixels: scale by "
                                        "the original size over image_size), scores, class_ids (labels order) and "
                                        "num_detections (rows past it are padding)",),
