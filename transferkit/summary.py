@@ -63,7 +63,8 @@ def problem_kind(reason: str) -> str:
     head = reason.split(":", 1)[0] if ":" in reason[:60] else reason
     head = re.sub(r"'[^']*'|\"[^\"]*\"|\[[^\]]*\]", "…", head)
     head = re.sub(r"\d[\d,.]*", "N", head)
-    return head.strip()[:70]
+    head = head.strip()[:70]
+    return re.sub(r"\s*\([^)]*$", "", head).strip() or head  # a parenthesis the cut (or the split) left open
 
 
 def _count(value: int) -> str:

@@ -170,8 +170,9 @@ def read_examples(source: str, cfg) -> ReadResult:
         result = (_read_table(plain, cfg, TABLE_SUFFIXES[suffix]) if suffix in TABLE_SUFFIXES
                   else _read_jsonl(plain, cfg))
         if plain != path:
+            _name_the_users_file(result, plain, path)
             result.notes.insert(0, {"path": str(path), "reason": f"compressed; read from its decompressed copy "
-                                                                  f"{plain} (lines named below are of that copy)"})
+                                                                  f"{plain} (line numbers are of the decompressed text)"})
     elif not path.exists():
         raise DataError(f"{path}: not found; expected a CSV, TSV or JSON Lines file, or a folder of class "
                         f"sub-folders with .txt files")
@@ -187,6 +188,15 @@ def read_examples(source: str, cfg) -> ReadResult:
     if cfg.on_bad_input == "error" and result.problems:
         raise DataError.for_bad_inputs(result.problems, "data.on_bad_input", where=str(path))
     return result
+
+
+def _name_the_users_file(result: ReadResult, plain: Path, path: Path) -> None:
+    """Problems and notes found in the decompressed copy name the user's compressed file, at the same line."""
+    copy = str(plain)
+    for record in (*result.problems, *result.notes):
+        where = str(record.get("path", ""))
+        if where == copy or where.startswith(copy + ":"):
+            record["path"] = str(path) + where[len(copy):]
 
 
 def _decode_as_read(raw: bytes, source: TextSource) -> str:

@@ -77,3 +77,16 @@ def test_detection_annotations_read_the_same_compressed(tmp_path, suffix, fmt):
     packed.write_bytes(COMPRESSORS[suffix](plain.read_bytes())[:20])  # cut short: named, not a traceback
     with pytest.raises(DataError, match=rf"{packed.name}: not a readable {suffix} file"):
         read_annotations(packed)
+
+
+def test_problems_in_a_compressed_table_name_the_users_file_and_line(tmp_path, monkeypatch):
+    from transferkit.plugins.text_classification.config import DataConfig
+    from transferkit.plugins.text_classification.data import read_examples
+
+    monkeypatch.setenv("TRANSFERKIT_HOME", str(tmp_path / "home"))
+    table = "text,label\na good film,pos\n,neg\na dull film,neg\n"  # line 3: an empty text
+    source = tmp_path / "reviews.csv.bz2"
+    source.write_bytes(bz2.compress(table.encode()))
+    result = read_examples(str(source), DataConfig(train=str(source)))
+    assert [p["path"] for p in result.problems] == [f"{source}:3"]
+    assert not any(str(tmp_path / "home") in str(p["path"]) for p in result.problems + result.notes[1:])

@@ -27,3 +27,12 @@ def test_classification_counts_its_examples(tmp_path):
     (tmp_path / "info.json").write_text(json.dumps({"task": "image_classification", "class_names": ["a", "b"]}))
     (tmp_path / "metrics.json").write_text(json.dumps({"accuracy": 0.9, "num_examples": 10, "loss": 0.3}))
     assert "result    accuracy 0.9000 · loss 0.3000 on 10 validation examples" in run_summary(tmp_path)
+
+
+def test_problem_kinds_never_end_in_an_open_parenthesis():
+    from transferkit.summary import problem_kind
+
+    assert problem_kind("cannot decode (truncated JPEG: 12 bytes") == "cannot decode"
+    long = "x" * 60 + " (the rest of a long reason that the cut ends inside)"
+    assert "(" not in problem_kind(long)
+    assert problem_kind("unknown class 'cat' (not in class_names)") == "unknown class … (not in class_names)"
