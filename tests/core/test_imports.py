@@ -153,8 +153,10 @@ def test_classification_and_vision_import_no_plugin():
 
 # The application layer: commands and reports built on the foundation (the rest of transferkit/, models/,
 # serving/). It may use plugins (the demo shows two tasks); the foundation never names one.
+# The package's own namespace (`tk.train`, `tk.Run`, ...) is the Python API's facade, so it sits here too.
 APPLICATION = frozenset({"transferkit.cli", "transferkit.__main__", "transferkit.demo", "transferkit.compare",
-                         "transferkit.compare_report", "transferkit.lr_find", "transferkit.summary"})
+                         "transferkit.compare_report", "transferkit.lr_find", "transferkit.summary",
+                         "transferkit", "transferkit.api", "transferkit.presets"})
 
 
 def _layer_crossings(graph: dict[str, set[str]]) -> list[str]:
