@@ -14,27 +14,33 @@ tk.load("runs/hymenoptera").predict(["ant.jpg"])
 ```
 """
 
+import sys as _sys
+import types as _types
+
 from transferkit.config import RunConfig, load_config
 from transferkit.errors import ConfigError, RegistryError, TransferkitError
 from transferkit.registry import available_tasks, get_task, register_task
 from transferkit.task import Task, TaskData
 from transferkit.version import __version__
 
-# The Python API (transferkit.api), imported on first use so that `import transferkit` stays light.
-_API = ("Client", "Run", "compare", "load", "serve", "train")
+# The Python API. transferkit.api imports nothing heavy (TensorFlow comes with the first call that needs it).
+from transferkit import presets
+from transferkit.api import Client, Run, compare, load, lr_find, serve, train
+
+_API = ("Client", "Run", "compare", "load", "lr_find", "serve", "train")
 
 
-def __getattr__(name: str):
-    if name in _API:
-        from transferkit import api
+class _Namespace(_types.ModuleType):
+    """The package, whose `compare` and `lr_find` stay the API's functions when the modules of the same name
+    are imported (the import system would otherwise set the package attribute to the module)."""
 
-        return getattr(api, name)
-    if name == "presets":
-        import importlib
+    def __setattr__(self, name, value):
+        if name in _API and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
 
-        return importlib.import_module("transferkit.presets")
-    raise AttributeError(f"module 'transferkit' has no attribute {name!r}")
 
+_sys.modules[__name__].__class__ = _Namespace
 
 __all__ = [
     *_API,

@@ -196,6 +196,17 @@ def compare(config, output: str | os.PathLike = "runs/compare", **options: Any) 
     return run_compare(None, output, CompareOptions(**typed), base=_as_config(config))
 
 
+def lr_find(config, stage: int = 1, output: str | os.PathLike = "runs/lr_find", *, steps: int = 200,
+            weights: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The learning-rate range test of stage `stage` (1-based, as `transferkit lr-find --stage`); returns
+    lr_find.json's content (the rate under `suggested_learning_rate`) and writes lr_find.png into `output`."""
+    from transferkit.lr_find import find_learning_rate
+
+    if not isinstance(stage, int) or isinstance(stage, bool):
+        raise TransferkitError(f"lr_find: stage must be a stage number (1, 2, ...). Received: stage={stage!r}")
+    return find_learning_rate(_as_config(config), stage - 1, output, steps=steps, weights=weights, log=lambda *a: None)
+
+
 @contextlib.contextmanager
 def serve(model_base: str | os.PathLike, grpc_port: int = 0, rest_port: int | None = 0,
           host: str = "127.0.0.1") -> Iterator[Any]:

@@ -48,6 +48,8 @@ def test_refusals_name_what_was_received(tmp_path):
         tk.load(tmp_path)
     with pytest.raises(ConfigError, match="Received: int"):
         tk.train(42)
+    with pytest.raises(TransferkitError, match="Received: stage='2'"):
+        tk.lr_find({"task": "image_classification"}, stage="2")
     with pytest.raises(TransferkitError, match="unknown options \\['colour'\\]"):
         tk.compare({"task": "image_classification"}, colour="blue")
 
@@ -59,3 +61,16 @@ def test_the_package_and_its_api_names_import_without_tensorflow():
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+def test_lr_find_suggests_a_rate(run, tmp_path):
+    result = tk.lr_find(run.run_dir / "config.yaml", stage=1, output=tmp_path / "lr", steps=10)
+    assert "suggested_learning_rate" in result and (tmp_path / "lr" / "lr_find.png").is_file()
+
+
+def test_compare_and_lr_find_stay_functions_after_their_modules_are_imported():
+    import importlib
+
+    importlib.import_module("transferkit.compare")
+    importlib.import_module("transferkit.lr_find")
+    assert callable(tk.compare) and callable(tk.lr_find) and tk.compare.__module__ == "transferkit.api"
