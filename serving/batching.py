@@ -12,7 +12,7 @@ other batch is running: a lone request then pays no timeout, and under load
 batches still fill while the cores are busy. Batches are formed in Python, around the signature's
 concrete function, rather than with TensorFlow's `BatchFunction` op: the op
 added more than its timeout to a lone request and formed no large batches
-under load (`benchmarks/serving.py`, README, "Server-side batching").
+under load (`benchmarks/serving.py`; docs/serving.md, "Server-side batching").
 """
 
 from __future__ import annotations

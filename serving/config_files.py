@@ -28,7 +28,7 @@ def batching_parameters_text(options=None) -> str:
 
 
 def recommended_batching():
-    """The batching `export` writes: measured on 2 cores (README, "Server-side batching" and "Benchmarks")."""
+    """The batching `export` writes: measured on 2 cores (docs/serving.md, "Server-side batching", and docs/benchmarks.md, "Serving")."""
     from transferkit.serving.batching import BatchingOptions
 
     return BatchingOptions(max_batch_size=8, batch_timeout_micros=5000, max_enqueued_batches=100)

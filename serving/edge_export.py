@@ -20,7 +20,7 @@ Conversion goes through a SavedModel written by Keras' `ExportArchive`:
 `TFLiteConverter.from_concrete_functions` with a Keras 3 model as its
 trackable converts without error but without the weights (every output NaN),
 and `tf2onnx.convert.from_function` turns a `Normalization` layer's constants
-into extra graph inputs. See README, "Export for phones and other runtimes".
+into extra graph inputs. See docs/edge-export.md.
 """
 
 from __future__ import annotations

@@ -99,12 +99,14 @@ class Run:
 
     @property
     def config(self) -> RunConfig:
+        """The run's resolved config.yaml, as a `RunConfig`."""
         from transferkit.config_loading import load_saved_config
 
         return load_saved_config(self.run_dir / "config.yaml")
 
     @property
     def info(self) -> dict[str, Any]:
+        """info.json: what the run recorded for loading, predicting and exporting (classes, preprocessor, ...)."""
         return self._json("info.json", {})
 
     @property
@@ -119,6 +121,7 @@ class Run:
 
     @property
     def report_files(self) -> list[Path]:
+        """The files in the run's report/ folder (plots, worst-classified sheets), sorted."""
         return sorted(p for p in (self.run_dir / "report").glob("*") if p.is_file())
 
     def summary(self) -> str:

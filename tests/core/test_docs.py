@@ -1,4 +1,5 @@
-"""The README's Kubernetes manifest for several workers: it parses, and its shell command exports a valid TF_CONFIG."""
+"""The docs' Kubernetes manifest for several workers (docs/scaling.md): it parses, and its shell command exports a
+valid TF_CONFIG. And every docs heading the code sends users to exists."""
 
 import json
 import os
@@ -11,13 +12,15 @@ import yaml
 
 from transferkit.multi_worker import read_tf_config
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+SCALING = ROOT / "docs" / "scaling.md"
 
 
 def _multi_worker_manifest():
-    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S)
+    blocks = re.findall(r"```yaml\n(.*?)```", SCALING.read_text(), flags=re.S)
     found = [b for b in blocks if "kind: Job" in b and "TF_CONFIG" in b]
-    assert len(found) == 1, "README: expected one yaml block with the multi-worker Job"
+    assert len(found) == 1, "docs/scaling.md: expected one yaml block with the multi-worker Job"
     return list(yaml.safe_load_all(found[0]))
 
 
@@ -50,23 +53,42 @@ def test_indexed_job_exports_a_tf_config_for_each_index(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("index", [0, 1])
-def test_readme_tf_config_example_is_valid(monkeypatch, index):
-    example = re.search(r"export TF_CONFIG='(\{.*?\})'", README.read_text()).group(1)
+def test_docs_tf_config_example_is_valid(monkeypatch, index):
+    example = re.search(r"export TF_CONFIG='(\{.*?\})'", SCALING.read_text()).group(1)
     monkeypatch.setenv("TF_CONFIG", example.replace('"index": 0', f'"index": {index}'))
     assert read_tf_config()["task"]["index"] == index
     assert json.loads(example)["cluster"]["worker"] == ["host0:12345", "host1:12345"]
 
 
-def test_every_readme_section_named_by_the_code_exists():
-    """Errors and help that send the user to `the README section "X"` name a heading that is there."""
-    headings = {line.lstrip("#").strip() for line in README.read_text().splitlines() if line.startswith("#")}
-    root = README.parent
+def _headings(path: Path) -> set[str]:
+    """The Markdown headings of a file, outside fenced code blocks."""
+    headings, fenced = set(), False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("#"):
+            headings.add(line.lstrip("#").strip())
+    return headings
+
+
+def _code_files():
+    yield from (path for folder in ("transferkit", "plugins", "models", "serving")
+                for path in (ROOT / folder).glob("**/*.py"))
+
+
+def test_every_docs_section_named_by_the_code_exists():
+    """Errors and help that send the user to `the docs page docs/X.md, section "Y"` (or to `the README section
+    "Y"`) name a page and a heading that are there."""
     named = {}
-    for path in [*root.glob("transferkit/**/*.py"), *root.glob("plugins/**/*.py"), *root.glob("models/**/*.py"),
-                 *root.glob("serving/**/*.py")]:
-        for section in re.findall(r'README section \\?"([^"\\]+)\\?"', path.read_text(encoding="utf-8")):
-            named.setdefault(section, str(path.relative_to(root)))
-    assert named, "expected the code to name at least one README section"
-    missing = {section: where for section, where in named.items() if section not in headings}
-    assert not missing, f"README sections named by the code but absent: {missing}"
-    assert not re.search(r"README's dataset table", "".join(p.read_text() for p in root.glob("transferkit/*.py")))
+    for path in _code_files():
+        text = path.read_text(encoding="utf-8")
+        where = str(path.relative_to(ROOT))
+        for page, section in re.findall(r'docs page (docs/[\w./-]+\.md), section \\?"([^"\\]+)\\?"', text):
+            named.setdefault((page, section), where)
+        for section in re.findall(r'README section \\?"([^"\\]+)\\?"', text):
+            named.setdefault(("README.md", section), where)
+    assert named, "expected the code to name at least one docs section"
+    missing = {f"{page}: {section}": where for (page, section), where in named.items()
+               if not (ROOT / page).is_file() or section not in _headings(ROOT / page)}
+    assert not missing, f"docs sections named by the code but absent: {missing}"
+    assert not re.search(r"README's dataset table", "".join(p.read_text() for p in ROOT.glob("transferkit/*.py")))

@@ -35,7 +35,7 @@ class ImageInputSection:
     # With resize: crop, keep this central fraction of the largest crop: 0.875 is the ImageNet evaluation
     # crop that pretrained backbones are measured with.
     crop_fraction: float = 0.875
-    # area: a box filter when shrinking (twice as fast as bilinear on photos, see README); bilinear:
+    # area: a box filter when shrinking (twice as fast as bilinear on photos, see docs/data.md); bilinear:
     # antialiased bilinear, what runs before this option existed used. Recorded with the run, so serving
     # and predict resize the same way.
     interpolation: Literal["area", "bilinear"] = dataclasses.field(default="area", metadata={ABSENT: "bilinear"})
