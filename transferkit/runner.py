@@ -377,6 +377,8 @@ def _short(value) -> str:
 def _write_info(run_dir: Path, config: RunConfig, task, backbone, data) -> None:
     info = dict(task.info)
     info.update({"task": config.task, "backbone": backbone.source, "architecture": backbone.architecture})
+    if task.summary_figures:
+        info["summary_figures"] = list(task.summary_figures)
     from transferkit.models.families import preset_facts
 
     # The module that registers a family backbone's Keras classes, so the run reloads where the preset is absent.

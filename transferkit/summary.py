@@ -157,7 +157,10 @@ def _counted(metrics: dict, examples: str) -> str:
     return f" on {', '.join(parts)}" if parts else ""
 
 
-def _figures(scores: dict[str, float]) -> str:
+def _figures(scores: dict[str, float], chosen=None) -> str:
+    """The figures, or only those the task chose (info.json `summary_figures`) that are there, in its order."""
+    if isinstance(chosen, list) and any(name in scores for name in chosen):
+        scores = {name: scores[name] for name in chosen if name in scores}
     return " · ".join(f"{k} {v:.4f}" for k, v in scores.items())
 
 
@@ -181,12 +184,13 @@ def run_summary(run_dir: str | Path, metrics_dir: str | Path | None = None) -> s
     scores = _scores(metrics)
     if scores:
         examples = f"{'validation' if metrics_dir is None else 'evaluation'} examples"
-        lines.append(f"result    {_figures(scores)}{_counted(metrics, examples)}")
+        lines.append(f"result    {_figures(scores, info.get('summary_figures'))}{_counted(metrics, examples)}")
         if isinstance(metrics.get("test"), dict):
             test = metrics["test"]
             overlap = {name: _count_or_none(test.get(f"also_in_{name}")) for name in ("train", "val")}
             scores_shown = {k: v for k, v in _scores(test).items() if not k.startswith("also_in_")}
-            lines.append(f"test      {_figures(scores_shown)}{_counted(test, 'test examples')}"
+            lines.append(f"test      {_figures(scores_shown, info.get('summary_figures'))}"
+                         f"{_counted(test, 'test examples')}"
                          f" (report in {folder / 'test' / 'report'})")
             if any(overlap.values()):
                 parts = [f"{n:,} also in {'training' if k == 'train' else 'validation'}"

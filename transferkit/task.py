@@ -350,6 +350,10 @@ class Task(abc.ABC):
         name, mode = self.monitor()
         return name.removeprefix("val_"), mode
 
+    # The `metrics.json` figures a run's summary shows, in this order (recorded in info.json as
+    # `summary_figures`); empty: every figure of merit the evaluation wrote.
+    summary_figures: ClassVar[tuple[str, ...]] = ()
+
     def baseline(self) -> dict[str, Any] | None:
         """What a user would try first without transfer learning (for text, TF-IDF with logistic regression),
         fitted on this config's training split and scored on its validation split:

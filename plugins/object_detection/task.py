@@ -50,6 +50,7 @@ class ObjectDetection(Task):
 
     config_class = ObjectDetectionConfig
     preprocessor_class = ImagePreprocessor
+    summary_figures = ("map50", "map", "map75", "mar100")
 
     @classmethod
     def validate_config(cls, config) -> None:

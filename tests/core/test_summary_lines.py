@@ -21,6 +21,11 @@ def test_detection_figures_counts_and_placeholders(tmp_path):
     figures = [line for line in text.splitlines() if line.startswith(("result", "test"))]
     assert not any(" -1" in line or ".0000 " in line.split(" on ")[-1] or "map_small" in line for line in figures)
     assert any(line.split()[:3] == ["raccoon", "148", "25"] for line in text.splitlines())
+    info["summary_figures"] = ["map50", "map", "mar100"]  # what the detection task records
+    (tmp_path / "info.json").write_text(json.dumps(info))
+    text = run_summary(tmp_path)
+    assert "result    map50 0.9500 · map 0.4700 on 24 images" in text and "map_medium" not in text
+    assert "test      map50 0.9400 · map 0.4400 on 40 images" in text
 
 
 def test_classification_counts_its_examples(tmp_path):
