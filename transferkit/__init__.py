@@ -25,7 +25,20 @@ from transferkit.version import __version__
 
 # The Python API. transferkit.api imports nothing heavy (TensorFlow comes with the first call that needs it).
 from transferkit import presets
-from transferkit.api import Client, Run, compare, load, lr_find, serve, train
+from transferkit.api import (
+    AudioClassificationConfig,
+    Client,
+    ImageClassificationConfig,
+    MultilabelClassificationConfig,
+    ObjectDetectionConfig,
+    Run,
+    TextClassificationConfig,
+    compare,
+    load,
+    lr_find,
+    serve,
+    train,
+)
 
 _API = ("Client", "Run", "compare", "load", "lr_find", "serve", "train")
 
@@ -44,6 +57,11 @@ _sys.modules[__name__].__class__ = _Namespace
 
 __all__ = [
     *_API,
+    "AudioClassificationConfig",
+    "ImageClassificationConfig",
+    "MultilabelClassificationConfig",
+    "ObjectDetectionConfig",
+    "TextClassificationConfig",
     "presets",
     "ConfigError",
     "RegistryError",

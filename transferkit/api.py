@@ -31,6 +31,65 @@ def _as_config(config, overrides: Sequence[str] = ()) -> RunConfig:
     raise ConfigError(f"config: expected a YAML path, a mapping or a RunConfig. Received: {type(config).__name__}")
 
 
+class TaskConfig:
+    """A typed run config for one task: `tk.ImageClassificationConfig(data={...}, backbone={...}, stages=[...])`.
+
+    Each section is a mapping as in the YAML, or the task's own typed section (a dataclass from the
+    plugin's `config.py`, or `StageConfig`s); the result is the validated, frozen `RunConfig` that
+    `tk.train` takes, and a wrong key or value is refused naming it.
+
+    Example:
+
+    ```python
+    config = tk.ImageClassificationConfig(data={"train": "flowers/", "image_size": [224, 224]},
+                                          backbone={"preset": "efficientnet-lite0"})
+    run = tk.train(config, output="runs/flowers")
+    ```
+    """
+
+    task: str = ""
+
+    def __new__(cls, **sections: Any) -> RunConfig:
+        from transferkit.config_loading import build_run_config
+        from transferkit.typed import to_dict
+
+        if "task" in sections:
+            raise ConfigError(f"{cls.__name__}: the task is {cls.task!r}; do not pass task=. "
+                              f"Received: task={sections['task']!r}")
+        plain = {name: to_dict(value) for name, value in sections.items()}
+        return build_run_config({"task": cls.task, **plain}, source=cls.__name__)
+
+
+class ImageClassificationConfig(TaskConfig):
+    """`TaskConfig` of `task: image_classification`."""
+
+    task = "image_classification"
+
+
+class ObjectDetectionConfig(TaskConfig):
+    """`TaskConfig` of `task: object_detection`."""
+
+    task = "object_detection"
+
+
+class TextClassificationConfig(TaskConfig):
+    """`TaskConfig` of `task: text_classification`."""
+
+    task = "text_classification"
+
+
+class AudioClassificationConfig(TaskConfig):
+    """`TaskConfig` of `task: audio_classification`."""
+
+    task = "audio_classification"
+
+
+class MultilabelClassificationConfig(TaskConfig):
+    """`TaskConfig` of `task: multilabel_classification`."""
+
+    task = "multilabel_classification"
+
+
 def train(config, output: str | os.PathLike | None = None, *, overrides: Sequence[str] = (), resume: bool = True,
           time_limit: float | None = None, verbose: bool = False) -> "Run":
     """Trains every stage of `config` into `output` (default: `runs/<task>`) and returns the finished `Run`.

@@ -74,3 +74,19 @@ def test_compare_and_lr_find_stay_functions_after_their_modules_are_imported():
     importlib.import_module("transferkit.compare")
     importlib.import_module("transferkit.lr_find")
     assert callable(tk.compare) and callable(tk.lr_find) and tk.compare.__module__ == "transferkit.api"
+
+
+def test_typed_task_configs_validate_and_name_what_is_wrong(tmp_path):
+    from transferkit.config import StageConfig
+    from transferkit.plugins.image_classification.testing import tiny_config
+
+    plain = tiny_config(tmp_path)
+    config = tk.ImageClassificationConfig(data=plain["data"], backbone=plain["backbone"],
+                                          stages=[StageConfig(name="only", epochs=2)])
+    assert config.task == "image_classification" and config.stages[0].epochs == 2
+    again = tk.ImageClassificationConfig(data=config.task_config.data, backbone=plain["backbone"])
+    assert again.task_config.data == config.task_config.data  # the task's own typed section is taken as is
+    with pytest.raises(ConfigError, match="batch_size"):
+        tk.ImageClassificationConfig(data={**plain["data"], "batch_size": 0}, backbone=plain["backbone"])
+    with pytest.raises(ConfigError, match="do not pass task="):
+        tk.ObjectDetectionConfig(task="image_classification")
