@@ -3,6 +3,8 @@
 import io
 import time
 
+import pytest
+
 from transferkit import progress as progress_lib
 
 
@@ -83,3 +85,14 @@ def test_compare_log_gives_an_estimate_once_a_cell_has_run():
 
     assert _eta([], 5) == ""
     assert _eta([2.0, 4.0], 5) == " (2 trained in 6.0 min; about 15 min left)"
+
+
+def test_a_notebook_gets_the_widget_bar_shown_although_stderr_is_no_terminal(monkeypatch):
+    pytest.importorskip("ipywidgets", reason="the notebook bar is an ipywidgets widget")
+    from tqdm.notebook import tqdm as notebook_bar
+
+    monkeypatch.delenv(progress_lib.QUIET_ENV, raising=False)
+    monkeypatch.setattr(progress_lib, "in_notebook", lambda: True)
+    assert progress_lib._bar_class() == (notebook_bar, False)
+    monkeypatch.setattr(progress_lib, "in_notebook", lambda: False)
+    assert progress_lib._bar_class()[1] is None  # the terminal bar: off when stderr is not a terminal
