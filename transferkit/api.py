@@ -199,12 +199,29 @@ class Run:
                 self._loaded = load_run(self.run_dir)
         return self._loaded
 
-    def predict(self, inputs: str | os.PathLike | Sequence[str | os.PathLike], **options: Any) -> list[tuple[str, Any]]:
-        """`(input, prediction)` per input: file paths (images, clips), or texts for a text task. `options` go
-        to the task (`top_k=3`, `save_dir=...` for annotated detections)."""
-        items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    def predict(self, inputs, **options: Any) -> list[tuple[str, Any]]:
+        """`(input, prediction)` per input: file paths (images, clips), texts for a text task, or numpy arrays
+        (an image as [height, width, 3] or [height, width] uint8; a clip as [samples] float in -1..1 at
+        `sample_rate=`, 16000 by default), named `array[i]`. `options` go to the task (`top_k=3`,
+        `save_dir=...` for annotated detections)."""
+        import numpy as np
+
+        if isinstance(inputs, (str, os.PathLike, np.ndarray)):
+            inputs = [inputs]
+        items = list(inputs)
         if not items:
             raise TransferkitError("predict: expected one or more inputs. Received: none")
+        if any(isinstance(item, np.ndarray) for item in items):
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="transferkit-predict-") as folder:
+                files = [_array_file(item, Path(folder) / f"array_{i}", options.get("sample_rate", 16000), i)
+                         if isinstance(item, np.ndarray) else item for i, item in enumerate(items)]
+                options.pop("sample_rate", None)
+                named = {str(f): f"array[{i}]" for i, (f, item) in enumerate(zip(files, items))
+                         if isinstance(item, np.ndarray)}
+                return [(named.get(path, path), prediction) for path, prediction in self.predict(files, **options)]
+        options.pop("sample_rate", None)
         _, task, model, info = self._model()
         if task.takes_texts and not all(os.path.isfile(str(item)) for item in items):
             return list(zip(items, task.predict_texts(model, [str(item) for item in items], info,
@@ -243,6 +260,30 @@ class Run:
 
         report = export_edge(self.run_dir, output, EdgeExportOptions(format=format, quantize=quantize), force=force)
         return Path(report["file"])
+
+
+def _array_file(array, stem: Path, sample_rate: int, index: int) -> Path:
+    """An input array written as the file the task reads: a PNG image, or a 16-bit WAV clip."""
+    import numpy as np
+
+    if array.ndim in (2, 3) and (array.ndim == 2 or array.shape[-1] in (1, 3, 4)) and min(array.shape[:2]) > 0:
+        from PIL import Image
+
+        pixels = np.clip(array, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels).save(
+            stem.with_suffix(".png"))
+        return stem.with_suffix(".png")
+    if array.ndim == 1 and array.size > 0:
+        from scipy.io import wavfile
+
+        if not (isinstance(sample_rate, int) and 1000 <= sample_rate <= 384000):
+            raise TransferkitError(f"predict: sample_rate must be an integer number of Hz in [1000, 384000]. "
+                                   f"Received: sample_rate={sample_rate!r}")
+        wavfile.write(stem.with_suffix(".wav"), sample_rate,
+                      (np.clip(array.astype(np.float64), -1, 1) * 32767).astype(np.int16))
+        return stem.with_suffix(".wav")
+    raise TransferkitError(f"predict: array[{index}] has shape {tuple(array.shape)}; expected an image "
+                           f"[height, width, 3] or [height, width], or a clip [samples]")
 
 
 def compare(config, output: str | os.PathLike = "runs/compare", **options: Any) -> dict[str, Any]:

@@ -41,6 +41,16 @@ def test_predict_evaluate_and_export(run, tmp_path):
         run.export(format="pt", output=tmp_path / "m.pt")
     with pytest.raises(TransferkitError, match="nowhere.jpg: input file not found"):
         run.predict([tmp_path / "nowhere.jpg"])
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(image).convert("RGB"))
+    (name, from_array), (_, from_file) = run.predict([pixels, image])
+    assert name == "array[0]" and str(from_array) == str(from_file)  # the same image, as an array or a file
+    with pytest.raises(TransferkitError, match=r"array\[0\] has shape \(2, 3, 5\)"):
+        run.predict(np.zeros((2, 3, 5)))
+    with pytest.raises(TransferkitError, match="Received: sample_rate=5"):
+        run.predict(np.zeros(100), sample_rate=5)
 
 
 def test_refusals_name_what_was_received(tmp_path):
