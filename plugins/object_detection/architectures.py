@@ -14,6 +14,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
+def padded_ground_truth(boxes, class_ids) -> dict[str, Any]:
+    """Targets of a loss that assigns boxes itself: (B, M, 5) xyxy boxes and class ids, padded with -1."""
+    import tensorflow as tf
+
+    return {"predictions": tf.concat([boxes, tf.cast(class_ids, tf.float32)[..., None]], axis=-1)}
+
+
 class RetinaNetHead:
     """RetinaNet (KerasHub's FeaturePyramid and PredictionHeads, anchors and label encoder)."""
 
@@ -84,10 +91,8 @@ class YoloV8Head:
                             fpn_depth=max(1, self.config.head_convs - 1))
 
     def targets(self, boxes, class_ids) -> dict[str, Any]:
-        import tensorflow as tf
-
         # The assigner needs the predictions: targets stay the padded boxes and class ids.
-        return {"predictions": tf.concat([boxes, tf.cast(class_ids, tf.float32)[..., None]], axis=-1)}
+        return padded_ground_truth(boxes, class_ids)
 
     def loss(self):
         from transferkit.plugins.object_detection.yolo_v8 import YoloV8Loss
@@ -119,14 +124,25 @@ class YoloV4TinyHead:
         spec = backbone_config.preset
         folder = Path(presets.resolve_preset(spec)) if spec else None
         cfg_name = preset_facts(folder).get("cfg") if folder and folder.is_dir() else None
-        if not isinstance(cfg_name, str) or not (folder / cfg_name).is_file():
+        # A bare file name inside the preset: transferkit.json never points the reader elsewhere.
+        if not isinstance(cfg_name, str) or Path(cfg_name).name != cfg_name or not (folder / cfg_name).is_file():
             raise ConfigError(f"model.architecture: yolov4_tiny takes the whole detector from a YOLOv4-tiny preset; "
                               f"expected backbone.preset: yolov4-tiny-coco (or such a folder). Received: "
                               f"backbone.preset={spec!r}")
         from transferkit.models.families.yolov4_tiny.model import parse_cfg, yolo_scales
 
-        cfg_text = (folder / cfg_name).read_text(encoding="utf-8")
-        source_names = [n for n in (folder / "class_names.txt").read_text(encoding="utf-8").split("\n") if n]
+        from transferkit.models.families.yolov4_tiny.model import MAX_TEXT_BYTES
+
+        texts = {}
+        for name in (cfg_name, "class_names.txt"):
+            path = folder / name
+            size = path.stat().st_size if path.is_file() else -1
+            if not 0 < size <= MAX_TEXT_BYTES:  # checked before anything is read
+                raise ConfigError(f"{path}: {'missing' if size < 0 else f'{size} bytes'}; a YOLOv4-tiny preset's "
+                                  f"{name} is a text file of 1 to {MAX_TEXT_BYTES} bytes")
+            texts[name] = path.read_text(encoding="utf-8", errors="replace")
+        cfg_text = texts[cfg_name]
+        source_names = [n for n in texts["class_names.txt"].split("\n") if n]
         init_from = dict(model_config.init_from or {})
         unknown = sorted(set(init_from) - set(class_names))
         if unknown:
@@ -182,7 +198,7 @@ class YoloV4TinyHead:
         return head
 
     def targets(self, boxes, class_ids) -> dict[str, Any]:
-        return YoloV8Head.targets(self, boxes, class_ids)
+        return padded_ground_truth(boxes, class_ids)  # assigned inside the loss, as YOLOv8's
 
     def loss(self):
         from transferkit.plugins.object_detection.yolo_v4_tiny import YoloV4TinyLoss

@@ -175,3 +175,33 @@ def test_a_fresh_process_predicts_with_the_saved_detector(trained, shapes_csv):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert str(image) in done.stdout
+
+
+def test_a_preset_cannot_point_outside_itself_and_its_texts_are_size_checked(preset, shapes_csv, tmp_path):
+    """transferkit.json's cfg is a bare name inside the folder; an empty or huge cfg is refused unread."""
+    import shutil
+
+    from transferkit.config import build_run_config
+    from transferkit.plugins.object_detection.architectures import detector_facts
+
+    copy = tmp_path / "copy"
+    shutil.copytree(preset, copy)
+    facts_file = copy / yt.PROVENANCE_FILE
+    facts = json.loads(facts_file.read_text())
+    config = build_run_config(_on_preset(tiny_detection_config(shapes_csv, model={"architecture": "yolov4_tiny"}),
+                                         copy))
+    model, backbone = config.task_config.model, config.backbone
+    for outside in ("../outside.cfg", str(tmp_path / "outside.cfg")):
+        (tmp_path / "outside.cfg").write_text(TINY_YOLO_CFG)
+        facts_file.write_text(json.dumps({**facts, "cfg": outside}))
+        with pytest.raises(ConfigError, match="backbone.preset"):
+            detector_facts(model, backbone, ["circle", "square"])
+    facts_file.write_text(json.dumps(facts))
+    for content in ("", "#" * (yt.MAX_TEXT_BYTES + 1)):
+        (copy / yt.CFG_FILE).write_text(content)
+        with pytest.raises(ConfigError, match="a text file of 1 to"):
+            detector_facts(model, backbone, ["circle", "square"])
+    (copy / yt.CFG_FILE).write_text(TINY_YOLO_CFG)
+    (copy / "class_names.txt").unlink()
+    with pytest.raises(ConfigError, match="class_names.txt: missing"):
+        detector_facts(model, backbone, ["circle", "square"])
